@@ -1,0 +1,56 @@
+"""labkit's PKI: the certificates of a mesh, made and checked here.
+
+The only module of labkit that imports ``cryptography``; everything it hands out is PEM text or
+plain values, so the layers above (and the emulator) never need it.
+
+- :mod:`~labkit.pki.authorities`: roots, per-cluster intermediates, workload certificates (Istio profiles)
+- :mod:`~labkit.pki.spiffe`: SPIFFE IDs
+- :mod:`~labkit.pki.bundles`: SPIFFE trust bundles (JWK Set JSON)
+- :mod:`~labkit.pki.verifying`: chain verification that says why it fails
+- :mod:`~labkit.pki.describing`: the fields a learner reads off a certificate
+- :mod:`~labkit.pki.layouts`: Istio's ``cacerts`` and workload file layouts, a whole mesh folder
+"""
+
+from labkit.pki.authorities import CertificateAuthority, Credential, KeySpec, generate_key, new_root
+from labkit.pki.bundles import TrustBundle
+from labkit.pki.describing import CertificateInfo, describe
+from labkit.pki.layouts import (
+    CACERTS_FILES,
+    WORKLOAD_FILES,
+    FileCheck,
+    MeshCerts,
+    check_folder,
+    make_mesh,
+    read_cacerts,
+    read_root,
+    write_cacerts,
+    write_root,
+    write_workload,
+)
+from labkit.pki.spiffe import SpiffeId
+from labkit.pki.verifying import VerifiedChain, verify_certificate
+
+__all__ = [
+    "CACERTS_FILES",
+    "WORKLOAD_FILES",
+    "CertificateAuthority",
+    "CertificateInfo",
+    "Credential",
+    "FileCheck",
+    "KeySpec",
+    "MeshCerts",
+    "SpiffeId",
+    "TrustBundle",
+    "VerifiedChain",
+    "check_folder",
+    "describe",
+    "generate_key",
+    "make_mesh",
+    "new_root",
+    "read_cacerts",
+    "read_root",
+    "verify_certificate",
+    "write_cacerts",
+    "write_root",
+    "write_workload",
+]
