@@ -1,0 +1,1 @@
+"""The emulator's HTTP API layer: request bodies, handlers and the wire formats kubectl speaks."""
