@@ -1,0 +1,91 @@
+"""The controllers of an emulated cluster: what kube-controller-manager does, in-process.
+
+Each controller watches the cluster's :class:`~labkit.emulator.store.Store` and writes back to it,
+so the API layer stays a thin HTTP front: it stores what clients send and the controllers make the
+cluster react (Deployments get ReplicaSets and pods, Services get endpoints and addresses,
+namespaces get their defaults and are emptied before they go).
+
+What the API layer calls directly, inside requests, because a real API server does it there:
+
+* :func:`default_object` on every create and update of a built-in kind (:mod:`.defaults`);
+* :class:`ServiceAllocator` on Service create/update/delete (ClusterIPs and node ports);
+* :func:`finalizers_for_delete` on every DELETE (propagation policy → finalizers, see
+  :mod:`.garbage`).
+
+Everything else runs in a :class:`ControllerManager`; :func:`cluster_controllers` builds the set one
+cluster needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from labkit.emulator.store import Store
+
+from .defaults import default_object, image_pull_policy
+from .deployments import DeploymentController, pod_template_hash
+from .endpoints import EndpointsController
+from .framework import Controller, ControllerManager, ResourceCatalog, ResourceInfo, WorkQueue
+from .garbage import FOREGROUND, ORPHAN, GarbageCollector, finalizers_for_delete
+from .namespaces import NamespaceController
+from .replicasets import ReplicaSetController
+from .serviceaccounts import ServiceAccountTokenController
+from .services import LOAD_BALANCER_IP_ANNOTATION, LoadBalancerPool, ServiceAllocator, ServiceController, ServiceRef
+
+__all__ = [
+    "FOREGROUND",
+    "LOAD_BALANCER_IP_ANNOTATION",
+    "ORPHAN",
+    "Controller",
+    "ControllerManager",
+    "DeploymentController",
+    "EndpointsController",
+    "GarbageCollector",
+    "LoadBalancerPool",
+    "NamespaceController",
+    "ReplicaSetController",
+    "ResourceCatalog",
+    "ResourceInfo",
+    "ServiceAccountTokenController",
+    "ServiceAllocator",
+    "ServiceController",
+    "ServiceRef",
+    "WorkQueue",
+    "cluster_controllers",
+    "default_object",
+    "finalizers_for_delete",
+    "image_pull_policy",
+    "pod_template_hash",
+]
+
+
+def cluster_controllers(
+    store: Store,
+    *,
+    cluster: str,
+    node_name: str,
+    ca_pem: str,
+    issue_token: Callable[[str, str], str],
+    load_balancers: LoadBalancerPool,
+    resources: Callable[[], Iterable[ResourceInfo]] | None = None,
+) -> ControllerManager:
+    """The controllers of one cluster, ready to :meth:`~ControllerManager.start`.
+
+    Args:
+        store: the cluster's store.
+        cluster: the cluster's name (names load-balancer holders across clusters).
+        node_name: the cluster's single node; pods are bound to it.
+        ca_pem: the cluster CA certificate (PEM): ``kube-root-ca.crt`` and token Secrets.
+        issue_token: mints a ServiceAccount bearer token the API layer accepts.
+        load_balancers: the emulator-wide load-balancer pool.
+        resources: extra resource types for namespace deletion (the API layer's registry).
+    """
+    return ControllerManager([
+        NamespaceController(store, ca_pem, resources=resources),
+        DeploymentController(store),
+        ReplicaSetController(store, node_name),
+        ServiceController(store, load_balancers, cluster),
+        EndpointsController(store),
+        ServiceAccountTokenController(store, ca_pem, issue_token),
+        GarbageCollector(store),
+    ])
