@@ -1,0 +1,194 @@
+"""Which local program stands in for a container image (DESIGN decision 7: images are programs).
+
+There is no container runtime here, so "pulling" an image means finding the labkit program that
+behaves like it. Images are matched by *repository name* only: the registry, tag and digest are
+ignored, because the samples move between registries (``docker.io/istio/…`` became
+``registry.istio.io/release/…``) and tags while the program behind them stays the same.
+
+An image nobody knows must fail loudly and usefully, the way a typo in an image name does on a
+real cluster: the pod stays ``Pending`` with ``ErrImagePull`` and the message lists what *does*
+work here, so a learner can fix the manifest rather than wonder why nothing happens.
+
+A container ``command`` that only waits (``sleep infinity``, ``sleep 3650d``, ``tail -f /dev/null``)
+runs the idle program whatever the image: that is how the curl/sleep samples keep a client pod
+alive for ``kubectl exec``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+PROGRAMS_PACKAGE = "labkit.emulator.node.programs"
+
+
+@dataclass(frozen=True)
+class Program:
+    """A local program that plays the part of a container image.
+
+    Args:
+        name: the program's short name, also its module under ``labkit.emulator.node.programs``.
+        module: the module run as ``python -m <module>``; empty for host commands (the curl image's
+            own entrypoint runs the machine's curl).
+        default_ports: the ports the real image listens on, in order.
+        image: the canonical image reference, as shown in the list of known images.
+        env: environment the real image sets (its Dockerfile ``ENV``), as ``(name, value)`` pairs.
+    """
+
+    name: str
+    module: str
+    default_ports: tuple[int, ...] = ()
+    image: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What to start for one container.
+
+    Args:
+        program: the program that plays the image.
+        args: arguments for a labkit program.
+        host_argv: a command to run from the pod's ``PATH`` instead of a labkit program (the curl image
+            runs the machine's curl); ``None`` for labkit programs.
+    """
+
+    program: Program
+    args: tuple[str, ...] = ()
+    host_argv: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """Repository names (the last path segments of an image) that map to one program."""
+
+    repositories: tuple[str, ...]
+    program: Program
+
+
+def _program(name: str, ports: tuple[int, ...], image: str, **env: str) -> Program:
+    module = f"{PROGRAMS_PACKAGE}.{name}" if name else ""
+    return Program(name, module, ports, image, tuple(env.items()))
+
+
+SLEEP = _program("sleep", (), "labkit/sleep")
+CURL = Program("curl", "", (), "curlimages/curl")
+
+_RULES: tuple[_Rule, ...] = (
+    _Rule(("examples-helloworld-v1",),
+          _program("helloworld", (5000,), "registry.istio.io/release/examples-helloworld-v1", SERVICE_VERSION="v1")),
+    _Rule(("examples-helloworld-v2",),
+          _program("helloworld", (5000,), "registry.istio.io/release/examples-helloworld-v2", SERVICE_VERSION="v2")),
+    _Rule(("curlimages/curl", "governmentpaas/curl-ssl", "appropriate/curl", "curl"), CURL),
+    _Rule(("istio/base", "busybox", "alpine", "ubuntu", "debian"), _program("sleep", (), "docker.io/istio/base")),
+    _Rule(("nginx", "library/nginx", "nginxinc/nginx-unprivileged"), _program("nginx", (80,), "nginx")),
+    _Rule(("kennethreitz/httpbin",), _program("httpbin", (80,), "docker.io/kennethreitz/httpbin")),
+    _Rule(("mccutchen/go-httpbin",), _program("httpbin", (8080,), "mccutchen/go-httpbin")),
+)
+
+# Images a container may name to get the idle program (the sleep sample's own image among them).
+_SLEEPING = re.compile(r"^(?:/(?:usr/)?bin/)?sleep$")
+
+
+def repository(image: str) -> str:
+    """The repository part of an image reference: no registry host, no tag, no digest.
+
+    ``registry.istio.io/release/examples-helloworld-v1:1.0`` → ``release/examples-helloworld-v1``;
+    ``nginx:alpine`` → ``nginx``; ``docker.io/library/nginx@sha256:…`` → ``library/nginx``.
+    """
+    name = image.split("@", 1)[0]
+    last_slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > last_slash:
+        name = name[:colon]
+    parts = name.split("/")
+    # A first segment with a dot or a port, or "localhost", is a registry host (Docker's own rule).
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]
+    return "/".join(parts).lower()
+
+
+def match_image(image: str) -> Program | None:
+    """The program for ``image``, or ``None`` if labkit does not know it.
+
+    A rule's repository matches the whole repository name or its trailing segments, so
+    ``istio/examples-helloworld-v1`` and ``release/examples-helloworld-v1`` both match
+    ``examples-helloworld-v1``.
+    """
+    repo = repository(image)
+    for rule in _RULES:
+        for known in rule.repositories:
+            if repo == known or repo.endswith("/" + known):
+                return rule.program
+    return None
+
+
+def known_images() -> list[str]:
+    """The canonical image of every program, for messages."""
+    seen: list[str] = []
+    for rule in _RULES:
+        if rule.program.image not in seen:
+            seen.append(rule.program.image)
+    return seen
+
+
+def pull_error_message(image: str) -> str:
+    """The ``ErrImagePull`` message for an image labkit does not know."""
+    return (f'Failed to pull image "{image}": labkit\'s embedded node runs images as local programs and knows: '
+            f"{', '.join(known_images())}")
+
+
+def pull_backoff_message(image: str) -> str:
+    """The ``ImagePullBackOff`` message: Kubernetes' words, and still the list of what works."""
+    return (f'Back-off pulling image "{image}": labkit\'s embedded node runs images as local programs and knows: '
+            f"{', '.join(known_images())}")
+
+
+def is_idle_command(argv: list[str]) -> bool:
+    """Whether a container command only waits forever (or for a long time) and does nothing else.
+
+    Recognised: ``sleep <anything>``, ``tail -f /dev/null``, and either of those under ``sh -c``.
+    """
+    if not argv:
+        return False
+    if len(argv) >= 3 and argv[0].rsplit("/", 1)[-1] in {"sh", "bash", "ash"} and argv[1] == "-c":
+        try:
+            lexer = shlex.shlex(argv[2], posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            argv = list(lexer)
+        except ValueError:
+            return False
+        # `sleep 3650d` possibly after `trap … ;` or with `exec`: look at the last simple command.
+        argv = [word for word in argv if word != "exec"]
+        separators = [index for index, word in enumerate(argv) if word in {";", "&&", "||", "&"}]
+        if separators:
+            argv = argv[separators[-1] + 1:]
+    if not argv:
+        return False
+    if _SLEEPING.match(argv[0]):
+        return True
+    return argv[0].rsplit("/", 1)[-1] == "tail" and "/dev/null" in argv and "-f" in argv
+
+
+def plan_launch(image: str, command: list[str] | None, args: list[str] | None) -> Launch | None:
+    """What to run for a container, or ``None`` when the image is unknown (``ErrImagePull``).
+
+    Args:
+        image: the container's ``image``.
+        command: the container's ``command`` (the image's entrypoint when absent).
+        args: the container's ``args``.
+    """
+    program = match_image(image)
+    if program is None:
+        return None
+    argv = list(command or []) + list(args or [])
+    if command and is_idle_command(argv):
+        return Launch(SLEEP)
+    if program is CURL:
+        # The curl image's entrypoint is curl itself: `args` are curl's arguments; a command replaces it.
+        return Launch(CURL, host_argv=tuple(argv if command else ["curl", *(args or [])]))
+    if program.name == "sleep":
+        return Launch(program)
+    # Server images run their program; a custom command for them is not interpreted (there is no shell image here).
+    return Launch(program, tuple(args or ()) if not command else ())

@@ -1,0 +1,778 @@
+"""The node: runs pods as local processes and reports their status the way a kubelet does.
+
+Whoever watches the store hands pods to :meth:`NodeRuntime.sync_pod` and :meth:`NodeRuntime.remove_pod`;
+the node reports each pod's full ``status`` through ``on_status`` whenever it changes. It never reads
+the store itself, so it can be tested (and reasoned about) with plain dicts.
+
+What a pod becomes here:
+
+* an IP of its own from the pod network (``127.X.k.N``, :mod:`labkit.emulator.addresses`), kept for
+  the pod's life and released when it is removed;
+* a directory ``<state_dir>/pods/<ns>_<name>_<uid>/`` holding its logs (``logs/<container>/<n>.log``,
+  one file per restart, as the kubelet keeps them) and ``bin/``, which comes first on the pod's
+  ``PATH`` and holds the shims that make host tools behave like the pod's own (the curl shim);
+* one process per container (:mod:`.images` says which), in a process group of its own that dies
+  with the emulator (:mod:`.spawning`), restarted with CrashLoopBackOff as the restart policy says.
+
+Status must be indistinguishable from a kubelet's where clients look: ``kubectl get pods`` (READY,
+STATUS, RESTARTS), ``kubectl rollout status`` and ``kubectl wait --for=condition=Ready`` read
+``phase``, ``conditions`` and ``containerStatuses``, so those carry Kubernetes' reasons and messages.
+
+The seam for sidecars: an app listens on ``<pod IP>:<containerPort>`` unless the pod says otherwise.
+When the mesh injects a sidecar, Envoy takes ``<pod IP>:<port>`` (that is the address Endpoints and
+other pods use) and forwards to the app, which must then listen elsewhere. The mesh says where with
+the pod annotation ``labkit.io/app-address: <IP>`` (written by its injector, so the pod object alone
+describes the pod and survives restarts of the emulator), or, for callers without access to the pod
+object, :meth:`NodeRuntime.set_app_address` (which wins over the annotation). The app then binds
+``<app address>:<port>``; readiness checks go there too. The address takes effect when a container
+(re)starts, so set it before the first :meth:`~NodeRuntime.sync_pod`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from labkit.emulator import status as api_status
+from labkit.emulator.addresses import IpPool
+from labkit.emulator.node import images, probing, spawning
+from labkit.emulator.node.resolving import DnsBridge, Resolver
+from labkit.emulator.status import StatusError
+from labkit.errors import ToolNotFoundError
+
+logger = logging.getLogger(__name__)
+
+APP_ADDRESS_ANNOTATION = "labkit.io/app-address"
+PROGRAMS_DIR = Path(__file__).parent / "programs"
+GRACE_CAP = 2.0
+CLUSTER_DOMAIN = "cluster.local"
+DEFAULT_BACKOFF = 10.0
+MAX_BACKOFF_FACTOR = 30  # Kubernetes: 10 s doubling, capped at 300 s
+FOLLOW_POLL = 0.05
+PORT_POLL = 0.005
+
+StatusCallback = Callable[[str, str, dict[str, Any]], None]
+RefResolver = Callable[[str, str, str, str], "str | None"]
+
+INSTALL_HINTS = {
+    "curl": "labkit runs the machine's curl inside pods: install it (Debian/Ubuntu: sudo apt-get install curl; "
+            "Fedora: sudo dnf install curl; macOS: brew install curl).",
+}
+
+
+class ExecNotFoundError(ToolNotFoundError):
+    """``kubectl exec`` named a program that is not on the pod's ``PATH`` (the machine's tools plus shims).
+
+    Args:
+        tool: the program as given.
+        hint: what to install.
+    """
+
+    def __init__(self, tool: str, hint: str):
+        super().__init__(tool, hint)
+        self.args = (f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{tool}": '
+                     f"executable file not found in $PATH: unknown. {hint}",)
+
+
+def rfc3339(when: float | None = None) -> str:
+    """A Kubernetes timestamp (seconds precision, UTC)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def _format_duration(seconds: float) -> str:
+    """Go's ``time.Duration`` text for whole back-offs: ``10s``, ``1m20s``, ``5m0s``."""
+    whole = round(seconds)
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion: known variables are replaced, ``$$`` escapes, the rest stays."""
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", replace, value)
+
+
+class _Container:
+    """One container of a pod and the state its status is made from."""
+
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.image: str = spec.get("image", "")
+        self.launch = images.plan_launch(self.image, spec.get("command"), spec.get("args"))
+        self.state: dict[str, Any] = {"waiting": {"reason": "ContainerCreating"}}
+        self.last_state: dict[str, Any] = {}
+        self.restart_count = 0
+        self.ready = False
+        self.started = False
+        self.ever_created = False
+        self.container_id = ""
+        self.env: dict[str, str] = {}
+        self.process: asyncio.subprocess.Process | None = None
+        self.log_path: Path | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def status(self) -> dict[str, Any]:
+        image_id = ""
+        if self.ever_created:
+            repository = self.image.split("@", 1)[0].rsplit(":", 1)[0] if "/" in self.image or ":" in self.image \
+                else self.image
+            image_id = f"{repository}@sha256:{hashlib.sha256(self.image.encode()).hexdigest()}"
+        status: dict[str, Any] = {}
+        if self.container_id:
+            status["containerID"] = self.container_id
+        status.update({
+            "image": self.image,
+            "imageID": image_id,
+            "lastState": copy.deepcopy(self.last_state),
+            "name": self.name,
+            "ready": self.ready,
+            "restartCount": self.restart_count,
+            "started": self.started,
+            "state": copy.deepcopy(self.state),
+        })
+        return status
+
+
+class _Pod:
+    """One pod on this node."""
+
+    def __init__(self, pod: dict[str, Any], uid: str, ip: str, directory: Path, allocated: bool):
+        metadata = pod["metadata"]
+        self.namespace: str = metadata.get("namespace") or "default"
+        self.name: str = metadata["name"]
+        self.uid = uid
+        self.annotations: dict[str, str] = dict(metadata.get("annotations") or {})
+        self.labels: dict[str, str] = dict(metadata.get("labels") or {})
+        self.spec: dict[str, Any] = pod.get("spec") or {}
+        self.ip = ip
+        self.allocated = allocated
+        self.dir = directory
+        self.containers = {spec["name"]: _Container(spec) for spec in self.spec.get("containers") or []}
+        self.start_time = rfc3339()
+        self.ready_transition = self.start_time
+        self.was_ready = False
+        self.published: dict[str, Any] | None = None
+        self.removing = False
+        self.execs: set[asyncio.subprocess.Process] = set()
+
+    @property
+    def restart_policy(self) -> str:
+        return self.spec.get("restartPolicy") or "Always"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.dir / "bin"
+
+    def log_dir(self, container: str) -> Path:
+        return self.dir / "logs" / container
+
+
+class NodeRuntime:
+    """Runs the pods of one node of one emulated cluster as processes.
+
+    Args:
+        cluster: the cluster's name (for messages).
+        node_name: the node's name (``spec.nodeName``, the ``spec.nodeName`` fieldRef).
+        state_dir: where pod directories (logs, shims) go.
+        pod_ips: the pool pod IPs come from.
+        on_status: called with ``(namespace, name, status)`` whenever a pod's status changes; ``status``
+            is the whole ``status`` object, a fresh copy each time.
+        host_ip: the node's address (``status.hostIP``); the cluster's API server address fits.
+        kubernetes_service: ``(host, port)`` for ``KUBERNETES_SERVICE_HOST``/``_PORT`` in every container.
+        dns_server: the cluster DNS as ``(ip, port)`` for the curl shim (see :mod:`.resolving`).
+        resolver: the cluster DNS as an object; served on loopback for the shim when ``dns_server`` is not given.
+        resolve_ref: ``(namespace, kind, name, key) -> value`` for ``secretKeyRef`` (kind ``Secret``) and
+            ``configMapKeyRef`` (kind ``ConfigMap``); ``None`` for a missing key.
+        restart_backoff: the first CrashLoopBackOff delay in seconds (Kubernetes: 10); it doubles up to 30 times
+            this. Tests pass a fraction of a second.
+        probe_period_scale: multiplies probes' ``periodSeconds`` and ``initialDelaySeconds`` (tests: 0.05).
+        grace_cap: the longest a terminating container gets between SIGTERM and SIGKILL.
+        python: the interpreter for labkit programs.
+    """
+
+    def __init__(self, cluster: str, node_name: str, state_dir: Path, pod_ips: IpPool, on_status: StatusCallback,
+                 *, host_ip: str = "127.0.0.1", kubernetes_service: tuple[str, int] | None = None,
+                 dns_server: tuple[str, int] | None = None, resolver: Resolver | None = None,
+                 resolve_ref: RefResolver | None = None, restart_backoff: float = DEFAULT_BACKOFF,
+                 probe_period_scale: float = 1.0, grace_cap: float = GRACE_CAP, python: str = sys.executable):
+        self.cluster = cluster
+        self.node_name = node_name
+        self.state_dir = Path(state_dir)
+        self.pod_ips = pod_ips
+        self.on_status = on_status
+        self.host_ip = host_ip
+        self.kubernetes_service = kubernetes_service
+        self.dns_server = dns_server
+        self.resolver = resolver
+        self.resolve_ref = resolve_ref
+        self.restart_backoff = restart_backoff
+        self.probe_period_scale = probe_period_scale
+        self.grace_cap = grace_cap
+        self.python = python
+        self._pods: dict[str, _Pod] = {}
+        self._app_addresses: dict[str, str] = {}
+        self._bridge: DnsBridge | None = None
+        self._bridge_lock = asyncio.Lock()
+        self._host_path = os.environ.get("PATH", os.defpath)
+
+    # ---- pods -------------------------------------------------------------------------------------------------
+
+    async def sync_pod(self, pod: dict[str, Any]) -> None:
+        """Make the pod run here: start what is not running yet. Calling it again for the same uid does nothing.
+
+        Args:
+            pod: the Pod object (Kubernetes JSON shape). ``status.podIP`` is reused when still free, so a
+                restarted emulator gives pods back their addresses.
+        """
+        metadata = pod["metadata"]
+        namespace = metadata.get("namespace") or "default"
+        name = metadata["name"]
+        uid = metadata.get("uid") or f"{namespace}/{name}"
+        if uid in self._pods or metadata.get("deletionTimestamp"):
+            return
+        for other in list(self._pods.values()):
+            if (other.namespace, other.name) == (namespace, name):
+                await self.remove_pod(other.namespace, other.name, other.uid)
+        spec = pod.get("spec") or {}
+        if spec.get("hostNetwork"):
+            ip, allocated = self.host_ip, False
+        else:
+            ip, allocated = self._allocate_ip((pod.get("status") or {}).get("podIP")), True
+        directory = self.state_dir / "pods" / f"{namespace}_{name}_{uid}"
+        record = _Pod(pod, uid, ip, directory, allocated)
+        self._pods[uid] = record
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            record.bin_dir.mkdir(exist_ok=True)
+            await self._write_shims(record)
+        except BaseException:
+            self._pods.pop(uid, None)
+            self._release(record)
+            raise
+        self._publish(record)
+        for container in record.containers.values():
+            container.task = asyncio.create_task(self._supervise(record, container),
+                                                 name=f"container {namespace}/{name}/{container.name}")
+
+    async def remove_pod(self, namespace: str, name: str, uid: str) -> None:
+        """Stop the pod's processes (SIGTERM, SIGKILL after the grace period, capped) and release its IP.
+
+        Unknown pods are ignored: removing is idempotent.
+        """
+        pod = self._pods.get(uid)
+        if pod is None or (pod.namespace, pod.name) != (namespace, name):
+            return
+        pod.removing = True
+        grace = min(float(pod.spec.get("terminationGracePeriodSeconds", 30)), self.grace_cap)
+        processes = [c.process for c in pod.containers.values() if c.process is not None]
+        processes += list(pod.execs)
+        await asyncio.gather(*(spawning.terminate(process, grace) for process in processes))
+        tasks = [c.task for c in pod.containers.values() if c.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._pods.pop(uid, None)
+        self._app_addresses.pop(uid, None)
+        self._release(pod)
+        shutil.rmtree(pod.dir, ignore_errors=True)
+
+    async def shutdown(self) -> None:
+        """Stop every pod and wait for every process to be gone."""
+        await asyncio.gather(*(self.remove_pod(p.namespace, p.name, p.uid) for p in list(self._pods.values())))
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
+
+    def set_app_address(self, uid: str, address: str | None) -> None:
+        """Make the apps of pod ``uid`` listen on ``address`` instead of the pod IP (a sidecar takes the pod IP).
+
+        Wins over the ``labkit.io/app-address`` annotation; ``None`` goes back to it. Takes effect when a
+        container (re)starts.
+        """
+        if address is None:
+            self._app_addresses.pop(uid, None)
+        else:
+            self._app_addresses[uid] = address
+
+    def pod_ip(self, uid: str) -> str | None:
+        """The IP of pod ``uid``, if it runs here."""
+        pod = self._pods.get(uid)
+        return pod.ip if pod else None
+
+    def pids(self, namespace: str, name: str) -> dict[str, int]:
+        """The process id of each running container of a pod (for diagnostics and tests)."""
+        pod = self._find(namespace, name)
+        return {c.name: c.process.pid for c in pod.containers.values()
+                if c.process is not None and c.process.returncode is None}
+
+    # ---- logs and exec ----------------------------------------------------------------------------------------
+
+    def logs(self, namespace: str, name: str, container: str | None = None, *, tail: int | None = None,
+             previous: bool = False) -> bytes:
+        """What ``kubectl logs`` prints: the container's stdout and stderr.
+
+        Args:
+            namespace: the pod's namespace.
+            name: the pod's name.
+            container: the container; may be left out when the pod has only one.
+            tail: only the last ``tail`` lines.
+            previous: the instance before the last restart (``kubectl logs --previous``).
+
+        Raises:
+            StatusError: 404 for an unknown pod, 400 for an unknown container or no previous instance.
+        """
+        pod = self._find(namespace, name)
+        record = self._container(pod, container)
+        path = self._log_file(pod, record, previous)
+        data = path.read_bytes() if path.exists() else b""
+        return _tail(data, tail)
+
+    async def follow_logs(self, namespace: str, name: str, container: str | None = None, *,
+                          tail: int | None = None) -> AsyncIterator[bytes]:
+        """``kubectl logs -f``: what is there, then what comes, until the container's process ends.
+
+        Args:
+            namespace: the pod's namespace.
+            name: the pod's name.
+            container: the container; may be left out when the pod has only one.
+            tail: start with only the last ``tail`` lines.
+        """
+        pod = self._find(namespace, name)
+        record = self._container(pod, container)
+        path = self._log_file(pod, record, previous=False)
+        process = record.process
+        data = path.read_bytes() if path.exists() else b""
+        position = len(data)
+        if data := _tail(data, tail):
+            yield data
+        while True:
+            chunk = b""
+            with contextlib.suppress(FileNotFoundError), path.open("rb") as file:
+                file.seek(position)
+                chunk = file.read()
+            if chunk:
+                position += len(chunk)
+                yield chunk
+                continue
+            ended = (pod.removing or record.log_path != path or process is None or process.returncode is not None)
+            if ended:
+                return
+            await asyncio.sleep(FOLLOW_POLL)
+
+    async def exec(self, namespace: str, name: str, container: str | None, argv: list[str], *,
+                   stdin: bool = False) -> asyncio.subprocess.Process:
+        """Run ``argv`` as the pod (its environment, directory and shims); the caller owns the pipes and waits.
+
+        Args:
+            namespace: the pod's namespace.
+            name: the pod's name.
+            container: the container whose environment to use; the first one when ``None``.
+            argv: the command, looked up on the pod's ``PATH`` (its ``bin/`` first, then the machine's).
+            stdin: give the process a stdin pipe (``kubectl exec -i``); otherwise it reads from /dev/null.
+
+        Raises:
+            StatusError: 404 for an unknown pod, 400 for an unknown or not running container.
+            ExecNotFoundError: the program is not installed (the message names what to install).
+        """
+        pod = self._find(namespace, name)
+        record = self._container(pod, container, default_first=True)
+        if record.process is None or record.process.returncode is not None:
+            raise api_status.bad_request(f'unable to upgrade connection: container not found ("{record.name}")')
+        if not argv:
+            raise api_status.bad_request("you must specify at least one command for the container")
+        env = record.env
+        program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+        if program is None or not os.access(program, os.X_OK):
+            raise ExecNotFoundError(argv[0], INSTALL_HINTS.get(argv[0], f"Install {argv[0]} on this machine."))
+        pod.execs = {p for p in pod.execs if p.returncode is None}
+        process = await spawning.spawn([program, *argv[1:]], env=env, cwd=pod.dir,
+                                       stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL)
+        pod.execs.add(process)
+        return process
+
+    # ---- internals --------------------------------------------------------------------------------------------
+
+    def _find(self, namespace: str, name: str) -> _Pod:
+        for pod in self._pods.values():
+            if (pod.namespace, pod.name) == (namespace, name) and not pod.removing:
+                return pod
+        raise api_status.not_found("pods", name)
+
+    @staticmethod
+    def _container(pod: _Pod, name: str | None, default_first: bool = False) -> _Container:
+        if name is None:
+            if len(pod.containers) == 1 or (default_first and pod.containers):
+                return next(iter(pod.containers.values()))
+            raise api_status.bad_request(
+                f"a container name must be specified for pod {pod.name}, choose one of: [{' '.join(pod.containers)}]")
+        if name not in pod.containers:
+            raise api_status.bad_request(f"container {name} is not valid for pod {pod.name}")
+        return pod.containers[name]
+
+    @staticmethod
+    def _log_file(pod: _Pod, container: _Container, previous: bool) -> Path:
+        if previous:
+            if container.restart_count == 0 or not container.last_state:
+                raise api_status.bad_request(
+                    f'previous terminated container "{container.name}" in pod "{pod.name}" not found')
+            return pod.log_dir(container.name) / f"{container.restart_count - 1}.log"
+        return container.log_path or pod.log_dir(container.name) / f"{container.restart_count}.log"
+
+    def _allocate_ip(self, requested: str | None) -> str:
+        if requested:
+            with contextlib.suppress(StatusError):
+                return self.pod_ips.allocate(requested)
+        return self.pod_ips.allocate()
+
+    def _release(self, pod: _Pod) -> None:
+        if pod.allocated:
+            self.pod_ips.release(pod.ip)
+
+    def _app_address(self, pod: _Pod) -> str:
+        return self._app_addresses.get(pod.uid) or pod.annotations.get(APP_ADDRESS_ANNOTATION) or pod.ip
+
+    def _namespace_of(self, ip: str) -> str:
+        for pod in self._pods.values():
+            if pod.ip == ip or self._app_address(pod) == ip:
+                return pod.namespace
+        return ""
+
+    async def _dns_address(self) -> tuple[str, int] | None:
+        if self.dns_server is not None:
+            return self.dns_server
+        if self.resolver is None:
+            return None
+        async with self._bridge_lock:
+            if self._bridge is None:
+                bridge = DnsBridge(self.resolver, self._namespace_of)
+                await bridge.start()
+                self._bridge = bridge
+        return self._bridge.address
+
+    async def _write_shims(self, pod: _Pod) -> None:
+        dns = await self._dns_address()
+        real_curl = shutil.which("curl", path=self._host_path)
+        if dns is None or real_curl is None:
+            return  # without a cluster DNS the machine's curl is the pod's curl; without curl, exec says so
+        search = f"{pod.namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
+        settings = {
+            "LABKIT_SHIM_DNS": f"{dns[0]}:{dns[1]}",
+            "LABKIT_SHIM_SEARCH": search,
+            "LABKIT_SHIM_SOURCE": pod.ip,
+            "LABKIT_SHIM_CURL": real_curl,
+        }
+        assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in settings.items())
+        script = (f"#!/bin/sh\n# Written by labkit's node: curl as pod {pod.namespace}/{pod.name} runs it "
+                  f"(cluster names resolved through the cluster DNS), then the machine's curl.\n"
+                  f"{assignments} exec {shlex.quote(self.python)} -I -S "
+                  f"{shlex.quote(str(PROGRAMS_DIR / 'curl_shim.py'))} \"$@\"\n")
+        shim = pod.bin_dir / "curl"
+        shim.write_text(script)
+        shim.chmod(0o755)
+
+    def _container_env(self, pod: _Pod, container: _Container, listen: str | None) -> dict[str, str]:
+        env: dict[str, str] = {
+            "PATH": f"{pod.bin_dir}{os.pathsep}{self._host_path}",
+            "HOSTNAME": pod.name,
+            "HOME": str(pod.dir),
+            "POD_IP": pod.ip,
+        }
+        if self.kubernetes_service is not None:
+            host, port = self.kubernetes_service
+            env.update({
+                "KUBERNETES_SERVICE_HOST": host,
+                "KUBERNETES_SERVICE_PORT": str(port),
+                "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+                "KUBERNETES_PORT": f"tcp://{host}:{port}",
+            })
+        if container.launch is not None:
+            env.update(dict(container.launch.program.env))
+        for item in container.spec.get("env") or []:
+            value = self._env_value(pod, item)
+            if value is not None and item["name"] != "PATH":  # the shims must stay first on PATH
+                env[item["name"]] = _expand(value, env)
+        if listen:
+            env["LABKIT_LISTEN"] = listen
+        return env
+
+    def _env_value(self, pod: _Pod, item: dict[str, Any]) -> str | None:
+        if "value" in item:
+            return str(item["value"])
+        source = item.get("valueFrom") or {}
+        if "fieldRef" in source:
+            path = source["fieldRef"].get("fieldPath", "")
+            fields = {
+                "metadata.name": pod.name,
+                "metadata.namespace": pod.namespace,
+                "metadata.uid": pod.uid,
+                "status.podIP": pod.ip,
+                "status.podIPs": pod.ip,
+                "status.hostIP": self.host_ip,
+                "spec.serviceAccountName": pod.spec.get("serviceAccountName") or "default",
+                "spec.nodeName": pod.spec.get("nodeName") or self.node_name,
+            }
+            match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+            if match:
+                return (pod.annotations if match.group(1) == "annotations" else pod.labels).get(match.group(2), "")
+            return fields.get(path, "")
+        for key, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
+            if key in source and self.resolve_ref is not None:
+                ref = source[key]
+                return self.resolve_ref(pod.namespace, kind, ref.get("name", ""), ref.get("key", ""))
+        return None
+
+    def _listen_port(self, container: _Container, env: dict[str, str]) -> int | None:
+        launch = container.launch
+        declared = [int(p["containerPort"]) for p in container.spec.get("ports") or []
+                    if (p.get("protocol") or "TCP") == "TCP" and "containerPort" in p]
+        if launch is None or launch.host_argv is not None or not launch.program.default_ports:
+            return None
+        if launch.program.name == "helloworld" and env.get("SERVICE_PORT", "").isdigit():
+            return int(env["SERVICE_PORT"])
+        default = launch.program.default_ports[0]
+        # A manifest declaring one other port means "the app listens there": honour it rather than be unreachable.
+        return declared[0] if len(declared) == 1 and default not in declared else default
+
+    def _argv(self, pod: _Pod, container: _Container) -> list[str]:
+        launch = container.launch
+        assert launch is not None
+        if launch.host_argv is not None:
+            argv = [_expand(arg, container.env) for arg in launch.host_argv]
+            program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=container.env.get("PATH"))
+            if program is None:
+                raise FileNotFoundError(f'exec: "{argv[0]}": executable file not found in $PATH')
+            return [program, *argv[1:]]
+        script = PROGRAMS_DIR / f"{launch.program.name}.py"
+        # -E -s -S: no site-packages (a third of the start time) and nothing from the pod's PYTHON* variables.
+        return [self.python, "-E", "-s", "-S", str(script), *launch.args]
+
+    async def _supervise(self, pod: _Pod, container: _Container) -> None:
+        """Run one container for the pod's life: start, wait, restart with back-off as the policy says."""
+        if container.launch is None:
+            container.state = {"waiting": {"reason": "ErrImagePull",
+                                           "message": images.pull_error_message(container.image)}}
+            self._publish(pod)
+            await asyncio.sleep(min(self.restart_backoff, 1.0))
+            container.state = {"waiting": {"reason": "ImagePullBackOff",
+                                           "message": images.pull_backoff_message(container.image)}}
+            self._publish(pod)
+            return
+        backoff = 0.0
+        cap = self.restart_backoff * MAX_BACKOFF_FACTOR
+        while not pod.removing:
+            started_at = time.time()
+            exit_code, reason, message = await self._run_once(pod, container)
+            if pod.removing:
+                return
+            finished = time.time()
+            terminated: dict[str, Any] = {"containerID": container.container_id, "exitCode": exit_code,
+                                          "finishedAt": rfc3339(finished), "reason": reason,
+                                          "startedAt": rfc3339(started_at)}
+            if message:
+                terminated["message"] = message
+            container.ready = False
+            container.started = False
+            container.process = None
+            policy = pod.restart_policy
+            if policy == "Never" or (policy == "OnFailure" and exit_code == 0):
+                container.state = {"terminated": terminated}
+                self._publish(pod)
+                return
+            container.last_state = {"terminated": terminated}
+            if finished - started_at >= 2 * cap:
+                backoff = 0.0  # a container that ran long enough starts over, as the kubelet's back-off does
+            if backoff > 0:
+                container.state = {"waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off {_format_duration(backoff)} restarting failed container={container.name} "
+                               f"pod={pod.name}_{pod.namespace}({pod.uid})",
+                }}
+                self._publish(pod)
+                await asyncio.sleep(backoff)
+            else:
+                container.state = {"terminated": terminated}
+                self._publish(pod)
+            backoff = min(max(backoff * 2, self.restart_backoff), cap)
+            container.restart_count += 1
+
+    async def _run_once(self, pod: _Pod, container: _Container) -> tuple[int, str, str]:
+        """Start the container's process and wait for it; returns ``(exitCode, reason, message)``."""
+        app_address = self._app_address(pod)
+        container.env = self._container_env(pod, container, None)
+        port = self._listen_port(container, container.env)
+        if port is not None:
+            container.env["LABKIT_LISTEN"] = f"{app_address}:{port}"
+        log_dir = pod.log_dir(container.name)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        container.log_path = log_dir / f"{container.restart_count}.log"
+        container.ever_created = True
+        container.container_id = f"containerd://{secrets.token_hex(32)}"
+        try:
+            argv = self._argv(pod, container)
+            with container.log_path.open("ab") as log:
+                process = await spawning.spawn(argv, env=container.env, cwd=pod.dir, stdout=log,
+                                               stderr=asyncio.subprocess.STDOUT)
+        except OSError as exc:
+            return 128, "StartError", (f"failed to create containerd task: failed to create shim task: OCI runtime "
+                                       f"create failed: unable to start container process: {exc}: unknown")
+        container.process = process
+        container.started = True
+        container.state = {"running": {"startedAt": rfc3339()}}
+        self._publish(pod)
+        readiness = asyncio.create_task(self._readiness(pod, container, process, app_address, port))
+        try:
+            code = await process.wait()
+        finally:
+            readiness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await readiness
+        # A signal shows as 128+N, as container runtimes report it (SIGKILL → 137).
+        exit_code = 128 - code if code < 0 else code
+        return exit_code, "Completed" if exit_code == 0 else "Error", ""
+
+    async def _readiness(self, pod: _Pod, container: _Container, process: asyncio.subprocess.Process,
+                         host: str, listen_port: int | None) -> None:
+        probe = container.spec.get("readinessProbe")
+        if not probe:
+            declared = [int(p["containerPort"]) for p in container.spec.get("ports") or [] if "containerPort" in p]
+            port = declared[0] if declared else listen_port
+            # No probe: ready once running and, if it serves, once it accepts connections (so Endpoints never
+            # lead to a port nobody listens on yet).
+            while port is not None and not await probing.tcp_open(host, port, 1.0):
+                if process.returncode is not None:
+                    return
+                await asyncio.sleep(PORT_POLL)
+            self._set_ready(pod, container, True)
+            return
+        scale = self.probe_period_scale
+        await asyncio.sleep(float(probe.get("initialDelaySeconds") or 0) * scale)
+        period = float(probe.get("periodSeconds") or 10) * scale
+        success_threshold = int(probe.get("successThreshold") or 1)
+        failure_threshold = int(probe.get("failureThreshold") or 3)
+        successes = failures = 0
+
+        async def run_exec(argv: list[str], timeout: float) -> bool:
+            return await self._probe_exec(pod, container, argv, timeout)
+
+        while True:
+            if await probing.check(probe, container.spec, host, run_exec):
+                successes, failures = successes + 1, 0
+                if successes >= success_threshold:
+                    self._set_ready(pod, container, True)
+            else:
+                successes, failures = 0, failures + 1
+                if failures >= failure_threshold:
+                    self._set_ready(pod, container, False)
+            await asyncio.sleep(period)
+
+    async def _probe_exec(self, pod: _Pod, container: _Container, argv: list[str], timeout: float) -> bool:
+        if not argv:
+            return False
+        program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=container.env.get("PATH"))
+        if program is None:
+            return False
+        process = await spawning.spawn([program, *argv[1:]], env=container.env, cwd=pod.dir,
+                                       stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            return await asyncio.wait_for(process.wait(), timeout) == 0
+        except TimeoutError:
+            return False
+        finally:
+            await spawning.terminate(process, 0)
+
+    def _set_ready(self, pod: _Pod, container: _Container, ready: bool) -> None:
+        if container.ready != ready:
+            container.ready = ready
+            self._publish(pod)
+
+    def _status(self, pod: _Pod) -> dict[str, Any]:
+        containers = list(pod.containers.values())
+        statuses = [c.status() for c in containers]
+        if not all(c.ever_created for c in containers):
+            phase = "Pending"
+        elif pod.restart_policy != "Always" and all("terminated" in c.state for c in containers):
+            phase = "Succeeded" if all(c.state["terminated"]["exitCode"] == 0 for c in containers) else "Failed"
+        else:
+            phase = "Running"
+        all_ready = bool(containers) and all(c.ready for c in containers)
+        if all_ready != pod.was_ready:
+            pod.was_ready = all_ready
+            pod.ready_transition = rfc3339()
+
+        def condition(kind: str, true: bool, when: str) -> dict[str, Any]:
+            item: dict[str, Any] = {"lastProbeTime": None, "lastTransitionTime": when,
+                                    "status": "True" if true else "False", "type": kind}
+            if not true:
+                unready = " ".join(c.name for c in containers if not c.ready)
+                item["reason"] = "PodCompleted" if phase in {"Succeeded", "Failed"} else "ContainersNotReady"
+                item["message"] = f"containers with unready status: [{unready}]"
+            return item
+
+        return {
+            "conditions": [
+                condition("PodReadyToStartContainers", True, pod.start_time),
+                condition("Initialized", True, pod.start_time),
+                condition("Ready", all_ready, pod.ready_transition),
+                condition("ContainersReady", all_ready, pod.ready_transition),
+                condition("PodScheduled", True, pod.start_time),
+            ],
+            "containerStatuses": statuses,
+            "hostIP": self.host_ip,
+            "hostIPs": [{"ip": self.host_ip}],
+            "phase": phase,
+            "podIP": pod.ip,
+            "podIPs": [{"ip": pod.ip}],
+            "qosClass": _qos_class(pod.spec),
+            "startTime": pod.start_time,
+        }
+
+    def _publish(self, pod: _Pod) -> None:
+        if pod.removing:
+            return
+        status = self._status(pod)
+        if status == pod.published:
+            return
+        pod.published = status
+        try:
+            self.on_status(pod.namespace, pod.name, copy.deepcopy(status))
+        except Exception:  # the store's trouble must not stop the node from supervising
+            logger.exception("on_status failed for pod %s/%s", pod.namespace, pod.name)
+
+
+def _qos_class(spec: dict[str, Any]) -> str:
+    resources = [c.get("resources") or {} for c in spec.get("containers") or []]
+    if not any(r.get("requests") or r.get("limits") for r in resources):
+        return "BestEffort"
+    guaranteed = all(
+        (r.get("limits") or {}).get(kind) and (r.get("requests") or r.get("limits") or {}).get(kind)
+        == (r.get("limits") or {}).get(kind)
+        for r in resources for kind in ("cpu", "memory"))
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def _tail(data: bytes, lines: int | None) -> bytes:
+    if lines is None or lines < 0:
+        return data
+    if lines == 0:
+        return b""
+    kept = data.splitlines(keepends=True)[-lines:]
+    return b"".join(kept)

@@ -1,0 +1,76 @@
+"""Starting a pod's processes so that none of them can outlive the emulator.
+
+A pod process is started in a process group of its own (so a container's children, like the real
+curl the curl shim execs into, are signalled with it) and with ``PR_SET_PDEATHSIG=SIGKILL``: Linux
+kills it the moment the emulator dies, even by SIGKILL, when no cleanup code runs (DESIGN decision
+3: ``labkit down`` — or a crash — leaves nothing behind). ``prctl`` is called through ctypes in the
+child between fork and exec; elsewhere than Linux the flag is simply not set.
+
+The death signal is tied to the *thread* that forked the child. asyncio forks in its event loop
+thread, which lives as long as the emulator's node, so that is the right owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+
+_libc: Any = None
+if sys.platform == "linux":
+    with contextlib.suppress(OSError):
+        _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    def setup() -> None:
+        if _libc is not None:
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # The parent may have died between fork and prctl: then nobody would send the signal.
+        if os.getppid() != parent:
+            os._exit(1)
+    return setup
+
+
+async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: Any = asyncio.subprocess.DEVNULL,
+                stdout: Any = asyncio.subprocess.PIPE, stderr: Any = asyncio.subprocess.PIPE,
+                ) -> asyncio.subprocess.Process:
+    """Start ``argv`` in its own process group, dying with this process.
+
+    Args:
+        argv: the program (a path) and its arguments.
+        env: the whole environment of the child.
+        cwd: its working directory.
+        stdin: as for :func:`asyncio.create_subprocess_exec`.
+        stdout: as for :func:`asyncio.create_subprocess_exec` (a file descriptor for container logs).
+        stderr: as for :func:`asyncio.create_subprocess_exec`.
+    """
+    return await asyncio.create_subprocess_exec(
+        *argv, env=dict(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+        process_group=0, preexec_fn=_die_with(os.getpid()),
+    )
+
+
+def signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
+    """Send ``signum`` to the process's group (it leads one); a group already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+async def terminate(process: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds, and reap the process."""
+    if process.returncode is None:
+        signal_group(process, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), grace)
+    # Children of the container (a shell's background jobs) may outlive its main process: take the group down.
+    signal_group(process, signal.SIGKILL)
+    await process.wait()
