@@ -14,10 +14,12 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import labkit
+from labkit.emulator import launching
 from labkit.emulator.envoy.binary import TESTED_VERSION, find_envoy
 from labkit.errors import LabkitError, PkiError, ToolNotFoundError
 from labkit.pki import (
@@ -62,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="check this machine: Python, Envoy, Kubernetes tools, contexts")
     doctor.set_defaults(run=_doctor)
+
+    up = commands.add_parser("up", help="start embedded clusters in the background and write their kubeconfig")
+    up.add_argument("--clusters", type=_names, default=list(launching.DEFAULT_CLUSTERS),
+                    help="comma-separated cluster names (default cluster1,cluster2,cluster3)")
+    up.add_argument("--state-dir", type=Path,
+                    help="where the kubeconfig and logs live (default $LABKIT_HOME or ~/.labkit)")
+    up.set_defaults(run=_up)
+    state = commands.add_parser("status", help="show the running embedded clusters")
+    state.add_argument("--state-dir", type=Path)
+    state.set_defaults(run=_status)
+    down = commands.add_parser("down", help="stop the embedded clusters and everything they started")
+    down.add_argument("--state-dir", type=Path)
+    down.set_defaults(run=_down)
 
     certs = commands.add_parser("certs", help="make, verify and show certificates").add_subparsers(
         title="certs commands", metavar="COMMAND")
@@ -161,6 +176,37 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+# -- embedded clusters --------------------------------------------------------------------------------------
+
+def _up(args: argparse.Namespace) -> int:
+    emulator = launching.up(args.clusters, args.state_dir)
+    print(f"embedded clusters up: {', '.join(emulator.clusters)} (pid {emulator.pid})")
+    for name, url in emulator.clusters.items():
+        print(f"  {name:<12} {url}")
+    print(f"kubeconfig: {emulator.kubeconfig}")
+    print(f"export KUBECONFIG={emulator.kubeconfig}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    emulator = launching.status(args.state_dir)
+    if emulator is None:
+        print("no embedded clusters are running (start them with: labkit up)")
+        return 1
+    uptime = int(time.time() - emulator.started)
+    print(f"embedded clusters running (pid {emulator.pid}, up {uptime // 60}m{uptime % 60:02d}s)")
+    for name, url in emulator.clusters.items():
+        print(f"  {name:<12} {url}")
+    print(f"kubeconfig: {emulator.kubeconfig}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    stopped = launching.down(args.state_dir)
+    print("embedded clusters stopped" if stopped else "no embedded clusters were running")
+    return 0
 
 
 # -- certs --------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ message names the object it is about and the fix, in one or two sentences::
 
     LabkitError
     ├── ToolNotFoundError        a program labkit needs (envoy, kubectl …) is not installed
+    ├── EmulatorError            the embedded clusters did not start, or another set is running
     └── PkiError                 certificates and keys
         ├── PemError             a file that is not the PEM it should be
         ├── KeyMismatchError     a private key that does not belong to its certificate
@@ -37,6 +38,10 @@ class ToolNotFoundError(LabkitError):
         super().__init__(f"{tool} not found. {hint}")
         self.tool = tool
         self.hint = hint
+
+
+class EmulatorError(LabkitError):
+    """The embedded clusters could not be started, found or stopped."""
 
 
 class PkiError(LabkitError):

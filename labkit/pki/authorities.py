@@ -219,6 +219,40 @@ class CertificateAuthority:
         cert = self._sign(names, private, extensions, validity, now)
         return Credential(dump_certificates([cert]), dump_private_key(private), self.cert_chain_pem)
 
+    def issue_server(
+        self,
+        common_name: str,
+        *,
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
+        key: KeySpec = "ec-p256",
+        validity: dt.timedelta = INTERMEDIATE_VALIDITY,
+        now: dt.datetime | None = None,
+    ) -> Credential:
+        """Sign a TLS server certificate (an API server's, a bundle endpoint's), with no SPIFFE ID.
+
+        Args:
+            common_name: ``CN=`` of the subject, e.g. ``kube-apiserver``.
+            dns_names: DNS SANs clients connect by.
+            ip_addresses: IP SANs clients connect by.
+            key: the server key kind.
+            validity: lifetime.
+            now: the issuing time (tests pass a fixed one).
+        """
+        if not dns_names and not ip_addresses:
+            raise PkiError(f"a server certificate for {common_name!r} needs at least one DNS name or IP address SAN")
+        private = generate_key(key)
+        alt_names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+        alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+        extensions: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_key_usage(digital_signature=True, key_encipherment=True), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+            (x509.SubjectAlternativeName(alt_names), False),
+        ]
+        cert = self._sign(_name((NameOID.COMMON_NAME, common_name)), private, extensions, validity, now)
+        return Credential(dump_certificates([cert]), dump_private_key(private), self.cert_chain_pem)
+
     def _sign(
         self,
         subject: x509.Name,

@@ -89,3 +89,14 @@ def test_truncated_certificate_is_a_pem_error(root: CertificateAuthority) -> Non
 def test_unknown_key_kind_is_refused() -> None:
     with pytest.raises(PkiError, match="unknown key kind 'dsa'"):
         new_root(key="dsa")  # type: ignore[arg-type]
+
+
+def test_server_certificate_for_an_api_server(cluster1_ca: CertificateAuthority) -> None:
+    credential = cluster1_ca.issue_server("kube-apiserver", dns_names=["kubernetes", "localhost"],
+                                          ip_addresses=["127.1.1.1"])
+    leaf = describe(credential.cert_pem)[0]
+    assert leaf.subject == "CN=kube-apiserver"
+    assert leaf.dns_names == ("kubernetes", "localhost") and leaf.ip_addresses == ("127.1.1.1",)
+    assert leaf.extended_key_usage == ("serverAuth",) and leaf.uris == ()
+    with pytest.raises(PkiError, match="needs at least one DNS name or IP address SAN"):
+        cluster1_ca.issue_server("nothing")

@@ -1,0 +1,101 @@
+"""Validation of built-in objects: refuse what a real API server refuses, naming the field.
+
+A learner who forgets a container image or whose Deployment selector does not match its template
+should read the same ``… is invalid: spec.template.metadata.labels: Invalid value …`` a real cluster
+prints, at ``kubectl apply`` time, not discover later that nothing runs. Only the checks the labs can
+trip over are here; everything else is accepted as a real server would accept it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labkit.emulator import status
+from labkit.emulator.store import label_selector_from_dict
+
+Obj = dict[str, Any]
+_PROTOCOLS = ("TCP", "UDP", "SCTP")
+_SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+
+
+def validate(group: str, kind: str, obj: Obj) -> None:
+    """Raise a 422 ``Invalid`` naming every bad field of a built-in object, or return."""
+    causes: list[tuple[str, str]] = []
+    spec = obj.get("spec") or {}
+    if (group, kind) == ("", "Pod"):
+        causes += _pod_spec(spec, "spec")
+    elif (group, kind) in (("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
+                           ("apps", "DaemonSet")):
+        causes += _workload(spec)
+    elif (group, kind) == ("", "Service"):
+        causes += _service(spec)
+    if causes:
+        raise status.invalid(kind, (obj.get("metadata") or {}).get("name", ""), causes, group)
+
+
+def _pod_spec(spec: Obj, path: str) -> list[tuple[str, str]]:
+    causes = []
+    containers = spec.get("containers") or []
+    if not containers:
+        causes.append((f"{path}.containers", "Required value"))
+    seen: set[str] = set()
+    for i, container in enumerate(containers):
+        where = f"{path}.containers[{i}]"
+        name = container.get("name")
+        if not name:
+            causes.append((f"{where}.name", "Required value"))
+        elif name in seen:
+            causes.append((f"{where}.name", f'Duplicate value: "{name}"'))
+        seen.add(name or "")
+        if not container.get("image"):
+            causes.append((f"{where}.image", "Required value"))
+        for j, port in enumerate(container.get("ports") or []):
+            number = port.get("containerPort")
+            if not isinstance(number, int) or not 1 <= number <= 65535:
+                causes.append((f"{where}.ports[{j}].containerPort",
+                               f"Invalid value: {number!r}: must be between 1 and 65535, inclusive"))
+    return causes
+
+
+def _workload(spec: Obj) -> list[tuple[str, str]]:
+    causes = []
+    selector = spec.get("selector")
+    template = spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if not selector:
+        causes.append(("spec.selector", "Required value"))
+    elif not label_selector_from_dict(selector).matches(labels):
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "(none)"
+        causes.append(("spec.template.metadata.labels",
+                       f"Invalid value: map[{shown}]: `selector` does not match template `labels`"))
+    replicas = spec.get("replicas")
+    if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
+        causes.append(("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0"))
+    causes += _pod_spec(template.get("spec") or {}, "spec.template.spec")
+    return causes
+
+
+def _service(spec: Obj) -> list[tuple[str, str]]:
+    causes = []
+    kind = spec.get("type", "ClusterIP")
+    if kind not in _SERVICE_TYPES:
+        causes.append(("spec.type", f'Unsupported value: "{kind}": supported values: "ClusterIP", '
+                                    f'"ExternalName", "LoadBalancer", "NodePort"'))
+    ports = spec.get("ports") or []
+    if not ports and kind != "ExternalName" and spec.get("clusterIP") != "None":
+        causes.append(("spec.ports", "Required value"))
+    names = [p.get("name") for p in ports]
+    for i, port in enumerate(ports):
+        number = port.get("port")
+        if not isinstance(number, int) or not 1 <= number <= 65535:
+            causes.append((f"spec.ports[{i}].port", f"Invalid value: {number!r}: must be between 1 and 65535, "
+                                                    f"inclusive"))
+        if len(ports) > 1 and not port.get("name"):
+            causes.append((f"spec.ports[{i}].name", "Required value"))
+        elif port.get("name") and names.count(port.get("name")) > 1:
+            causes.append((f"spec.ports[{i}].name", f'Duplicate value: "{port.get("name")}"'))
+        protocol = port.get("protocol", "TCP")
+        if protocol not in _PROTOCOLS:
+            causes.append((f"spec.ports[{i}].protocol", f'Unsupported value: "{protocol}": supported values: '
+                                                        f'"SCTP", "TCP", "UDP"'))
+    return causes

@@ -1,0 +1,146 @@
+"""``pods/exec`` and ``pods/log``: the streaming subresources, over the protocols real clients speak.
+
+Exec is a WebSocket with Kubernetes' channel framing (``v5.channel.k8s.io`` for kubectl 1.30+,
+``v4.channel.k8s.io`` for the Python client): every frame starts with a channel byte — 0 stdin,
+1 stdout, 2 stderr, 3 a final ``Status`` — and v5 lets the client close stdin with ``[255, 0]``.
+The exit code travels in that final Status (``NonZeroExitCode`` with an ``ExitCode`` cause), which is
+how ``kubectl exec`` prints ``command terminated with exit code 7`` and exits 1, and how a loop of
+calls learns that curl failed. The command itself runs in the node runtime as the pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from labkit.emulator import status
+from labkit.emulator.api.auth import User
+from labkit.emulator.api.server import ApiServer, PodIO, Target
+
+STDIN, STDOUT, STDERR, ERROR, CLOSE = 0, 1, 2, 3, 255
+PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
+
+
+def install(server: ApiServer, pod_io: PodIO) -> None:
+    """Serve exec and log for pods of ``server`` through ``pod_io``."""
+
+    async def exec_handler(request: web.Request, target: Target, user: User) -> web.StreamResponse:
+        return await _exec(server, pod_io, request, target)
+
+    async def log_handler(request: web.Request, target: Target, user: User) -> web.StreamResponse:
+        return await _log(server, pod_io, request, target)
+
+    server.add_stream_handler("exec", exec_handler)
+    server.add_stream_handler("log", log_handler)
+
+
+def _container(pod: dict[str, Any], requested: str | None) -> str:
+    names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+    if not requested:
+        default = ((pod.get("metadata") or {}).get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
+        return default if default in names else names[0]
+    if requested not in names:
+        raise status.bad_request(f'container {requested} is not valid for pod {pod["metadata"]["name"]}')
+    return requested
+
+
+def _running(pod: dict[str, Any], container: str) -> None:
+    phase = (pod.get("status") or {}).get("phase")
+    states = {c.get("name"): c.get("state") or {} for c in (pod.get("status") or {}).get("containerStatuses") or []}
+    if phase != "Running" or "running" not in states.get(container, {}):
+        raise status.bad_request(f"unable to upgrade connection: container {container} in pod "
+                                 f"{pod['metadata']['name']} is not running (phase {phase or 'Pending'})")
+
+
+def _exit_status(code: int) -> dict[str, Any]:
+    if code == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {"metadata": {}, "status": "Failure", "message": f"command terminated with non-zero exit code: exit "
+                                                             f"status {code}",
+            "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+
+
+async def _exec(server: ApiServer, pod_io: PodIO, request: web.Request, target: Target) -> web.StreamResponse:
+    pod = server.store.get("", "pods", target.name, target.namespace or "")
+    container = _container(pod, request.query.get("container"))
+    _running(pod, container)
+    argv = request.query.getall("command", [])
+    if not argv:
+        raise status.bad_request("you must specify at least one command for the container")
+    with_stdin = request.query.get("stdin") in ("true", "1")
+    socket = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
+    if not socket.can_prepare(request).ok:
+        raise status.bad_request("exec needs a WebSocket upgrade (v4 or v5.channel.k8s.io); SPDY is not served: "
+                                 "unset KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false")
+    await socket.prepare(request)
+    try:
+        process = await pod_io.exec(target.namespace or "", target.name, container, argv, stdin=with_stdin)
+    except status.StatusError as exc:
+        await socket.send_bytes(bytes([ERROR]) + json.dumps(exc.to_status()).encode())
+        await socket.close()
+        return socket
+
+    async def pump(stream: asyncio.StreamReader | None, channel: int) -> None:
+        if stream is None:
+            return
+        while chunk := await stream.read(65536):
+            await socket.send_bytes(bytes([channel]) + chunk)
+
+    async def feed() -> None:
+        async for message in socket:
+            if message.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+                break
+            data = message.data if isinstance(message.data, bytes) else message.data.encode()
+            if not data:
+                continue
+            if data[0] == STDIN and process.stdin is not None:
+                process.stdin.write(data[1:])
+                with contextlib.suppress(ConnectionError):
+                    await process.stdin.drain()
+            elif data[0] == CLOSE and len(data) > 1 and data[1] == STDIN and process.stdin is not None:
+                process.stdin.close()
+        if process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.close()
+
+    feeder = asyncio.create_task(feed())
+    try:
+        await asyncio.gather(pump(process.stdout, STDOUT), pump(process.stderr, STDERR))
+        code = await process.wait()
+        await socket.send_bytes(bytes([ERROR]) + json.dumps(_exit_status(code)).encode())
+    except (ConnectionResetError, RuntimeError):
+        pass  # the client left: stop the command below
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
+        await socket.close()
+    return socket
+
+
+async def _log(server: ApiServer, pod_io: PodIO, request: web.Request, target: Target) -> web.StreamResponse:
+    pod = server.store.get("", "pods", target.name, target.namespace or "")
+    container = _container(pod, request.query.get("container"))
+    tail = request.query.get("tailLines")
+    previous = request.query.get("previous") in ("true", "1")
+    data = pod_io.logs(target.namespace or "", target.name, container, tail=int(tail) if tail else None,
+                       previous=previous)
+    if request.query.get("follow") not in ("true", "1"):
+        return web.Response(body=data, content_type="text/plain")
+    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write(data)
+    follow = getattr(pod_io, "follow_logs", None)
+    if follow is not None:
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            async for chunk in follow(target.namespace or "", target.name, container):
+                await response.write(chunk)
+    return response

@@ -1,0 +1,315 @@
+"""One embedded cluster: its API server, controllers, node, DNS and service proxy, wired together.
+
+The store is the only shared state. The API server writes what clients send; the controllers make
+the cluster react; two small loops here connect the store to the machine:
+
+- the **kubelet loop** hands pods bound to this cluster's node to the :class:`NodeRuntime` and writes
+  the status the node reports back (what ``kubectl get pods`` shows);
+- the **network loop** feeds Services, Endpoints and Pods to the cluster DNS and the service proxy.
+
+Store listeners are synchronous and must not block, so both loops receive events through queues and
+apply them in order on the emulator's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import logging
+import os
+import secrets
+import ssl
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from labkit.emulator import admission
+from labkit.emulator.addresses import AddressPlan, IpPool
+from labkit.emulator.api import streams
+from labkit.emulator.api.auth import Authenticator, bootstrap_roles
+from labkit.emulator.api.discovery import KUBERNETES_VERSION
+from labkit.emulator.api.resources import Registry, ResourceType
+from labkit.emulator.api.server import ApiServer, PodIO
+from labkit.emulator.controllers import (
+    LoadBalancerPool,
+    ResourceInfo,
+    ServiceAllocator,
+    cluster_controllers,
+    default_object,
+    finalizers_for_delete,
+)
+from labkit.emulator.network import ClusterDns, ClusterNames, ServiceProxy
+from labkit.emulator.node.runtime import NodeRuntime
+from labkit.emulator.status import StatusError
+from labkit.emulator.store import Store, WatchEvent
+from labkit.emulator.store.objects import DEFAULT_HISTORY
+from labkit.pki import new_root
+
+_log = logging.getLogger(__name__)
+
+API_PORT = 6443
+Obj = dict[str, Any]
+
+
+class Cluster:
+    """An embedded cluster.
+
+    Args:
+        name: the cluster (and kubeconfig context) name.
+        index: its 1-based position, which picks its address ranges.
+        plan: the emulator's address plan.
+        state_dir: where its certificates, pod logs and shims live.
+        load_balancers: the emulator-wide load-balancer pool.
+        watch_history: events kept for watches resuming from a resourceVersion.
+    """
+
+    def __init__(self, name: str, index: int, plan: AddressPlan, state_dir: Path, load_balancers: LoadBalancerPool,
+                 watch_history: int = DEFAULT_HISTORY):
+        self.name = name
+        self.index = index
+        self.plan = plan
+        self.state_dir = state_dir
+        self.node_name = f"{name}-control-plane"
+        self.address = plan.api_server_address(index)
+        self.url = f"https://{self.address}:{API_PORT}"
+        self.admin_token = secrets.token_urlsafe(32)
+        self.store = Store(history=watch_history)
+        self.registry = Registry()
+        self.authenticator = Authenticator(self.store, self.admin_token)
+        self.ca = new_root(organization="labkit", common_name=f"{name} kubernetes CA", key="ec-p256")
+        self.ca_data = base64.b64encode(self.ca.cert_pem.encode()).decode()
+        service_network = plan.service_network(index)
+        self.cluster_ips = IpPool(service_network, frozenset({plan.kubernetes_service_ip(index),
+                                                              plan.dns_service_ip(index)}), "ClusterIP")
+        self.pod_ips = IpPool(plan.pod_network(index), frozenset({self.address}), "pod IP")
+        self.load_balancers = load_balancers
+        self.allocator = ServiceAllocator(self.cluster_ips, load_balancers, name)
+        self.names = ClusterNames()
+        self.dns = ClusterDns(self.names, host=plan.dns_service_ip(index), port=53, fallback_port=5353)
+        self.proxy = ServiceProxy()
+        self.runtime: NodeRuntime | None = None
+        self.controllers = cluster_controllers(
+            self.store, cluster=name, node_name=self.node_name, ca_pem=self.ca.cert_pem,
+            issue_token=self._issue_token, load_balancers=load_balancers, resources=self._resource_infos)
+        self.api = ApiServer(cluster=name, store=self.store, registry=self.registry,
+                             authenticator=self.authenticator, hooks=self, server_address=f"{self.address}:{API_PORT}")
+        self._runner: web.AppRunner | None = None
+        self._events: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
+        self._pump: asyncio.Task[None] | None = None
+        self._unsubscribe = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bootstrap the cluster's objects and start serving."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        dns_address = await self.dns.start()
+        self.runtime = NodeRuntime(
+            self.name, self.node_name, self.state_dir, self.pod_ips, self._on_pod_status, host_ip=self.address,
+            kubernetes_service=(self.plan.kubernetes_service_ip(self.index), 443),
+            dns_server=(dns_address.host, dns_address.port), resolve_ref=self._resolve_ref)
+        streams.install(self.api, self.runtime)
+        self._unsubscribe = self.store.subscribe(self._events.put_nowait)
+        self._pump = asyncio.create_task(self._apply_events(), name=f"{self.name}-events")
+        self._bootstrap()
+        await self.controllers.start()
+        self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.address, API_PORT, ssl_context=self._tls())
+        await site.start()
+
+    async def stop(self) -> None:
+        """Stop serving and stop every process this cluster started."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.controllers.stop()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._pump is not None:
+            self._events.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._pump, 5)
+        if self.runtime is not None:
+            await self.runtime.shutdown()
+        await self.proxy.stop()
+        await self.dns.stop()
+
+    def _tls(self) -> ssl.SSLContext:
+        credential = self.ca.issue_server(
+            "kube-apiserver", dns_names=["kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                                         "kubernetes.default.svc.cluster.local", "localhost"],
+            ip_addresses=[self.address, self.plan.kubernetes_service_ip(self.index), "127.0.0.1"])
+        folder = self.state_dir / "pki"
+        folder.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "ca.crt").write_text(self.ca.cert_pem)
+        cert, key = folder / "apiserver.crt", folder / "apiserver.key"
+        cert.write_text(credential.cert_chain_pem)
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(credential.key_pem)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        return context
+
+    def _bootstrap(self) -> None:
+        for namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self._create("", "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        for role in bootstrap_roles():
+            self.store.create("rbac.authorization.k8s.io", "clusterroles", role)
+        node = self._node()
+        created = self.store.create("", "nodes", node)  # the store drops status on create, as a real server does
+        self.store.update_status("", "nodes", {**created, "status": node["status"]})
+        self._create("", "services", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": self.plan.kubernetes_service_ip(self.index),
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": API_PORT}]}})
+        self._create("", "endpoints", {
+            "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kubernetes", "namespace": "default"},
+            "subsets": [{"addresses": [{"ip": self.address}],
+                         "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}]})
+        self._create("", "services", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+            "spec": {"clusterIP": self.plan.dns_service_ip(self.index),
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}})
+
+    def _create(self, group: str, plural: str, obj: Obj) -> None:
+        rt = self.registry.get(group, "v1", plural)
+        assert rt is not None
+        self.default(rt, obj)
+        self.admit(rt, obj, None, dry_run=False)
+        self.store.create(group, plural, obj)
+
+    def _node(self) -> Obj:
+        return {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": self.node_name, "labels": {
+                "kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
+                "node-role.kubernetes.io/control-plane": "", "topology.kubernetes.io/region": self.name}},
+            "spec": {"podCIDR": str(self.plan.pod_network(self.index))},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": self.address},
+                              {"type": "Hostname", "address": self.node_name}],
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                "message": "kubelet is posting ready status"}],
+                "nodeInfo": {"kubeletVersion": KUBERNETES_VERSION, "kubeProxyVersion": KUBERNETES_VERSION,
+                             "containerRuntimeVersion": "labkit://processes", "operatingSystem": "linux",
+                             "architecture": "amd64", "osImage": "labkit embedded node"},
+            },
+        }
+
+    # --- hooks the API server calls (ClusterHooks) ----------------------------------------------------------------
+
+    def default(self, rt: ResourceType, obj: Obj) -> None:
+        """Kubernetes' defaulting for built-in kinds."""
+        if not rt.crd:
+            defaulted = default_object(obj)
+            obj.clear()
+            obj.update(defaulted)
+
+    def admit(self, rt: ResourceType, obj: Obj, old: Obj | None, *, dry_run: bool) -> None:
+        """Validation, scheduling of bare pods and Service address allocation."""
+        if rt.crd:
+            return
+        admission.validate(rt.group, rt.kind, obj)
+        if (rt.group, rt.plural) == ("", "pods") and not (obj.get("spec") or {}).get("nodeName"):
+            obj.setdefault("spec", {})["nodeName"] = self.node_name
+        if (rt.group, rt.plural) == ("", "services"):
+            allocated = self.allocator.allocate(obj, old)
+            if dry_run and old is None:
+                self.allocator.release(allocated)
+            obj.clear()
+            obj.update(allocated)
+
+    def deleting(self, rt: ResourceType, obj: Obj, propagation: str) -> Obj | None:
+        """Propagation policy → finalizers, as the garbage collector expects them."""
+        return finalizers_for_delete(obj, propagation)
+
+    @property
+    def pod_io(self) -> PodIO | None:
+        """Exec and logs."""
+        return self.runtime
+
+    # --- glue -----------------------------------------------------------------------------------------------------
+
+    def _issue_token(self, namespace: str, service_account: str) -> str:
+        account = self.store.get("", "serviceaccounts", service_account, namespace)
+        secrets_of = [s for s in self.store.list("", "secrets", namespace=namespace).items
+                      if s.get("type") == "kubernetes.io/service-account-token"
+                      and (s["metadata"].get("annotations") or {}).get("kubernetes.io/service-account.name")
+                      == service_account and not (s.get("data") or {}).get("token")]
+        secret_name = secrets_of[0]["metadata"]["name"] if secrets_of else f"{service_account}-token"
+        return self.authenticator.issue_legacy_token(namespace, service_account, secret_name,
+                                                     account["metadata"]["uid"])
+
+    def _resource_infos(self) -> list[ResourceInfo]:
+        return [ResourceInfo(rt.group, rt.plural, rt.kind, rt.namespaced) for rt in self.registry
+                if rt.storage and "delete" in rt.verbs]
+
+    def _resolve_ref(self, namespace: str, kind: str, name: str, key: str) -> str | None:
+        plural = {"Secret": "secrets", "ConfigMap": "configmaps"}[kind]
+        found = self.store.find("", plural, name, namespace)
+        if found is None:
+            return None
+        if kind == "Secret":
+            value = (found.get("data") or {}).get(key)
+            return base64.b64decode(value).decode(errors="replace") if value is not None else None
+        return (found.get("data") or {}).get(key)
+
+    def _on_pod_status(self, namespace: str, name: str, pod_status: Obj) -> None:
+        pod = self.store.find("", "pods", name, namespace)
+        if pod is None or pod.get("status") == pod_status:
+            return
+        updated = copy.deepcopy(pod)
+        updated["status"] = pod_status
+        updated["metadata"].pop("resourceVersion", None)
+        with contextlib.suppress(StatusError):
+            self.store.update_status("", "pods", updated)
+
+    async def _apply_events(self) -> None:
+        while (event := await self._events.get()) is not None:
+            try:
+                await self._apply(event)
+            except Exception:
+                _log.exception("%s: applying %s %s/%s failed", self.name, event.type, event.resource,
+                               event.object.get("metadata", {}).get("name"))
+
+    async def _apply(self, event: WatchEvent) -> None:
+        obj, deleted = event.object, event.type == "DELETED"
+        meta = obj.get("metadata") or {}
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        if event.group != "":
+            return
+        if event.resource == "pods":
+            if (obj.get("spec") or {}).get("nodeName") != self.node_name or self.runtime is None:
+                return
+            if deleted:
+                self.names.remove_pod(namespace, name)
+                await self.runtime.remove_pod(namespace, name, meta.get("uid", ""))
+            elif meta.get("deletionTimestamp"):
+                await self.runtime.remove_pod(namespace, name, meta.get("uid", ""))
+            else:
+                self.names.update_pod(obj)
+                await self.runtime.sync_pod(obj)
+        elif event.resource == "services":
+            if deleted:
+                self.allocator.release(obj)
+                self.names.remove_service(namespace, name)
+                await self.proxy.remove_service(namespace, name)
+            else:
+                self.names.update_service(obj)
+                await self.proxy.update_service(obj)
+        elif event.resource == "endpoints":
+            if deleted:
+                self.names.remove_endpoints(namespace, name)
+                await self.proxy.remove_endpoints(namespace, name)
+            else:
+                self.names.update_endpoints(obj)
+                await self.proxy.update_endpoints(obj)
