@@ -19,8 +19,10 @@ import contextlib
 import copy
 import logging
 import os
+import platform
 import secrets
 import ssl
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from aiohttp import web
 from labkit.emulator import admission
 from labkit.emulator.addresses import AddressPlan, IpPool
 from labkit.emulator.api import streams
-from labkit.emulator.api.auth import Authenticator, bootstrap_roles
+from labkit.emulator.api.auth import Authenticator, User, bootstrap_roles
 from labkit.emulator.api.discovery import KUBERNETES_VERSION
 from labkit.emulator.api.resources import Registry, ResourceType
 from labkit.emulator.api.server import ApiServer, PodIO
@@ -51,7 +53,13 @@ from labkit.pki import new_root
 _log = logging.getLogger(__name__)
 
 API_PORT = 6443
+REPLICASET_CONTROLLER = User("system:serviceaccount:kube-system:replicaset-controller",
+                             ("system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"),
+                             ("kube-system", "replicaset-controller"))
 Obj = dict[str, Any]
+# The kubelet asks for 3607 s projected tokens and kube-apiserver extends them to a year
+# (--service-account-extend-token-expiration): a pod's token outlives any lab, so the node never refreshes it.
+POD_TOKEN_SECONDS = 365 * 24 * 3600
 
 
 class Cluster:
@@ -73,6 +81,7 @@ class Cluster:
         self.plan = plan
         self.state_dir = state_dir
         self.node_name = f"{name}-control-plane"
+        self._node_uid = str(uuid.uuid4())
         self.address = plan.api_server_address(index)
         self.url = f"https://{self.address}:{API_PORT}"
         self.admin_token = secrets.token_urlsafe(32)
@@ -93,7 +102,8 @@ class Cluster:
         self.runtime: NodeRuntime | None = None
         self.controllers = cluster_controllers(
             self.store, cluster=name, node_name=self.node_name, ca_pem=self.ca.cert_pem,
-            issue_token=self._issue_token, load_balancers=load_balancers, resources=self._resource_infos)
+            issue_token=self._issue_token, load_balancers=load_balancers, resources=self._resource_infos,
+            create_pod=self._create_pod)
         self.api = ApiServer(cluster=name, store=self.store, registry=self.registry,
                              authenticator=self.authenticator, hooks=self, server_address=f"{self.address}:{API_PORT}")
         self._runner: web.AppRunner | None = None
@@ -110,7 +120,9 @@ class Cluster:
         self.runtime = NodeRuntime(
             self.name, self.node_name, self.state_dir, self.pod_ips, self._on_pod_status, host_ip=self.address,
             kubernetes_service=(self.plan.kubernetes_service_ip(self.index), 443),
-            dns_server=(dns_address.host, dns_address.port), resolve_ref=self._resolve_ref)
+            dns_server=(dns_address.host, dns_address.port), resolve_ref=self._resolve_ref,
+            ca_file=self.state_dir / "ca.crt", issue_token=self._issue_pod_token,
+            xds_root=self.state_dir.parent.parent / "xds")
         streams.install(self.api, self.runtime)
         self._unsubscribe = self.store.subscribe(self._events.put_nowait)
         self._pump = asyncio.create_task(self._apply_events(), name=f"{self.name}-events")
@@ -201,7 +213,9 @@ class Cluster:
                                 "message": "kubelet is posting ready status"}],
                 "nodeInfo": {"kubeletVersion": KUBERNETES_VERSION, "kubeProxyVersion": KUBERNETES_VERSION,
                              "containerRuntimeVersion": "labkit://processes", "operatingSystem": "linux",
-                             "architecture": "amd64", "osImage": "labkit embedded node"},
+                             "architecture": "amd64", "osImage": "labkit embedded node",
+                             "kernelVersion": platform.release(), "bootID": self._node_uid,
+                             "machineID": self._node_uid.replace("-", ""), "systemUUID": self._node_uid},
             },
         }
 
@@ -239,6 +253,9 @@ class Cluster:
 
     # --- glue -----------------------------------------------------------------------------------------------------
 
+    async def _create_pod(self, pod: Obj) -> Obj:
+        return await self.api.create_as(REPLICASET_CONTROLLER, "", "v1", "pods", pod, "kube-controller-manager")
+
     def _issue_token(self, namespace: str, service_account: str) -> str:
         account = self.store.get("", "serviceaccounts", service_account, namespace)
         secrets_of = [s for s in self.store.list("", "secrets", namespace=namespace).items
@@ -248,6 +265,12 @@ class Cluster:
         secret_name = secrets_of[0]["metadata"]["name"] if secrets_of else f"{service_account}-token"
         return self.authenticator.issue_legacy_token(namespace, service_account, secret_name,
                                                      account["metadata"]["uid"])
+
+    def _issue_pod_token(self, namespace: str, service_account: str) -> str:
+        account = self.store.get("", "serviceaccounts", service_account, namespace)
+        token, _ = self.authenticator.issue_bound_token(namespace, service_account, account["metadata"]["uid"],
+                                                        POD_TOKEN_SECONDS)
+        return token
 
     def _resource_infos(self) -> list[ResourceInfo]:
         return [ResourceInfo(rt.group, rt.plural, rt.kind, rt.namespaced) for rt in self.registry

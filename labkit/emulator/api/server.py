@@ -2,10 +2,11 @@
 
 Everything a request needs is decided here in a fixed order, as a real API server does it:
 authenticate → route (discovery, OpenAPI, or ``/api[s]/…`` resources) → authorize (RBAC) → decode the
-body (JSON, YAML for apply, protobuf from kubectl) → defaulting and admission (the cluster's hooks) →
-one store write → encode (JSON or a server-side Table). Failures anywhere are :class:`StatusError` and
-leave as a ``Status`` body with the right code, so clients branch on ``reason`` as they would on a real
-cluster.
+body (JSON, YAML for apply, protobuf from kubectl) → defaulting, mutating webhooks, validation and
+allocation (the cluster's hooks), validating webhooks → one store write → encode (JSON or a server-side
+Table). Webhooks are HTTPS calls (:mod:`.webhooks`), which is why the write paths are coroutines.
+Failures anywhere are :class:`StatusError` and leave as a ``Status`` body with the right code, so
+clients branch on ``reason`` as they would on a real cluster.
 
 The server owns no cluster behaviour: defaulting, allocation (ClusterIPs), exec and logs come from
 :class:`ClusterHooks`, so this module stays the protocol and nothing else.
@@ -21,7 +22,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import yaml
@@ -31,6 +32,7 @@ from labkit.emulator import status
 from labkit.emulator.api import discovery, openapi, protobuf, tables
 from labkit.emulator.api.auth import Authenticator, Authorizer, Request, User
 from labkit.emulator.api.resources import Registry, ResourceType
+from labkit.emulator.api.webhooks import Attributes, Webhooks
 from labkit.emulator.status import StatusError
 from labkit.emulator.store import (
     Store,
@@ -127,6 +129,7 @@ class ApiServer:
         self.authenticator = authenticator
         self.authorizer = Authorizer(store)
         self.hooks = hooks
+        self.webhooks = Webhooks(store)
         self.server_address = server_address
         self._stream_handlers: dict[str, Callable[[web.Request, Target, User], Awaitable[web.StreamResponse]]] = {}
 
@@ -255,11 +258,11 @@ class ApiServer:
         if verb == "create":
             if target.subresource == "token":
                 return self._token_request(target, await self._body(request))
-            return self._create(request, target, await self._body(request), user, dry_run)
+            return await self._create(request, target, await self._body(request), user, dry_run)
         if verb == "update":
-            return self._update(request, target, await self._body(request), user, dry_run)
+            return await self._update(request, target, await self._body(request), user, dry_run)
         if verb == "patch":
-            return self._patch(request, target, await request.read(), user, dry_run)
+            return await self._patch(request, target, await request.read(), user, dry_run)
         if verb == "delete":
             return self._delete(target, await self._delete_options(request), dry_run)
         return self._delete_collection(request, target, dry_run)
@@ -441,17 +444,45 @@ class ApiServer:
         agent = request.headers.get("User-Agent", "")
         return agent.split("/")[0] if agent else default
 
-    def _create(self, request: web.Request, target: Target, body: Obj, user: User, dry_run: bool) -> web.Response:
+    async def _create(self, request: web.Request, target: Target, body: Obj, user: User,
+                      dry_run: bool) -> web.Response:
         if target.name and not target.subresource:
             raise status.method_not_allowed("POST is not allowed on a named resource; use PUT or PATCH")
         obj = self._prepare(target, body, None)
         self._check_namespace(target, obj)
-        created = self._store_new(target, obj, self._manager(request, "unknown"), dry_run)
+        created = await self._store_new(target, obj, self._manager(request, "unknown"), user, dry_run)
         return self._encode(request, target, created, 201)
 
-    def _store_new(self, target: Target, obj: Obj, manager: str, dry_run: bool) -> Obj:
+    async def _admit(self, target: Target, obj: Obj, old: Obj | None, user: User, dry_run: bool) -> Obj:
+        """Defaulting, mutating webhooks, validation and allocation, validating webhooks: a real server's order."""
         self.hooks.default(target.rt, obj)
-        self.hooks.admit(target.rt, obj, None, dry_run=dry_run)
+        attributes = Attributes(target.rt, "CREATE" if old is None else "UPDATE", obj, old, user, dry_run,
+                                target.subresource)
+        mutated = await self.webhooks.mutate(attributes)
+        if mutated is not obj:
+            obj = mutated
+            self.hooks.default(target.rt, obj)  # a patched object is decoded, and so defaulted, once more
+        self.hooks.admit(target.rt, obj, old, dry_run=dry_run)
+        await self.webhooks.validate(replace(attributes, obj=obj))
+        return obj
+
+    async def create_as(self, user: User, group: str, version: str, plural: str, obj: Obj, manager: str) -> Obj:
+        """Create an object on behalf of an in-process client (a controller), through full admission.
+
+        Controllers of a real cluster write through the API server; doing the same here makes sidecar
+        injection and validation apply to the pods a ReplicaSet creates.
+        """
+        rt = self.registry.get(group, version, plural)
+        if rt is None:
+            raise status.not_found(plural, (obj.get("metadata") or {}).get("name", ""), group)
+        namespace = (obj.get("metadata") or {}).get("namespace") if rt.namespaced else None
+        target = Target(rt, namespace, "", "")
+        prepared = self._prepare(target, obj, None)
+        self._check_namespace(target, prepared)
+        return await self._store_new(target, prepared, manager, user, False)
+
+    async def _store_new(self, target: Target, obj: Obj, manager: str, user: User, dry_run: bool) -> Obj:
+        obj = await self._admit(target, obj, None, user, dry_run)
         obj = record_update(None, obj, manager, _now(), status_subresource=self._has_status(target))
         if dry_run:
             return obj
@@ -459,23 +490,24 @@ class ApiServer:
         self._after_write(target, created)
         return created
 
-    def _update(self, request: web.Request, target: Target, body: Obj, user: User, dry_run: bool) -> web.Response:
+    async def _update(self, request: web.Request, target: Target, body: Obj, user: User,
+                      dry_run: bool) -> web.Response:
         if target.subresource == "scale":
             live = self._load(target)
             replicas = (body.get("spec") or {}).get("replicas")
             new = copy.deepcopy(live)
             new.setdefault("spec", {})["replicas"] = replicas
-            return _json_response(_scale_of(target.rt, self._write(request, target, live, new, dry_run)))
+            return _json_response(_scale_of(target.rt, await self._write(request, target, live, new, user, dry_run)))
         obj = self._prepare(target, body, target.name)
         live = self._load(target)
-        written = self._write(request, target, live, obj, dry_run)
+        written = await self._write(request, target, live, obj, user, dry_run)
         return self._encode(request, target, written)
 
-    def _write(self, request: web.Request, target: Target, live: Obj, new: Obj, dry_run: bool) -> Obj:
+    async def _write(self, request: web.Request, target: Target, live: Obj, new: Obj, user: User,
+                     dry_run: bool) -> Obj:
         subresource = "status" if target.subresource in ("status", "finalize") else ""
         if not subresource:
-            self.hooks.default(target.rt, new)
-            self.hooks.admit(target.rt, new, live, dry_run=dry_run)
+            new = await self._admit(target, new, live, user, dry_run)
         new = record_update(live, new, self._manager(request, "unknown"), _now(), subresource=subresource,
                             status_subresource=self._has_status(target))
         if dry_run:
@@ -487,11 +519,12 @@ class ApiServer:
         self._after_write(target, written)
         return written
 
-    def _patch(self, request: web.Request, target: Target, raw: bytes, user: User, dry_run: bool) -> web.Response:
+    async def _patch(self, request: web.Request, target: Target, raw: bytes, user: User,
+                     dry_run: bool) -> web.Response:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
         rt = target.rt
         if content_type == "application/apply-patch+yaml":
-            return self._apply(request, target, raw, dry_run)
+            return await self._apply(request, target, raw, user, dry_run)
         try:
             patch = json.loads(raw or b"{}")
         except ValueError as exc:
@@ -513,11 +546,12 @@ class ApiServer:
         if target.subresource == "scale":
             new = copy.deepcopy(live)
             new.setdefault("spec", {})["replicas"] = (patched.get("spec") or {}).get("replicas")
-            return _json_response(_scale_of(rt, self._write(request, target, live, new, dry_run)))
+            return _json_response(_scale_of(rt, await self._write(request, target, live, new, user, dry_run)))
         new = self._prepare(target, patched, target.name)
-        return self._encode(request, target, self._write(request, target, live, new, dry_run))
+        return self._encode(request, target, await self._write(request, target, live, new, user, dry_run))
 
-    def _apply(self, request: web.Request, target: Target, raw: bytes, dry_run: bool) -> web.Response:
+    async def _apply(self, request: web.Request, target: Target, raw: bytes, user: User,
+                     dry_run: bool) -> web.Response:
         try:
             applied = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
@@ -535,15 +569,13 @@ class ApiServer:
                        status_subresource=self._has_status(target))
         if live is None:
             self._check_namespace(target, merged)
-            self.hooks.default(target.rt, merged)
-            self.hooks.admit(target.rt, merged, None, dry_run=dry_run)
+            merged = await self._admit(target, merged, None, user, dry_run)
             if dry_run:
                 return self._encode(request, target, merged, 201)
             created = self.store.create(group, plural, merged)
             self._after_write(target, created)
             return self._encode(request, target, created, 201)
-        self.hooks.default(target.rt, merged)
-        self.hooks.admit(target.rt, merged, live, dry_run=dry_run)
+        merged = await self._admit(target, merged, live, user, dry_run)
         if dry_run:
             return self._encode(request, target, merged)
         written = self.store.replace_with(group, plural, merged)

@@ -79,16 +79,22 @@ async def _exec(server: ApiServer, pod_io: PodIO, request: web.Request, target: 
     await socket.prepare(request)
     try:
         process = await pod_io.exec(target.namespace or "", target.name, container, argv, stdin=with_stdin)
-    except status.StatusError as exc:
-        await socket.send_bytes(bytes([ERROR]) + json.dumps(exc.to_status()).encode())
+    except Exception as exc:  # after the upgrade, every failure must travel as a Status on the error channel
+        failure = exc if isinstance(exc, status.StatusError) else status.internal(
+            f"error executing command in container: {exc}")
+        await socket.send_bytes(bytes([ERROR]) + json.dumps(failure.to_status()).encode())
         await socket.close()
         return socket
+
+    # stdout and stderr are pumped concurrently; a frame must go out whole before the next one starts.
+    sending = asyncio.Lock()
 
     async def pump(stream: asyncio.StreamReader | None, channel: int) -> None:
         if stream is None:
             return
         while chunk := await stream.read(65536):
-            await socket.send_bytes(bytes([channel]) + chunk)
+            async with sending:
+                await socket.send_bytes(bytes([channel]) + chunk)
 
     async def feed() -> None:
         async for message in socket:

@@ -18,7 +18,8 @@ cluster needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from labkit.emulator.store import Store
 
@@ -68,6 +69,7 @@ def cluster_controllers(
     issue_token: Callable[[str, str], str],
     load_balancers: LoadBalancerPool,
     resources: Callable[[], Iterable[ResourceInfo]] | None = None,
+    create_pod: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
 ) -> ControllerManager:
     """The controllers of one cluster, ready to :meth:`~ControllerManager.start`.
 
@@ -79,11 +81,12 @@ def cluster_controllers(
         issue_token: mints a ServiceAccount bearer token the API layer accepts.
         load_balancers: the emulator-wide load-balancer pool.
         resources: extra resource types for namespace deletion (the API layer's registry).
+        create_pod: creates pods through the API server's admission chain (sidecar injection).
     """
     return ControllerManager([
         NamespaceController(store, ca_pem, resources=resources),
         DeploymentController(store),
-        ReplicaSetController(store, node_name),
+        ReplicaSetController(store, node_name, create_pod=create_pod),
         ServiceController(store, load_balancers, cluster),
         EndpointsController(store),
         ServiceAccountTokenController(store, ca_pem, issue_token),

@@ -18,7 +18,7 @@ match are released, as the real ``PodControllerRefManager`` does.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from labkit.emulator.status import StatusError
@@ -51,14 +51,19 @@ class ReplicaSetController(Controller):
         store: the cluster's store.
         node_name: the cluster's single node; every created pod is bound to it.
         clock: the current time in seconds since the epoch (``minReadySeconds``); injectable for tests.
+        create_pod: creates a pod through the API server's admission chain (webhooks included).
     """
 
     name = "replicaset"
 
-    def __init__(self, store: Store, node_name: str, *, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, node_name: str, *, clock: Callable[[], float] = time.time,
+                 create_pod: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None):
         super().__init__(store)
         self.node_name = node_name
         self._clock = clock
+        # A real controller creates pods through the API server, so admission (defaulting, sidecar
+        # injection webhooks, validation) sees them; without the seam (unit tests) the store is written directly.
+        self._admit_and_create = create_pod
 
     def keys_for(self, event: WatchEvent) -> Iterable[Key]:
         if (event.group, event.resource) == ("apps", "replicasets"):
@@ -98,7 +103,7 @@ class ReplicaSetController(Controller):
             diff = len(active) - want
             if diff < 0 and not namespace_terminating(self.store, namespace):
                 for _ in range(min(-diff, BURST)):
-                    active.append(self._create_pod(rs))
+                    active.append(await self._create_pod(rs))
             elif diff > 0:
                 doomed = sorted(active, key=self._deletion_rank)[: min(diff, BURST)]
                 for pod in doomed:
@@ -136,7 +141,7 @@ class ReplicaSetController(Controller):
                 owned.append(self.store.update("", "pods", pod))
         return owned
 
-    def _create_pod(self, rs: dict[str, Any]) -> dict[str, Any]:
+    async def _create_pod(self, rs: dict[str, Any]) -> dict[str, Any]:
         template = rs["spec"].get("template") or {}
         template_meta = template.get("metadata") or {}
         metadata: dict[str, Any] = {
@@ -150,7 +155,10 @@ class ReplicaSetController(Controller):
         spec = dict(template.get("spec") or {})
         spec["nodeName"] = self.node_name
         pod = default_pod({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
-        created = self.store.create("", "pods", pod)
+        if self._admit_and_create is not None:
+            created = await self._admit_and_create(pod)
+        else:
+            created = self.store.create("", "pods", pod)
         # What the API server's pod strategy and the scheduler's binding would have written.
         created["status"] = {
             "phase": "Pending",

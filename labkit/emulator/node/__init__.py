@@ -1,6 +1,7 @@
 """The emulated node (the kubelet's part): pods become local processes, and their status flows back.
 
-* :mod:`.images`: which local program plays a container image (DESIGN decision 7);
+* :mod:`.images`: which local program plays a container image (DESIGN decision 7), Istio's proxyv2 and
+  pilot included (labkit's agent and istiod);
 * :mod:`.programs`: those programs (helloworld, nginx, httpbin, sleep) and the pod's curl shim;
 * :mod:`.runtime`: :class:`NodeRuntime`, which starts, supervises, probes, logs and execs;
 * :mod:`.resolving`: the seam to the cluster DNS for names pods look up;

@@ -9,6 +9,11 @@ An image nobody knows must fail loudly and usefully, the way a typo in an image 
 real cluster: the pod stays ``Pending`` with ``ErrImagePull`` and the message lists what *does*
 work here, so a learner can fix the manifest rather than wonder why nothing happens.
 
+Istio's own images are programs too: ``istio/proxyv2`` (every sidecar and gateway: ``pilot-agent proxy
+sidecar|router …``) runs labkit's agent, which starts a real Envoy, and ``istio/pilot`` (``pilot-discovery
+discovery …``) runs labkit's istiod. Both are full programs with dependencies (aiohttp), so unlike the
+small servers, which start in ~12 ms without site-packages, they run as ``python -m <module>`` with them.
+
 A container ``command`` that only waits (``sleep infinity``, ``sleep 3650d``, ``tail -f /dev/null``)
 runs the idle program whatever the image: that is how the curl/sleep samples keep a client pod
 alive for ``kubectl exec``.
@@ -19,8 +24,14 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 PROGRAMS_PACKAGE = "labkit.emulator.node.programs"
+PROGRAMS_DIR = Path(__file__).parent / "programs"
+# Where ``labkit`` is imported from: put on PYTHONPATH for ``-m`` programs, so a source checkout works too.
+SOURCE_ROOT = Path(__file__).resolve().parents[3]
+AGENT_MODULE = "labkit.emulator.envoy.agent"
+ISTIOD_MODULE = "labkit.emulator.mesh.istiod"
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,8 @@ class Program:
         default_ports: the ports the real image listens on, in order.
         image: the canonical image reference, as shown in the list of known images.
         env: environment the real image sets (its Dockerfile ``ENV``), as ``(name, value)`` pairs.
+        site: whether it needs site-packages; such programs run as ``python -m <module>``, the others as
+            a script with ``-S``.
     """
 
     name: str
@@ -41,6 +54,12 @@ class Program:
     default_ports: tuple[int, ...] = ()
     image: str = ""
     env: tuple[tuple[str, str], ...] = ()
+    site: bool = False
+
+    @property
+    def mesh_proxy(self) -> bool:
+        """Whether this is Istio's proxy image (the agent and its Envoy), which listens on the pod IP itself."""
+        return self.module == AGENT_MODULE
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,8 @@ def _program(name: str, ports: tuple[int, ...], image: str, **env: str) -> Progr
 
 SLEEP = _program("sleep", (), "labkit/sleep")
 CURL = Program("curl", "", (), "curlimages/curl")
+PROXY = Program("pilot-agent", AGENT_MODULE, (), "docker.io/istio/proxyv2", site=True)
+ISTIOD = Program("pilot-discovery", ISTIOD_MODULE, (), "docker.io/istio/pilot", site=True)
 
 _RULES: tuple[_Rule, ...] = (
     _Rule(("examples-helloworld-v1",),
@@ -85,6 +106,9 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(("nginx", "library/nginx", "nginxinc/nginx-unprivileged"), _program("nginx", (80,), "nginx")),
     _Rule(("kennethreitz/httpbin",), _program("httpbin", (80,), "docker.io/kennethreitz/httpbin")),
     _Rule(("mccutchen/go-httpbin",), _program("httpbin", (8080,), "mccutchen/go-httpbin")),
+    # Any registry and organisation: docker.io/istio/…, gcr.io/istio-release/…, a mirror of either.
+    _Rule(("proxyv2",), PROXY),
+    _Rule(("pilot",), ISTIOD),
 )
 
 # Images a container may name to get the idle program (the sleep sample's own image among them).
@@ -192,3 +216,18 @@ def plan_launch(image: str, command: list[str] | None, args: list[str] | None) -
         return Launch(program)
     # Server images run their program; a custom command for them is not interpreted (there is no shell image here).
     return Launch(program, tuple(args or ()) if not command else ())
+
+
+def python_argv(launch: Launch, python: str) -> list[str]:
+    """The command line of a labkit program (not of a host command such as curl).
+
+    Args:
+        launch: what :func:`plan_launch` planned, with ``host_argv`` unset.
+        python: the interpreter.
+    """
+    if launch.program.site:
+        # -s: not the user's site-packages; PYTHON* variables stay honoured so PYTHONPATH can name SOURCE_ROOT.
+        return [python, "-s", "-m", launch.program.module, *launch.args]
+    script = PROGRAMS_DIR / f"{launch.program.name}.py"
+    # -E -s -S: no site-packages (a third of the start time) and nothing from the pod's PYTHON* variables.
+    return [python, "-E", "-s", "-S", str(script), *launch.args]

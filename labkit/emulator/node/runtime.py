@@ -26,6 +26,27 @@ describes the pod and survives restarts of the emulator), or, for callers withou
 object, :meth:`NodeRuntime.set_app_address` (which wins over the annotation). The app then binds
 ``<app address>:<port>``; readiness checks go there too. The address takes effect when a container
 (re)starts, so set it before the first :meth:`~NodeRuntime.sync_pod`.
+
+Sidecar pods (a container ``istio-proxy`` running Istio's ``proxyv2`` image as ``proxy sidecar``) need
+no help from the injector: when neither of those names an address, the node takes a second address from
+the pod network for the app, for the pod's life. Then, with no iptables to redirect traffic (DESIGN
+decision 5):
+
+* the agent gets ``LABKIT_APP_ADDRESS`` (where its inbound listeners forward) and keeps the pod IP for
+  Envoy, so its probes (``/healthz/ready`` on 15021) go to the pod IP, as do app probes Istio rewrote to
+  the agent's ports (15020/15021);
+* the app containers get ``http_proxy``/``HTTP_PROXY`` = ``http://<pod IP>:15080`` (the sidecar's HTTP
+  proxy listener, which routes by Host) and ``no_proxy``/``NO_PROXY`` for the pod's own addresses; the
+  pod's curl shim sends known cluster names through that proxy and lets unknown ones fail in curl;
+* ``pilot-agent`` in the pod's ``bin/`` runs the agent, for ``kubectl exec -c istio-proxy -- pilot-agent
+  request GET clusters``.
+
+What the kubelet mounts, the node writes into the pod directory instead: a pod cannot see
+``/var/run/secrets/kubernetes.io/serviceaccount/`` (no mount namespaces here), so its projected
+service-account token lives in ``<pod dir>/serviceaccount/{token,ca.crt,namespace}`` and every container
+gets ``LABKIT_SERVICEACCOUNT_DIR`` naming it (unless ``automountServiceAccountToken: false``), with
+``LABKIT_KUBERNETES_CA_FILE`` next to ``KUBERNETES_SERVICE_HOST``/``_PORT`` and ``LABKIT_XDS_ROOT`` (where
+the mesh publishes Envoy configuration) in every container.
 """
 
 from __future__ import annotations
@@ -56,7 +77,14 @@ from labkit.errors import ToolNotFoundError
 logger = logging.getLogger(__name__)
 
 APP_ADDRESS_ANNOTATION = "labkit.io/app-address"
-PROGRAMS_DIR = Path(__file__).parent / "programs"
+PROXY_CONTAINER = "istio-proxy"
+PROXY_HTTP_PORT = 15080  # meshConfig.defaultConfig.proxyHttpPort: the sidecar's HTTP proxy listener
+# The agent's ports (status/app-probe rewrite, readiness, Prometheus): they live on the pod IP, not the app's.
+AGENT_PORTS = frozenset({15020, 15021, 15090})
+SERVICEACCOUNT_DIR = "serviceaccount"
+MOUNT_RETRY = 0.5
+MAX_MOUNT_RETRY = 5.0
+PROGRAMS_DIR = images.PROGRAMS_DIR
 GRACE_CAP = 2.0
 CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_BACKOFF = 10.0
@@ -66,6 +94,7 @@ PORT_POLL = 0.005
 
 StatusCallback = Callable[[str, str, dict[str, Any]], None]
 RefResolver = Callable[[str, str, str, str], "str | None"]
+TokenIssuer = Callable[[str, str], str]
 
 INSTALL_HINTS = {
     "curl": "labkit runs the machine's curl inside pods: install it (Debian/Ubuntu: sudo apt-get install curl; "
@@ -173,6 +202,11 @@ class _Pod:
         self.published: dict[str, Any] | None = None
         self.removing = False
         self.execs: set[asyncio.subprocess.Process] = set()
+        self.sidecar = _has_sidecar(self.spec)
+        self.app_address: str | None = None  # taken from the pod network by the node for a sidecar pod
+        self.account_dir: Path | None = None
+        self.mounted = asyncio.Event()
+        self.mounting: asyncio.Task[None] | None = None
 
     @property
     def restart_policy(self) -> str:
@@ -199,6 +233,11 @@ class NodeRuntime:
         host_ip: the node's address (``status.hostIP``); the cluster's API server address fits.
         kubernetes_service: ``(host, port)`` for ``KUBERNETES_SERVICE_HOST``/``_PORT`` in every container.
         dns_server: the cluster DNS as ``(ip, port)`` for the curl shim (see :mod:`.resolving`).
+        ca_file: the cluster CA certificate (PEM file): ``ca.crt`` of the service-account directory and
+            ``LABKIT_KUBERNETES_CA_FILE``.
+        issue_token: ``(namespace, service account) -> token`` for the projected service-account token; without
+            it pods get no service-account directory.
+        xds_root: where the mesh publishes Envoy configuration (``LABKIT_XDS_ROOT`` in every container).
         resolver: the cluster DNS as an object; served on loopback for the shim when ``dns_server`` is not given.
         resolve_ref: ``(namespace, kind, name, key) -> value`` for ``secretKeyRef`` (kind ``Secret``) and
             ``configMapKeyRef`` (kind ``ConfigMap``); ``None`` for a missing key.
@@ -212,8 +251,10 @@ class NodeRuntime:
     def __init__(self, cluster: str, node_name: str, state_dir: Path, pod_ips: IpPool, on_status: StatusCallback,
                  *, host_ip: str = "127.0.0.1", kubernetes_service: tuple[str, int] | None = None,
                  dns_server: tuple[str, int] | None = None, resolver: Resolver | None = None,
-                 resolve_ref: RefResolver | None = None, restart_backoff: float = DEFAULT_BACKOFF,
-                 probe_period_scale: float = 1.0, grace_cap: float = GRACE_CAP, python: str = sys.executable):
+                 resolve_ref: RefResolver | None = None, ca_file: Path | None = None,
+                 issue_token: TokenIssuer | None = None, xds_root: Path | None = None,
+                 restart_backoff: float = DEFAULT_BACKOFF, probe_period_scale: float = 1.0,
+                 grace_cap: float = GRACE_CAP, python: str = sys.executable):
         self.cluster = cluster
         self.node_name = node_name
         self.state_dir = Path(state_dir)
@@ -224,6 +265,9 @@ class NodeRuntime:
         self.dns_server = dns_server
         self.resolver = resolver
         self.resolve_ref = resolve_ref
+        self.ca_file = ca_file
+        self.issue_token = issue_token
+        self.xds_root = xds_root
         self.restart_backoff = restart_backoff
         self.probe_period_scale = probe_period_scale
         self.grace_cap = grace_cap
@@ -261,6 +305,8 @@ class NodeRuntime:
         record = _Pod(pod, uid, ip, directory, allocated)
         self._pods[uid] = record
         try:
+            if record.sidecar and not (self._app_addresses.get(uid) or record.annotations.get(APP_ADDRESS_ANNOTATION)):
+                record.app_address = self.pod_ips.allocate()
             directory.mkdir(parents=True, exist_ok=True)
             record.bin_dir.mkdir(exist_ok=True)
             await self._write_shims(record)
@@ -268,6 +314,8 @@ class NodeRuntime:
             self._pods.pop(uid, None)
             self._release(record)
             raise
+        if not self._mount_service_account(record):
+            record.mounting = asyncio.create_task(self._retry_mount(record), name=f"mount {namespace}/{name}")
         self._publish(record)
         for container in record.containers.values():
             container.task = asyncio.create_task(self._supervise(record, container),
@@ -282,6 +330,8 @@ class NodeRuntime:
         if pod is None or (pod.namespace, pod.name) != (namespace, name):
             return
         pod.removing = True
+        if pod.mounting is not None:
+            pod.mounting.cancel()
         grace = min(float(pod.spec.get("terminationGracePeriodSeconds", 30)), self.grace_cap)
         processes = [c.process for c in pod.containers.values() if c.process is not None]
         processes += list(pod.execs)
@@ -446,9 +496,40 @@ class NodeRuntime:
     def _release(self, pod: _Pod) -> None:
         if pod.allocated:
             self.pod_ips.release(pod.ip)
+        if pod.app_address is not None:
+            self.pod_ips.release(pod.app_address)
+            pod.app_address = None
 
     def _app_address(self, pod: _Pod) -> str:
-        return self._app_addresses.get(pod.uid) or pod.annotations.get(APP_ADDRESS_ANNOTATION) or pod.ip
+        return (self._app_addresses.get(pod.uid) or pod.annotations.get(APP_ADDRESS_ANNOTATION) or pod.app_address
+                or pod.ip)
+
+    def _mount_service_account(self, pod: _Pod) -> bool:
+        """Write the projected token volume as the kubelet would; ``False`` when the token cannot be had yet."""
+        if self.issue_token is None or pod.spec.get("automountServiceAccountToken") is False:
+            pod.mounted.set()
+            return True
+        account = pod.spec.get("serviceAccountName") or pod.spec.get("serviceAccount") or "default"
+        try:
+            token = self.issue_token(pod.namespace, account)
+        except Exception as exc:  # the ServiceAccount may not exist yet: the kubelet retries the mount too
+            logger.info("MountVolume.SetUp failed for pod %s/%s: %s", pod.namespace, pod.name, exc)
+            return False
+        folder = pod.dir / SERVICEACCOUNT_DIR
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_private(folder / "token", token)
+        (folder / "namespace").write_text(pod.namespace)
+        if self.ca_file is not None and self.ca_file.exists():
+            (folder / "ca.crt").write_text(self.ca_file.read_text())
+        pod.account_dir = folder
+        pod.mounted.set()
+        return True
+
+    async def _retry_mount(self, pod: _Pod) -> None:
+        delay = MOUNT_RETRY
+        while not pod.removing and not self._mount_service_account(pod):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_MOUNT_RETRY)
 
     def _namespace_of(self, ip: str) -> str:
         for pod in self._pods.values():
@@ -469,6 +550,16 @@ class NodeRuntime:
         return self._bridge.address
 
     async def _write_shims(self, pod: _Pod) -> None:
+        # The binaries of Istio's images, so `kubectl exec … -- pilot-agent request GET clusters` (proxyv2) and
+        # `… -- pilot-discovery request GET /debug/clusterz` (pilot) work as they do in real containers.
+        for program, module in ((images.PROXY, images.AGENT_MODULE), (images.ISTIOD, images.ISTIOD_MODULE)):
+            if any(images.match_image(c.image) is program for c in pod.containers.values()):
+                shim = pod.bin_dir / program.name
+                shim.write_text(f"#!/bin/sh\n# Written by labkit's node: {program.name} of pod "
+                                f"{pod.namespace}/{pod.name}.\n"
+                                f"PYTHONPATH={shlex.quote(str(images.SOURCE_ROOT))} exec {shlex.quote(self.python)} "
+                                f"-s -m {module} \"$@\"\n")
+                shim.chmod(0o755)
         dns = await self._dns_address()
         real_curl = shutil.which("curl", path=self._host_path)
         if dns is None or real_curl is None:
@@ -495,6 +586,7 @@ class NodeRuntime:
             "HOSTNAME": pod.name,
             "HOME": str(pod.dir),
             "POD_IP": pod.ip,
+            "LABKIT_POD_UID": pod.uid,
         }
         if self.kubernetes_service is not None:
             host, port = self.kubernetes_service
@@ -504,7 +596,23 @@ class NodeRuntime:
                 "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
                 "KUBERNETES_PORT": f"tcp://{host}:{port}",
             })
+        if self.ca_file is not None:
+            env["LABKIT_KUBERNETES_CA_FILE"] = str(self.ca_file)
+        if pod.account_dir is not None:
+            env["LABKIT_SERVICEACCOUNT_DIR"] = str(pod.account_dir)
+        if self.xds_root is not None:
+            env["LABKIT_XDS_ROOT"] = str(self.xds_root)
+        if pod.sidecar:
+            app_address = self._app_address(pod)
+            if _is_sidecar(container.spec):
+                env["LABKIT_APP_ADDRESS"] = app_address
+            else:
+                proxy = f"http://{pod.ip}:{PROXY_HTTP_PORT}"
+                bypass = ",".join(dict.fromkeys(["localhost", "127.0.0.1", pod.ip, app_address]))
+                env.update({"http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": bypass, "NO_PROXY": bypass})
         if container.launch is not None:
+            if container.launch.program.site:
+                env["PYTHONPATH"] = str(images.SOURCE_ROOT)
             env.update(dict(container.launch.program.env))
         for item in container.spec.get("env") or []:
             value = self._env_value(pod, item)
@@ -561,9 +669,9 @@ class NodeRuntime:
             if program is None:
                 raise FileNotFoundError(f'exec: "{argv[0]}": executable file not found in $PATH')
             return [program, *argv[1:]]
-        script = PROGRAMS_DIR / f"{launch.program.name}.py"
-        # -E -s -S: no site-packages (a third of the start time) and nothing from the pod's PYTHON* variables.
-        return [self.python, "-E", "-s", "-S", str(script), *launch.args]
+        # Kubernetes expands $(VAR) in args too (Istio's sidecar passes --domain $(POD_NAMESPACE).svc.cluster.local).
+        expanded = images.Launch(launch.program, tuple(_expand(arg, container.env) for arg in launch.args))
+        return images.python_argv(expanded, self.python)
 
     async def _supervise(self, pod: _Pod, container: _Container) -> None:
         """Run one container for the pod's life: start, wait, restart with back-off as the policy says."""
@@ -576,6 +684,7 @@ class NodeRuntime:
                                            "message": images.pull_backoff_message(container.image)}}
             self._publish(pod)
             return
+        await pod.mounted.wait()  # containers start once their volumes are there, as on a kubelet
         backoff = 0.0
         cap = self.restart_backoff * MAX_BACKOFF_FACTOR
         while not pod.removing:
@@ -638,7 +747,8 @@ class NodeRuntime:
         container.started = True
         container.state = {"running": {"startedAt": rfc3339()}}
         self._publish(pod)
-        readiness = asyncio.create_task(self._readiness(pod, container, process, app_address, port))
+        probe_host = pod.ip if _probes_pod_ip(pod, container) else app_address
+        readiness = asyncio.create_task(self._readiness(pod, container, process, probe_host, port))
         try:
             code = await process.wait()
         finally:
@@ -664,14 +774,26 @@ class NodeRuntime:
             self._set_ready(pod, container, True)
             return
         scale = self.probe_period_scale
-        await asyncio.sleep(float(probe.get("initialDelaySeconds") or 0) * scale)
+        started = asyncio.get_running_loop().time()
+
+        async def run_exec(argv: list[str], timeout: float) -> bool:
+            return await self._probe_exec(pod, container, argv, timeout)
+
+        startup = container.spec.get("startupProbe")
+        if startup:
+            # As the kubelet: readiness is not probed until the startup probe has succeeded once; a fast startup
+            # period (Istio's sidecar: 1 s) is what makes a pod Ready soon after its proxy is.
+            await asyncio.sleep(float(startup.get("initialDelaySeconds") or 0) * scale)
+            while not await probing.check(startup, container.spec, host, run_exec):
+                if process.returncode is not None:
+                    return
+                await asyncio.sleep(float(startup.get("periodSeconds") or 10) * scale)
+        delay = float(probe.get("initialDelaySeconds") or 0) * scale
+        await asyncio.sleep(max(0.0, started + delay - asyncio.get_running_loop().time()))
         period = float(probe.get("periodSeconds") or 10) * scale
         success_threshold = int(probe.get("successThreshold") or 1)
         failure_threshold = int(probe.get("failureThreshold") or 3)
         successes = failures = 0
-
-        async def run_exec(argv: list[str], timeout: float) -> bool:
-            return await self._probe_exec(pod, container, argv, timeout)
 
         while True:
             if await probing.check(probe, container.spec, host, run_exec):
@@ -776,3 +898,35 @@ def _tail(data: bytes, lines: int | None) -> bytes:
         return b""
     kept = data.splitlines(keepends=True)[-lines:]
     return b"".join(kept)
+
+
+def _is_sidecar(container: dict[str, Any]) -> bool:
+    """Istio's injected sidecar: ``istio-proxy`` running the proxy image as ``proxy sidecar``."""
+    if container.get("name") != PROXY_CONTAINER:
+        return False
+    program = images.match_image(container.get("image", ""))
+    args = list(container.get("args") or [])
+    return program is images.PROXY and len(args) > 1 and args[1] == "sidecar"
+
+
+def _has_sidecar(spec: dict[str, Any]) -> bool:
+    return any(_is_sidecar(container) for container in spec.get("containers") or [])
+
+
+def _probes_pod_ip(pod: _Pod, container: _Container) -> bool:
+    """Whether the container's readiness is checked at the pod IP rather than at the app's address."""
+    if _is_sidecar(container.spec) or (container.launch is not None and container.launch.program.mesh_proxy):
+        return True
+    if not pod.sidecar:
+        return False
+    probe = container.spec.get("readinessProbe") or {}
+    action = probe.get("httpGet") or probe.get("tcpSocket") or {}
+    # Istio rewrites app probes to the agent (port 15020, /app-health/…): those are the agent's to answer.
+    return probing.resolve_port(action.get("port"), container.spec) in AGENT_PORTS
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a credential readable by this user only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)

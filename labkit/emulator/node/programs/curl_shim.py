@@ -11,6 +11,13 @@ Names the cluster DNS does not know are left to curl's own resolver, which is wh
 too (CoreDNS forwards them upstream); a name nobody knows then fails in curl itself, with curl's own
 ``curl: (6) Could not resolve host: foo.sample`` and exit code 6, per URL, even among many URLs.
 
+In a pod with a sidecar, ``http_proxy`` names the sidecar (DESIGN decision 5): curl sends ``http://``
+requests for known names there in absolute form, and Envoy routes them by Host as it would routes
+captured by iptables, so no ``--resolve`` is added for them. Unknown names still must fail in curl
+rather than reach the proxy (which would answer 404 for a name it has no route for), so they are added
+to ``--noproxy`` (with the pod's ``no_proxy`` entries, which that option replaces) and curl resolves
+them itself.
+
 The queries are sent from the pod's IP, as a pod's would be, so a DNS server can tell pods apart.
 The DNS messages are built with ``struct`` rather than dnslib because this runs on every exec
 without site-packages (``python -I -S``: ~12 ms), and an A query is a few dozen bytes.
@@ -53,7 +60,12 @@ _HOSTNAME = re.compile(r"^(?=.*[a-z])[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_
 
 def targets(argv: list[str]) -> list[tuple[str, int]]:
     """The ``(host, port)`` pairs curl will connect to by name: URLs and proxies given on the command line."""
-    found: list[tuple[str, int]] = []
+    return [(host, port) for _, host, port in schemed_targets(argv)]
+
+
+def schemed_targets(argv: list[str]) -> list[tuple[str, str, int]]:
+    """Like :func:`targets`, with the URL's scheme first (``"proxy"`` for a proxy given with ``-x``)."""
+    found: list[tuple[str, str, int]] = []
     index = 0
     while index < len(argv):
         arg = argv[index]
@@ -87,10 +99,10 @@ def targets(argv: list[str]) -> list[tuple[str, int]]:
         if value:
             found.append(_target(value, 1080 if is_proxy else None))
         index += 1
-    return [target for target in found if target[0]]
+    return [target for target in found if target[1]]
 
 
-def _target(url: str, default_port: int | None = None) -> tuple[str, int]:
+def _target(url: str, default_port: int | None = None) -> tuple[str, str, int]:
     if "://" not in url:
         url = ("http://" if default_port is None else "socks5://") + url
     try:
@@ -98,10 +110,10 @@ def _target(url: str, default_port: int | None = None) -> tuple[str, int]:
         host = (parts.hostname or "").lower()
         port = parts.port or default_port or DEFAULT_PORTS.get(parts.scheme.lower(), 80)
     except ValueError:
-        return "", 0
+        return "", "", 0
     if not _HOSTNAME.match(host) or host == "localhost" or host.endswith(".localhost"):
-        return "", 0
-    return host, port
+        return "", "", 0
+    return ("proxy" if default_port is not None else parts.scheme.lower()), host, port
 
 
 def candidates(name: str, search: list[str], ndots: int = NDOTS) -> list[str]:
@@ -180,19 +192,44 @@ def resolve(name: str, server: tuple[str, int], search: list[str], source: str =
     return []
 
 
-def resolve_arguments(argv: list[str], server: tuple[str, int], search: list[str], source: str = "") -> list[str]:
-    """The ``--resolve`` arguments to put before ``argv``."""
+def bypasses_proxy(host: str, no_proxy: str) -> bool:
+    """Whether curl's ``no_proxy`` rules send ``host`` directly (``*``, a name, or a domain suffix)."""
+    for entry in (item.strip().lower() for item in no_proxy.split(",")):
+        if entry == "*" or (entry and (host == entry.lstrip(".") or host.endswith("." + entry.lstrip(".")))):
+            return True
+    return False
+
+
+def resolve_arguments(argv: list[str], server: tuple[str, int], search: list[str], source: str = "",
+                      http_proxy: str = "", no_proxy: str = "") -> list[str]:
+    """The arguments to put before ``argv``: ``--resolve`` for names curl connects to itself.
+
+    Args:
+        argv: curl's arguments.
+        server: the cluster DNS.
+        search: the pod's search list.
+        source: the pod IP, to ask from.
+        http_proxy: the proxy ``http://`` URLs go through (a sidecar), ``""`` for none.
+        no_proxy: the hosts that bypass it.
+    """
     extra: list[str] = []
-    done: set[tuple[str, int]] = set()
+    unknown: list[str] = []
+    done: set[tuple[str, str, int]] = set()
     cache: dict[str, list[str]] = {}
-    for host, port in targets(argv):
-        if (host, port) in done:
+    for scheme, host, port in schemed_targets(argv):
+        if (scheme, host, port) in done:
             continue
-        done.add((host, port))
+        done.add((scheme, host, port))
         if host not in cache:
             cache[host] = resolve(host, server, search, source)
-        if cache[host]:
+        proxied = bool(http_proxy) and scheme == "http" and not bypasses_proxy(host, no_proxy)
+        if proxied and not cache[host]:
+            unknown.append(host)
+        elif cache[host] and not proxied:
             extra += ["--resolve", f"{host}:{port}:{','.join(cache[host])}"]
+    if unknown:
+        entries = [item.strip() for item in no_proxy.split(",") if item.strip()]
+        extra += ["--noproxy", ",".join(dict.fromkeys([*entries, *unknown]))]
     return extra
 
 
@@ -206,7 +243,9 @@ def main() -> None:
     extra: list[str] = []
     if dns:
         host, _, port = dns.rpartition(":")
-        extra = resolve_arguments(argv, (host, int(port)), search, source)
+        # curl takes http_proxy only in lower case for http://, and no_proxy in either.
+        no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
+        extra = resolve_arguments(argv, (host, int(port)), search, source, env.get("http_proxy", ""), no_proxy)
         # The pod's resolv.conf carries only cluster search domains: the machine's must not apply to leftovers.
         env.setdefault("LOCALDOMAIN", "")
     os.execv(real_curl, ["curl", *extra, *argv])
