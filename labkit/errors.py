@@ -6,6 +6,13 @@ message names the object it is about and the fix, in one or two sentences::
     LabkitError
     ├── ToolNotFoundError        a program labkit needs (envoy, kubectl …) is not installed
     ├── EmulatorError            the embedded clusters did not start, or another set is running
+    ├── MeshError                the embedded mesh: istiod and the Envoys it configures
+    │   ├── XdsInconsistentError a proxy config referring to resources it does not contain
+    │   ├── XdsRejectedError     Envoy refused a published config (NACK); ``reason`` is Envoy's
+    │   └── XdsTimeoutError      Envoy did not apply a published config in time
+    ├── KubeApiError             an API server refused a request; carries its Status (code, reason, message)
+    ├── ManifestError            a manifest or IstioOperator labkit cannot apply (bad YAML, unknown kind, …)
+    ├── WaitTimeoutError         something did not become ready in time; ``not_ready`` lists what
     └── PkiError                 certificates and keys
         ├── PemError             a file that is not the PEM it should be
         ├── KeyMismatchError     a private key that does not belong to its certificate
@@ -42,6 +49,39 @@ class ToolNotFoundError(LabkitError):
 
 class EmulatorError(LabkitError):
     """The embedded clusters could not be started, found or stopped."""
+
+
+class MeshError(LabkitError):
+    """The embedded mesh could not configure a proxy."""
+
+
+class XdsInconsistentError(MeshError):
+    """A proxy config that cannot be published: a nameless or duplicate resource, or a reference to a route
+    config or secret the config does not contain (Envoy would wait for it forever).
+    """
+
+
+class XdsRejectedError(MeshError):
+    """Envoy refused a published update (a NACK); the last accepted configuration keeps serving.
+
+    Args:
+        proxy: the proxy, ``cluster/namespace/pod``.
+        kind: the xDS type, ``LDS``, ``CDS``, ``RDS``, ``EDS`` or ``SDS``.
+        resource: the resource's name when it is known, else ``""``.
+        reason: Envoy's words.
+        message: the full explanation.
+    """
+
+    def __init__(self, proxy: str, kind: str, resource: str, reason: str, message: str):
+        super().__init__(message)
+        self.proxy = proxy
+        self.kind = kind
+        self.resource = resource
+        self.reason = reason
+
+
+class XdsTimeoutError(MeshError):
+    """Envoy did not apply a published update in time (not running, or stuck); the message says what is missing."""
 
 
 class PkiError(LabkitError):
@@ -81,3 +121,52 @@ class VerificationError(PkiError):
     def __init__(self, reason: VerificationReason, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+class KubeApiError(LabkitError):
+    """A Kubernetes API server refused a request.
+
+    The Status the server sent is kept, so code can branch on ``code``/``reason`` (``NotFound``,
+    ``Forbidden``, ``AlreadyExists`` …) while a learner reads ``message`` as kubectl would print it.
+
+    Args:
+        code: the HTTP status code (404, 403 …).
+        reason: the Status ``reason``, e.g. ``Forbidden``.
+        message: the Status ``message``, prefixed with what labkit was doing when useful.
+        status: the whole Status object when the server sent one.
+    """
+
+    def __init__(self, code: int, reason: str, message: str, status: dict | None = None):
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.status = status or {}
+
+
+class ManifestError(LabkitError):
+    """A manifest labkit will not apply: bad YAML, an unknown kind, a missing namespace, an unsupported field.
+
+    Every problem found is listed (not only the first), each naming the object, the field and the fix.
+
+    Args:
+        message: the explanation as a learner reads it.
+        problems: one line per problem, for code that wants them separately.
+    """
+
+    def __init__(self, message: str, problems: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.problems = tuple(problems) or (message,)
+
+
+class WaitTimeoutError(LabkitError):
+    """Objects that did not become ready before a deadline.
+
+    Args:
+        message: what was awaited and for how long, and what is still not ready.
+        not_ready: one line per object still not ready, with why (``ErrImagePull``, ``0/1 available`` …).
+    """
+
+    def __init__(self, message: str, not_ready: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.not_ready = tuple(not_ready)

@@ -1,0 +1,105 @@
+"""The bootstrap the agent starts Envoy with: who it is, where its xDS files are, how it reports readiness.
+
+Everything that changes at run time comes through the xDS files (:mod:`.files`); the bootstrap only
+names them. Two things differ from a real istio-proxy because all pods share one loopback:
+
+* the admin interface binds the pod IP (``<pod IP>:15000``), never ``127.0.0.1:15000``, which every
+  proxy would want;
+* there is no Go pilot-agent serving ``:15020``: the readiness port ``<pod IP>:15021`` is a static
+  listener whose ``/healthz/ready`` is rewritten to Envoy's own admin ``/ready``, through a static
+  cluster named ``agent`` as in Istio. It answers 200 only once Envoy is ``LIVE`` (its initial LDS and
+  CDS applied), and nothing listens before that, so a probe fails until then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from labkit.emulator.envoy.files import CDS, LDS, resource_file
+
+# Istio's well-known ports (the same as labkit.emulator.mesh.model's, which sits above this layer).
+ADMIN_PORT = 15000
+STATUS_PORT = 15021
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+DOWNSTREAM_CONNECTIONS = ("type.googleapis.com/"
+                          "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig")
+FILE_ACCESS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+
+
+def node_id(proxy_type: str, ip: str, pod: str, namespace: str, domain: str = "cluster.local") -> str:
+    """Istio's node id: ``sidecar~10.0.0.1~helloworld-v1-abc.sample~sample.svc.cluster.local``."""
+    return f"{proxy_type}~{ip}~{pod}.{namespace}~{namespace}.svc.{domain}"
+
+
+def _socket(address: tuple[str, int]) -> dict[str, Any]:
+    return {"socket_address": {"address": address[0], "port_value": int(address[1])}}
+
+
+def _file_source(path: Path) -> dict[str, Any]:
+    return {"path_config_source": {"path": str(path)}, "resource_api_version": "V3"}
+
+
+def bootstrap(*, node_id: str, cluster: str, metadata: Mapping[str, Any], admin_address: tuple[str, int],
+              xds_dir: Path, status_address: tuple[str, int] | None, access_log: bool) -> dict[str, Any]:
+    """Envoy's bootstrap for one proxy, as a dict ready for JSON.
+
+    Args:
+        node_id: Istio-style node id (:func:`node_id`).
+        cluster: the node's cluster, ``<app>.<namespace>``.
+        metadata: node metadata (``ISTIO_META_*`` without the prefix, and the agent's own fields).
+        admin_address: where the admin interface binds: the pod IP and 15000.
+        xds_dir: the proxy's xDS directory (LDS/CDS files are read from there).
+        status_address: where ``/healthz/ready`` is served (pod IP, 15021); ``None`` for no readiness port.
+        access_log: log every admin request (readiness probes and ``pilot-agent request`` included) to
+            stdout; off as in Istio, where they would drown the traffic's access log.
+    """
+    admin: dict[str, Any] = {"address": _socket(admin_address)}
+    if access_log:
+        admin["access_log"] = [{"name": "envoy.access_loggers.file",
+                                "typed_config": {"@type": FILE_ACCESS_LOG, "path": "/dev/stdout"}}]
+    static: dict[str, Any] = {"listeners": [], "clusters": []}
+    if status_address is not None:
+        static["clusters"].append({
+            "name": "agent",
+            "type": "STATIC",
+            "connect_timeout": "0.250s",
+            "load_assignment": {"cluster_name": "agent", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": _socket(admin_address)}}]}]},
+        })
+        static["listeners"].append({
+            "name": "agent-status",
+            "address": _socket(status_address),
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": HCM,
+                    "stat_prefix": "agent",
+                    "codec_type": "AUTO",
+                    "route_config": {"name": "agent-status", "virtual_hosts": [{
+                        "name": "status", "domains": ["*"],
+                        "routes": [{"match": {"path": "/healthz/ready"},
+                                    "route": {"cluster": "agent", "prefix_rewrite": "/ready", "timeout": "1s"}}],
+                    }]},
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}],
+                },
+            }]}],
+        })
+    return {
+        "node": {"id": node_id, "cluster": cluster, "metadata": dict(metadata)},
+        "admin": admin,
+        "static_resources": static,
+        "dynamic_resources": {
+            "lds_config": _file_source(resource_file(xds_dir, LDS)),
+            "cds_config": _file_source(resource_file(xds_dir, CDS)),
+        },
+        # Istio's setting: no real limit, but a configured one, so Envoy does not warn at every start.
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {"@type": DOWNSTREAM_CONNECTIONS, "max_active_downstream_connections": 2147483647},
+        }]},
+        "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
+    }

@@ -1,0 +1,112 @@
+"""istiod's certificate authority: which CA signs workloads, and each proxy's short-lived certificate.
+
+As in Istio, a ``cacerts`` Secret in istio-system plugs in an intermediate (``ca-cert.pem``,
+``ca-key.pem``, ``cert-chain.pem``, ``root-cert.pem``); without it istiod signs with a self-signed root
+kept in ``istio-ca-secret`` (created on first start). Workload certificates carry the pod's SPIFFE ID,
+live 24 hours and are re-issued when half their life is gone, so a sidecar never holds an expired one.
+A CA whose files do not belong together (a key that does not match, a chain that does not verify) is
+refused with the reason, rather than signing certificates no peer will accept.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from labkit.pki import CertificateAuthority, Credential, describe, new_root, verify_certificate
+
+Obj = dict[str, Any]
+CACERTS = "cacerts"
+SELF_SIGNED = "istio-ca-secret"
+WORKLOAD_LIFETIME = dt.timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class MeshCa:
+    """The signing CA of a control plane and where it came from (``cacerts`` or ``istio-ca-secret``)."""
+
+    authority: CertificateAuthority
+    source: str
+
+    @property
+    def root_pem(self) -> str:
+        return self.authority.root_pem
+
+
+def _data(secret: Obj, key: str) -> str:
+    value = (secret.get("data") or {}).get(key)
+    if value is None:
+        raise ValueError(f"secret {secret['metadata']['name']} has no {key}")
+    return base64.b64decode(value).decode()
+
+
+def load_ca(cacerts: Obj | None, self_signed: Obj | None) -> MeshCa | None:
+    """The CA to sign with: ``cacerts`` first, else ``istio-ca-secret``; ``None`` when neither exists.
+
+    Raises:
+        labkit.errors.PkiError: the plugged-in files do not form a working CA (the message says why).
+    """
+    if cacerts is not None:
+        chain = _data(cacerts, "cert-chain.pem")
+        certificate = _data(cacerts, "ca-cert.pem")
+        above = chain.replace(certificate.strip(), "", 1).strip()
+        authority = CertificateAuthority.load(certificate, _data(cacerts, "ca-key.pem"),
+                                              (above + "\n") if above else _data(cacerts, "root-cert.pem"),
+                                              source="cacerts ca-cert.pem")
+        verify_certificate(chain, _data(cacerts, "root-cert.pem"), source="cacerts cert-chain.pem")
+        return MeshCa(authority, CACERTS)
+    if self_signed is not None:
+        return MeshCa(CertificateAuthority.load(_data(self_signed, "ca-cert.pem"), _data(self_signed, "ca-key.pem"),
+                                                source=SELF_SIGNED), SELF_SIGNED)
+    return None
+
+
+def new_self_signed_secret(namespace: str = "istio-system") -> Obj:
+    """A fresh ``istio-ca-secret`` (what istiod creates when no CA is plugged in)."""
+    # Istio's self-signed root: O=<trust domain>, RSA 2048, ten years.
+    root = new_root(organization="cluster.local", common_name="istio-ca", key="rsa-2048")
+    encoded = {name: base64.b64encode(text.encode()).decode() for name, text in (
+        ("ca-cert.pem", root.cert_pem), ("ca-key.pem", root.key_pem), ("cert-chain.pem", ""),
+        ("key.pem", ""), ("root-cert.pem", ""))}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "istio.io/ca-root",
+            "metadata": {"name": SELF_SIGNED, "namespace": namespace}, "data": encoded}
+
+
+class WorkloadCertificates:
+    """Issues and caches one certificate per identity, re-issuing past half-life or when the CA changes."""
+
+    def __init__(self) -> None:
+        self._ca: MeshCa | None = None
+        self._issued: dict[str, tuple[Credential, dt.datetime]] = {}
+
+    def set_ca(self, ca: MeshCa | None) -> bool:
+        """Use ``ca`` from now on; returns whether it changed (every proxy then needs new certificates)."""
+        changed = (ca.authority.cert_pem if ca else None) != (self._ca.authority.cert_pem if self._ca else None)
+        self._ca = ca
+        if changed:
+            self._issued.clear()
+        return changed
+
+    @property
+    def ca(self) -> MeshCa | None:
+        return self._ca
+
+    def credential(self, spiffe_id: str, now: dt.datetime | None = None) -> Credential | None:
+        """The current certificate for ``spiffe_id`` (``None`` while there is no CA)."""
+        if self._ca is None:
+            return None
+        moment = now or dt.datetime.now(dt.UTC)
+        cached = self._issued.get(spiffe_id)
+        if cached is not None and moment < cached[1]:
+            return cached[0]
+        credential = self._ca.authority.issue_workload(spiffe_id, validity=WORKLOAD_LIFETIME, now=moment)
+        leaf = describe(credential.cert_pem)[0]
+        renew_at = leaf.not_before + (leaf.not_after - leaf.not_before) / 2
+        self._issued[spiffe_id] = (credential, renew_at)
+        return credential
+
+    def next_renewal(self) -> dt.datetime | None:
+        """When the earliest cached certificate is due for renewal."""
+        return min((renew for _, renew in self._issued.values()), default=None)

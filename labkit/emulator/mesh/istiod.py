@@ -1,0 +1,435 @@
+"""istiod for the embedded clusters: the program behind the ``pilot`` image.
+
+It runs as the ``discovery`` container of the ``istiod`` pod and does what istiod does, through the same
+doors:
+
+- it reads its own cluster with its service account's token, and every cluster named by a remote secret
+  (``istio/multiCluster: "true"`` Secrets in istio-system) with that secret's kubeconfig — so a wrong
+  server address or a revoked token really fails, shows as ``timeout`` in ``/debug/clusterz`` (what
+  ``istioctl remote-clusters`` reads) and takes that cluster's endpoints out of the mesh;
+- it signs workload certificates with the plugged-in ``cacerts`` or its self-signed ``istio-ca-secret``;
+- it serves the sidecar-injection webhook on 15017 (HTTPS, certificate from the mesh CA);
+- it turns the mesh into Envoy configuration for every proxy of its cluster and publishes it as
+  filesystem xDS, then reads back from each Envoy whether it was accepted (ACK) or rejected (NACK),
+  which ``/debug/syncz`` reports (as ``istioctl proxy-status`` shows).
+
+Scale it to 0 and proxies keep their last configuration but learn nothing new — as with a real istiod.
+Run: ``python -m labkit.emulator.mesh.istiod discovery …`` (container args) or
+``python -m labkit.emulator.mesh.istiod request GET /debug/clusterz`` (what ``pilot-discovery request``
+prints, for ``kubectl exec``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from labkit.emulator.mesh import ca as mesh_ca
+from labkit.emulator.mesh.discovery import ClusterView, build_snapshot, parse_mesh_config, proxy_of
+from labkit.emulator.mesh.injection import sidecar_patch
+from labkit.emulator.mesh.kubeclient import Credentials, Informer, KubeClient, KubeError
+from labkit.emulator.mesh.model import MONITORING_PORT, WEBHOOK_PORT, MeshConfig, MeshSnapshot, Proxy
+from labkit.emulator.mesh.publishing import Publisher
+
+_log = logging.getLogger("istiod")
+
+Obj = dict[str, Any]
+ROOT = "istio-system"
+REMOTE_SECRET_LABEL = "istio/multiCluster"
+READY_PORT = 8080
+CORE_RESOURCES = {
+    "namespaces": "/api/v1/namespaces",
+    "services": "/api/v1/services",
+    "endpoints": "/api/v1/endpoints",
+    "pods": "/api/v1/pods",
+    "nodes": "/api/v1/nodes",
+}
+CONFIG_RESOURCES = {
+    "virtualservices": "/apis/networking.istio.io/v1/virtualservices",
+    "destinationrules": "/apis/networking.istio.io/v1/destinationrules",
+    "gateways": "/apis/networking.istio.io/v1/gateways",
+    "serviceentries": "/apis/networking.istio.io/v1/serviceentries",
+    "sidecars": "/apis/networking.istio.io/v1/sidecars",
+    "workloadentries": "/apis/networking.istio.io/v1/workloadentries",
+    "peerauthentications": "/apis/security.istio.io/v1/peerauthentications",
+    "authorizationpolicies": "/apis/security.istio.io/v1/authorizationpolicies",
+}
+# A remote cluster whose informers have not synced (or keep failing) this long is reported as timed out.
+SYNC_TIMEOUT = 10.0
+PROBE_PERIOD = 3.0
+
+
+@dataclass
+class WatchedCluster:
+    """Informers over one cluster's core resources."""
+
+    name: str
+    client: KubeClient
+    informers: dict[str, Informer] = field(default_factory=dict)
+    secret_name: str = ""
+    started: float = field(default_factory=time.monotonic)
+    probe_error: str | None = None
+    _probe: asyncio.Task[None] | None = None
+
+    def start(self, on_change: Any) -> None:
+        for resource, path in CORE_RESOURCES.items():
+            self.informers[resource] = Informer(self.client, path, on_change, f"{self.name}/{resource}")
+            self.informers[resource].start()
+
+    def start_probe(self, on_change: Any) -> None:
+        """Check the credentials periodically: an open watch survives a revoked token, a new request does not."""
+        async def probe() -> None:
+            while True:
+                before = self.probe_error
+                try:
+                    await self.client.request("GET", "/api/v1/namespaces/kube-system")
+                    self.probe_error = None
+                except KubeError as exc:
+                    self.probe_error = exc.message
+                if before != self.probe_error:
+                    on_change()
+                await asyncio.sleep(PROBE_PERIOD)
+        self._probe = asyncio.create_task(probe(), name=f"probe {self.name}")
+
+    async def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        for informer in self.informers.values():
+            await informer.stop()
+        await self.client.close()
+
+    @property
+    def status(self) -> str:
+        """``synced``, ``syncing`` or ``timeout`` (istioctl remote-clusters' words)."""
+        if self.probe_error:
+            return "timeout"
+        if all(i.synced.is_set() for i in self.informers.values()):
+            return "synced"
+        return "timeout" if time.monotonic() - self.started > SYNC_TIMEOUT else "syncing"
+
+    def view(self) -> ClusterView:
+        return ClusterView(self.name, *(self.informers[r].values() for r in CORE_RESOURCES))
+
+
+class Istiod:
+    """One control plane.
+
+    Args:
+        cluster_id: ``CLUSTER_ID`` (``values.global.multiCluster.clusterName``).
+        credentials: its own API server and service-account token.
+        pod_ip: where it serves the webhook, debug and readiness endpoints.
+        xds_root: the shared root of the proxies' xDS directories.
+    """
+
+    def __init__(self, cluster_id: str, credentials: Credentials, pod_ip: str, xds_root: Path):
+        self.cluster_id = cluster_id
+        self.pod_ip = pod_ip
+        self.local = WatchedCluster(cluster_id, KubeClient(credentials))
+        self.remotes: dict[str, WatchedCluster] = {}
+        self.config_informers: dict[str, Informer] = {}
+        self.certificates = mesh_ca.WorkloadCertificates()
+        self.publisher = Publisher(xds_root, cluster_id)
+        self.snapshot: MeshSnapshot | None = None
+        self.mesh = MeshConfig()
+        self.values: Obj = {}
+        self._dirty = asyncio.Event()
+        self._ready = False
+        self._version = 0
+        self._runners: list[web.AppRunner] = []
+        self._ca_problem: str | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.local.start(self._changed)
+        self._secrets = Informer(self.local.client, f"/api/v1/namespaces/{ROOT}/secrets", self._changed,
+                                 "secrets")
+        self._configmaps = Informer(self.local.client, f"/api/v1/namespaces/{ROOT}/configmaps", self._changed,
+                                    "configmaps")
+        self._secrets.start()
+        self._configmaps.start()
+        for resource, path in CONFIG_RESOURCES.items():
+            self.config_informers[resource] = Informer(self.local.client, path, self._changed, resource)
+            self.config_informers[resource].start()
+        await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self.local.informers.values()),
+                                              self._secrets.synced.wait(), self._configmaps.synced.wait()), 60)
+        await self._ensure_ca()
+        await self._serve()
+        pusher = asyncio.create_task(self._push_loop(), name="push")
+        self._ready = True
+        _log.info("istiod %s ready", self.cluster_id)
+        try:
+            await stop.wait()
+        finally:
+            pusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pusher
+            for runner in self._runners:
+                await runner.cleanup()
+            for remote in list(self.remotes.values()):
+                await remote.stop()
+            for informer in [*self.config_informers.values(), self._secrets, self._configmaps]:
+                await informer.stop()
+            await self.local.stop()
+            await self.publisher.close()
+
+    def _changed(self) -> None:
+        self._dirty.set()
+
+    # --- CA -------------------------------------------------------------------------------------------------------
+
+    def _secret(self, name: str) -> Obj | None:
+        return self._secrets.items.get((ROOT, name))
+
+    async def _ensure_ca(self) -> None:
+        if self._secret(mesh_ca.CACERTS) is None and self._secret(mesh_ca.SELF_SIGNED) is None:
+            _log.info("no cacerts secret: creating the self-signed %s", mesh_ca.SELF_SIGNED)
+            with contextlib.suppress(KubeError):  # another istiod may have won the race: fine
+                await self.local.client.request("POST", f"/api/v1/namespaces/{ROOT}/secrets",
+                                                body=mesh_ca.new_self_signed_secret(ROOT))
+            await self._wait_for(lambda: self._secret(mesh_ca.SELF_SIGNED) is not None, 10)
+        self._load_ca()
+
+    def _load_ca(self) -> None:
+        try:
+            loaded = mesh_ca.load_ca(self._secret(mesh_ca.CACERTS), self._secret(mesh_ca.SELF_SIGNED))
+        except Exception as exc:  # labkit.errors.PkiError and friends: report and keep the previous CA
+            if self._ca_problem != str(exc):
+                _log.error("cannot use the CA in istio-system: %s", exc)
+            self._ca_problem = str(exc)
+            return
+        self._ca_problem = None
+        if self.certificates.set_ca(loaded) and loaded is not None:
+            _log.info("signing workload certificates with %s", loaded.source)
+
+    async def _wait_for(self, check: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not check() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    # --- remote clusters ------------------------------------------------------------------------------------------
+
+    async def _sync_remotes(self) -> None:
+        wanted: dict[str, tuple[str, str]] = {}
+        for (namespace, name), secret in self._secrets.items.items():
+            if (secret["metadata"].get("labels") or {}).get(REMOTE_SECRET_LABEL) != "true":
+                continue
+            for cluster, encoded in (secret.get("data") or {}).items():
+                if cluster != self.cluster_id:  # a secret naming our own cluster is ignored, as istiod does
+                    wanted[cluster] = (f"{namespace}/{name}", base64.b64decode(encoded).decode(errors="replace"))
+        for cluster in [c for c in self.remotes if c not in wanted]:
+            _log.info("remote cluster %s removed", cluster)
+            await self.remotes.pop(cluster).stop()
+        for cluster, (secret_name, kubeconfig) in wanted.items():
+            current = self.remotes.get(cluster)
+            if current is not None and current.secret_name == secret_name and \
+                    current.client.credentials == _credentials_or_none(kubeconfig):
+                continue
+            if current is not None:
+                await self.remotes.pop(cluster).stop()
+            credentials = _credentials_or_none(kubeconfig)
+            if credentials is None:
+                _log.error("remote secret %s: the kubeconfig for %s cannot be read", secret_name, cluster)
+                credentials = Credentials("https://invalid.invalid", "", "")
+            remote = WatchedCluster(cluster, KubeClient(credentials), secret_name=secret_name)
+            _log.info("remote cluster %s added from %s (%s)", cluster, secret_name, credentials.server)
+            remote.start(self._changed)
+            remote.start_probe(self._changed)
+            self.remotes[cluster] = remote
+
+    def cluster_status(self) -> list[Obj]:
+        """``/debug/clusterz``: every cluster this istiod reads and whether it is synced."""
+        rows = [{"ID": self.cluster_id, "SecretName": "", "SyncStatus": self.local.status}]
+        rows += [{"ID": name, "SecretName": remote.secret_name, "SyncStatus": remote.status}
+                 for name, remote in sorted(self.remotes.items())]
+        return rows
+
+    # --- pushing --------------------------------------------------------------------------------------------------
+
+    async def _push_loop(self) -> None:
+        while True:
+            renewal = self.certificates.next_renewal()
+            until_renewal = (renewal - dt.datetime.now(dt.UTC)).total_seconds() if renewal else 3600.0
+            # A proxy whose agent is still starting is retried soon; otherwise only changes and renewals push.
+            timeout = 0.5 if self.publisher.waiting else max(0.0, min(until_renewal, 60.0))
+            try:
+                await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
+            except TimeoutError:
+                if not self.publisher.waiting and until_renewal > 0:
+                    continue
+            await asyncio.sleep(0.05)  # debounce: a rollout changes many objects at once
+            self._dirty.clear()
+            try:
+                await self._sync_remotes()
+                self._load_ca()
+                await self.push()
+            except Exception:
+                _log.exception("push failed")
+
+    def _configmap(self, name: str) -> Obj:
+        return self._configmaps.items.get((ROOT, name)) or {}
+
+    async def push(self) -> None:
+        """Rebuild the snapshot and publish every proxy's configuration."""
+        self.values = json.loads((self._configmap("istio-sidecar-injector").get("data") or {}).get("values") or "{}")
+        self.mesh = parse_mesh_config((self._configmap("istio").get("data") or {}).get("mesh"))
+        network = ((self.values.get("global") or {}).get("network")) or ""
+        views = [self.local.view()] + [r.view() for _, r in sorted(self.remotes.items()) if r.status == "synced"]
+        configs = [obj for informer in self.config_informers.values() for obj in informer.values()]
+        for resource, informer in self.config_informers.items():
+            kind = _KINDS[resource]
+            for obj in informer.values():
+                obj.setdefault("kind", kind)
+        self._version += 1
+        self.snapshot = build_snapshot(views, self.mesh, configs, local_network=network, version=str(self._version))
+        nodes = {n["metadata"]["name"]: n for n in self.local.informers["nodes"].values()}
+        proxies: list[Proxy] = []
+        for pod in self.local.informers["pods"].values():
+            if (pod.get("metadata") or {}).get("deletionTimestamp"):
+                continue
+            proxy = proxy_of(pod, self.cluster_id, self.local.view().network(network), self.mesh.trust_domain, nodes,
+                             self.publisher.app_address(pod))
+            if proxy is not None:
+                proxies.append(proxy)
+        await self.publisher.publish(self.snapshot, proxies, self.certificates)
+
+    # --- HTTP: webhook, debug, readiness --------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        webhook = web.Application()
+        webhook.router.add_post("/inject", self._inject)
+        webhook.router.add_post("/inject/{tail:.*}", self._inject)
+        monitoring = web.Application()
+        monitoring.router.add_get("/debug/clusterz", self._clusterz)
+        monitoring.router.add_get("/debug/syncz", self._syncz)
+        monitoring.router.add_get("/debug/configz", self._configz)
+        monitoring.router.add_get("/ready", self._readiness)
+        readiness = web.Application()
+        readiness.router.add_get("/ready", self._readiness)
+        for app, port, tls in ((webhook, WEBHOOK_PORT, self._webhook_tls()), (monitoring, MONITORING_PORT, None),
+                               (readiness, READY_PORT, None)):
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            await web.TCPSite(runner, self.pod_ip, port, ssl_context=tls).start()
+            self._runners.append(runner)
+
+    def _webhook_tls(self) -> ssl.SSLContext | None:
+        ca = self.certificates.ca
+        if ca is None:
+            return None
+        credential = ca.authority.issue_server(
+            "istiod", dns_names=["istiod.istio-system.svc", "istiod.istio-system.svc.cluster.local", "istiod",
+                                 "istiod.istio-system"], ip_addresses=[self.pod_ip])
+        folder = Path(os.environ.get("LABKIT_SERVICEACCOUNT_DIR", "/tmp")).parent / "istiod-certs"
+        folder.mkdir(parents=True, exist_ok=True)
+        cert, key = folder / "webhook.crt", folder / "webhook.key"
+        cert.write_text(credential.cert_chain_pem)
+        key.touch(mode=0o600)
+        key.write_text(credential.key_pem)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        return context
+
+    async def _inject(self, request: web.Request) -> web.Response:
+        review = await request.json()
+        admission = review.get("request") or {}
+        pod = admission.get("object") or {}
+        if not (pod.get("metadata") or {}).get("namespace"):
+            pod.setdefault("metadata", {})["namespace"] = admission.get("namespace", "")
+        network = request.match_info.get("tail", "").partition("/net/")[2].split("/")[0] or \
+            (self.values.get("global") or {}).get("network", "")
+        cluster = (self.values.get("global") or {}).get("multiCluster", {}).get("clusterName") or self.cluster_id
+        ops = sidecar_patch(pod, cluster=cluster, network=network, mesh=self.mesh, values=self.values)
+        response: Obj = {"uid": admission.get("uid", ""), "allowed": True}
+        if ops:
+            response |= {"patchType": "JSONPatch", "patch": base64.b64encode(json.dumps(ops).encode()).decode()}
+            _log.info("injected %s/%s", admission.get("namespace"), (pod.get("metadata") or {}).get("generateName")
+                      or (pod.get("metadata") or {}).get("name"))
+        return web.json_response({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                                  "response": response})
+
+    async def _clusterz(self, request: web.Request) -> web.Response:
+        return web.json_response(self.cluster_status())
+
+    async def _configz(self, request: web.Request) -> web.Response:
+        """The Istio config this istiod is using, and any informer that is failing."""
+        configs = [c.key for c in self.snapshot.configs] if self.snapshot else []
+        failing = {name: informer.error for name, informer in self.config_informers.items() if informer.error}
+        return web.json_response({"configs": configs, "failing": failing})
+
+    async def _syncz(self, request: web.Request) -> web.Response:
+        return web.json_response(self.publisher.sync_status())
+
+    async def _readiness(self, request: web.Request) -> web.Response:
+        if not self._ready:
+            return web.Response(status=503, text="not ready")
+        return web.Response(text="ok")
+
+
+_KINDS = {"virtualservices": "VirtualService", "destinationrules": "DestinationRule", "gateways": "Gateway",
+          "serviceentries": "ServiceEntry", "sidecars": "Sidecar", "workloadentries": "WorkloadEntry",
+          "peerauthentications": "PeerAuthentication", "authorizationpolicies": "AuthorizationPolicy"}
+
+
+def _credentials_or_none(kubeconfig: str) -> Credentials | None:
+    try:
+        return Credentials.from_kubeconfig(kubeconfig)
+    except (KubeError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _request(argv: list[str]) -> int:
+    """``pilot-discovery request GET /debug/clusterz``: print what istiod's debug endpoint answers."""
+    if len(argv) < 2 or argv[0].upper() != "GET":
+        print("usage: pilot-discovery request GET <path>", file=sys.stderr)
+        return 2
+    path = argv[1] if argv[1].startswith("/") else "/" + argv[1]
+    address = os.environ.get("POD_IP") or os.environ.get("INSTANCE_IP") or "127.0.0.1"
+    with urllib.request.urlopen(f"http://{address}:{MONITORING_PORT}{path}", timeout=10) as response:
+        sys.stdout.write(response.read().decode())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "request":
+        return _request(args[1:])
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s\t%(levelname)s\t%(name)s\t%(message)s")
+    account = Path(os.environ.get("LABKIT_SERVICEACCOUNT_DIR", "/var/run/secrets/kubernetes.io/serviceaccount"))
+    credentials = Credentials.in_cluster(account, os.environ.get("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+                                         os.environ.get("KUBERNETES_SERVICE_PORT", "443"))
+    istiod = Istiod(os.environ.get("CLUSTER_ID", "Kubernetes"), credentials,
+                    os.environ.get("POD_IP") or os.environ.get("INSTANCE_IP", "127.0.0.1"),
+                    Path(os.environ.get("LABKIT_XDS_ROOT", "/tmp/labkit-xds")))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await istiod.run(stop)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

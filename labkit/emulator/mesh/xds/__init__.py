@@ -1,0 +1,33 @@
+"""Pure xDS builders: a :class:`~labkit.emulator.mesh.model.MeshSnapshot` and a proxy in, Envoy v3 resource dicts
+out, named as Istio names them.
+
+One builder per resource type, as in Istio's pilot: :func:`build_clusters`, :func:`build_endpoints`,
+:func:`build_listeners`, :func:`build_routes`, :func:`build_secrets`; :func:`generate` runs them all for one
+proxy and checks that every reference resolves. Names live in :mod:`.names` only, including the
+``{xds_dir}`` token that EDS/RDS/SDS config sources carry for the writer to replace. Nothing here does I/O,
+so the transport (filesystem xDS today, gRPC ADS maybe later) can change without touching the builders.
+"""
+
+from labkit.emulator.mesh.xds.clusters import build_clusters
+from labkit.emulator.mesh.xds.common import XdsError
+from labkit.emulator.mesh.xds.endpoints import build_endpoints, build_load_assignment
+from labkit.emulator.mesh.xds.listeners import build_listeners, gateway_conflicts
+from labkit.emulator.mesh.xds.routes import build_routes
+from labkit.emulator.mesh.xds.secrets import build_root_secret, build_secrets, build_tls_secret
+from labkit.emulator.mesh.xds.snapshot import ProxyCredential, check_consistency, generate
+
+__all__ = [
+    "ProxyCredential",
+    "XdsError",
+    "build_clusters",
+    "build_endpoints",
+    "build_listeners",
+    "build_load_assignment",
+    "build_root_secret",
+    "build_routes",
+    "build_secrets",
+    "build_tls_secret",
+    "check_consistency",
+    "gateway_conflicts",
+    "generate",
+]

@@ -1,0 +1,101 @@
+"""The agent with a real Envoy: readiness, node identity, pilot-agent request, signals, dying together."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from envoy_kit import Agent, alive, get, pod_ips, poll, run, running_agent, wait_ready
+
+from labkit.emulator.envoy import admin
+from labkit.emulator.envoy.agent import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_envoy_agent_ready_only_once_envoy_applied_lds_and_cds(tmp_path: Path) -> None:
+    ip = pod_ips(1)[0]
+    with pytest.raises(ConnectionRefusedError):
+        get(ip, 15021, "/healthz/ready")
+    with running_agent(tmp_path / "xds", ip, tmp_path / "log") as agent:
+        wait_ready(agent)
+        assert get(ip, 15021, "/healthz/ready") == (200, "LIVE\n")
+        counters = run(admin.stats(agent.admin, r"\.update_success$"))
+        assert counters["listener_manager.lds.update_success"] >= 1
+        assert counters["cluster_manager.cds.update_success"] >= 1
+        assert run(admin.ready(agent.admin))
+        # Only the status path is served there; the admin itself is not exposed on 15021.
+        assert get(ip, 15021, "/stats")[0] == 404
+
+
+def test_envoy_agent_bootstrap_names_the_pod_istio_style(agent: Agent) -> None:
+    bootstrap = json.loads((agent.directory / "bootstrap.json").read_text())
+    node = bootstrap["node"]
+    assert node["id"] == f"sidecar~{agent.ip}~helloworld-v1-abc.sample~sample.svc.cluster.local"
+    assert node["cluster"] == "helloworld.sample"
+    assert node["metadata"]["CLUSTER_ID"] == "cluster1"
+    assert node["metadata"]["NETWORK"] == "network1"
+    assert node["metadata"]["LABELS"] == {"app": "helloworld", "version": "v1"}
+    assert node["metadata"]["INSTANCE_IPS"] == agent.ip
+    assert agent.directory == agent.directory.parent / "uid-helloworld-v1-abc"  # keyed by the pod's uid
+    server_info = json.loads(get(agent.ip, 15000, "/server_info")[1])
+    assert server_info["state"] == "LIVE"
+    assert server_info["command_line_options"]["concurrency"] == 1
+    assert server_info["command_line_options"]["reject_unknown_dynamic_fields"] is True
+
+
+def test_envoy_agent_request_get_prints_envoys_answer(agent: Agent) -> None:
+    def request(path: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "labkit.emulator.envoy.agent", "request", "GET", path],
+                              env=agent.env, capture_output=True, timeout=10, check=False)
+
+    clusters = request("clusters")
+    assert clusters.returncode == 0, clusters.stderr
+    direct = get(agent.ip, 15000, "/clusters")[1]
+    static_lines = [line for line in direct.splitlines() if "::cx_" not in line and "::rq_" not in line]
+    assert [line for line in clusters.stdout.decode().splitlines()
+            if "::cx_" not in line and "::rq_" not in line] == static_lines
+    assert f"agent::{agent.ip}:15000::health_flags::healthy" in static_lines
+    assert request("ready").stdout == b"LIVE\n"
+    assert json.loads(request("config_dump").stdout)["configs"]
+    missing = request("no_such_page")
+    assert missing.returncode == 1
+
+
+def test_envoy_agent_sigterm_stops_envoy(agent: Agent) -> None:
+    envoy = agent.envoy_pid()
+    assert "envoy" in Path(f"/proc/{envoy}/cmdline").read_bytes().decode()
+    agent.process.send_signal(signal.SIGTERM)
+    assert agent.process.wait(5) == 0
+    poll(lambda: not alive(envoy), "Envoy to exit")
+    assert not Path(f"/proc/{envoy}").exists() or not alive(envoy)
+
+
+def test_envoy_agent_killed_takes_envoy_with_it(agent: Agent) -> None:
+    envoy = agent.envoy_pid()
+    agent.process.kill()
+    agent.process.wait(5)
+    poll(lambda: not alive(envoy), "Envoy to die with its agent (PR_SET_PDEATHSIG)")
+
+
+def test_envoy_agent_refuses_to_start_without_its_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              ) -> None:
+    assert main(["proxy", "sidecar"], {"POD_NAME": "p", "POD_NAMESPACE": "ns"}) == 1
+    assert "INSTANCE_IP is not set" in capsys.readouterr().err
+    assert main(["proxy", "waypoint"], {}) == 1
+    assert "unknown proxy type" in capsys.readouterr().err
+    assert main(["version"], {}) == 2
+
+
+def test_envoy_agent_starts_fast(tmp_path: Path) -> None:
+    # Not a benchmark (bench/envoy_start.py is): a guard against a start that regressed by an order of magnitude.
+    ip = pod_ips(1)[0]
+    started = time.perf_counter()
+    with running_agent(tmp_path / "xds", ip, tmp_path / "log") as agent:
+        wait_ready(agent)
+        assert time.perf_counter() - started < 3.0
