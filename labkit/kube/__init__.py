@@ -1,5 +1,49 @@
-"""The only door to Kubernetes: contexts, apply, wait, exec. The only importer of ``kubernetes``."""
+"""The only door to Kubernetes: contexts, apply, wait, exec. The only importer of ``kubernetes``.
 
-from labkit.kube.contexts import KubeContext, list_contexts
+Everything above (``labkit.istio``, the notebooks' ``Lab``) reaches real and embedded clusters through
+these functions and a kubeconfig context name, and gets labkit values and ``labkit.errors`` back, never
+the client library's objects or exceptions.
+"""
 
-__all__ = ["KubeContext", "list_contexts"]
+from labkit.kube.applying import (
+    AppliedObject,
+    AppliedObjects,
+    Document,
+    apply,
+    delete,
+    load_documents,
+    selector_matches,
+)
+from labkit.kube.clients import client_for, dynamic_for, forget_clients, is_embedded
+from labkit.kube.contexts import ClusterEndpoint, KubeContext, cluster_endpoint, list_contexts
+from labkit.kube.execing import ExecResult, Pod, exec_, parse_target, pods, resolve_pod
+from labkit.kube.reading import delete_object, get_object, list_objects
+from labkit.kube.waiting import wait_ready
+
+__all__ = [
+    "AppliedObject",
+    "AppliedObjects",
+    "ClusterEndpoint",
+    "Document",
+    "ExecResult",
+    "KubeContext",
+    "Pod",
+    "apply",
+    "client_for",
+    "cluster_endpoint",
+    "delete",
+    "delete_object",
+    "dynamic_for",
+    "exec_",
+    "forget_clients",
+    "get_object",
+    "is_embedded",
+    "list_contexts",
+    "list_objects",
+    "load_documents",
+    "parse_target",
+    "pods",
+    "resolve_pod",
+    "selector_matches",
+    "wait_ready",
+]

@@ -6,12 +6,16 @@ first thing ``labkit doctor`` and a lab's preflight do.
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from kubernetes import config
 from kubernetes.config.config_exception import ConfigException
+
+from labkit.errors import LabkitError
 
 
 @dataclass(frozen=True)
@@ -59,3 +63,56 @@ def list_contexts(config_file: str | Path | None = None) -> list[KubeContext]:
             contexts.append(KubeContext(name, body.get("cluster", ""), body.get("user", ""),
                                         body.get("namespace"), name == current_name))
     return contexts
+
+
+@dataclass(frozen=True)
+class ClusterEndpoint:
+    """Where a context's API server is and how to trust it: what a remote secret's kubeconfig carries.
+
+    Args:
+        context: the context name.
+        server: the API server URL as the kubeconfig has it.
+        ca_data: the base64 PEM CA bundle (``certificate-authority-data``); empty when none is configured.
+    """
+
+    context: str
+    server: str
+    ca_data: str
+
+
+def cluster_endpoint(context: str, config_file: str | Path | None = None) -> ClusterEndpoint:
+    """The server URL and CA data of ``context``, read from the kubeconfig.
+
+    Args:
+        context: the context name.
+        config_file: a kubeconfig path; by default the files of ``KUBECONFIG`` or ``~/.kube/config``.
+
+    Raises:
+        LabkitError: no such context (or its cluster entry) in the kubeconfig.
+    """
+    files = [Path(config_file)] if config_file else kubeconfig_paths()
+    documents = []
+    for path in files:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(loaded, dict):
+            documents.append((path, loaded))
+    cluster_name = next((entry.get("context", {}).get("cluster") for _, doc in documents
+                         for entry in doc.get("contexts") or [] if entry.get("name") == context), None)
+    if cluster_name is None:
+        raise LabkitError(f"context {context!r} is not in {', '.join(str(f) for f in files)}; "
+                          f"`kubectl config get-contexts` lists the ones that are.")
+    for path, doc in documents:
+        for entry in doc.get("clusters") or []:
+            if entry.get("name") != cluster_name:
+                continue
+            body = entry.get("cluster") or {}
+            ca_data = body.get("certificate-authority-data") or ""
+            if not ca_data and body.get("certificate-authority"):
+                ca_file = Path(body["certificate-authority"])
+                ca_file = ca_file if ca_file.is_absolute() else path.parent / ca_file
+                ca_data = base64.b64encode(ca_file.read_bytes()).decode()
+            return ClusterEndpoint(context, body.get("server", ""), ca_data)
+    raise LabkitError(f"context {context!r} names cluster {cluster_name!r}, which no kubeconfig file defines.")

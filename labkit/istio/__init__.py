@@ -1,0 +1,47 @@
+"""Istio on any cluster: install, remote secrets, remote-clusters, proxy-config.
+
+The one place where real and embedded clusters differ (DESIGN decision 1): :func:`install` runs istioctl
+on a real cluster and applies a rendering of the same IstioOperator on an embedded one. Everything else
+here is Kubernetes API and exec, identical on both. Imports ``labkit.kube`` and ``labkit.pki``, never
+``kubernetes`` and never the emulator.
+"""
+
+from labkit.istio.installing import InstallResult, install, load_operator, render_operator
+from labkit.istio.operator import GatewaySpec, InstallSettings, check_operator, settings_of, unsupported_fields
+from labkit.istio.proxy_config import EndpointRow, EndpointTable, endpoint_table, proxy_endpoints
+from labkit.istio.remote_clusters import RemoteCluster, parse_clusterz, parse_istioctl, remote_clusters
+from labkit.istio.remote_secrets import (
+    apply_remote_secret,
+    create_remote_secret,
+    kubeconfig_of,
+    remote_kubeconfig,
+    remote_secret,
+)
+from labkit.istio.rendering import RenderedInstall, render
+
+__all__ = [
+    "EndpointRow",
+    "EndpointTable",
+    "GatewaySpec",
+    "InstallResult",
+    "InstallSettings",
+    "RemoteCluster",
+    "RenderedInstall",
+    "apply_remote_secret",
+    "check_operator",
+    "create_remote_secret",
+    "endpoint_table",
+    "install",
+    "kubeconfig_of",
+    "load_operator",
+    "parse_clusterz",
+    "parse_istioctl",
+    "proxy_endpoints",
+    "remote_clusters",
+    "remote_kubeconfig",
+    "remote_secret",
+    "render",
+    "render_operator",
+    "settings_of",
+    "unsupported_fields",
+]

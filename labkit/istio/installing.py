@@ -1,0 +1,237 @@
+"""``istioctl install -f`` for every backend: the one place where real and embedded clusters differ.
+
+A notebook cell says ``install("cluster1", "cluster1.yaml")`` whatever runs behind the context
+(DESIGN decision 1). On a real cluster that is ``istioctl install -y --context … -f …`` with its output
+streamed into the cell. On an embedded cluster there is no istioctl image to run, so labkit renders
+what istioctl would apply (:mod:`labkit.istio.rendering`) and applies it with ``labkit.kube.apply``,
+after refusing, by name, every IstioOperator field the rendering does not implement.
+
+The mesh CA follows istiod's own rule: the plugged-in ``cacerts`` Secret when there is one (seed 001's
+labs create it first), else ``istio-ca-secret``, which istiod would create self-signed at start-up;
+here ``install`` creates it, because the injector webhook needs the root in its ``caBundle`` before the
+emulated istiod first serves it.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labkit import kube
+from labkit.errors import LabkitError, ManifestError, ToolNotFoundError
+from labkit.istio.operator import InstallSettings, check_operator, settings_of
+from labkit.istio.rendering import RenderedInstall, ca_secret_object, namespace_object, render
+from labkit.pki import new_root
+
+Obj = dict[str, Any]
+NETWORK_LABEL = "topology.istio.io/network"
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """What one install did.
+
+    Args:
+        context: the kubeconfig context.
+        embedded: whether it was rendered for an embedded cluster (else istioctl ran).
+        components: the istioctl components installed (``Base``, ``Pilot``, ``IngressGateways`` …).
+        objects: the objects applied, with what happened to each (embedded clusters only).
+        output: what was printed (istioctl's output on real clusters).
+    """
+
+    context: str
+    embedded: bool
+    components: tuple[str, ...]
+    objects: tuple[kube.AppliedObject, ...]
+    output: str
+
+    def __str__(self) -> str:
+        return self.output
+
+
+def load_operator(file: Path | str | Obj) -> tuple[Obj, str]:
+    """The IstioOperator of a file, YAML text or dict, and a name for messages.
+
+    Raises:
+        ManifestError: not valid YAML, or not exactly one IstioOperator.
+    """
+    if isinstance(file, dict):
+        return file, "IstioOperator"
+    documents = kube.load_documents(file, require_names=False)
+    origin = documents[0].origin if documents else str(file)
+    operators = [d.body for d in documents if d.kind == "IstioOperator"]
+    if len(operators) != 1 or len(documents) != 1:
+        kinds = ", ".join(d.kind for d in documents) or "nothing"
+        raise ManifestError(f"{origin}: expected exactly one IstioOperator (install.istio.io/v1alpha1), found "
+                            f"{kinds}; give install() one IstioOperator file at a time, as istioctl install -f")
+    return operators[0], origin
+
+
+def install(
+    context: str,
+    file: Path | str | Obj,
+    *,
+    wait: bool = True,
+    timeout: float = 300.0,
+    quiet: bool = False,
+    kubeconfig: Path | str | None = None,
+) -> InstallResult:
+    """Install Istio from an IstioOperator, with istioctl on real clusters and rendered on embedded ones.
+
+    Args:
+        context: the kubeconfig context.
+        file: an IstioOperator file, its YAML text, or the object.
+        wait: wait until istiod and the gateways are ready (as istioctl does).
+        timeout: seconds to wait for readiness (embedded) or for istioctl to finish (real).
+        quiet: print nothing (the result's ``output`` still has it).
+        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
+
+    Raises:
+        ManifestError: the file is not one IstioOperator, or (embedded) uses fields that cannot be installed
+            there; every such field is listed.
+        ToolNotFoundError: (real) istioctl is not installed.
+        WaitTimeoutError: istiod or a gateway did not become ready within ``timeout``.
+        KubeApiError: the API server refused a write.
+    """
+    operator, origin = load_operator(file)
+    if not kube.is_embedded(context, kubeconfig):
+        return _istioctl(context, file, operator, timeout=timeout, quiet=quiet, kubeconfig=kubeconfig)
+    check_operator(operator, origin)
+    settings = settings_of(operator)
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        if not quiet:
+            print(line, flush=True)
+
+    namespace, exists = _namespace_to_apply(context, settings, kubeconfig)
+    root_pem, ca_secret = _mesh_root(context, settings, exists, kubeconfig)
+    rendered = render(settings, ca_root_pem=root_pem, namespace=namespace, ca_secret=ca_secret)
+    applied = _apply_groups(context, settings, rendered, say, wait=wait, timeout=timeout, kubeconfig=kubeconfig)
+    say("✔ Installation complete")
+    return InstallResult(context, True, settings.components, tuple(applied), "\n".join(lines))
+
+
+def render_operator(operator: Obj | Path | str, *, ca_root_pem: str = "") -> RenderedInstall:
+    """The objects an install would apply on an embedded cluster, without a cluster (for tests and curiosity).
+
+    Args:
+        operator: an IstioOperator (object, file or YAML text).
+        ca_root_pem: the mesh root for the webhook's caBundle.
+
+    Raises:
+        ManifestError: unsupported fields, all listed.
+    """
+    body, origin = load_operator(operator)
+    check_operator(body, origin)
+    settings = settings_of(body)
+    # As on a cluster where the control-plane namespace does not exist yet.
+    return render(settings, ca_root_pem=ca_root_pem, namespace=namespace_object(settings.namespace, settings.network))
+
+
+def _apply_groups(context: str, settings: InstallSettings, rendered: RenderedInstall, say: Callable[[str], None],
+                  *, wait: bool, timeout: float, kubeconfig: Path | str | None) -> list[kube.AppliedObject]:
+    applied: list[kube.AppliedObject] = []
+    ns = settings.namespace
+    if rendered.core:
+        applied += kube.apply(context, list(rendered.core), kubeconfig=kubeconfig)
+        say("✔ Istio core installed ⛵️")
+    if rendered.istiod:
+        applied += kube.apply(context, list(rendered.istiod), kubeconfig=kubeconfig)
+        if wait and settings.pilot:
+            kube.wait_ready(context, ns, "deploy/istiod", timeout=timeout, kubeconfig=kubeconfig)
+        say("✔ Istiod installed 🧠" if settings.pilot else "✔ Istiod remote installed 🧠")
+    if rendered.gateways:
+        applied += kube.apply(context, list(rendered.gateways), kubeconfig=kubeconfig)
+        if wait:
+            for gateway in settings.gateways:
+                kube.wait_ready(context, gateway.namespace, f"deploy/{gateway.name}", timeout=timeout,
+                                kubeconfig=kubeconfig)
+        say("✔ Ingress gateways installed 🛬")
+    return applied
+
+
+def _namespace_to_apply(context: str, settings: InstallSettings,
+                        kubeconfig: Path | str | None) -> tuple[Obj | None, bool]:
+    """The Namespace object to apply (None: leave it alone), and whether the namespace exists already."""
+    # Label the namespace with the network only where nobody did (the labs label it by hand first), and
+    # never re-apply a namespace labkit did not label: a server-side apply that omits a label its
+    # manager owns removes it.
+    live = kube.get_object(context, "v1", "Namespace", settings.namespace, kubeconfig=kubeconfig)
+    if live is None:
+        return namespace_object(settings.namespace, settings.network), False
+    labels = (live.get("metadata") or {}).get("labels") or {}
+    if settings.network and NETWORK_LABEL not in labels:
+        return namespace_object(settings.namespace, settings.network), True
+    return None, True
+
+
+def _mesh_root(context: str, settings: InstallSettings, namespace_exists: bool,
+               kubeconfig: Path | str | None) -> tuple[str, Obj | None]:
+    """The mesh root PEM for the webhook, and the ``istio-ca-secret`` to create (None if one exists)."""
+    if not (settings.pilot or settings.remote):
+        return "", None
+    ns = settings.namespace
+    if namespace_exists:
+        for name, key in (("cacerts", "root-cert.pem"), ("istio-ca-secret", "ca-cert.pem")):
+            secret = kube.get_object(context, "v1", "Secret", name, ns, kubeconfig=kubeconfig)
+            data = (secret or {}).get("data") or {}
+            if data.get(key):
+                return base64.b64decode(data[key]).decode(), None
+    if settings.remote:
+        # A remote cluster's injector is served by the primary's istiod, which patches the caBundle with
+        # its own root; a CA made here would be a different mesh.
+        return "", None
+    root = new_root(organization=settings.trust_domain, common_name="istiod self-signed root", key="rsa-2048")
+    return root.cert_pem, ca_secret_object(ns, root.cert_pem, root.key_pem)
+
+
+def _istioctl(context: str, file: Path | str | Obj, operator: Obj, *, timeout: float, quiet: bool,
+              kubeconfig: Path | str | None) -> InstallResult:
+    istioctl = shutil.which("istioctl")
+    if istioctl is None:
+        raise ToolNotFoundError("istioctl", f"Context {context!r} is a real cluster, where labkit installs Istio with "
+                                            f"istioctl: install it (curl -L https://istio.io/downloadIstio | sh -, "
+                                            f"then put istio-*/bin on PATH) and run the cell again.")
+    with tempfile.TemporaryDirectory(prefix="labkit-iop-") as folder:
+        if isinstance(file, Path) or (isinstance(file, str) and "\n" not in file and Path(file).is_file()):
+            path = Path(file)
+        else:
+            path = Path(folder) / "istio-operator.yaml"
+            path.write_text(yaml.safe_dump(operator, sort_keys=False))
+        command = [istioctl, "install", "-y", "--context", context, "-f", str(path)]
+        if kubeconfig:
+            command += ["--kubeconfig", str(kubeconfig)]
+        output = _stream(command, timeout=timeout, quiet=quiet)
+    components = tuple(line.split("✔", 1)[1].strip() for line in output.splitlines() if "✔" in line)
+    return InstallResult(context, False, components, (), output)
+
+
+def _stream(command: list[str], *, timeout: float, quiet: bool) -> str:
+    lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if not quiet:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            process.kill()
+            raise LabkitError(f"{' '.join(command)} did not finish within {timeout:.0f} s") from exc
+    if code != 0:
+        tail = "\n".join(lines[-15:])
+        raise LabkitError(f"{' '.join(command)} failed with exit code {code}:\n{tail}")
+    return "\n".join(lines)

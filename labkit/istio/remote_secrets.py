@@ -1,0 +1,163 @@
+"""Remote secrets: what ``istioctl create-remote-secret --name N`` makes, and what it gives away.
+
+In multi-primary (seed 001) each istiod watches the other clusters' API servers. The credential for that
+is a Secret holding a **kubeconfig**: the remote cluster's server URL, its CA and the bearer token of
+``istio-reader-service-account``. istiod finds these Secrets by the label ``istio/multiCluster: "true"``
+and names the cluster after the ``networking.istio.io/cluster`` annotation.
+
+The token's role reads Secrets cluster-wide, so whoever can read ``istio-remote-secret-N`` in one cluster
+can read every Secret of cluster N: the security drawback the lab ends on. The reader role cannot create
+anything, which the contract tests show with the very kubeconfig this module produces.
+
+The same code runs against real and embedded clusters (it is all Kubernetes API); only ``istioctl``
+is not needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labkit import kube
+from labkit.errors import WaitTimeoutError
+from labkit.istio.operator import ISTIO_NAMESPACE
+from labkit.istio.rendering import READER_ACCOUNT, reader_objects
+
+Obj = dict[str, Any]
+TOKEN_SECRET = f"{READER_ACCOUNT}-istio-remote-secret-token"
+MULTICLUSTER_LABEL = "istio/multiCluster"
+CLUSTER_ANNOTATION = "networking.istio.io/cluster"
+
+
+def remote_secret_name(name: str) -> str:
+    """``istio-remote-secret-<name>``."""
+    return f"istio-remote-secret-{name}"
+
+
+def create_remote_secret(
+    context: str,
+    name: str,
+    *,
+    server: str | None = None,
+    namespace: str = ISTIO_NAMESPACE,
+    timeout: float = 30.0,
+    kubeconfig: Path | str | None = None,
+) -> Obj:
+    """Prepare ``context``'s cluster to be read by other istiods, and return the Secret that lets them.
+
+    In ``context``'s cluster this ensures the reader ServiceAccount, its ClusterRole and binding, and a
+    long-lived token Secret; it waits for the token, then returns (without applying anywhere) the Secret
+    ``istio-remote-secret-<name>`` to apply in the *other* clusters (:func:`apply_remote_secret`).
+
+    Args:
+        context: the kubeconfig context of the cluster to be read (``--context`` of istioctl).
+        name: the cluster's name in the mesh (``--name``), normally its ``multiCluster.clusterName``.
+        server: the API server URL to write instead of the kubeconfig's (``--server``), e.g. when the
+            kubeconfig says ``127.0.0.1`` and other clusters cannot reach that (istio.md mistake 2).
+        namespace: the Istio namespace.
+        timeout: seconds to wait for the token controller to fill in the token.
+        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
+
+    Raises:
+        WaitTimeoutError: no token appeared in the token Secret.
+        KubeApiError: the API server refused a write (e.g. the kubeconfig's user may not create RBAC).
+    """
+    endpoint = kube.cluster_endpoint(context, kubeconfig)
+    objects: list[Obj] = []
+    if kube.get_object(context, "v1", "Namespace", namespace, kubeconfig=kubeconfig) is None:
+        objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    objects += reader_objects(namespace)
+    objects.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                    "metadata": {"name": TOKEN_SECRET, "namespace": namespace,
+                                 "annotations": {"kubernetes.io/service-account.name": READER_ACCOUNT}}})
+    kube.apply(context, objects, kubeconfig=kubeconfig)
+    token = _wait_for_token(context, namespace, timeout, kubeconfig)
+    config = remote_kubeconfig(name, server or endpoint.server, endpoint.ca_data, token)
+    return remote_secret(name, config, namespace)
+
+
+def remote_kubeconfig(name: str, server: str, ca_data: str, token: str) -> str:
+    """The kubeconfig istioctl writes into a remote secret: cluster, context and user all named ``name``.
+
+    Args:
+        name: the cluster name.
+        server: the API server URL.
+        ca_data: base64 PEM of the API server's CA (``certificate-authority-data``).
+        token: the reader's bearer token.
+    """
+    cluster: Obj = {"server": server}
+    if ca_data:
+        cluster = {"certificate-authority-data": ca_data, "server": server}
+    config = {
+        "apiVersion": "v1",
+        "clusters": [{"cluster": cluster, "name": name}],
+        "contexts": [{"context": {"cluster": name, "user": name}, "name": name}],
+        "current-context": name,
+        "kind": "Config",
+        "preferences": {},
+        "users": [{"name": name, "user": {"token": token}}],
+    }
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+def remote_secret(name: str, kubeconfig_text: str, namespace: str = ISTIO_NAMESPACE) -> Obj:
+    """The ``istio-remote-secret-<name>`` Secret around a kubeconfig.
+
+    Args:
+        name: the cluster name (the annotation and the ``stringData`` key).
+        kubeconfig_text: the kubeconfig YAML.
+        namespace: the Istio namespace of the clusters it will be applied to.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": remote_secret_name(name), "namespace": namespace,
+                     "annotations": {CLUSTER_ANNOTATION: name}, "labels": {MULTICLUSTER_LABEL: "true"}},
+        "stringData": {name: kubeconfig_text},
+    }
+
+
+def apply_remote_secret(secret: Obj, into_context: str, *,
+                        kubeconfig: Path | str | None = None) -> kube.AppliedObjects:
+    """Apply a remote secret in another cluster (``… | kubectl apply -f - --context into_context``).
+
+    Args:
+        secret: what :func:`create_remote_secret` returned.
+        into_context: the cluster whose istiod should read the secret's cluster.
+        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
+
+    Raises:
+        ManifestError: the Istio namespace does not exist there (install Istio first).
+    """
+    return kube.apply(into_context, [secret], kubeconfig=kubeconfig)
+
+
+def kubeconfig_of(secret: Obj) -> tuple[str, str]:
+    """The cluster name and kubeconfig YAML a remote secret carries (``stringData`` or ``data``)."""
+    name = ((secret.get("metadata") or {}).get("annotations") or {}).get(CLUSTER_ANNOTATION, "")
+    string_data = secret.get("stringData") or {}
+    if string_data:
+        key = name if name in string_data else next(iter(string_data))
+        return key, string_data[key]
+    data = secret.get("data") or {}
+    key = name if name in data else next(iter(data))
+    return key, base64.b64decode(data[key]).decode()
+
+
+def _wait_for_token(context: str, namespace: str, timeout: float, kubeconfig: Path | str | None) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        secret = kube.get_object(context, "v1", "Secret", TOKEN_SECRET, namespace, kubeconfig=kubeconfig) or {}
+        token = (secret.get("data") or {}).get("token")
+        if token:
+            return base64.b64decode(token).decode()
+        if time.monotonic() >= deadline:
+            raise WaitTimeoutError(
+                f"secret {namespace}/{TOKEN_SECRET} on {context} got no token within {timeout:.0f} s; the "
+                f"token controller fills it in for ServiceAccount {READER_ACCOUNT} (does that account exist?)",
+                [f"secret/{TOKEN_SECRET}"])
+        time.sleep(0.1)
