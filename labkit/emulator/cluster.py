@@ -128,7 +128,10 @@ class Cluster:
         self._pump = asyncio.create_task(self._apply_events(), name=f"{self.name}-events")
         self._bootstrap()
         await self.controllers.start()
-        self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        # A loop of calls is one exec with every URL in its argv, so request lines get long; a real API
+        # server accepts up to 1 MiB of headers (Go's default), aiohttp only 8 KiB unless told.
+        self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                                     max_line_size=1 << 20, max_field_size=1 << 20)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.address, API_PORT, ssl_context=self._tls())
         await site.start()

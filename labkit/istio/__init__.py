@@ -6,7 +6,9 @@ here is Kubernetes API and exec, identical on both. Imports ``labkit.kube`` and 
 ``kubernetes`` and never the emulator.
 """
 
+from labkit.istio.access_log import AccessLogEntry, parse_access_log, proxy_access_log
 from labkit.istio.installing import InstallResult, install, load_operator, render_operator
+from labkit.istio.multicluster import connect, install_multi_primary, plug_in_ca
 from labkit.istio.operator import GatewaySpec, InstallSettings, check_operator, settings_of, unsupported_fields
 from labkit.istio.proxy_config import EndpointRow, EndpointTable, endpoint_table, proxy_endpoints
 from labkit.istio.remote_clusters import RemoteCluster, parse_clusterz, parse_istioctl, remote_clusters
@@ -20,6 +22,7 @@ from labkit.istio.remote_secrets import (
 from labkit.istio.rendering import RenderedInstall, render
 
 __all__ = [
+    "AccessLogEntry",
     "EndpointRow",
     "EndpointTable",
     "GatewaySpec",
@@ -29,13 +32,18 @@ __all__ = [
     "RenderedInstall",
     "apply_remote_secret",
     "check_operator",
+    "connect",
     "create_remote_secret",
     "endpoint_table",
     "install",
+    "install_multi_primary",
     "kubeconfig_of",
     "load_operator",
+    "parse_access_log",
     "parse_clusterz",
     "parse_istioctl",
+    "plug_in_ca",
+    "proxy_access_log",
     "proxy_endpoints",
     "remote_clusters",
     "remote_kubeconfig",

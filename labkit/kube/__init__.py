@@ -16,7 +16,7 @@ from labkit.kube.applying import (
 )
 from labkit.kube.clients import client_for, dynamic_for, forget_clients, is_embedded
 from labkit.kube.contexts import ClusterEndpoint, KubeContext, cluster_endpoint, list_contexts
-from labkit.kube.execing import ExecResult, Pod, exec_, parse_target, pods, resolve_pod
+from labkit.kube.execing import ExecResult, Pod, exec_, logs, parse_target, pods, resolve_pod
 from labkit.kube.reading import delete_object, get_object, list_objects
 from labkit.kube.waiting import wait_ready
 
@@ -41,6 +41,7 @@ __all__ = [
     "list_contexts",
     "list_objects",
     "load_documents",
+    "logs",
     "parse_target",
     "pods",
     "resolve_pod",

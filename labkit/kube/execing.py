@@ -269,3 +269,23 @@ def _pod(item: dict[str, Any]) -> Pod:
     return Pod(metadata["name"], metadata.get("namespace", ""), status.get("phase") or "Pending", ready,
                status.get("podIP") or "", spec.get("nodeName") or "", dict(metadata.get("labels") or {}),
                tuple(c["name"] for c in spec.get("containers") or []), tuple(waiting))
+
+
+def logs(context: str, namespace: str, target: str, *, container: str | None = None, tail: int | None = None,
+         kubeconfig: Path | str | None = None) -> str:
+    """A container's log (``kubectl logs [-c container] [--tail N] deploy/x``).
+
+    Args:
+        context: the kubeconfig context.
+        namespace: the pod's namespace.
+        target: a pod name or ``deploy/<name>`` (a ready pod of it is chosen).
+        container: the container; the pod's first by default.
+        tail: only the last ``tail`` lines.
+        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
+    """
+    pod = resolve_pod(context, namespace, target, kubeconfig=kubeconfig)
+    api = client.CoreV1Api(client_for(context, kubeconfig))
+    try:
+        return api.read_namespaced_pod_log(pod, namespace, container=container, tail_lines=tail)
+    except ApiException as exc:
+        raise_api_error(exc, f"reading the log of {namespace}/{pod}")

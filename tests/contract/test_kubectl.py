@@ -65,6 +65,13 @@ def test_exec_curl_answers_from_a_helloworld_pod_of_the_same_cluster(kubectl: An
         assert out.stdout.split("instance: ")[1].strip() in pods
 
 
+def test_one_exec_carries_a_loop_of_hundreds_of_urls(kubectl: Any, sample: str) -> None:
+    # labkit's call loops put every URL into one curl's argv: a long exec request line.
+    urls = ["helloworld.sample:5000/hello"] * 400
+    out = kubectl("--context", "cluster2", "exec", "deploy/sleep", "-n", "sample", "--", "curl", "-sS", *urls)
+    assert out.stdout.count("Hello version: v1") == 400
+
+
 def test_unknown_name_fails_like_curl_does(kubectl: Any, sample: str) -> None:
     out = kubectl("--context", "cluster2", "exec", "deploy/sleep", "-n", "sample", "--", "curl", "-sS",
                   "nosuch.sample:5000/hello", check=False)

@@ -1,0 +1,195 @@
+"""Istio's multicluster verification on three embedded clusters, with real Envoy and real mTLS.
+
+Three clusters on three networks share one root; each runs istiod and an east-west gateway and reads the
+others through remote secrets. helloworld v1 runs in cluster1 and cluster2, v2 in cluster3, sleep in all
+three. The tests assert what a learner sees: every instance answers from every cluster, cluster1's
+sidecar lists its local pod and the two remote gateways, STRICT mTLS refuses plaintext, a removed remote
+secret takes its cluster's endpoints away, and a cluster with another root fails with the TLS reason.
+Tests run in file order; the last one breaks the mesh on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labkit import istio, kube
+from labkit.emulator import launching
+from labkit.pki import make_mesh
+
+CLUSTERS = ("cluster1", "cluster2", "cluster3")
+SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
+HELLOWORLD = "outbound|5000||helloworld.sample.svc.cluster.local"
+
+# The official client leaves pooled sockets to the garbage collector after exec streams.
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s (last: {value!r})"
+        time.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    state = tmp_path_factory.mktemp("mesh-home")
+    emulator = launching.up(CLUSTERS, state, block=random.randint(150, 249))
+    saved = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(emulator.kubeconfig)
+    try:
+        istio.install_multi_primary(CLUSTERS, state / "certs")
+        for cluster, versions in (("cluster1", ["v1"]), ("cluster2", ["v1"]), ("cluster3", ["v2"])):
+            kube.apply(cluster, [{"apiVersion": "v1", "kind": "Namespace",
+                                  "metadata": {"name": "sample", "labels": {"istio-injection": "enabled"}}}])
+            kube.apply(cluster, SAMPLES / "helloworld.yaml", namespace="sample", selector="service=helloworld")
+            for version in versions:
+                kube.apply(cluster, SAMPLES / "helloworld.yaml", namespace="sample", selector=f"version={version}")
+            kube.apply(cluster, SAMPLES / "sleep.yaml", namespace="sample")
+        kube.apply("cluster1", SAMPLES / "httpbin.yaml", namespace="sample")
+        for cluster in CLUSTERS:
+            kube.wait_ready(cluster, "sample", ["deploy/sleep"], timeout=90)
+        kube.wait_ready("cluster1", "sample", ["deploy/httpbin"], timeout=90)
+        yield state
+    finally:
+        launching.down(state)
+        if saved is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = saved
+
+
+def calls(cluster: str, url: str, n: int) -> Counter[str]:
+    """``n`` curls from sleep in ``cluster`` (one exec), counted by answer."""
+    result = kube.exec_(cluster, "sample", "deploy/sleep",
+                        ["sh", "-c", f"for i in $(seq {n}); do curl -sS {url}; echo; done"], container="sleep")
+    return Counter(line for line in result.stdout.splitlines() if line.strip())
+
+
+def helloworld_pods() -> set[str]:
+    return {pod.name for cluster in CLUSTERS for pod in kube.pods(cluster, "sample", "app=helloworld")}
+
+
+def gateway_ip(cluster: str) -> str:
+    service = kube.get_object(cluster, "v1", "Service", "istio-eastwestgateway", "istio-system")
+    return service["status"]["loadBalancer"]["ingress"][0]["ip"]
+
+
+def test_every_cluster_reaches_every_instance(mesh: Path) -> None:
+    expected = helloworld_pods()
+    assert len(expected) == 3
+    for cluster in CLUSTERS:
+        def reached(cluster: str = cluster) -> set[str]:
+            answers = calls(cluster, "helloworld.sample:5000/hello", 40)
+            assert all(a.startswith("Hello version: v") for a in answers), answers
+            return {a.split("instance: ")[1] for a in answers} == expected and set(answers)
+        answered = eventually(reached, 60, f"every instance answering {cluster}")
+        assert {a.split(",")[0] for a in answered} == {"Hello version: v1", "Hello version: v2"}
+
+
+def test_cluster1_sees_its_pod_and_the_two_remote_gateways(mesh: Path) -> None:
+    local = {p.ip for p in kube.pods("cluster1", "sample", "app=helloworld")}
+    table = istio.proxy_endpoints("cluster1", "deploy/sleep.sample", cluster=HELLOWORLD)
+    endpoints = {row.endpoint for row in table.rows}
+    assert endpoints == {f"{ip}:5000" for ip in local} | {f"{gateway_ip(c)}:15443" for c in ("cluster2", "cluster3")}
+    assert {row.status for row in table.rows} == {"HEALTHY"}
+    text = str(table)
+    assert text.splitlines()[0].split() == ["ENDPOINT", "STATUS", "OUTLIER", "CHECK", "CLUSTER"]
+
+
+def test_remote_clusters_are_synced(mesh: Path) -> None:
+    rows = {row.name: row for row in istio.remote_clusters("cluster1")}
+    assert rows["cluster2"].status == rows["cluster3"].status == "synced"
+    assert rows["cluster2"].secret == "istio-system/istio-remote-secret-cluster2"
+
+
+def test_strict_mtls_refuses_plaintext_and_shows_the_callers_identity(mesh: Path) -> None:
+    kube.apply("cluster1", [{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                             "metadata": {"name": "default", "namespace": "sample"},
+                             "spec": {"mtls": {"mode": "STRICT"}}}])
+    (httpbin,) = kube.pods("cluster1", "sample", "app=httpbin")
+
+    def plaintext_refused() -> bool:
+        with socket.create_connection((httpbin.ip, 80), timeout=5) as conn:
+            conn.sendall(b"GET /headers HTTP/1.1\r\nHost: httpbin\r\n\r\n")
+            try:
+                return conn.recv(1024) == b""  # closed without an answer
+            except ConnectionResetError:
+                return True
+
+    eventually(plaintext_refused, 30, "STRICT refusing plaintext")
+    answer = kube.exec_("cluster1", "sample", "deploy/sleep", ["curl", "-sS", "httpbin.sample:8000/headers"],
+                        container="sleep")
+    headers = json.loads(answer.stdout)["headers"]
+    assert "URI=spiffe://cluster.local/ns/sample/sa/sleep" in headers["X-Forwarded-Client-Cert"]
+
+
+def test_a_removed_remote_secret_takes_its_endpoints_away(mesh: Path) -> None:
+    secret = kube.get_object("cluster1", "v1", "Secret", "istio-remote-secret-cluster2", "istio-system")
+
+    def gateways() -> set[str]:
+        rows = istio.proxy_endpoints("cluster1", "deploy/sleep.sample", cluster=HELLOWORLD).rows
+        return {row.endpoint for row in rows if row.endpoint.endswith(":15443")}
+
+    kube.delete_object("cluster1", "v1", "Secret", "istio-remote-secret-cluster2", "istio-system")
+    eventually(lambda: gateways() == {f"{gateway_ip('cluster3')}:15443"}, 15, "cluster2's gateway leaving")
+    assert "cluster2" not in {row.name for row in istio.remote_clusters("cluster1")}
+    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        secret["metadata"].pop(key, None)
+    kube.apply("cluster1", [secret])
+    eventually(lambda: len(gateways()) == 2, 15, "cluster2's gateway coming back")
+
+
+def test_a_remote_secret_with_a_bad_server_times_out(mesh: Path) -> None:
+    good = kube.get_object("cluster1", "v1", "Secret", "istio-remote-secret-cluster3", "istio-system")
+    # Nothing listens there: istiod's requests fail, as with a wrong address or a cluster out of reach.
+    broken = istio.create_remote_secret("cluster3", "cluster3", server="https://127.0.0.1:9")
+    istio.apply_remote_secret(broken, "cluster1")
+
+    def status() -> str:
+        return {row.name: row.status for row in istio.remote_clusters("cluster1")}.get("cluster3", "")
+
+    eventually(lambda: status() == "timeout", 30, "cluster3 timing out")
+    rows = istio.proxy_endpoints("cluster1", "deploy/sleep.sample", cluster=HELLOWORLD).rows
+    assert f"{gateway_ip('cluster3')}:15443" not in {row.endpoint for row in rows}
+    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        good["metadata"].pop(key, None)
+    kube.apply("cluster1", [good])
+    eventually(lambda: status() == "synced", 30, "cluster3 synced again")
+
+
+def test_a_cluster_with_another_root_fails_with_the_tls_reason(mesh: Path) -> None:
+    other = make_mesh(mesh / "other-certs", ["cluster3"], key="ec-p256")
+    assert other.root.cert_pem != (mesh / "certs" / "root-cert.pem").read_text()
+    istio.plug_in_ca("cluster3", mesh / "other-certs" / "cluster3")
+    # Only cluster3's helloworld is left, so every call must land there.
+    for cluster in ("cluster1", "cluster2"):
+        kube.apply(cluster, [{"apiVersion": "apps/v1", "kind": "Deployment",
+                              "metadata": {"name": "helloworld-v1", "namespace": "sample"},
+                              "spec": {"replicas": 0}}], field_manager="scale-down")
+
+    def failing() -> Counter[str]:
+        answers = calls("cluster1", "helloworld.sample:5000/hello", 5)
+        return answers if all(a.startswith("upstream connect error") for a in answers) else Counter()
+
+    answers = eventually(failing, 60, "calls into cluster3 failing")
+    assert all("503" in a or "upstream connect error" in a for a in answers)
+    entries = [e for e in istio.proxy_access_log("cluster1", "deploy/sleep.sample") if e.path == "/hello"]
+    last = entries[-1]
+    assert last.code == 503 and "UF" in last.flags
+    assert "CERTIFICATE_VERIFY_FAILED" in last.transport_failure
+    assert last.upstream_host == f"{gateway_ip('cluster3')}:15443"
