@@ -110,7 +110,6 @@ def prepare(proxy_type: str, env: Mapping[str, str]) -> tuple[Path, dict[str, An
     uid = _required(env, "LABKIT_POD_UID", "labkit's node sets it to the pod's metadata.uid")
     directory = files.xds_dir(Path(root), uid)
     directory.mkdir(parents=True, exist_ok=True)
-    files.ensure_initial_files(directory)
     with contextlib.suppress(FileNotFoundError):
         (directory / files.REJECTIONS).unlink()  # a new Envoy: the old one's refusals are history
     config = bootstrap(node_id=node_id(proxy_type, ip, pod, namespace), cluster=f"{app}.{namespace}",
@@ -293,10 +292,33 @@ def _die_with_parent(parent: int) -> Any:
     return setup
 
 
+def wait_for_configuration(directory: Path, stopping: threading.Event, *, report_every: float = 10.0) -> bool:
+    """Wait until istiod has written this proxy's first LDS and CDS; False when asked to stop first.
+
+    Like pilot-agent, which reports ready only once Envoy holds istiod's configuration: a sidecar that came up
+    with an empty config would make its pod Ready while every call through it still fails.
+    """
+    needed = [files.resource_file(directory, kind) for kind in (files.LDS, files.CDS)]
+    started = last_report = time.monotonic()
+    while not all(path.exists() for path in needed):
+        if stopping.wait(0.05):
+            return False
+        if time.monotonic() - last_report > report_every:
+            last_report = time.monotonic()
+            print(f"waiting for configuration from istiod in {directory} "
+                  f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+    return True
+
+
 def run_proxy(proxy_type: str, env: Mapping[str, str]) -> int:
     """Run Envoy for this pod until it exits; returns the exit code for the container (signals as 128+N)."""
     directory, config = prepare(proxy_type, env)
     envoy = find_envoy(env)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
+    if not wait_for_configuration(directory, stopping):
+        return 0
     process = subprocess.Popen(envoy_argv(str(envoy.path), directory / files.BOOTSTRAP),
                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=True,
                                # No thread runs yet (the log reader starts below), so preexec_fn is safe here.

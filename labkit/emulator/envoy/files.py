@@ -205,14 +205,6 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def ensure_initial_files(directory: Path) -> None:
-    """Create empty ``lds.json``/``cds.json`` where missing: Envoy refuses to start without them."""
-    for kind in (LDS, CDS):
-        path = resource_file(directory, kind)
-        if not path.exists():
-            write_atomic(path, _dumps(_EMPTY))
-
-
 def read_version(path: Path) -> str | None:
     """The ``version_info`` of an xDS file, or ``None`` if it is missing or unreadable."""
     try:

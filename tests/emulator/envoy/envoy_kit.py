@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import pytest
 
 from labkit.emulator.addresses import AddressPlan
-from labkit.emulator.envoy.files import xds_dir
+from labkit.emulator.envoy.files import XdsWriter, xds_dir
+from labkit.emulator.mesh.model import ProxyConfig
 
 DEADLINE = 5.0
 T = TypeVar("T")
@@ -116,7 +117,8 @@ def agent_env(root: Path, ip: str, pod: str = "helloworld-v1-abc") -> dict[str, 
 
 
 @contextlib.contextmanager
-def running_agent(root: Path, ip: str, log: Path) -> Iterator[Agent]:
+def running_agent(root: Path, ip: str, log: Path, *, configured: bool = True) -> Iterator[Agent]:
+    """An agent for one pod; with ``configured`` the test plays istiod's first push (an empty configuration)."""
     env = agent_env(root, ip)
     with log.open("wb") as sink:
         process = subprocess.Popen([sys.executable, "-m", "labkit.emulator.envoy.agent", "proxy", "sidecar",
@@ -124,9 +126,17 @@ def running_agent(root: Path, ip: str, log: Path) -> Iterator[Agent]:
                                    env=env, stdout=sink, stderr=sink)
     agent = Agent(process, ip, xds_dir(root, env["LABKIT_POD_UID"]), log, env)
     try:
+        if configured:
+            first_push(agent)
         yield agent
     finally:
         agent.stop()
+
+
+def first_push(agent: Agent) -> None:
+    """What istiod does once the agent has laid out its directory: publish the proxy's configuration."""
+    poll((agent.directory / "bootstrap.json").exists, "the agent's bootstrap")
+    XdsWriter(agent.directory).publish(ProxyConfig((), (), (), ()))
 
 
 def wait_ready(agent: Agent) -> None:
