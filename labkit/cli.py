@@ -1,4 +1,4 @@
-"""The ``labkit`` command: check the machine, make and inspect certificates.
+"""The ``labkit`` command: check the machine, make and inspect certificates, run notebooks.
 
 Every subcommand is a thin shell over a library function, so what a trainer types in a terminal and
 what a notebook cell calls behave the same. Errors from labkit print as one ``error:`` line (they are
@@ -111,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
     bundle.add_argument("file", type=Path, help="PEM file with the trust domain's root(s)")
     bundle.add_argument("--trust-domain", required=True)
     bundle.set_defaults(run=_certs_bundle)
+
+    run = commands.add_parser("run", help="execute a notebook headless; write it and its figures to a folder")
+    run.add_argument("notebook", help="a path or a stem such as 01-multi-primary (looked up in notebooks/)")
+    run.add_argument("--out", type=Path, help="output folder (default: out/<notebook stem>/)")
+    run.add_argument("--kernel", default="python3",
+                     help="python3 (this environment's Python, the default) or an installed kernelspec")
+    run.add_argument("--timeout", type=float, default=600.0, help="seconds per cell (default 600)")
+    run.set_defaults(run=_run)
     return parser
 
 
@@ -272,6 +280,23 @@ def _certs_bundle(args: argparse.Namespace) -> int:
 
 def _read(path: Path) -> bytes:
     return read_source(path)
+
+
+# -- run ----------------------------------------------------------------------------------------------------
+
+def _run(args: argparse.Namespace) -> int:
+    # Imported here: nbclient comes with the `lab` extra, and starting a kernel is this command's business only.
+    from labkit.running import find_notebook, run_notebook  # noqa: PLC0415
+
+    source = find_notebook(args.notebook)
+    print(f"running {source} (kernel {args.kernel})", flush=True)
+    result = run_notebook(source, out_dir=args.out, kernel=args.kernel, cell_timeout=args.timeout,
+                          progress=lambda line: print(line, flush=True))
+    if not result.ok:
+        print(result.error, file=sys.stderr)
+    print(f"{'wrote' if result.ok else 'wrote the partial notebook'} {result.notebook}"
+          + (f" and {len(result.images)} PNG file(s)" if result.images else ""))
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,21 @@
+"""Traffic: call loops from a client pod into DataFrames, and the shares a lab compares them with.
+
+Sits above ``labkit.istio`` (it may read its endpoint tables) and reaches clusters only through
+``labkit.kube``: one exec per loop, one curl with N URLs (DESIGN.md), on real and embedded clusters alike.
+"""
+
+from labkit.traffic.calling import COLUMNS, Source, call, curl_argv, parse_curl_output
+from labkit.traffic.shares import ERROR_KEY, OTHER_KEY, expected_shares, shares_of, summarize
+
+__all__ = [
+    "COLUMNS",
+    "ERROR_KEY",
+    "OTHER_KEY",
+    "Source",
+    "call",
+    "curl_argv",
+    "expected_shares",
+    "parse_curl_output",
+    "shares_of",
+    "summarize",
+]
