@@ -1,16 +1,33 @@
 """labkit: multi-cluster Istio labs on real or embedded clusters.
 
-The public surface is small: this facade (``up``, ``down``, ``status`` for the embedded clusters),
+The public surface is small: this facade (``Lab``; ``up``, ``down``, ``status`` for the embedded clusters),
 :mod:`labkit.errors`, and each subpackage's ``__all__``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from labkit.emulator.launching import down, status, up
 
-try:
-    __version__ = version("labkit")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+if TYPE_CHECKING:
+    from labkit.lab import Lab
 
-__all__ = ["__version__", "down", "status", "up"]
+__all__ = ["Lab", "__version__", "down", "status", "up"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy on purpose: every Envoy agent and istiod start imports this package, and neither needs pandas,
+    # the Kubernetes client (both behind Lab) or package metadata (~40 ms).
+    if name == "Lab":
+        from labkit.lab import Lab  # noqa: PLC0415
+
+        return Lab
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+        try:
+            return version("labkit")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "0.0.0"
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")

@@ -6,6 +6,7 @@ message names the object it is about and the fix, in one or two sentences::
     LabkitError
     ├── ToolNotFoundError        a program labkit needs (envoy, kubectl …) is not installed
     ├── EmulatorError            the embedded clusters did not start, or another set is running
+    ├── CheckpointFailed         a lab's teaching point does not hold (what was measured is shown)
     ├── MeshError                the embedded mesh: istiod and the Envoys it configures
     │   ├── XdsInconsistentError a proxy config referring to resources it does not contain
     │   ├── XdsRejectedError     Envoy refused a published config (NACK); ``reason`` is Envoy's
@@ -82,6 +83,10 @@ class XdsRejectedError(MeshError):
 
 class XdsTimeoutError(MeshError):
     """Envoy did not apply a published update in time (not running, or stuck); the message says what is missing."""
+
+
+class CheckpointFailed(LabkitError):
+    """A lab's teaching point does not hold on these clusters (the message shows what was measured)."""
 
 
 class PkiError(LabkitError):

@@ -16,6 +16,7 @@ is not needed.
 from __future__ import annotations
 
 import base64
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import yaml
 
 from labkit import kube
-from labkit.errors import WaitTimeoutError
+from labkit.errors import KubeApiError, LabkitError, ManifestError, WaitTimeoutError
 from labkit.istio.operator import ISTIO_NAMESPACE
 from labkit.istio.rendering import READER_ACCOUNT, reader_objects
 
@@ -161,3 +162,62 @@ def _wait_for_token(context: str, namespace: str, timeout: float, kubeconfig: Pa
                 f"token controller fills it in for ServiceAccount {READER_ACCOUNT} (does that account exist?)",
                 [f"secret/{TOKEN_SECRET}"])
         time.sleep(0.1)
+
+
+def redact_kubeconfig(kubeconfig: str) -> str:
+    """A kubeconfig with its CA data and token replaced by their sizes, safe to print on a projector."""
+    config = yaml.safe_load(kubeconfig)
+    for entry in config.get("clusters") or []:
+        data = (entry.get("cluster") or {}).get("certificate-authority-data")
+        if data:
+            entry["cluster"]["certificate-authority-data"] = f"<CA certificate, {len(data)} base64 characters>"
+    for entry in config.get("users") or []:
+        token = (entry.get("user") or {}).get("token")
+        if token:
+            entry["user"]["token"] = f"<bearer token, {len(token)} characters: {token[:12]}…>"
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+class RemoteAccess:
+    """Act with the credentials a remote secret carries — to show what they allow.
+
+    Args:
+        secret: a remote secret (what :func:`create_remote_secret` returned or what a cluster holds).
+        folder: where to write its kubeconfig (a private temporary folder by default).
+    """
+
+    def __init__(self, secret: Obj, folder: Path | None = None):
+        self.cluster, text = kubeconfig_of(secret)
+        folder = folder or Path(tempfile.mkdtemp(prefix="labkit-remote-"))
+        self.kubeconfig = folder / f"{self.cluster}.kubeconfig"
+        self.kubeconfig.write_text(text)
+        self.kubeconfig.chmod(0o600)
+
+    def read_secret(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret of the remote cluster, decoded (raises if the token may not read it)."""
+        secret = kube.get_object(self.cluster, "v1", "Secret", name, namespace, kubeconfig=self.kubeconfig)
+        if secret is None:
+            raise LabkitError(f"secret {namespace}/{name} not found in {self.cluster}")
+        return base64.b64decode((secret.get("data") or {}).get(key, "")).decode(errors="replace")
+
+    def try_create_configmap(self, namespace: str, name: str) -> int:
+        """Try to write to the remote cluster; returns the HTTP status (201 created, 403 forbidden …)."""
+        body = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}}]
+        try:
+            kube.apply(self.cluster, body, kubeconfig=self.kubeconfig)
+        except KubeApiError as exc:
+            return exc.code
+        except ManifestError as exc:
+            return 403 if "forbidden" in str(exc).lower() else 400
+        return 201
+
+
+def remote_access(secret: Obj) -> RemoteAccess:
+    """:class:`RemoteAccess` for a remote secret."""
+    return RemoteAccess(secret)
+
+
+def delete_remote_secret(context: str, name: str, *, kubeconfig: Path | str | None = None) -> None:
+    """Remove the remote secret for cluster ``name`` from ``context`` (its istiod stops reading that cluster)."""
+    kube.delete_object(context, "v1", "Secret", f"istio-remote-secret-{name}", ISTIO_NAMESPACE,
+                       kubeconfig=kubeconfig)

@@ -14,10 +14,11 @@ from labkit.kube.applying import (
     load_documents,
     selector_matches,
 )
-from labkit.kube.clients import client_for, dynamic_for, forget_clients, is_embedded
+from labkit.kube.clients import client_for, dynamic_for, forget_clients, is_embedded, server_version
 from labkit.kube.contexts import ClusterEndpoint, KubeContext, cluster_endpoint, list_contexts
 from labkit.kube.execing import ExecResult, Pod, exec_, logs, parse_target, pods, resolve_pod
 from labkit.kube.reading import delete_object, get_object, list_objects
+from labkit.kube.tables import table
 from labkit.kube.waiting import wait_ready
 
 __all__ = [
@@ -46,5 +47,7 @@ __all__ = [
     "pods",
     "resolve_pod",
     "selector_matches",
+    "server_version",
+    "table",
     "wait_ready",
 ]

@@ -179,3 +179,15 @@ def _context_message(context: str, kubeconfig: Path | str | None, exc: Exception
     listing = ", ".join(known) if known else "none"
     return (f"cannot use kubeconfig context {context!r} from {where} ({exc}); contexts there: {listing}. "
             f"Start the embedded clusters with `labkit up` or pass the kubeconfig that has it.")
+
+
+def server_version(context: str, kubeconfig: Path | str | None = None) -> str:
+    """The API server's ``gitVersion`` (``v1.32.0``).
+
+    Raises:
+        LabkitError: the server cannot be reached.
+    """
+    try:
+        return client.VersionApi(client_for(context, kubeconfig)).get_code().git_version
+    except (ApiException, OSError, urllib3.exceptions.HTTPError) as exc:
+        raise LabkitError(f"context {context}: the API server does not answer ({exc})") from exc

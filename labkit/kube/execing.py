@@ -206,7 +206,11 @@ def exec_(
     """
     pod = resolve_pod(context, namespace, pod_or_workload, kubeconfig=kubeconfig)
     doing = f"exec in pod {namespace}/{pod} on {context}"
-    v1 = client.CoreV1Api(client_for(context, kubeconfig))
+    # A client of its own: kubernetes.stream() swaps the ApiClient's request method for a WebSocket one while it
+    # runs, and any other request on a shared client meanwhile (a live chart's batch in a worker thread, a cell
+    # reading an object) would go out as a WebSocket handshake.
+    api = client.ApiClient(client_for(context, kubeconfig).configuration)
+    v1 = client.CoreV1Api(api)
     options: dict[str, Any] = {"command": list(command), "stdout": True, "stderr": True, "stdin": False,
                                "tty": False, "_preload_content": False}
     if container:
@@ -214,6 +218,7 @@ def exec_(
     try:
         session = stream(v1.connect_get_namespaced_pod_exec, pod, namespace, **options)
     except ApiException as exc:
+        api.close()
         raise_api_error(exc, doing)
     stdout: list[str] = []
     stderr: list[str] = []
@@ -236,6 +241,7 @@ def exec_(
         raise KubeApiError(0, "StreamError", f"{doing} failed: {exc}") from exc
     finally:
         session.close()
+        api.close()
     return ExecResult("".join(stdout), "".join(stderr), code, pod)
 
 

@@ -91,7 +91,7 @@ def credentials_chart(grants: Iterable[Grant], *, clusters: Sequence[str] = (), 
     """
     grants = tuple(grants)
     names = list(dict.fromkeys(clusters))
-    names += sorted({g.holder_cluster for g in grants} | {g.target_cluster for g in grants} - set(names),
+    names += sorted(({g.holder_cluster for g in grants} | {g.target_cluster for g in grants}) - set(names),
                     key=style.natural_key)
     centres = _circle(len(names))
     at = dict(zip(names, centres, strict=True))

@@ -60,3 +60,13 @@ def _rgb(colour: str) -> tuple[float, float, float]:
 
 def _verdict(figure) -> str:
     return next(t.get_text() for t in figure.texts if t.get_gid() == "verdict")
+
+
+def test_each_cluster_is_drawn_once_when_the_order_is_given() -> None:
+    grants = [Grant(h, t, ("pods", "secrets"), True) for h in ("cluster1", "cluster2", "cluster3")
+              for t in ("cluster1", "cluster2", "cluster3") if h != t]
+    figure = credentials_chart(grants, clusters=["cluster1", "cluster2", "cluster3"])
+    boxes = [p for p in figure.axes[0].patches if str(p.get_gid()).startswith("cluster:")]
+    assert sorted(p.get_gid() for p in boxes) == ["cluster:cluster1", "cluster:cluster2", "cluster:cluster3"]
+    top = max(boxes, key=lambda p: p.get_y())
+    assert top.get_gid() == "cluster:cluster1"  # the first cluster sits on top, as on a clock face

@@ -1,0 +1,100 @@
+"""Lab 1 from cold: time to the first cross-cluster answer, memory, and lab.call's throughput.
+
+Run: .venv/bin/python bench/lab_ready.py [N]
+
+Drives the Lab facade as the notebook does (three embedded clusters, the multi-primary install,
+helloworld v1/v1/v2 and sleep) and prints:
+
+- the time from nothing to cluster1 receiving its first answer from cluster3's v2 (across networks);
+- the memory of the emulator and everything it started (processes, Envoys), as PSS — Envoys share one
+  binary, which RSS would count once per process — and as RSS for reference;
+- requests/s of ``lab.call`` (one exec, one curl with N URLs, parsed into a DataFrame) versus the raw
+  mesh path (the same curl in the same pod, timed inside the pod), measured side by side, and their ratio.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from labkit import Lab, istio
+
+URL = "http://helloworld.sample:5000/hello"
+
+
+def memory_kib(root_pid: int) -> tuple[int, int, int]:
+    """(processes, PSS KiB, RSS KiB) of ``root_pid`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    todo, seen = [root_pid], []
+    while todo:
+        pid = todo.pop()
+        seen.append(pid)
+        todo += children.get(pid, [])
+    pss = rss = 0
+    for pid in seen:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+        except OSError:
+            continue
+    return len(seen), pss, rss
+
+
+def raw_seconds(lab: Lab, n: int) -> float:
+    """The same N calls as lab.call, timed inside the pod: the mesh path without exec or parsing."""
+    script = (f"s=$(date +%s%N); curl -sS {' '.join([URL] * n)} > /dev/null; e=$(date +%s%N); "
+              f"echo $(( (e - s) / 1000 ))")
+    return int(lab.exec("cluster1", "sample/deploy/sleep", ["sh", "-c", script], container="sleep").split()[0]) / 1e6
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+    warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory() as home:
+        started = time.perf_counter()
+        lab = Lab("multi-primary", state_dir=Path(home) / "lab")
+        try:
+            istio.install_multi_primary(lab.clusters, lab.dir / "certs")
+            versions = {"cluster1": ["v1"], "cluster2": ["v1"], "cluster3": ["v2"]}
+            for cluster in lab.clusters:
+                lab.namespace(cluster, "sample", labels={"istio-injection": "enabled"})
+                lab.apply(cluster, "helloworld.yaml", namespace="sample", selector="service=helloworld")
+                for version in versions[cluster]:
+                    lab.apply(cluster, "helloworld.yaml", namespace="sample", selector=f"version={version}")
+                lab.apply(cluster, "sleep.yaml", namespace="sample")
+            lab.wait("cluster1", "sample", ["deploy/sleep"])
+            reached = lab.call_until("cluster1", "sample/deploy/sleep", URL,
+                                     lambda calls: "v2" in set(calls["version"].dropna()), n=10, timeout=120)
+            first_answer = time.perf_counter() - started
+            assert reached, "cluster1 never reached cluster3's v2"
+            processes, pss, rss = memory_kib(lab.emulator.pid)
+            lab.call("cluster1", "sample/deploy/sleep", URL, n=50)  # warm the paths
+            raw = raw_seconds(lab, n)
+            begun = time.perf_counter()
+            calls = lab.call("cluster1", "sample/deploy/sleep", URL, n=n)
+            via_lab = time.perf_counter() - begun
+            ok = int((calls["status"] == 200).sum())
+        finally:
+            lab.cleanup()
+    print(f"cold start to the first cross-cluster answer (3 clusters, Istio, workloads): {first_answer:.1f} s")
+    print(f"memory of the emulator and its {processes} processes: PSS {pss / 1024:.0f} MiB (RSS {rss / 1024:.0f} MiB)")
+    print(f"lab.call, {n} calls from cluster1 (one exec, parsed): {n / via_lab:6.0f} req/s ({ok} × 200)")
+    print(f"raw mesh path, same {n} calls timed in the pod:     {n / raw:6.0f} req/s")
+    print(f"ratio lab.call / raw mesh path: {raw / via_lab:.2f}")
+
+
+if __name__ == "__main__":
+    main()
