@@ -25,7 +25,7 @@ import pandas as pd
 
 from labkit import istio, kube, traffic
 from labkit.emulator import launching
-from labkit.errors import CheckpointFailed, LabkitError
+from labkit.errors import CheckpointFailed, LabkitError, WaitTimeoutError
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -167,11 +167,31 @@ class Lab:
         return istio.install(self.context(cluster), self.path(manifest))
 
     def wait(self, cluster: str, namespace: str, targets: Sequence[str] | str, *, timeout: float = 180.0) -> None:
-        """Wait for Deployments (``deploy/x``) to be rolled out and ready; prints ✓ or raises listing what is not."""
+        """Wait for Deployments (``deploy/x``) to be rolled out and ready, with a progress bar.
+
+        Raises:
+            WaitTimeoutError: not all ready within ``timeout``; the message lists what is not, and why.
+        """
         names = [targets] if isinstance(targets, str) else list(targets)
+        context = self.context(cluster)
         started = time.perf_counter()
-        kube.wait_ready(self.context(cluster), namespace, names, timeout=timeout)
-        print(f"✓ {cluster}: {', '.join(names)} ready ({time.perf_counter() - started:.1f} s)")
+        deadline = time.monotonic() + timeout
+        ready: set[str] = set()
+        bar = _Progress(f"{cluster}: waiting for {', '.join(names)}")
+        while True:
+            reasons = {name: kube.not_ready(context, namespace, name) for name in names if name not in ready}
+            ready |= {name for name, why in reasons.items() if not why}
+            bar.update(len(ready), len(names), time.perf_counter() - started)
+            if len(ready) == len(names):
+                break
+            if time.monotonic() > deadline:
+                bar.close()
+                lines = [line for why in reasons.values() for line in why]
+                raise WaitTimeoutError(f"not ready after {timeout:.0f} s in {cluster}/{namespace}:\n"
+                                       + "\n".join(f"  - {line}" for line in lines)
+                                       + f"\nLook closer with: lab.get({cluster!r}, 'pods', {namespace!r})", lines)
+            time.sleep(0.25)
+        bar.close(f"✓ {cluster}: {', '.join(names)} ready ({time.perf_counter() - started:.1f} s)")
 
     def exec(self, cluster: str, source: str, command: Sequence[str], *, container: str | None = None) -> str:
         """Run a command in a pod (``"sample/deploy/sleep"``) and return its output (stdout then stderr)."""
@@ -316,3 +336,34 @@ class Lab:
             for namespace in ("sample",):
                 kube.delete_object(self.context(cluster), "v1", "Namespace", namespace)
         print("lab namespaces deleted; Istio stays installed (remove it with `istioctl uninstall --purge`).")
+
+
+class _Progress:
+    """One line that updates in place: a display handle in Jupyter, a carriage return in a terminal."""
+
+    def __init__(self, label: str):
+        self.label = label
+        try:
+            from IPython import get_ipython  # noqa: PLC0415 - only inside notebooks
+            from IPython.display import display  # noqa: PLC0415
+        except ImportError:
+            get_ipython = None
+        self._handle = display("", display_id=True) if get_ipython is not None and get_ipython() else None
+        self._last = ""
+
+    def update(self, done: int, total: int, seconds: float) -> None:
+        filled = round(20 * done / total) if total else 20
+        line = f"{self.label}  [{'█' * filled}{'░' * (20 - filled)}] {done}/{total}  {seconds:.0f} s"
+        if line == self._last:
+            return
+        self._last = line
+        if self._handle is not None:
+            self._handle.update({"text/plain": line}, raw=True)
+        else:
+            print("\r" + line, end="", flush=True)
+
+    def close(self, final: str = "") -> None:
+        if self._handle is not None:
+            self._handle.update({"text/plain": final or self._last}, raw=True)
+        else:
+            print("\r" + (final or self._last))

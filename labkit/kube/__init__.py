@@ -19,7 +19,7 @@ from labkit.kube.contexts import ClusterEndpoint, KubeContext, cluster_endpoint,
 from labkit.kube.execing import ExecResult, Pod, exec_, logs, parse_target, pods, resolve_pod
 from labkit.kube.reading import delete_object, get_object, list_objects
 from labkit.kube.tables import table
-from labkit.kube.waiting import wait_ready
+from labkit.kube.waiting import not_ready, wait_ready
 
 __all__ = [
     "AppliedObject",
@@ -43,6 +43,7 @@ __all__ = [
     "list_objects",
     "load_documents",
     "logs",
+    "not_ready",
     "parse_target",
     "pods",
     "resolve_pod",

@@ -118,3 +118,10 @@ def _pods_not_ready(context: str, namespace: str, selector: str | None, label: s
         return [f"{label}: no pods yet"]
     return [f"{p.name} {p.phase}" + (f" {'; '.join(p.waiting)}" if p.waiting else "")
             for p in found if not p.ready]
+
+
+def not_ready(context: str, namespace: str, targets: str | Sequence[str], *,
+              kubeconfig: Path | str | None = None) -> list[str]:
+    """Why each of ``targets`` (``deploy/x``) is not ready yet, one line each; empty when all are."""
+    names = [targets] if isinstance(targets, str) else list(targets)
+    return [reason for target in names for reason in _not_ready(context, namespace, target, kubeconfig)]

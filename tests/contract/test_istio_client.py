@@ -227,3 +227,25 @@ def test_install_on_an_embedded_cluster_writes_what_istioctl_would(kc: Path, cap
         again = install("cluster3", copy.deepcopy(operator), wait=False, quiet=True, kubeconfig=kc)
         assert {a.action for a in again.objects} == {"unchanged"}, str(kube.AppliedObjects(again.objects))
     assert get("v1", "Secret", "istio-ca-secret", "istio-system")["data"] == ca["data"]
+
+
+def test_lab_wait_shows_progress_and_names_what_is_not_ready(emulator, capsys, monkeypatch) -> None:
+    from labkit import Lab
+    from labkit.errors import WaitTimeoutError
+
+    monkeypatch.setenv("KUBECONFIG", str(emulator.kubeconfig))
+    lab = Lab("wait-demo", clusters=["cluster1"], contexts=["cluster1"], state_dir=emulator.state_dir / "lab")
+    lab.namespace("cluster1", "waiting")
+    lab.apply("cluster1", [{"apiVersion": "apps/v1", "kind": "Deployment",
+                            "metadata": {"name": "stuck", "namespace": "waiting"},
+                            "spec": {"selector": {"matchLabels": {"app": "stuck"}},
+                                     "template": {"metadata": {"labels": {"app": "stuck"}},
+                                                  "spec": {"containers": [{"name": "c", "image": "nowhere/x:1"}]}}}}])
+    lab.apply("cluster1", "sleep.yaml", namespace="waiting")
+    lab.wait("cluster1", "waiting", ["deploy/sleep"], timeout=60)
+    assert "[████████████████████] 1/1" in capsys.readouterr().out
+    with pytest.raises(WaitTimeoutError) as failure:
+        lab.wait("cluster1", "waiting", ["deploy/sleep", "deploy/stuck"], timeout=3)
+    message = str(failure.value)
+    assert "not ready after 3 s in cluster1/waiting" in message
+    assert "stuck" in message and ("ErrImagePull" in message or "ImagePullBackOff" in message)
