@@ -37,6 +37,7 @@ from .framework import (
     is_deleting,
     namespace_terminating,
     new_controller_ref,
+    owner_keys,
     set_condition,
 )
 
@@ -152,20 +153,8 @@ class DeploymentController(Controller):
             return [(metadata.get("namespace", ""), metadata["name"])]
         if (event.group, event.resource) != ("apps", "replicasets"):
             return []
-        keys = set()
-        for rs in (event.object, event.old_object):
-            if rs is None:
-                continue
-            namespace = rs["metadata"].get("namespace", "")
-            ref = controller_ref(rs)
-            if ref is not None:
-                if ref.get("kind") == "Deployment":
-                    keys.add((namespace, ref["name"]))
-            elif event.type != "DELETED" and rs is event.object:
-                for deployment in self.store.list("apps", "deployments", namespace=namespace).items:
-                    if _selector(deployment).matches_object(rs):
-                        keys.add((namespace, deployment["metadata"]["name"]))
-        return keys
+        return owner_keys(self.store, event, owner_group="apps", owner_resource="deployments",
+                          owner_kind="Deployment", selector_of=_selector)
 
     def initial_keys(self) -> Iterable[Key]:
         return [(d["metadata"].get("namespace", ""), d["metadata"]["name"])

@@ -432,6 +432,37 @@ class ResourceCatalog:
             self._by_kind[(info.group, info.kind)] = info
 
 
+def owner_keys(store: Store, event: WatchEvent, *, owner_group: str, owner_resource: str, owner_kind: str,
+               selector_of: Callable[[dict[str, Any]], Any]) -> set[tuple[str, str]]:
+    """The owners to reconcile when a dependent (a pod, a ReplicaSet) changes.
+
+    Its controller, named by its ``ownerReferences``; or, for an orphan, every owner whose selector matches
+    it, since any of them may adopt it.
+
+    Args:
+        store: the cluster's store.
+        event: the dependent's change.
+        owner_group: the owners' API group (``apps``).
+        owner_resource: the owners' resource plural (``replicasets``).
+        owner_kind: the owners' kind as ``ownerReferences`` name it (``ReplicaSet``).
+        selector_of: an owner's parsed label selector.
+    """
+    keys: set[tuple[str, str]] = set()
+    for dependent in (event.object, event.old_object):
+        if dependent is None:
+            continue
+        namespace = dependent["metadata"].get("namespace", "")
+        ref = controller_ref(dependent)
+        if ref is not None:
+            if ref.get("kind") == owner_kind:
+                keys.add((namespace, ref["name"]))
+        elif event.type != "DELETED" and dependent is event.object:
+            for owner in store.list(owner_group, owner_resource, namespace=namespace).items:
+                if selector_of(owner).matches_object(dependent):
+                    keys.add((namespace, owner["metadata"]["name"]))
+    return keys
+
+
 def name_of(obj: dict[str, Any]) -> tuple[str, str]:
     """``(namespace, name)`` of an object."""
     metadata = obj.get("metadata") or {}

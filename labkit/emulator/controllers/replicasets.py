@@ -33,6 +33,7 @@ from .framework import (
     is_deleting,
     namespace_terminating,
     new_controller_ref,
+    owner_keys,
     pod_active,
     pod_condition,
     pod_ready,
@@ -71,21 +72,8 @@ class ReplicaSetController(Controller):
             return [(metadata.get("namespace", ""), metadata["name"])]
         if (event.group, event.resource) != ("", "pods"):
             return []
-        keys = set()
-        for pod in (event.object, event.old_object):
-            if pod is None:
-                continue
-            namespace = pod["metadata"].get("namespace", "")
-            ref = controller_ref(pod)
-            if ref is not None:
-                if ref.get("kind") == "ReplicaSet":
-                    keys.add((namespace, ref["name"]))
-            elif event.type != "DELETED" and pod is event.object:
-                # An orphan: any ReplicaSet selecting it may adopt it.
-                for rs in self.store.list("apps", "replicasets", namespace=namespace).items:
-                    if _selector(rs).matches_object(pod):
-                        keys.add((namespace, rs["metadata"]["name"]))
-        return keys
+        return owner_keys(self.store, event, owner_group="apps", owner_resource="replicasets",
+                          owner_kind="ReplicaSet", selector_of=_selector)
 
     def initial_keys(self) -> Iterable[Key]:
         return [(rs["metadata"].get("namespace", ""), rs["metadata"]["name"])
