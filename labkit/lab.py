@@ -14,9 +14,11 @@ CI running the notebook fails exactly when the lesson stops being true.
 
 from __future__ import annotations
 
+import json
 import os
+import string
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,11 +145,22 @@ class Lab:
     # --- doing --------------------------------------------------------------------------------------------------
 
     def apply(self, cluster: str, manifest: str | Path | Sequence[Mapping[str, Any]], *,
-              namespace: str | None = None, selector: str | None = None) -> kube.AppliedObjects:
-        """Server-side apply a manifest (a file name of this lab, YAML text or objects); prints what changed."""
+              namespace: str | None = None, selector: str | None = None,
+              values: Mapping[str, str] | None = None) -> kube.AppliedObjects:
+        """Server-side apply a manifest (a file name of this lab, YAML text or objects); prints what changed.
+
+        Args:
+            cluster: the lab cluster.
+            manifest: a file of this lab (or a shared sample), YAML text, or objects.
+            namespace: the namespace for documents that name none.
+            selector: apply only documents whose labels match (``kubectl apply -l``).
+            values: ``${NAME}`` placeholders to fill in a file's text (an address known only at run time).
+        """
         documents: Any = manifest
         if isinstance(manifest, str | Path) and "\n" not in str(manifest):
             documents = self.path(manifest)
+            if values:
+                documents = string.Template(documents.read_text()).substitute(values)
         applied = kube.apply(self.context(cluster), documents, namespace=namespace, selector=selector)
         print(applied)
         return applied
@@ -223,6 +236,23 @@ class Lab:
         service = kube.get_object(self.context(cluster), "v1", "Service", name, "istio-system") or {}
         ingress = (service.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
         return (ingress[0].get("ip") or ingress[0].get("hostname") or "") if ingress else ""
+
+    def static_address(self, last: int = 250) -> str:
+        """An external address to ask a LoadBalancer for (the seed's static EIP): embedded clusters only.
+
+        Real clusters need an address their load balancer controller can hand out; set it in the manifest.
+        """
+        if not self.embedded:
+            raise LabkitError("on real clusters, reserve a static load-balancer address with your provider and "
+                              "put it in the manifest (the seed used an AWS EIP allocation)")
+        block = json.loads((self.dir / launching.STATE_FILE).read_text())["block"]
+        return f"127.{block}.200.{last}"
+
+    def capture(self, cluster: str, target: str, *, seconds: float = 3.0,
+                during: Callable[[], Any] | None = None) -> traffic.Capture:
+        """What crosses a Service's load balancer (``"istio-system/svc/cluster-load-balancer"``) while
+        ``during()`` runs, shown as ngrep shows it."""
+        return traffic.capture(self.context(cluster), target, seconds=seconds, during=during)
 
     def endpoints(self, cluster: str, workload: str, *, envoy_cluster: str | None = None) -> istio.EndpointTable:
         """``istioctl proxy-config endpoints <workload> [--cluster …]``."""

@@ -28,13 +28,14 @@ from typing import Any
 
 from aiohttp import web
 
-from labkit.emulator import admission
+from labkit.emulator import admission, captures
 from labkit.emulator.addresses import AddressPlan, IpPool
 from labkit.emulator.api import streams
 from labkit.emulator.api.auth import Authenticator, User, bootstrap_roles
 from labkit.emulator.api.discovery import KUBERNETES_VERSION
 from labkit.emulator.api.resources import Registry, ResourceType
 from labkit.emulator.api.server import ApiServer, PodIO
+from labkit.emulator.captures import Captures
 from labkit.emulator.controllers import (
     LoadBalancerPool,
     ResourceInfo,
@@ -99,6 +100,7 @@ class Cluster:
         self.names = ClusterNames()
         self.dns = ClusterDns(self.names, host=plan.dns_service_ip(index), port=53, fallback_port=5353)
         self.proxy = ServiceProxy()
+        self.captures = Captures(self.store, self.proxy)
         self.runtime: NodeRuntime | None = None
         self.controllers = cluster_controllers(
             self.store, cluster=name, node_name=self.node_name, ca_pem=self.ca.cert_pem,
@@ -127,6 +129,7 @@ class Cluster:
         self._unsubscribe = self.store.subscribe(self._events.put_nowait)
         self._pump = asyncio.create_task(self._apply_events(), name=f"{self.name}-events")
         self._bootstrap()
+        self.api.register_crd(copy.deepcopy(captures.CRD))
         await self.controllers.start()
         # A loop of calls is one exec with every URL in its argv, so request lines get long; a real API
         # server accepts up to 1 MiB of headers (Go's default), aiohttp only 8 KiB unless told.
@@ -147,6 +150,7 @@ class Cluster:
             self._events.put_nowait(None)
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._pump, 5)
+        await self.captures.stop()
         if self.runtime is not None:
             await self.runtime.shutdown()
         await self.proxy.stop()
@@ -311,6 +315,7 @@ class Cluster:
         obj, deleted = event.object, event.type == "DELETED"
         meta = obj.get("metadata") or {}
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        self.captures.observe(event)
         if event.group != "":
             return
         if event.resource == "pods":

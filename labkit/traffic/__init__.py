@@ -5,17 +5,21 @@ Sits above ``labkit.istio`` (it may read its endpoint tables) and reaches cluste
 """
 
 from labkit.traffic.calling import COLUMNS, Source, call, curl_argv, parse_curl_output
+from labkit.traffic.captures import Capture, capture, tls_records
 from labkit.traffic.shares import ERROR_KEY, OTHER_KEY, expected_shares, shares_of, summarize
 
 __all__ = [
     "COLUMNS",
     "ERROR_KEY",
     "OTHER_KEY",
+    "Capture",
     "Source",
     "call",
+    "capture",
     "curl_argv",
     "expected_shares",
     "parse_curl_output",
     "shares_of",
     "summarize",
+    "tls_records",
 ]

@@ -641,6 +641,12 @@ class ApiServer:
                     with contextlib.suppress(StatusError):
                         self.store.delete(rt.group, rt.plural, meta["name"], meta.get("namespace", ""))
 
+    def register_crd(self, crd: Obj) -> Obj:
+        """Install a CustomResourceDefinition the cluster starts with (as an add-on would), served at once."""
+        created = self.store.create("apiextensions.k8s.io", "customresourcedefinitions", crd)
+        self._register_crd(created)
+        return created
+
     def _register_crd(self, crd: Obj) -> None:
         types = self.registry.add_crd(crd)
         for rt in types:

@@ -344,7 +344,11 @@ def _http_proxy(proxy: Proxy, snapshot: MeshSnapshot) -> dict[str, Any]:
     vhosts = []
     for service in clusters.services.values():
         vs = _vs_for_host(mesh_vs, service.hostname)
-        for port in policies.service_ports(service, http_only=True):
+        # Inside the mesh, every port, not only HTTP-named ones: whatever reaches the sidecar's HTTP proxy speaks
+        # HTTP (without iptables a TCP port has no other way into the mesh), and the port's cluster still applies
+        # its TLS settings — a DestinationRule's ISTIO_MUTUAL to a `https`-named port originates mTLS (Lab 3).
+        # An external service's TLS port is the client's own TLS: no plaintext route to it.
+        for port in policies.service_ports(service, http_only=service.mesh_external):
             name = names.domain_name(service.hostname, port.port)
             domains = [d for d in virtual_host_domains(proxy, service, port.port) if d.lower() not in seen]
             if not domains:
