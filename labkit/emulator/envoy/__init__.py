@@ -6,12 +6,10 @@
 - :mod:`.agent`: ``pilot-agent``, the program of the ``istio-proxy`` container (runs Envoy, records NACKs);
 - :mod:`.admin`: Envoy's admin API and :func:`~.admin.confirm` (ACK/NACK); imports aiohttp, so it is not
   re-exported here, where the agent's start would pay for it;
-- :mod:`.tables`: ``istioctl proxy-config endpoints`` from ``/clusters?format=json`` (pure).
 """
 
 from labkit.emulator.envoy.binary import EnvoyBinary, find_envoy
 from labkit.emulator.envoy.files import Published, Rejection, WrittenFile, XdsWriter, config_source, xds_dir
-from labkit.emulator.envoy.tables import endpoint_table, format_table
 
 __all__ = [
     "EnvoyBinary",
@@ -20,8 +18,6 @@ __all__ = [
     "WrittenFile",
     "XdsWriter",
     "config_source",
-    "endpoint_table",
     "find_envoy",
-    "format_table",
     "xds_dir",
 ]

@@ -74,7 +74,7 @@ async def stats(admin_address: Address, filter: str | None = None, *,
 
 
 async def clusters_json(admin_address: Address, *, session: aiohttp.ClientSession | None = None) -> dict[str, Any]:
-    """``/clusters?format=json`` (the input of :func:`labkit.emulator.envoy.tables.endpoint_table`)."""
+    """``/clusters?format=json``: per host health and outlier state (what ``proxy-config endpoints`` shows)."""
     _, text = await _get(admin_address, "clusters", session, {"format": "json"})
     return json.loads(text)
 
