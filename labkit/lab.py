@@ -282,9 +282,9 @@ class Lab:
                 key = pod.name if by == "instance" else pod.labels.get("version", pod.name)
                 leads_to[f"{pod.ip}:{port}"] = [key]
                 keys.append(key)
-            gateway = kube.get_object(context, "v1", "Service", "istio-eastwestgateway", "istio-system")
-            for ingress in ((gateway or {}).get("status", {}).get("loadBalancer", {}).get("ingress") or []):
-                leads_to[f"{ingress.get('ip')}:15443"] = keys
+            gateway = self.gateway_address(name)
+            if gateway:
+                leads_to[f"{gateway}:15443"] = keys
         table = istio.proxy_endpoints(self.context(cluster), workload,
                                       cluster=f"outbound|{port}||{service}.{namespace}.svc.cluster.local")
         return traffic.expected_shares(table, leads_to)

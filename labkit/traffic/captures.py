@@ -139,12 +139,7 @@ def tls_records(data: bytes) -> list[TlsRecord]:
 
 def _all_tls(data: bytes) -> bool:
     """Whether the bytes are whole TLS records end to end (a chunk cut mid-record counts as its start)."""
-    offset = 0
-    while offset + 5 <= len(data):
-        if data[offset] not in _RECORD_TYPES or data[offset + 1] != 3:
-            return False
-        offset += 5 + int.from_bytes(data[offset + 3:offset + 5], "big")
-    return offset >= len(data) and bool(data)
+    return bool(data) and sum(5 + record.length for record in tls_records(data)) >= len(data)
 
 
 def client_hello_sni(handshake: bytes) -> str:

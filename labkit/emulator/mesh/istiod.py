@@ -291,7 +291,8 @@ class Istiod:
         self.values = json.loads((self._configmap("istio-sidecar-injector").get("data") or {}).get("values") or "{}")
         self.mesh = parse_mesh_config((self._configmap("istio").get("data") or {}).get("mesh"))
         network = ((self.values.get("global") or {}).get("network")) or ""
-        views = [self.local.view()] + [r.view() for _, r in sorted(self.remotes.items()) if r.status == "synced"]
+        local = self.local.view()
+        views = [local] + [r.view() for _, r in sorted(self.remotes.items()) if r.status == "synced"]
         configs = [obj for informer in self.config_informers.values() for obj in informer.values()]
         for resource, informer in self.config_informers.items():
             kind = _KINDS[resource]
@@ -299,12 +300,13 @@ class Istiod:
                 obj.setdefault("kind", kind)
         self._version += 1
         self.snapshot = build_snapshot(views, self.mesh, configs, local_network=network, version=str(self._version))
-        nodes = {n["metadata"]["name"]: n for n in self.local.informers["nodes"].values()}
+        nodes = {n["metadata"]["name"]: n for n in local.nodes}
+        local_network = local.network(network)
         proxies: list[Proxy] = []
-        for pod in self.local.informers["pods"].values():
+        for pod in local.pods:
             if (pod.get("metadata") or {}).get("deletionTimestamp"):
                 continue
-            proxy = proxy_of(pod, self.cluster_id, self.local.view().network(network), self.mesh.trust_domain, nodes,
+            proxy = proxy_of(pod, self.cluster_id, local_network, self.mesh.trust_domain, nodes,
                              self.publisher.app_address(pod))
             if proxy is not None:
                 proxies.append(proxy)
