@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labkit.emulator.api.resources import PrinterColumn, ResourceType
-from labkit.emulator.status import StatusError, bad_request
+from labkit.emulator.apimachinery.status import StatusError, bad_request
 
 TABLE_V1 = "meta.k8s.io/v1"
 TABLE_V1BETA1 = "meta.k8s.io/v1beta1"

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from labkit.emulator.status import StatusError
+from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import LabelSelector, Store, WatchEvent, label_selector_from_dict, rfc3339_now
 
 from .framework import (

@@ -25,7 +25,7 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
-from labkit.emulator.status import StatusError
+from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import Store, WatchEvent, selector_from_labels
 
 from .framework import Controller, Key, is_deleting, namespace_terminating, new_controller_ref, pod_ready

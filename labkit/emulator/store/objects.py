@@ -32,9 +32,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from labkit.emulator.status import already_exists, bad_request, conflict, expired, invalid, not_found
+from labkit.emulator.apimachinery.schemas import STATUS_RESOURCES
+from labkit.emulator.apimachinery.status import already_exists, bad_request, conflict, expired, invalid, not_found
 
-from .schemas import STATUS_RESOURCES
 from .selectors import (
     ALL_FIELDS,
     EVERYTHING,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from labkit.emulator.addresses import AddressPlan, IpPool
+from labkit.emulator.network.addresses import AddressPlan, IpPool
 from labkit.emulator.node import NodeRuntime
 
 HELLO_V1 = "registry.istio.io/release/examples-helloworld-v1:1.0"

@@ -21,9 +21,9 @@ import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from labkit.emulator.addresses import AddressPlan, IpPool
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.network.addresses import AddressPlan, IpPool
 from labkit.emulator.node import APP_ADDRESS_ANNOTATION, NodeRuntime
-from labkit.emulator.status import StatusError
 
 HELLO_V1 = "registry.istio.io/release/examples-helloworld-v1:1.0"
 DEADLINE = 8.0
@@ -402,7 +402,7 @@ def test_pod_processes_die_with_the_emulator_even_when_it_is_sigkilled(tmp_path:
     script = textwrap.dedent(f"""
         import asyncio, sys
         from pathlib import Path
-        from labkit.emulator.addresses import AddressPlan, IpPool
+        from labkit.emulator.network.addresses import AddressPlan, IpPool
         from labkit.emulator.node import NodeRuntime
 
         async def main():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.emulator.status import StatusError
+from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import (
     label_selector_from_dict,
     matches_label_selector,

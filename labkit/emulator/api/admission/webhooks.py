@@ -43,11 +43,11 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from labkit.emulator import status
 from labkit.emulator.api.auth import User
 from labkit.emulator.api.resources import ResourceType
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import Store, json_patch, label_selector_from_dict
+from labkit.emulator.apimachinery import json_patch, status
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store, label_selector_from_dict
 
 _log = logging.getLogger(__name__)
 

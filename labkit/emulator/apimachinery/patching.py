@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from labkit.emulator.status import bad_request, invalid, unsupported_media_type
+from labkit.emulator.apimachinery.status import bad_request, invalid, unsupported_media_type
 
 from .schemas import BUILTIN_KINDS, Field, KindKey
 
