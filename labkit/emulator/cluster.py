@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from labkit.core.contract import AddressPlan
 from labkit.emulator.api import streams
 from labkit.emulator.api.admission import AdmissionChain
 from labkit.emulator.api.auth import Authenticator, User, bootstrap_roles
@@ -38,7 +39,7 @@ from labkit.emulator.api.server import ApiServer
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.controllers import ResourceInfo, cluster_controllers
 from labkit.emulator.network import ClusterDns, ClusterNames, ServiceProxy, captures
-from labkit.emulator.network.addresses import AddressPlan, IpPool, LoadBalancerPool
+from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
 from labkit.emulator.network.captures import Captures
 from labkit.emulator.node.runtime import NodeRuntime
 from labkit.emulator.store import Store, WatchEvent

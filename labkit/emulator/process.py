@@ -27,10 +27,9 @@ from typing import Any
 
 import yaml
 
+from labkit.core.contract import KUBECONFIG_FILE, STATE_FILE, AddressPlan
 from labkit.emulator.cluster import Cluster
-from labkit.emulator.controllers import LoadBalancerPool
-from labkit.emulator.launching import KUBECONFIG_FILE, STATE_FILE
-from labkit.emulator.network.addresses import AddressPlan, IpPool
+from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
 from labkit.emulator.store.objects import DEFAULT_HISTORY
 
 _log = logging.getLogger("labkit.emulator")

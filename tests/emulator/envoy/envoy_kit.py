@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from labkit.core.contract import AddressPlan
 from labkit.emulator.envoy.files import XdsWriter, xds_dir
 from labkit.emulator.mesh.model import ProxyConfig
-from labkit.emulator.network.addresses import AddressPlan
 
 DEADLINE = 5.0
 T = TypeVar("T")

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from labkit.core.contract import AddressPlan
 from labkit.emulator.network import Direction, ServiceProxy
-from labkit.emulator.network.addresses import AddressPlan
 
 PLAN = AddressPlan(block=random.randint(150, 250))
 PODS = PLAN.pod_network(1)

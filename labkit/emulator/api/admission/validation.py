@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from labkit.core.selectors import label_selector_from_dict
 from labkit.emulator.api.resources import ResourceType
 from labkit.emulator.apimachinery import status
-from labkit.emulator.store import label_selector_from_dict
 
 Obj = dict[str, Any]
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
