@@ -19,14 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from labkit.core import kubetime
+from labkit.core.contract import LOAD_BALANCER_IP_ANNOTATION
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import LoadBalancerPool, ServiceRef
-from labkit.emulator.store import Store, WatchEvent, rfc3339_now
+from labkit.emulator.store import Store, WatchEvent
 
 from .framework import Controller, Key, is_deleting
-
-LOAD_BALANCER_IP_ANNOTATION = "labkit.io/load-balancer-ip"
-"""Requests a static load-balancer address (the MetalLB/cloud-annotation equivalent)."""
 
 Obj = dict[str, Any]
 
@@ -124,7 +123,7 @@ class ServiceController(Controller):
         namespace = metadata.get("namespace", "")
         name = f"{metadata['name']}.lb-failed"
         text = f"Error syncing load balancer: failed to ensure load balancer: {message}"
-        now = rfc3339_now()
+        now = kubetime.now()
         existing = self.store.find("", "events", name, namespace)
         if existing is not None:
             if existing.get("message") == text:

@@ -55,7 +55,7 @@ from labkit.errors import ToolNotFoundError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["APP_ADDRESS_ANNOTATION", "PROGRAMS_DIR", "ExecNotFoundError", "NodeRuntime"]
+__all__ = ["PROGRAMS_DIR", "ExecNotFoundError", "NodeRuntime"]
 
 SERVICEACCOUNT_DIR = "serviceaccount"
 MOUNT_RETRY = 0.5
