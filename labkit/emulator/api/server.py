@@ -23,12 +23,13 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import yaml
 from aiohttp import web
 
 from labkit.core import kubetime
+from labkit.core.wire import Obj
 from labkit.emulator.api import discovery, openapi, protobuf, tables
 from labkit.emulator.api.admission import AdmissionChain, validate_name
 from labkit.emulator.api.auth import Authenticator, Authorizer, Request, User
@@ -40,7 +41,6 @@ from labkit.errors import InvalidSelectorError
 
 _log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 JSON = "application/json"
 _MAX_BODY = 16 * 1024 * 1024
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
+from labkit.core.wire import Obj
 from labkit.emulator.mesh import ca as mesh_ca
 from labkit.emulator.mesh.discovery import ClusterView, build_snapshot, parse_mesh_config, proxy_of
 from labkit.emulator.mesh.injection import sidecar_patch
@@ -49,7 +50,6 @@ from labkit.errors import KubeApiError
 
 _log = logging.getLogger("istiod")
 
-Obj = dict[str, Any]
 ROOT = "istio-system"
 REMOTE_SECRET_LABEL = "istio/multiCluster"
 READY_PORT = 8080
