@@ -116,7 +116,10 @@ def install(
 
     namespace, exists = _namespace_to_apply(context, settings, kubeconfig)
     root_pem, ca_secret = _mesh_root(context, settings, exists, kubeconfig)
-    rendered = render(settings, ca_root_pem=root_pem, namespace=namespace, ca_secret=ca_secret)
+    upgrade = settings.pilot and kube.get_object(context, "admissionregistration.k8s.io/v1",
+                                                 "ValidatingWebhookConfiguration", "istiod-default-validator",
+                                                 kubeconfig=kubeconfig) is not None
+    rendered = render(settings, ca_root_pem=root_pem, namespace=namespace, ca_secret=ca_secret, upgrade=upgrade)
     applied = _apply_groups(context, settings, rendered, say, wait=wait, timeout=timeout, kubeconfig=kubeconfig)
     say("✔ Installation complete")
     return InstallResult(context, True, settings.components, tuple(applied), "\n".join(lines))

@@ -3,12 +3,14 @@
 The names, labels, ports and env follow Istio's charts (``base``, ``istio-discovery``, ``gateway``), so
 ``kubectl get`` on an embedded cluster shows what it shows on a real one and the emulated istiod and
 gateways find what they look for: the ``istio`` mesh ConfigMap, the ``istio-sidecar-injector`` values,
-the ``topology.istio.io/network`` labels, ``CLUSTER_ID`` and ``ISTIO_META_NETWORK``. Images are the
+the ``topology.istio.io/network`` labels, ``CLUSTER_ID`` and ``ISTIO_META_NETWORK``; and the API server
+calls istiod's injection and validation webhooks as on a real cluster. Images are the
 ones the embedded node knows (``<hub>/pilot:<tag>``, ``<hub>/proxyv2:<tag>``).
 
 What is left out is what has no effect without a container runtime (init containers, volumes for
 projected tokens, security contexts, HPAs, PDBs); the CRDs carry no schema (``x-kubernetes-preserve-
-unknown-fields``): validation of Istio resources is istiod's job here, as its analysis is on a real mesh.
+unknown-fields``): validation of Istio resources is istiod's ``validation.istio.io`` webhook's job here,
+which refuses what the structural schemas of Istio's CRDs and its own rules would.
 
 Everything is rendered the same way every time (no timestamps, no random names), so a second install
 is a no-op apply.
@@ -17,6 +19,7 @@ is a no-op apply.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -149,7 +152,7 @@ class RenderedInstall:
 
 
 def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj | None = None,
-           ca_secret: Obj | None = None) -> RenderedInstall:
+           ca_secret: Obj | None = None, upgrade: bool = False) -> RenderedInstall:
     """Render an install.
 
     Args:
@@ -157,6 +160,8 @@ def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj |
         ca_root_pem: the mesh root, for the injector webhook's ``caBundle`` (empty: left unset).
         namespace: the control-plane Namespace to apply (None when it exists and needs no label).
         ca_secret: the ``istio-ca-secret`` to create (None when ``cacerts`` or an existing one is used).
+        upgrade: istiod's webhooks exist already: leave their ``failurePolicy`` to istiod (Helm's
+            ``.Release.IsUpgrade``), so installing again does not reopen validation.
     """
     core: list[Obj] = []
     if settings.base:
@@ -177,6 +182,8 @@ def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj |
             istiod += _remote_istiod(settings)
     if settings.pilot or settings.remote:
         istiod.append(injector_webhook(settings, ca_root_pem))
+    if settings.pilot:
+        istiod += validating_webhooks(settings, ca_root_pem, upgrade=upgrade)
     gateways: list[Obj] = []
     for gateway in settings.gateways:
         gateways += _gateway(settings, gateway)
@@ -463,6 +470,46 @@ def injector_webhook(settings: InstallSettings, ca_root_pem: str = "") -> Obj:
                  [{"key": "sidecar.istio.io/inject", "operator": "In", "values": ["true"]}, no_rev]),
         ],
     }
+
+
+VALIDATION_GROUPS = ["security.istio.io", "networking.istio.io", "telemetry.istio.io", "extensions.istio.io"]
+
+
+def validating_webhooks(settings: InstallSettings, ca_root_pem: str = "", *, upgrade: bool = False) -> list[Obj]:
+    """Istio's ``validation.istio.io`` webhooks, as the charts render them for the default revision.
+
+    ``istio-validator-<namespace>`` (``rev.validation.istio.io``) checks objects labelled ``istio.io/rev:
+    default``; ``istiod-default-validator`` (``validation.istio.io``, the name kubectl's refusals quote) checks
+    every Istio object. Both start with ``failurePolicy: Ignore``, so config applied while istiod is not up yet
+    is not locked out; istiod switches them to ``Fail`` once its endpoint refuses a known-bad object.
+    """
+    client_config: Obj = {"service": {"name": "istiod", "namespace": settings.namespace, "path": "/validate",
+                                      "port": 443}}
+    if ca_root_pem:
+        client_config["caBundle"] = base64.b64encode(ca_root_pem.encode()).decode()
+    labels = {"app": "istiod", "istio": "istiod", "istio.io/rev": REVISION, "release": "istio",
+              "app.kubernetes.io/name": "istiod"}
+
+    def hook(name: str, object_selector: Obj | None) -> Obj:
+        webhook: Obj = {"name": name, "clientConfig": copy.deepcopy(client_config),
+                        "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": list(VALIDATION_GROUPS),
+                                   "apiVersions": ["*"], "resources": ["*"]}],
+                        "sideEffects": "None", "admissionReviewVersions": ["v1"]}
+        if not upgrade:
+            webhook["failurePolicy"] = "Ignore"
+        if object_selector is not None:
+            webhook["objectSelector"] = object_selector
+        return webhook
+
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+         "metadata": {"name": f"istio-validator-{settings.namespace}", "labels": dict(labels)},
+         "webhooks": [hook("rev.validation.istio.io", {"matchExpressions": [
+             {"key": "istio.io/rev", "operator": "In", "values": [REVISION]}]})]},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+         "metadata": {"name": "istiod-default-validator", "labels": dict(labels)},
+         "webhooks": [hook("validation.istio.io", None)]},
+    ]
 
 
 def _gateway(settings: InstallSettings, gateway: GatewaySpec) -> list[Obj]:

@@ -8,7 +8,8 @@ doors:
   server address or a revoked token really fails, shows as ``timeout`` in ``/debug/clusterz`` (what
   ``istioctl remote-clusters`` reads) and takes that cluster's endpoints out of the mesh;
 - it signs workload certificates with the plugged-in ``cacerts`` or its self-signed ``istio-ca-secret``;
-- it serves the sidecar-injection webhook on 15017 (HTTPS, certificate from the mesh CA);
+- it serves the sidecar-injection webhook and the ``validation.istio.io`` webhook on 15017 (HTTPS,
+  certificate from the mesh CA), and switches the validating webhook to fail-closed once it answers;
 - it turns the mesh into Envoy configuration for every proxy of its cluster and publishes it as
   filesystem xDS, then reads back from each Envoy whether it was accepted (ACK) or rejected (NACK),
   which ``/debug/syncz`` reports (as ``istioctl proxy-status`` shows).
@@ -45,6 +46,7 @@ from labkit.emulator.mesh.injection import sidecar_patch
 from labkit.emulator.mesh.kubeclient import Credentials, Informer, KubeClient, KubeError
 from labkit.emulator.mesh.model import MONITORING_PORT, WEBHOOK_PORT, MeshConfig, MeshSnapshot, Proxy
 from labkit.emulator.mesh.publishing import Publisher
+from labkit.emulator.mesh.validating import WEBHOOK_CONFIGURATIONS, Screen, WebhookArming, review
 
 _log = logging.getLogger("istiod")
 
@@ -154,6 +156,7 @@ class Istiod:
         self._version = 0
         self._runners: list[web.AppRunner] = []
         self._ca_problem: str | None = None
+        self._screen = Screen()
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -165,6 +168,10 @@ class Istiod:
                                     "configmaps")
         self._secrets.start()
         self._configmaps.start()
+        self._webhook_configurations = Informer(self.local.client, WEBHOOK_CONFIGURATIONS, self._changed,
+                                                "validatingwebhookconfigurations")
+        self._webhook_configurations.start()
+        self._arming = WebhookArming(self.local.client, ROOT, self._webhook_configurations)
         for resource, path in CONFIG_RESOURCES.items():
             self.config_informers[resource] = Informer(self.local.client, path, self._changed, resource)
             self.config_informers[resource].start()
@@ -185,7 +192,8 @@ class Istiod:
                 await runner.cleanup()
             for remote in list(self.remotes.values()):
                 await remote.stop()
-            for informer in [*self.config_informers.values(), self._secrets, self._configmaps]:
+            for informer in [*self.config_informers.values(), self._secrets, self._configmaps,
+                             self._webhook_configurations]:
                 await informer.stop()
             await self.local.stop()
             await self.publisher.close()
@@ -282,6 +290,19 @@ class Istiod:
                 await self.push()
             except Exception:
                 _log.exception("push failed")
+            await self._arm_validation()
+
+    async def _arm_validation(self) -> None:
+        """Keep ``validation.istio.io`` fail-closed; retried in a second while it is not (its own failures never
+        stop pushes)."""
+        ca = self.certificates.ca
+        try:
+            done = await self._arming.reconcile(ca.root_pem if ca else "")
+        except Exception:
+            _log.exception("updating the validating webhook failed")
+            done = False
+        if not done:
+            asyncio.get_running_loop().call_later(1.0, self._changed)
 
     def _configmap(self, name: str) -> Obj:
         return self._configmaps.items.get((ROOT, name)) or {}
@@ -293,11 +314,13 @@ class Istiod:
         network = ((self.values.get("global") or {}).get("network")) or ""
         local = self.local.view()
         views = [local] + [r.view() for _, r in sorted(self.remotes.items()) if r.status == "synced"]
-        configs = [obj for informer in self.config_informers.values() for obj in informer.values()]
         for resource, informer in self.config_informers.items():
             kind = _KINDS[resource]
+            api_version = CONFIG_RESOURCES[resource].removeprefix("/apis/").rpartition("/")[0]
             for obj in informer.values():
                 obj.setdefault("kind", kind)
+                obj.setdefault("apiVersion", api_version)
+        configs = self._screen.admit([obj for informer in self.config_informers.values() for obj in informer.values()])
         self._version += 1
         self.snapshot = build_snapshot(views, self.mesh, configs, local_network=network, version=str(self._version))
         nodes = {n["metadata"]["name"]: n for n in local.nodes}
@@ -318,6 +341,8 @@ class Istiod:
         webhook = web.Application()
         webhook.router.add_post("/inject", self._inject)
         webhook.router.add_post("/inject/{tail:.*}", self._inject)
+        webhook.router.add_post("/validate", self._validate)
+        webhook.router.add_post("/validate/{tail:.*}", self._validate)
         monitoring = web.Application()
         monitoring.router.add_get("/debug/clusterz", self._clusterz)
         monitoring.router.add_get("/debug/syncz", self._syncz)
@@ -367,6 +392,15 @@ class Istiod:
         return web.json_response({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                                   "response": response})
 
+    async def _validate(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            return web.Response(status=415, text="invalid Content-Type, want `application/json`")
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            return web.Response(status=400, text=f"could not decode body: {exc}")
+        return web.json_response(review(body))
+
     async def _clusterz(self, request: web.Request) -> web.Response:
         return web.json_response(self.cluster_status())
 
@@ -374,7 +408,8 @@ class Istiod:
         """The Istio config this istiod is using, and any informer that is failing."""
         configs = [c.key for c in self.snapshot.configs] if self.snapshot else []
         failing = {name: informer.error for name, informer in self.config_informers.items() if informer.error}
-        return web.json_response({"configs": configs, "failing": failing})
+        skipped = {**self._screen.rejected, **self.publisher.untranslatable_configs()}
+        return web.json_response({"configs": configs, "failing": failing, "skipped": skipped})
 
     async def _syncz(self, request: web.Request) -> web.Response:
         return web.json_response(self.publisher.sync_status())

@@ -61,6 +61,29 @@ class XdsError(LabkitError):
     """
 
 
+def enum_value(value: Any, allowed: Iterable[str], where: str, default: str) -> str:
+    """An Istio enum value exactly as written (protobuf JSON is case-sensitive), ``default`` when unset.
+
+    An unknown value is an error naming ``where`` — never a fallback: ``ISTIO_MUTUALL`` read as "no TLS"
+    would turn mesh mTLS into plaintext without a word.
+
+    Args:
+        value: the value as written (``None`` when unset).
+        allowed: the values the builders implement.
+        where: the object and field, e.g. ``DestinationRule sample/helloworld: trafficPolicy.tls.mode``.
+        default: the meaning of an unset field (the enum's zero value).
+
+    Raises:
+        XdsError: ``value`` is not one of ``allowed``.
+    """
+    if value is None or value == "":
+        return default
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise XdsError(f"{where}: unsupported value {value!r}; use one of {', '.join(allowed)}")
+    return str(value)
+
+
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
