@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 import yaml
 
 from labkit import kube
-from labkit.errors import LabkitError, ManifestError, ToolNotFoundError
+from labkit.errors import LabkitError, ManifestError, MeshError, ToolNotFoundError, WaitTimeoutError
 from labkit.istio.operator import InstallSettings, check_operator, settings_of
 from labkit.istio.rendering import RenderedInstall, ca_secret_object, namespace_object, render
 from labkit.pki import new_root
@@ -100,6 +101,8 @@ def install(
             there; every such field is listed.
         ToolNotFoundError: (real) istioctl is not installed.
         WaitTimeoutError: istiod or a gateway did not become ready within ``timeout``.
+        MeshError: istiod runs but cannot become ready because its plugged-in CA is unusable (raised as soon as
+            its log says so, quoting the file and the reason).
         KubeApiError: the API server refused a write.
     """
     operator, origin = load_operator(file)
@@ -152,7 +155,7 @@ def _apply_groups(context: str, settings: InstallSettings, rendered: RenderedIns
     if rendered.istiod:
         applied += kube.apply(context, list(rendered.istiod), kubeconfig=kubeconfig)
         if wait and settings.pilot:
-            kube.wait_ready(context, ns, "deploy/istiod", timeout=timeout, kubeconfig=kubeconfig)
+            _wait_for_istiod(context, ns, timeout=timeout, kubeconfig=kubeconfig)
         say("✔ Istiod installed 🧠" if settings.pilot else "✔ Istiod remote installed 🧠")
     if rendered.gateways:
         applied += kube.apply(context, list(rendered.gateways), kubeconfig=kubeconfig)
@@ -162,6 +165,45 @@ def _apply_groups(context: str, settings: InstallSettings, rendered: RenderedIns
                                 kubeconfig=kubeconfig)
         say("✔ Ingress gateways installed 🛬")
     return applied
+
+
+# The start of the line istiod logs when it cannot use the plugged-in CA (and so never becomes Ready).
+CA_PROBLEM = "cannot use the CA in istio-system:"
+_LOOK_EVERY = 2.0
+
+
+def _wait_for_istiod(context: str, namespace: str, *, timeout: float, kubeconfig: Path | str | None) -> None:
+    """Wait for istiod; when it is running but not Ready because of its CA, fail at once quoting its log."""
+    deadline = time.monotonic() + timeout
+    look_at = time.monotonic() + _LOOK_EVERY
+    while waiting := kube.not_ready(context, namespace, "deploy/istiod", kubeconfig=kubeconfig):
+        if time.monotonic() >= look_at:
+            reason = _istiod_ca_problem(context, namespace, kubeconfig)
+            if reason:
+                raise MeshError(f"istiod in {context} is not ready: {reason} Fix the cacerts Secret in {namespace} "
+                                f"(kubectl delete secret cacerts -n {namespace}, then plug in a good folder with "
+                                f"labkit.istio.plug_in_ca) and istiod reloads it.")
+            look_at = time.monotonic() + _LOOK_EVERY
+        if time.monotonic() >= deadline:
+            lines = "\n".join(f"  - {line}" for line in waiting)
+            raise WaitTimeoutError(f"not ready after {timeout:.0f} s in {context}/{namespace} (deploy/istiod):\n"
+                                   f"{lines}\nLook closer with: kubectl --context {context} -n {namespace} logs "
+                                   f"deploy/istiod", waiting)
+        time.sleep(0.25)
+
+
+def _istiod_ca_problem(context: str, namespace: str, kubeconfig: Path | str | None) -> str:
+    for pod in kube.pods(context, namespace, "app=istiod", kubeconfig=kubeconfig):
+        if pod.phase != "Running":
+            continue
+        try:
+            text = kube.logs(context, namespace, pod.name, container="discovery", tail=200, kubeconfig=kubeconfig)
+        except LabkitError:
+            continue
+        lines = [line for line in text.splitlines() if CA_PROBLEM in line]
+        if lines:
+            return lines[-1][lines[-1].index(CA_PROBLEM):]
+    return ""
 
 
 def _namespace_to_apply(context: str, settings: InstallSettings,

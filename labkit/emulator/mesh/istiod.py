@@ -71,6 +71,8 @@ CONFIG_RESOURCES = {
     "peerauthentications": "/apis/security.istio.io/v1/peerauthentications",
     "authorizationpolicies": "/apis/security.istio.io/v1/authorizationpolicies",
 }
+# The start of istiod's log line for a plugged-in CA it cannot use (labkit.istio.install quotes that line).
+CA_PROBLEM = "cannot use the CA in istio-system:"
 # A remote cluster whose informers have not synced (or keep failing) this long is reported as timed out.
 SYNC_TIMEOUT = 10.0
 PROBE_PERIOD = 3.0
@@ -220,7 +222,9 @@ class Istiod:
             loaded = mesh_ca.load_ca(self._secret(mesh_ca.CACERTS), self._secret(mesh_ca.SELF_SIGNED))
         except Exception as exc:  # labkit.errors.PkiError and friends: report and keep the previous CA
             if self._ca_problem != str(exc):
-                _log.error("cannot use the CA in istio-system: %s", exc)
+                # Without a CA istiod cannot sign, so it stays not Ready (as a real istiod with a broken cacerts
+                # never becomes Ready); the log line names the file, and labkit.istio.install quotes it.
+                _log.error("%s %s", CA_PROBLEM, exc)
             self._ca_problem = str(exc)
             return
         self._ca_problem = None
@@ -417,6 +421,8 @@ class Istiod:
     async def _readiness(self, request: web.Request) -> web.Response:
         if not self._ready:
             return web.Response(status=503, text="not ready")
+        if self.certificates.ca is None:
+            return web.Response(status=503, text=f"{CA_PROBLEM} {self._ca_problem or 'no CA loaded'}")
         return web.Response(text="ok")
 
 
