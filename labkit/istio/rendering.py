@@ -117,6 +117,9 @@ _ISTIOD_RULES: tuple[Obj, ...] = (
     {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": _READ},
 )
 _ISTIOD_NAMESPACE_RULES: tuple[Obj, ...] = (
+    # A dry-run create of a known-bad Gateway proves the validating webhook refuses it before istiod makes it
+    # fail-closed (nothing is stored).
+    {"apiGroups": ["networking.istio.io"], "resources": ["gateways"], "verbs": ["create"]},
     # Its own namespace: the CA secret, the root-cert ConfigMaps it writes everywhere, leader-election leases.
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "watch", "update", "patch",
                                                                "delete"]},

@@ -65,6 +65,7 @@ class WebhookArming:
         self.namespace = namespace
         self.informer = informer
         self.ready_for_fail_close = False
+        self._waiting_for = ""
 
     async def reconcile(self, root_pem: str) -> bool:
         """Bring every configuration of this revision up to date; ``False`` when it should be retried."""
@@ -81,6 +82,10 @@ class WebhookArming:
             if not fail_open and not stale_bundle:
                 continue
             close = fail_open and await self._ready()
+            if fail_open and not close:
+                done = False  # not answering yet: retried shortly
+                if not stale_bundle:
+                    continue
             updated = copy.deepcopy(configuration)
             for hook in updated.get("webhooks") or []:
                 if bundle and not (hook.get("clientConfig") or {}).get("caBundle"):
@@ -90,12 +95,11 @@ class WebhookArming:
             name = configuration["metadata"]["name"]
             try:
                 await self.client.request("PUT", f"{WEBHOOK_CONFIGURATIONS}/{name}", body=updated)
-                _log.info("validatingwebhookconfiguration %s: %s", name,
-                          "failurePolicy Fail, caBundle updated" if close else "caBundle updated")
+                changes = (["failurePolicy: Fail"] if close else []) + (["caBundle set"] if stale_bundle else [])
+                _log.info("validatingwebhookconfiguration %s: %s", name, ", ".join(changes))
             except KubeError as exc:  # a conflict with another writer: the next change retries
                 _log.warning("cannot update validatingwebhookconfiguration %s: %s", name, exc.message)
                 done = False
-            done = done and (close or not fail_open)
         return done
 
     async def _ready(self) -> bool:
@@ -114,11 +118,15 @@ class WebhookArming:
                 _log.info("Endpoint successfully rejected invalid config. Switching to fail-close.")
                 self.ready_for_fail_close = True
                 return True
-            _log.info("Not ready to switch validation to fail-closed: dummy invalid rejected for the wrong "
-                      "reason: %s", exc.message)
+            self._not_ready(f"dummy invalid rejected for the wrong reason: {exc.message}")
             return False
-        _log.info("Not ready to switch validation to fail-closed: dummy invalid config not rejected")
+        self._not_ready("dummy invalid config not rejected")
         return False
+
+    def _not_ready(self, reason: str) -> None:
+        if reason != self._waiting_for:  # once per reason: this is retried every second
+            _log.info("Not ready to switch validation to fail-closed: %s", reason)
+        self._waiting_for = reason
 
 
 class Screen:
