@@ -30,7 +30,13 @@ import yaml
 from labkit import kube
 from labkit.errors import LabkitError, ManifestError, MeshError, ToolNotFoundError, WaitTimeoutError
 from labkit.istio.operator import InstallSettings, check_operator, settings_of
-from labkit.istio.rendering import RenderedInstall, ca_secret_object, namespace_object, render
+from labkit.istio.rendering import (
+    RenderedInstall,
+    ca_secret_object,
+    namespace_object,
+    render,
+    validating_webhook_names,
+)
 from labkit.pki import new_root
 
 Obj = dict[str, Any]
@@ -119,10 +125,8 @@ def install(
 
     namespace, exists = _namespace_to_apply(context, settings, kubeconfig)
     root_pem, ca_secret = _mesh_root(context, settings, exists, kubeconfig)
-    upgrade = settings.pilot and kube.get_object(context, "admissionregistration.k8s.io/v1",
-                                                 "ValidatingWebhookConfiguration", "istiod-default-validator",
-                                                 kubeconfig=kubeconfig) is not None
-    rendered = render(settings, ca_root_pem=root_pem, namespace=namespace, ca_secret=ca_secret, upgrade=upgrade)
+    rendered = render(settings, ca_root_pem=root_pem, namespace=namespace, ca_secret=ca_secret,
+                      failure_policies=_live_failure_policies(context, settings, kubeconfig))
     applied = _apply_groups(context, settings, rendered, say, wait=wait, timeout=timeout, kubeconfig=kubeconfig)
     say("✔ Installation complete")
     return InstallResult(context, True, settings.components, tuple(applied), "\n".join(lines))
@@ -167,6 +171,22 @@ def _apply_groups(context: str, settings: InstallSettings, rendered: RenderedIns
     return applied
 
 
+def _live_failure_policies(context: str, settings: InstallSettings,
+                           kubeconfig: Path | str | None) -> dict[str, str]:
+    """The ``failurePolicy`` istiod set on its validating webhooks, to keep on a second install (as Helm's
+    upgrade leaves it alone)."""
+    if not settings.pilot:
+        return {}
+    policies = {}
+    for name in validating_webhook_names(settings):
+        live = kube.get_object(context, "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", name,
+                               kubeconfig=kubeconfig)
+        hooks = (live or {}).get("webhooks") or []
+        if hooks:
+            policies[name] = hooks[0].get("failurePolicy") or "Fail"
+    return policies
+
+
 # The start of the line istiod logs when it cannot use the plugged-in CA (and so never becomes Ready).
 CA_PROBLEM = "cannot use the CA in istio-system:"
 _LOOK_EVERY = 2.0
@@ -180,9 +200,9 @@ def _wait_for_istiod(context: str, namespace: str, *, timeout: float, kubeconfig
         if time.monotonic() >= look_at:
             reason = _istiod_ca_problem(context, namespace, kubeconfig)
             if reason:
-                raise MeshError(f"istiod in {context} is not ready: {reason} Fix the cacerts Secret in {namespace} "
-                                f"(kubectl delete secret cacerts -n {namespace}, then plug in a good folder with "
-                                f"labkit.istio.plug_in_ca) and istiod reloads it.")
+                raise MeshError(f"istiod in {context} is not ready: {reason} Replace the cacerts Secret (kubectl "
+                                f"delete secret cacerts -n {namespace}, then labkit.istio.plug_in_ca with a good "
+                                f"folder) and restart istiod (kubectl delete pod -n {namespace} -l app=istiod).")
             look_at = time.monotonic() + _LOOK_EVERY
         if time.monotonic() >= deadline:
             lines = "\n".join(f"  - {line}" for line in waiting)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,7 +155,7 @@ class RenderedInstall:
 
 
 def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj | None = None,
-           ca_secret: Obj | None = None, upgrade: bool = False) -> RenderedInstall:
+           ca_secret: Obj | None = None, failure_policies: Mapping[str, str] | None = None) -> RenderedInstall:
     """Render an install.
 
     Args:
@@ -163,8 +163,8 @@ def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj |
         ca_root_pem: the mesh root, for the injector webhook's ``caBundle`` (empty: left unset).
         namespace: the control-plane Namespace to apply (None when it exists and needs no label).
         ca_secret: the ``istio-ca-secret`` to create (None when ``cacerts`` or an existing one is used).
-        upgrade: istiod's webhooks exist already: leave their ``failurePolicy`` to istiod (Helm's
-            ``.Release.IsUpgrade``), so installing again does not reopen validation.
+        failure_policies: the live ``failurePolicy`` of validating webhook configurations that exist already, by
+            name: kept as istiod set them, so installing again does not reopen validation.
     """
     core: list[Obj] = []
     if settings.base:
@@ -186,7 +186,7 @@ def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj |
     if settings.pilot or settings.remote:
         istiod.append(injector_webhook(settings, ca_root_pem))
     if settings.pilot:
-        istiod += validating_webhooks(settings, ca_root_pem, upgrade=upgrade)
+        istiod += validating_webhooks(settings, ca_root_pem, failure_policies=failure_policies)
     gateways: list[Obj] = []
     for gateway in settings.gateways:
         gateways += _gateway(settings, gateway)
@@ -478,14 +478,26 @@ def injector_webhook(settings: InstallSettings, ca_root_pem: str = "") -> Obj:
 VALIDATION_GROUPS = ["security.istio.io", "networking.istio.io", "telemetry.istio.io", "extensions.istio.io"]
 
 
-def validating_webhooks(settings: InstallSettings, ca_root_pem: str = "", *, upgrade: bool = False) -> list[Obj]:
+def validating_webhook_names(settings: InstallSettings) -> tuple[str, str]:
+    """The names of istiod's ValidatingWebhookConfigurations (revision-specific, then the default one)."""
+    return f"istio-validator-{settings.namespace}", "istiod-default-validator"
+
+
+def validating_webhooks(settings: InstallSettings, ca_root_pem: str = "", *,
+                        failure_policies: Mapping[str, str] | None = None) -> list[Obj]:
     """Istio's ``validation.istio.io`` webhooks, as the charts render them for the default revision.
 
     ``istio-validator-<namespace>`` (``rev.validation.istio.io``) checks objects labelled ``istio.io/rev:
     default``; ``istiod-default-validator`` (``validation.istio.io``, the name kubectl's refusals quote) checks
     every Istio object. Both start with ``failurePolicy: Ignore``, so config applied while istiod is not up yet
     is not locked out; istiod switches them to ``Fail`` once its endpoint refuses a known-bad object.
+
+    Args:
+        settings: the resolved IstioOperator.
+        ca_root_pem: the mesh root, for ``caBundle`` (empty: istiod fills it in).
+        failure_policies: configuration name → its live ``failurePolicy``, kept on a second install.
     """
+    revision_name, default_name = validating_webhook_names(settings)
     client_config: Obj = {"service": {"name": "istiod", "namespace": settings.namespace, "path": "/validate",
                                       "port": 443}}
     if ca_root_pem:
@@ -493,25 +505,24 @@ def validating_webhooks(settings: InstallSettings, ca_root_pem: str = "", *, upg
     labels = {"app": "istiod", "istio": "istiod", "istio.io/rev": REVISION, "release": "istio",
               "app.kubernetes.io/name": "istiod"}
 
-    def hook(name: str, object_selector: Obj | None) -> Obj:
+    def hook(configuration: str, name: str, object_selector: Obj | None) -> Obj:
         webhook: Obj = {"name": name, "clientConfig": copy.deepcopy(client_config),
                         "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": list(VALIDATION_GROUPS),
                                    "apiVersions": ["*"], "resources": ["*"]}],
+                        "failurePolicy": (failure_policies or {}).get(configuration, "Ignore"),
                         "sideEffects": "None", "admissionReviewVersions": ["v1"]}
-        if not upgrade:
-            webhook["failurePolicy"] = "Ignore"
         if object_selector is not None:
             webhook["objectSelector"] = object_selector
         return webhook
 
     return [
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-         "metadata": {"name": f"istio-validator-{settings.namespace}", "labels": dict(labels)},
-         "webhooks": [hook("rev.validation.istio.io", {"matchExpressions": [
+         "metadata": {"name": revision_name, "labels": dict(labels)},
+         "webhooks": [hook(revision_name, "rev.validation.istio.io", {"matchExpressions": [
              {"key": "istio.io/rev", "operator": "In", "values": [REVISION]}]})]},
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-         "metadata": {"name": "istiod-default-validator", "labels": dict(labels)},
-         "webhooks": [hook("validation.istio.io", None)]},
+         "metadata": {"name": default_name, "labels": dict(labels)},
+         "webhooks": [hook(default_name, "validation.istio.io", None)]},
     ]
 
 
