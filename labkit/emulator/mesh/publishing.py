@@ -51,6 +51,9 @@ class Publisher:
         self.waiting = False
         # kind/namespace/name → (the spec that could not be translated, why): left out until the spec changes.
         self.untranslatable: dict[str, tuple[str, str]] = {}
+        # proxy id → the configs with which its build failed though no single object was to blame: not searched
+        # again until they change (the search builds the proxy once per object).
+        self._blameless: dict[str, str] = {}
 
     def directory(self, pod_uid: str) -> Path:
         return files.xds_dir(self.root, pod_uid)
@@ -100,6 +103,7 @@ class Publisher:
         for gone in [key for key in self._writers if key not in current]:
             self._writers.pop(gone)
             self._status.pop(gone, None)
+            self._blameless.pop(gone, None)
             task = self._confirming.pop(gone, None)
             if task is not None:
                 task.cancel()
@@ -121,9 +125,13 @@ class Publisher:
     def _isolate(self, proxy: Proxy, snapshot: MeshSnapshot, credential: ProxyCredential,
                  error: Exception) -> MeshSnapshot:
         """The snapshot without the config objects that make this proxy's build fail (each logged once)."""
+        configs = json.dumps([[c.key, _fingerprint(c)] for c in snapshot.configs])
+        if self._blameless.get(proxy.id) == configs:
+            return snapshot
         for _ in range(len(snapshot.configs)):
             culprit = _culprit(proxy, snapshot, credential, self._generate)
             if culprit is None:
+                self._blameless[proxy.id] = configs
                 break
             reason = f"{type(error).__name__}: {error}" if not isinstance(error, LabkitError) else str(error)
             _log.error("%s %s/%s cannot be translated and is left out of the push: %s", culprit.kind,

@@ -111,3 +111,20 @@ def test_the_webhook_answers_an_admission_review() -> None:
         'Unsupported value: "ISTIO_MUTUALL"')
     deleting = review({"request": {**request, "operation": "DELETE"}})
     assert deleting["response"] == {"uid": "42", "allowed": True}
+
+
+def test_a_failure_no_object_explains_is_not_searched_again_until_the_configs_change(
+        credential: ProxyCredential, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = MeshSnapshot(MeshConfig(outbound_traffic_policy="ALLOW_ALL"), (HELLOWORLD,),  # type: ignore[arg-type]
+                          configs=(dr("good", "ISTIO_MUTUAL"),))
+    with pytest.raises(XdsError, match="meshConfig.outboundTrafficPolicy.mode: unsupported value 'ALLOW_ALL'"):
+        generate(SLEEP, broken, credential=credential)
+    publisher = Publisher(tmp_path, "cluster1")
+    builds: list[int] = []
+    real = Publisher._generate
+    monkeypatch.setattr(Publisher, "_generate", staticmethod(lambda *args: builds.append(1) or real(*args)))
+    assert publisher._isolate(SLEEP, broken, credential, XdsError("x")) is broken
+    searched = len(builds)
+    assert searched >= 1 and publisher.untranslatable == {}
+    assert publisher._isolate(SLEEP, broken, credential, XdsError("x")) is broken
+    assert len(builds) == searched
