@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from labkit import kube
+from labkit.core.contract import ISTIOD_CA_PROBLEM as CA_PROBLEM
 from labkit.errors import LabkitError, ManifestError, MeshError, ToolNotFoundError, WaitTimeoutError
 from labkit.istio.operator import InstallSettings, check_operator, settings_of
 from labkit.istio.rendering import (
@@ -187,8 +188,6 @@ def _live_failure_policies(context: str, settings: InstallSettings,
     return policies
 
 
-# The start of the line istiod logs when it cannot use the plugged-in CA (and so never becomes Ready).
-CA_PROBLEM = "cannot use the CA in istio-system:"
 _LOOK_EVERY = 2.0
 
 

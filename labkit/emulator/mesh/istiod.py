@@ -40,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from labkit.core.contract import ISTIOD_CA_PROBLEM as CA_PROBLEM
 from labkit.emulator.mesh import ca as mesh_ca
 from labkit.emulator.mesh.discovery import ClusterView, build_snapshot, parse_mesh_config, proxy_of
 from labkit.emulator.mesh.injection import sidecar_patch
@@ -71,8 +72,6 @@ CONFIG_RESOURCES = {
     "peerauthentications": "/apis/security.istio.io/v1/peerauthentications",
     "authorizationpolicies": "/apis/security.istio.io/v1/authorizationpolicies",
 }
-# The start of istiod's log line for a plugged-in CA it cannot use (labkit.istio.install quotes that line).
-CA_PROBLEM = "cannot use the CA in istio-system:"
 # A remote cluster whose informers have not synced (or keep failing) this long is reported as timed out.
 SYNC_TIMEOUT = 10.0
 PROBE_PERIOD = 3.0

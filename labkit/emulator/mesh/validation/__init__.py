@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from labkit.core.names import is_dns1123_label
 from labkit.emulator.mesh.validation import networking, security
-from labkit.emulator.mesh.validation.common import is_dns1123_label
 from labkit.emulator.mesh.validation.shapes import Message, Problem, check
 
 __all__ = ["ALWAYS_REJECT", "KINDS", "Problem", "Verdict", "denial", "validate"]

@@ -11,9 +11,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from labkit.core.names import is_dns1123_label
 from labkit.emulator.mesh.validation.shapes import Message, Problem, parse_go_duration
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _WILDCARD_LABEL = re.compile(r"^(\*|\*?[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
 _LABEL_KEY_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -26,10 +26,6 @@ def port_error(port: Any) -> str | None:
     if isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535:
         return None
     return f"port number {port} must be in the range 1..65535"
-
-
-def is_dns1123_label(name: str) -> bool:
-    return len(name) <= 63 and bool(_DNS1123_LABEL.match(name))
 
 
 def dns1123_labels_error(domain: str) -> str | None:
