@@ -158,6 +158,7 @@ class Istiod:
         self._runners: list[web.AppRunner] = []
         self._ca_problem: str | None = None
         self._screen = Screen()
+        self._arm_wanted = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -169,7 +170,7 @@ class Istiod:
                                     "configmaps")
         self._secrets.start()
         self._configmaps.start()
-        self._webhook_configurations = Informer(self.local.client, WEBHOOK_CONFIGURATIONS, self._changed,
+        self._webhook_configurations = Informer(self.local.client, WEBHOOK_CONFIGURATIONS, self._arm_wanted.set,
                                                 "validatingwebhookconfigurations")
         self._webhook_configurations.start()
         self._arming = WebhookArming(self.local.client, ROOT, self._webhook_configurations)
@@ -181,14 +182,16 @@ class Istiod:
         await self._ensure_ca()
         await self._serve()
         pusher = asyncio.create_task(self._push_loop(), name="push")
+        arming = asyncio.create_task(self._arming_loop(), name="arm validation")
         self._ready = True
         _log.info("istiod %s ready", self.cluster_id)
         try:
             await stop.wait()
         finally:
-            pusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pusher
+            for task in (pusher, arming):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for runner in self._runners:
                 await runner.cleanup()
             for remote in list(self.remotes.values()):
@@ -293,19 +296,27 @@ class Istiod:
                 await self.push()
             except Exception:
                 _log.exception("push failed")
-            await self._arm_validation()
 
-    async def _arm_validation(self) -> None:
-        """Keep ``validation.istio.io`` fail-closed; retried in a second while it is not (its own failures never
-        stop pushes)."""
-        ca = self.certificates.ca
-        try:
-            done = await self._arming.reconcile(ca.root_pem if ca else "")
-        except Exception:
-            _log.exception("updating the validating webhook failed")
-            done = False
-        if not done:
-            asyncio.get_running_loop().call_later(1.0, self._changed)
+    async def _arming_loop(self) -> None:
+        """Keep ``validation.istio.io`` fail-closed, apart from pushes: waiting for the webhook to answer (istiod's
+        own pod must be Ready first) retries with backoff and never costs a push."""
+        delay = 1.0
+        self._arm_wanted.set()
+        while True:
+            await self._arm_wanted.wait()
+            self._arm_wanted.clear()
+            ca = self.certificates.ca
+            try:
+                done = await self._arming.reconcile(ca.root_pem if ca else "")
+            except Exception:
+                _log.exception("updating the validating webhook failed")
+                done = False
+            if done:
+                delay = 1.0
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            self._arm_wanted.set()
 
     def _configmap(self, name: str) -> Obj:
         return self._configmaps.items.get((ROOT, name)) or {}
