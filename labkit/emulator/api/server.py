@@ -33,6 +33,7 @@ from labkit.emulator.api import discovery, openapi, protobuf, tables
 from labkit.emulator.api.auth import Authenticator, Authorizer, Request, User
 from labkit.emulator.api.resources import Registry, ResourceType
 from labkit.emulator.api.webhooks import Attributes, Webhooks
+from labkit.emulator.events import EventsView
 from labkit.emulator.status import StatusError
 from labkit.emulator.store import (
     Store,
@@ -125,7 +126,7 @@ class ApiServer:
     def __init__(self, *, cluster: str, store: Store, registry: Registry, authenticator: Authenticator,
                  hooks: ClusterHooks, server_address: str):
         self.cluster = cluster
-        self.store = store
+        self.store = EventsView(store)  # events.k8s.io/v1 is another face of the core/v1 Events
         self.registry = registry
         self.authenticator = authenticator
         self.authorizer = Authorizer(store)

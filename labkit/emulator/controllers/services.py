@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.emulator.addresses import IpPool
+from labkit.emulator.events import NORMAL, WARNING, EventRecorder
 from labkit.emulator.status import StatusError, invalid
-from labkit.emulator.store import Store, WatchEvent, rfc3339_now
+from labkit.emulator.store import Store, WatchEvent
 
 from .framework import Controller, Key, is_deleting
 
@@ -361,6 +362,7 @@ class ServiceController(Controller):
         super().__init__(store)
         self.load_balancers = load_balancers
         self.cluster = cluster
+        self.events = EventRecorder(store, "service-controller")
         self._blocked: set[Key] = set()
         self._stop_listening: Callable[[], None] | None = None
 
@@ -406,14 +408,20 @@ class ServiceController(Controller):
             if service is not None and not is_deleting(service):
                 self._publish(service, None)
             return
+        published = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
         try:
             address = self.load_balancers.acquire(ref, requested_load_balancer_ip(service))
         except StatusError as exc:
-            self._warn(service, exc.message)
+            self.events(service, NORMAL, "EnsuringLoadBalancer", "Ensuring load balancer")
+            self.events(service, WARNING, "SyncLoadBalancerFailed",
+                        f"Error syncing load balancer: failed to ensure load balancer: {exc.message}")
             self._publish(service, None)
             # Not retried on a timer: a changed Service or a released address wakes it again.
             self._blocked.add(key)
             return
+        if published != [{"ip": address}]:
+            self.events(service, NORMAL, "EnsuringLoadBalancer", "Ensuring load balancer")
+            self.events(service, NORMAL, "EnsuredLoadBalancer", "Ensured load balancer")
         self._publish(service, address)
 
     def _publish(self, service: Obj, address: str | None) -> None:
@@ -425,34 +433,3 @@ class ServiceController(Controller):
         status["loadBalancer"] = {"ingress": ingress} if ingress else {}
         service["status"] = status
         self.store.update_status("", "services", service)
-
-    def _warn(self, service: Obj, message: str) -> None:
-        """Record a Warning Event on the Service, counted up when it repeats (as the event recorder does)."""
-        metadata = service["metadata"]
-        namespace = metadata.get("namespace", "")
-        name = f"{metadata['name']}.lb-failed"
-        text = f"Error syncing load balancer: failed to ensure load balancer: {message}"
-        now = rfc3339_now()
-        existing = self.store.find("", "events", name, namespace)
-        if existing is not None:
-            if existing.get("message") == text:
-                return
-            existing.update({"message": text, "lastTimestamp": now, "count": int(existing.get("count", 1)) + 1})
-            self.store.update("", "events", existing)
-            return
-        self.store.create("", "events", {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Service", "namespace": namespace,
-                               "name": metadata["name"], "uid": metadata.get("uid"),
-                               "resourceVersion": metadata.get("resourceVersion")},
-            "reason": "SyncLoadBalancerFailed",
-            "message": text,
-            "type": "Warning",
-            "source": {"component": "service-controller"},
-            "reportingComponent": "service-controller",
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        })

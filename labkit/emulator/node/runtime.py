@@ -70,6 +70,7 @@ from typing import Any
 from labkit.emulator import status as api_status
 from labkit.emulator.addresses import IpPool
 from labkit.emulator.node import images, probing, spawning
+from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
 from labkit.emulator.node.resolving import DnsBridge, Resolver
 from labkit.emulator.status import StatusError
 from labkit.errors import ToolNotFoundError
@@ -246,6 +247,7 @@ class NodeRuntime:
         probe_period_scale: multiplies probes' ``periodSeconds`` and ``initialDelaySeconds`` (tests: 0.05).
         grace_cap: the longest a terminating container gets between SIGTERM and SIGKILL.
         python: the interpreter for labkit programs.
+        record_event: where the kubelet's Events go (``Pulled``, ``Started``, ``BackOff`` …); none by default.
     """
 
     def __init__(self, cluster: str, node_name: str, state_dir: Path, pod_ips: IpPool, on_status: StatusCallback,
@@ -254,7 +256,7 @@ class NodeRuntime:
                  resolve_ref: RefResolver | None = None, ca_file: Path | None = None,
                  issue_token: TokenIssuer | None = None, xds_root: Path | None = None,
                  restart_backoff: float = DEFAULT_BACKOFF, probe_period_scale: float = 1.0,
-                 grace_cap: float = GRACE_CAP, python: str = sys.executable):
+                 grace_cap: float = GRACE_CAP, python: str = sys.executable, record_event: EventSink | None = None):
         self.cluster = cluster
         self.node_name = node_name
         self.state_dir = Path(state_dir)
@@ -272,6 +274,7 @@ class NodeRuntime:
         self.probe_period_scale = probe_period_scale
         self.grace_cap = grace_cap
         self.python = python
+        self.events = KubeletEvents(record_event)
         self._pods: dict[str, _Pod] = {}
         self._app_addresses: dict[str, str] = {}
         self._bridge: DnsBridge | None = None
@@ -333,6 +336,9 @@ class NodeRuntime:
         if pod.mounting is not None:
             pod.mounting.cancel()
         grace = min(float(pod.spec.get("terminationGracePeriodSeconds", 30)), self.grace_cap)
+        for container in pod.containers.values():
+            if container.process is not None:
+                self.events.killing(_ref(pod), container.name)
         processes = [c.process for c in pod.containers.values() if c.process is not None]
         processes += list(pod.execs)
         await asyncio.gather(*(spawning.terminate(process, grace) for process in processes))
@@ -676,15 +682,11 @@ class NodeRuntime:
     async def _supervise(self, pod: _Pod, container: _Container) -> None:
         """Run one container for the pod's life: start, wait, restart with back-off as the policy says."""
         if container.launch is None:
-            container.state = {"waiting": {"reason": "ErrImagePull",
-                                           "message": images.pull_error_message(container.image)}}
-            self._publish(pod)
-            await asyncio.sleep(min(self.restart_backoff, 1.0))
-            container.state = {"waiting": {"reason": "ImagePullBackOff",
-                                           "message": images.pull_backoff_message(container.image)}}
-            self._publish(pod)
+            await self._fail_pulls(pod, container)
             return
         await pod.mounted.wait()  # containers start once their volumes are there, as on a kubelet
+        self.events.image_ready(_ref(pod), container.name, container.image,
+                                container.spec.get("imagePullPolicy") or "IfNotPresent")
         backoff = 0.0
         cap = self.restart_backoff * MAX_BACKOFF_FACTOR
         while not pod.removing:
@@ -710,6 +712,7 @@ class NodeRuntime:
             if finished - started_at >= 2 * cap:
                 backoff = 0.0  # a container that ran long enough starts over, as the kubelet's back-off does
             if backoff > 0:
+                self.events.crash_backing_off(_ref(pod), container.name)
                 container.state = {"waiting": {
                     "reason": "CrashLoopBackOff",
                     "message": f"back-off {_format_duration(backoff)} restarting failed container={container.name} "
@@ -722,6 +725,27 @@ class NodeRuntime:
                 self._publish(pod)
             backoff = min(max(backoff * 2, self.restart_backoff), cap)
             container.restart_count += 1
+
+    async def _fail_pulls(self, pod: _Pod, container: _Container) -> None:
+        """An image no program stands for: pull, fail, back off (doubling), and say so each time, as a kubelet."""
+        delay = self.restart_backoff
+        resync = self.restart_backoff / 2  # the kubelet looks at a backing-off pod again and again meanwhile
+        while not pod.removing:
+            self.events.pull_failed(_ref(pod), container.name, container.image)
+            container.state = {"waiting": {"reason": "ErrImagePull",
+                                           "message": images.pull_error_message(container.image)}}
+            self._publish(pod)
+            await asyncio.sleep(min(self.restart_backoff, 1.0))
+            container.state = {"waiting": {"reason": "ImagePullBackOff",
+                                           "message": images.pull_backoff_message(container.image)}}
+            self._publish(pod)
+            waited = 0.0
+            while waited < delay and not pod.removing:
+                self.events.pull_backing_off(_ref(pod), container.name, container.image)
+                step = min(resync, delay - waited)
+                await asyncio.sleep(step)
+                waited += step
+            delay = min(delay * 2, self.restart_backoff * MAX_BACKOFF_FACTOR)
 
     async def _run_once(self, pod: _Pod, container: _Container) -> tuple[int, str, str]:
         """Start the container's process and wait for it; returns ``(exitCode, reason, message)``."""
@@ -741,8 +765,12 @@ class NodeRuntime:
                 process = await spawning.spawn(argv, env=container.env, cwd=pod.dir, stdout=log,
                                                stderr=asyncio.subprocess.STDOUT)
         except OSError as exc:
-            return 128, "StartError", (f"failed to create containerd task: failed to create shim task: OCI runtime "
-                                       f"create failed: unable to start container process: {exc}: unknown")
+            message = (f"failed to create containerd task: failed to create shim task: OCI runtime "
+                       f"create failed: unable to start container process: {exc}: unknown")
+            self.events.start_failed(_ref(pod), container.name, message)
+            return 128, "StartError", message
+        self.events.created(_ref(pod), container.name)
+        self.events.started(_ref(pod), container.name)
         container.process = process
         container.started = True
         container.state = {"running": {"startedAt": rfc3339()}}
@@ -802,6 +830,8 @@ class NodeRuntime:
                     self._set_ready(pod, container, True)
             else:
                 successes, failures = 0, failures + 1
+                self.events.unhealthy(_ref(pod), container.name, probe,
+                                      f"{host}:{probing.resolve_port(_action(probe).get('port'), container.spec)}")
                 if failures >= failure_threshold:
                     self._set_ready(pod, container, False)
             await asyncio.sleep(period)
@@ -889,6 +919,14 @@ def _qos_class(spec: dict[str, Any]) -> str:
         == (r.get("limits") or {}).get(kind)
         for r in resources for kind in ("cpu", "memory"))
     return "Guaranteed" if guaranteed else "Burstable"
+
+
+def _ref(pod: _Pod) -> PodRef:
+    return PodRef(pod.namespace, pod.name, pod.uid)
+
+
+def _action(probe: dict[str, Any]) -> dict[str, Any]:
+    return probe.get("httpGet") or probe.get("tcpSocket") or {}
 
 
 def _tail(data: bytes, lines: int | None) -> bytes:
