@@ -32,7 +32,7 @@ from labkit.core.contract import AddressPlan
 from labkit.emulator import admission, captures
 from labkit.emulator.addresses import IpPool
 from labkit.emulator.api import streams
-from labkit.emulator.api.auth import Authenticator, User, bootstrap_roles
+from labkit.emulator.api.auth import Authenticator, User, bootstrap_role_bindings, bootstrap_roles
 from labkit.emulator.api.discovery import KUBERNETES_VERSION
 from labkit.emulator.api.resources import Registry, ResourceType
 from labkit.emulator.api.server import ApiServer, PodIO
@@ -186,6 +186,8 @@ class Cluster:
             self._create("", "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         for role in bootstrap_roles():
             self.store.create("rbac.authorization.k8s.io", "clusterroles", role)
+        for binding in bootstrap_role_bindings():
+            self.store.create("rbac.authorization.k8s.io", "clusterrolebindings", binding)
         node = self._node()
         created = self.store.create("", "nodes", node)  # the store drops status on create, as a real server does
         self.store.update_status("", "nodes", {**created, "status": node["status"]})

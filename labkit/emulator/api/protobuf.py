@@ -448,7 +448,32 @@ _RBAC: dict[str, dict[int, Field]] = {
     "RoleRef": {1: _keep("apiGroup"), 2: _keep("kind"), 3: _keep("name")},
 }
 
-_MESSAGES: dict[str, dict[int, Field]] = {**_META, **_CORE, **_APPS, **_RBAC}
+# authentication.k8s.io/v1 and authorization.k8s.io/v1: what ``kubectl create token`` and ``kubectl auth`` send.
+_AUTHN_AUTHZ: dict[str, dict[int, Field]] = {
+    "TokenRequest": {1: _one("metadata", "ObjectMeta"), 2: _one("spec", "TokenRequestSpec"),
+                     3: _one("status", "TokenRequestStatus")},
+    "TokenRequestSpec": {1: _many("audiences"), 4: _keep("expirationSeconds", "int64"),
+                         3: _one("boundObjectRef", "BoundObjectReference")},
+    "BoundObjectReference": {1: _one("kind"), 2: _one("apiVersion"), 3: _one("name"), 4: _one("uid")},
+    "TokenRequestStatus": {1: _one("token"), 2: _one("expirationTimestamp", "time")},
+    "TokenReview": {1: _one("metadata", "ObjectMeta"), 2: _one("spec", "TokenReviewSpec")},
+    "TokenReviewSpec": {1: _one("token"), 2: _many("audiences")},
+    "SelfSubjectReview": {1: _one("metadata", "ObjectMeta")},
+    "SelfSubjectAccessReview": {1: _one("metadata", "ObjectMeta"), 2: _one("spec", "SelfSubjectAccessReviewSpec")},
+    "SelfSubjectAccessReviewSpec": {1: _one("resourceAttributes", "ResourceAttributes"),
+                                    2: _one("nonResourceAttributes", "NonResourceAttributes")},
+    "ResourceAttributes": {1: _one("namespace"), 2: _one("verb"), 3: _one("group"), 4: _one("version"),
+                           5: _one("resource"), 6: _one("subresource"), 7: _one("name")},
+    "NonResourceAttributes": {1: _one("path"), 2: _one("verb")},
+    "SubjectAccessReview": {1: _one("metadata", "ObjectMeta"), 2: _one("spec", "SubjectAccessReviewSpec")},
+    "SubjectAccessReviewSpec": {1: _one("resourceAttributes", "ResourceAttributes"),
+                                2: _one("nonResourceAttributes", "NonResourceAttributes"), 3: _one("user"),
+                                4: _many("groups"), 6: _one("uid")},
+    "SelfSubjectRulesReview": {1: _one("metadata", "ObjectMeta"), 2: _one("spec", "SelfSubjectRulesReviewSpec")},
+    "SelfSubjectRulesReviewSpec": {1: _one("namespace")},
+}
+
+_MESSAGES: dict[str, dict[int, Field]] = {**_META, **_CORE, **_APPS, **_RBAC, **_AUTHN_AUTHZ}
 
 _RBAC_V1 = "rbac.authorization.k8s.io/v1"
 # (apiVersion, kind) → top-level message; the kind is also the message name.
@@ -460,6 +485,10 @@ _KINDS: dict[tuple[str, str], str] = {
         ("apps/v1", "Deployment"),
         (_RBAC_V1, "Role"), (_RBAC_V1, "ClusterRole"), (_RBAC_V1, "RoleBinding"),
         (_RBAC_V1, "ClusterRoleBinding"),
+        ("authentication.k8s.io/v1", "TokenRequest"), ("authentication.k8s.io/v1", "TokenReview"),
+        ("authentication.k8s.io/v1", "SelfSubjectReview"),
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview"), ("authorization.k8s.io/v1", "SubjectAccessReview"),
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
     ]
 }
 

@@ -30,6 +30,7 @@ from aiohttp import web
 
 from labkit.emulator import status
 from labkit.emulator.api import discovery, openapi, protobuf, tables
+from labkit.emulator.api.access import REVIEWS, impersonate, review
 from labkit.emulator.api.auth import Authenticator, Authorizer, Request, User
 from labkit.emulator.api.resources import Registry, ResourceType
 from labkit.emulator.api.webhooks import Attributes, Webhooks
@@ -152,7 +153,8 @@ class ApiServer:
         try:
             if request.path in ("/healthz", "/readyz", "/livez"):
                 return web.Response(text="ok")
-            user = self.authenticator.authenticate(request.headers.get("Authorization"))
+            user = impersonate(self.authenticator.authenticate(request.headers.get("Authorization")),
+                               request.headers, self.authorizer)
             return await self._route(request, user)
         except InvalidSelectorError as exc:
             error = status.bad_request(str(exc))
@@ -261,6 +263,9 @@ class ApiServer:
         if verb == "get":
             return self._get(request, target)
         if verb == "create":
+            if (target.group, target.plural) in REVIEWS:
+                return _json_response(review(target.group, target.plural, await self._body(request), user,
+                                             self.authorizer, self.authenticator), 201)
             if target.subresource == "token":
                 return self._token_request(target, await self._body(request))
             return await self._create(request, target, await self._body(request), user, dry_run)
@@ -619,6 +624,10 @@ class ApiServer:
     def _token_request(self, target: Target, body: Obj) -> web.Response:
         account = self._load(target)
         seconds = int((body.get("spec") or {}).get("expirationSeconds") or 3600)
+        if seconds < 600:
+            raise status.invalid("TokenRequest", target.name, [(
+                "spec.expirationSeconds", f"Invalid value: {seconds}: may not specify a duration less than 10 minutes",
+            )], "authentication.k8s.io")
         audiences = (body.get("spec") or {}).get("audiences") or []
         token, expires = self.authenticator.issue_bound_token(target.namespace or "", target.name,
                                                               account["metadata"]["uid"], seconds, audiences)
