@@ -19,8 +19,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from labkit.emulator import status
 from labkit.emulator.api.auth import AUTHENTICATED, Authenticator, Authorizer, Request, User, service_account_user
+from labkit.emulator.apimachinery import status
 
 Obj = dict[str, Any]
 _SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"

@@ -26,9 +26,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from labkit.core.selectors import LabelSelector, label_selector_from_dict
+from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.events import NORMAL, EventRecorder
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import LabelSelector, Store, WatchEvent, label_selector_from_dict, rfc3339_now
+from labkit.emulator.store import Store, WatchEvent, rfc3339_now
 
 from .framework import (
     Controller,

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import BUILTIN_KINDS, Store, WatchEvent
+from labkit.emulator.apimachinery import BUILTIN_KINDS
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store, WatchEvent
 
 _log = logging.getLogger(__name__)
 

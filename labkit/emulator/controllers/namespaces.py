@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from labkit.emulator.status import StatusError
+from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import Store, WatchEvent, rfc3339_now
 
 from .framework import Controller, Key, ResourceCatalog, ResourceInfo, is_deleting, set_condition

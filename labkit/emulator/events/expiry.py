@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labkit.core.kubetime import timestamp
-from labkit.emulator.status import StatusError
+from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import Store
 
 EVENT_TTL = 3600.0

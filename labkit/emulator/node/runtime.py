@@ -6,7 +6,7 @@ the store itself, so it can be tested (and reasoned about) with plain dicts.
 
 What a pod becomes here:
 
-* an IP of its own from the pod network (``127.X.k.N``, :mod:`labkit.emulator.addresses`), kept for
+* an IP of its own from the pod network (``127.X.k.N``, :mod:`labkit.emulator.network.addresses`), kept for
   the pod's life and released when it is removed;
 * a directory ``<state_dir>/pods/<ns>_<name>_<uid>/`` holding its logs (``logs/<container>/<n>.log``,
   one file per restart, as the kubelet keeps them) and ``bin/``, which comes first on the pod's
@@ -67,12 +67,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from labkit.emulator import status as api_status
-from labkit.emulator.addresses import IpPool
+from labkit.emulator.apimachinery import status as api_status
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.network.addresses import IpPool
 from labkit.emulator.node import images, probing, spawning
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
 from labkit.emulator.node.resolving import DnsBridge, Resolver
-from labkit.emulator.status import StatusError
 from labkit.errors import ToolNotFoundError
 
 logger = logging.getLogger(__name__)

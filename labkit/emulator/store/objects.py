@@ -40,9 +40,8 @@ from labkit.core.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from labkit.emulator.status import already_exists, bad_request, conflict, expired, invalid, not_found
-
-from .schemas import STATUS_RESOURCES
+from labkit.emulator.apimachinery.schemas import STATUS_RESOURCES
+from labkit.emulator.apimachinery.status import already_exists, bad_request, conflict, expired, invalid, not_found
 
 ObjectKey = tuple[str, str, str, str]
 """``(group, resource plural, namespace or "", name)``."""

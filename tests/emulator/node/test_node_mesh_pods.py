@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from labkit.core.contract import AddressPlan
-from labkit.emulator.addresses import IpPool
+from labkit.emulator.network.addresses import IpPool
 from labkit.emulator.node import NodeRuntime
 
 HELLO_V1 = "registry.istio.io/release/examples-helloworld-v1:1.0"

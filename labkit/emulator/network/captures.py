@@ -18,8 +18,8 @@ import logging
 import time
 from typing import Any
 
-from labkit.emulator.network import ServiceProxy
-from labkit.emulator.status import StatusError
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.network.proxy import ServiceProxy
 from labkit.emulator.store import Store, WatchEvent
 
 _log = logging.getLogger(__name__)

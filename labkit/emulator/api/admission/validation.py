@@ -1,21 +1,53 @@
-"""Validation of built-in objects: refuse what a real API server refuses, naming the field.
+"""Admission, validation stage: refuse what a real API server refuses, naming the field.
 
 A learner who forgets a container image or whose Deployment selector does not match its template
 should read the same ``… is invalid: spec.template.metadata.labels: Invalid value …`` a real cluster
 prints, at ``kubectl apply`` time, not discover later that nothing runs. Only the checks the labs can
 trip over are here; everything else is accepted as a real server would accept it.
+
+:func:`validate_name` runs first of all, while the request is decoded (a bad name is refused before the
+namespace is even looked up); :func:`validate` runs after defaulting and the mutating webhooks.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from labkit.emulator import status
-from labkit.emulator.store import label_selector_from_dict
+from labkit.core.selectors import label_selector_from_dict
+from labkit.emulator.api.resources import ResourceType
+from labkit.emulator.apimachinery import status
 
 Obj = dict[str, Any]
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Kinds whose names must be DNS-1035 labels (Service names become DNS labels and env var prefixes).
+_LABEL_NAMED = {("", "services"), ("", "namespaces")}
+
+
+def validate_name(rt: ResourceType, obj: Obj) -> None:
+    """Raise a 422 ``Invalid`` for a ``metadata.name`` the resource's naming rule refuses, or return.
+
+    Args:
+        rt: the resource type (Services and Namespaces need DNS labels, the rest RFC 1123 subdomains).
+        obj: the object, as checked against the URL.
+    """
+    name = obj["metadata"].get("name") or ""
+    if not name:
+        return  # generateName or missing: the store reports it
+    pattern, what = (_DNS_1035, "a DNS-1035 label") if (rt.group, rt.plural) in _LABEL_NAMED \
+        else (_DNS_SUBDOMAIN, "a lowercase RFC 1123 subdomain")
+    if rt.plural == "namespaces":
+        pattern, what = _DNS_LABEL, "a lowercase RFC 1123 label"
+    if not pattern.match(name) or len(name) > 253:
+        raise status.invalid(rt.kind, name, [(
+            "metadata.name",
+            f'Invalid value: "{name}": {what} must consist of lower case alphanumeric characters or \'-\', '
+            f"and must start and end with an alphanumeric character (e.g. 'my-name')",
+        )], rt.group)
 
 
 def validate(group: str, kind: str, obj: Obj) -> None:
