@@ -5,7 +5,7 @@ a ConfigMap" (``kubectl auth can-i … --as=system:serviceaccount:…``), "this 
 (``kubectl auth whoami``), "here is a token for that service account" (``kubectl create token``). Each
 works as on a real API server:
 
-* :func:`impersonate` turns ``Impersonate-User``/``Impersonate-Group`` (kubectl's ``--as``/``--as-group``)
+* :func:`impersonate` turns ``Impersonate-User``/``-Group``/``-Uid``/``-Extra-*`` (kubectl's ``--as``, ``--as-group``)
   into the user the request runs as, after checking that the real caller holds the ``impersonate`` verb
   on ``users``, ``groups`` or ``serviceaccounts`` for each name, in Kubernetes' words when it does not;
 * :func:`review` answers the create-only review resources: ``SelfSubjectAccessReview`` (``auth can-i``),
@@ -24,6 +24,7 @@ from labkit.emulator.apimachinery import status
 
 Obj = dict[str, Any]
 _SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+_EXTRA_PREFIX = "impersonate-extra-"
 
 REVIEWS: frozenset[tuple[str, str]] = frozenset({
     ("authorization.k8s.io", "selfsubjectaccessreviews"),
@@ -52,9 +53,11 @@ def impersonate(user: User, headers: Mapping[str, str], authorizer: Authorizer) 
     groups = [str(g) for g in getall("Impersonate-Group", [])] if getall else \
         [g for g in [headers.get("Impersonate-Group", "")] if g]
     uid = headers.get("Impersonate-Uid", "")
+    extras = sorted({key[len(_EXTRA_PREFIX):].lower() for key in headers if key.lower().startswith(_EXTRA_PREFIX)})
     if not name:
-        if groups or uid:
-            raise status.bad_request(f"requested {groups or [uid]} without impersonating a user")
+        if groups or uid or extras:
+            raise status.bad_request(f"requested {groups or [uid] if groups or uid else extras} without "
+                                     f"impersonating a user")
         return user
     account = _service_account(name)
     if account is not None:
@@ -66,6 +69,10 @@ def impersonate(user: User, headers: Mapping[str, str], authorizer: Authorizer) 
         authorizer.authorize(user, Request("impersonate", "", "groups", name=group))
     if uid:
         authorizer.authorize(user, Request("impersonate", "authentication.k8s.io", "uids", name=uid))
+    for key in extras:
+        for value in (getall(f"{_EXTRA_PREFIX}{key}", []) if getall else [headers.get(f"{_EXTRA_PREFIX}{key}", "")]):
+            authorizer.authorize(user, Request("impersonate", "authentication.k8s.io", "userextras", key,
+                                               name=str(value)))
     if account is not None and not groups:
         return service_account_user(account[0], account[1], uid)
     if name != "system:anonymous" and AUTHENTICATED not in groups:

@@ -232,7 +232,9 @@ class Authorizer:
             raise status.forbidden(f'forbidden: User "{user.name}" cannot {request.verb} path "{request.path}"')
         resource = request.resource + (f"/{request.subresource}" if request.subresource else "")
         where = f' in the namespace "{request.namespace}"' if request.namespace else " at the cluster scope"
-        subject = f'{request.resource} "{request.name}"' if request.name else request.resource
+        # Kubernetes names the resource with its group: deployments.apps "web" is forbidden …
+        qualified = f"{request.resource}.{request.group}" if request.group else request.resource
+        subject = f'{qualified} "{request.name}"' if request.name else qualified
         raise status.forbidden(
             f'{subject} is forbidden: User "{user.name}" cannot {request.verb} resource "{resource}" '
             f'in API group "{request.group}"{where}',

@@ -187,3 +187,17 @@ def test_kubectl_protobuf_bodies_decode_to_what_the_commands_asked() -> None:
     token = decode_object(_body("create token"))
     assert token["kind"] == "TokenRequest"
     assert token["spec"] == {"audiences": ["foo", "bar"], "expirationSeconds": 7200}
+
+
+def test_impersonated_extras_are_checked_and_forbidden_names_the_group(store: Store) -> None:
+    authorizer = Authorizer(store)
+    with pytest.raises(StatusError) as refused:
+        impersonate(NOBODY, headers(("Impersonate-User", "alice"), ("Impersonate-Extra-Scopes", "view")), authorizer)
+    assert refused.value.message == (
+        f'userextras.authentication.k8s.io "view" is forbidden: User "{NOBODY.name}" cannot impersonate resource '
+        f'"userextras/scopes" in API group "authentication.k8s.io" at the cluster scope')
+    assert impersonate(ADMIN, headers(("Impersonate-User", "alice"), ("Impersonate-Extra-Scopes", "view")),
+                       authorizer).name == "alice"
+    with pytest.raises(StatusError) as refused:
+        authorizer.authorize(READER, Request("list", "apps", "deployments", namespace="demo"))
+    assert refused.value.message.startswith(f'deployments.apps is forbidden: User "{READER.name}" cannot list')
