@@ -38,6 +38,7 @@ def api(emulator: launching.Emulator, kubectl: Kubectl) -> Iterator[client.ApiCl
         # What an Istio install creates for remote secrets: the reader account and its cluster-wide read role.
         kubectl("--context", CONTEXT, "apply", "-f", "-", input=yaml.safe_dump_all(reader_objects("istio-system")))
         yield api_client
+        core.delete_namespace(NAMESPACE)
 
 
 def run(kubectl: Kubectl, *args: str) -> tuple[int, str, str]:

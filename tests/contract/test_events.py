@@ -30,6 +30,8 @@ def api(emulator: launching.Emulator) -> Iterator[client.ApiClient]:
         core.create_namespace({"metadata": {"name": NAMESPACE}})
         core.create_namespace({"metadata": {"name": HOOKED, "labels": {"events-inject": "enabled"}}})
         yield api_client
+        for name in (NAMESPACE, HOOKED):  # the emulator is shared: leave no back-off looping behind
+            core.delete_namespace(name)
 
 
 def deployment(name: str, image: str) -> dict[str, Any]:
@@ -67,19 +69,19 @@ def described_events_once(kubectl: Kubectl, word: str, *args: str) -> str:
 
 
 def test_describe_of_a_running_pod_tells_its_story(api: client.ApiClient, kubectl: Kubectl) -> None:
-    client.AppsV1Api(api).create_namespaced_deployment(NAMESPACE, deployment("web", "nginx:1.25"))
-    section = described_events_once(kubectl, "Started", "pod", "-n", NAMESPACE, "-l", "app=web")
+    client.AppsV1Api(api).create_namespaced_deployment(NAMESPACE, deployment("story", "nginx:1.25"))
+    section = described_events_once(kubectl, "Started", "pod", "-n", NAMESPACE, "-l", "app=story")
     for reason, source, message in (
-            ("Scheduled", "default-scheduler", f"Successfully assigned {NAMESPACE}/web-"),
+            ("Scheduled", "default-scheduler", f"Successfully assigned {NAMESPACE}/story-"),
             ("Pulled", "kubelet", 'Container image "nginx:1.25" already present on machine'),
             ("Created", "kubelet", "Created container: main"),
             ("Started", "kubelet", "Started container main")):
         line = next(line for line in section.splitlines() if f" {reason} " in line)
         assert "Normal" in line and source in line and message in line
-    rs = events_section(describe(kubectl, "rs", "-n", NAMESPACE, "-l", "app=web"))
-    assert "SuccessfulCreate" in rs and "replicaset-controller" in rs and "Created pod: web-" in rs
-    deploy = events_section(describe(kubectl, "deploy", "web", "-n", NAMESPACE))
-    assert "ScalingReplicaSet" in deploy and "Scaled up replica set web-" in deploy and "from 0 to 1" in deploy
+    rs = events_section(describe(kubectl, "rs", "-n", NAMESPACE, "-l", "app=story"))
+    assert "SuccessfulCreate" in rs and "replicaset-controller" in rs and "Created pod: story-" in rs
+    deploy = events_section(describe(kubectl, "deploy", "story", "-n", NAMESPACE))
+    assert "ScalingReplicaSet" in deploy and "Scaled up replica set story-" in deploy and "from 0 to 1" in deploy
 
 
 def test_an_unknown_image_fails_naming_the_images_that_run_and_backs_off_counting(
