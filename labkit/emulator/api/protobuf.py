@@ -37,6 +37,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from labkit.core import kubetime
 from labkit.emulator.api.protobuf_tables import MESSAGES
 from labkit.emulator.apimachinery.status import bad_request
 
@@ -224,7 +225,7 @@ def _decode_time(raw: bytes, where: str) -> str | None:
         moment = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise _WireError(f"{where}: {seconds} seconds is not a representable time") from exc
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return kubetime.format_time(moment)
 
 
 def _decode_intstr(raw: bytes, where: str) -> int | str:
@@ -430,12 +431,9 @@ def _json_keys(name: str) -> set[str]:
 def _encode_time(value: str | None, where: str) -> bytes:
     if value is None:
         return b""
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {value!r} is not an RFC 3339 time") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
+    moment = kubetime.parse_time(value)
+    if moment is None:
+        raise ValueError(f"{where}: {value!r} is not an RFC 3339 time")
     return _tag(1, _VARINT) + _varint_bytes(int(moment.timestamp()))
 
 

@@ -23,11 +23,13 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import yaml
 from aiohttp import web
 
+from labkit.core import kubetime
+from labkit.core.wire import Obj
 from labkit.emulator.api import discovery, openapi, protobuf, tables
 from labkit.emulator.api.access import REVIEWS, impersonate, review
 from labkit.emulator.api.admission import AdmissionChain, validate_name
@@ -41,7 +43,6 @@ from labkit.errors import InvalidSelectorError
 
 _log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 JSON = "application/json"
 _MAX_BODY = 16 * 1024 * 1024
 
@@ -72,10 +73,6 @@ class Target:
     @property
     def plural(self) -> str:
         return self.rt.plural
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json_response(body: Obj, code: int = 200) -> web.Response:
@@ -425,7 +422,7 @@ class ApiServer:
 
     async def _store_new(self, target: Target, obj: Obj, manager: str, user: User, dry_run: bool) -> Obj:
         obj = await self._admit(target, obj, None, user, dry_run)
-        obj = record_update(None, obj, manager, _now(), status_subresource=self._has_status(target))
+        obj = record_update(None, obj, manager, kubetime.now(), status_subresource=self._has_status(target))
         if dry_run:
             return obj
         created = self.store.create(target.group, target.plural, obj)
@@ -450,7 +447,7 @@ class ApiServer:
         subresource = "status" if target.subresource in ("status", "finalize") else ""
         if not subresource:
             new = await self._admit(target, new, live, user, dry_run)
-        new = record_update(live, new, self._manager(request, "unknown"), _now(), subresource=subresource,
+        new = record_update(live, new, self._manager(request, "unknown"), kubetime.now(), subresource=subresource,
                             status_subresource=self._has_status(target))
         if dry_run:
             return new
@@ -507,7 +504,7 @@ class ApiServer:
         applied = self._prepare(target, applied, target.name)
         group, plural, name, namespace = self._key(target)
         live = self.store.find(group, plural, name, namespace)
-        merged = apply(live, applied, manager, kind_key=(target.group, target.rt.kind), force=force, now=_now(),
+        merged = apply(live, applied, manager, kind_key=(target.group, target.rt.kind), force=force, now=kubetime.now(),
                        status_subresource=self._has_status(target))
         if live is None:
             self.admission.check_namespace(target.rt, merged)
@@ -563,7 +560,7 @@ class ApiServer:
         audiences = (body.get("spec") or {}).get("audiences") or []
         token, expires = self.authenticator.issue_bound_token(target.namespace or "", target.name,
                                                               account["metadata"]["uid"], seconds, audiences)
-        stamp = dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = kubetime.format_time(expires)
         return _json_response({
             "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
             "metadata": {"name": target.name, "namespace": target.namespace},
@@ -599,7 +596,7 @@ class ApiServer:
             self.store.set_status_subresource(rt.group, rt.plural, rt.subresource("status") is not None)
         names = crd["spec"]["names"]
         established = {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-                       "message": "the initial names have been accepted", "lastTransitionTime": _now()}
+                       "message": "the initial names have been accepted", "lastTransitionTime": kubetime.now()}
         accepted = dict(established, type="NamesAccepted", reason="NoConflicts", message="no conflicts found")
         new_status = {"conditions": [accepted, established], "acceptedNames": names,
                       "storedVersions": [v["name"] for v in crd["spec"]["versions"] if v.get("storage")]}

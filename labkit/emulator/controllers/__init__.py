@@ -27,11 +27,10 @@ from .garbage import FOREGROUND, ORPHAN, GarbageCollector
 from .namespaces import NamespaceController
 from .replicasets import ReplicaSetController
 from .serviceaccounts import ServiceAccountTokenController
-from .services import LOAD_BALANCER_IP_ANNOTATION, ServiceController
+from .services import ServiceController
 
 __all__ = [
     "FOREGROUND",
-    "LOAD_BALANCER_IP_ANNOTATION",
     "ORPHAN",
     "Controller",
     "ControllerManager",

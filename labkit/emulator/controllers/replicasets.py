@@ -21,10 +21,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from labkit.core import kubetime
 from labkit.core.selectors import LabelSelector, label_selector_from_dict
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.events import NORMAL, WARNING, EventRecorder
-from labkit.emulator.store import Store, WatchEvent, rfc3339_now
+from labkit.emulator.store import Store, WatchEvent
 
 from .framework import (
     Controller,
@@ -163,7 +164,7 @@ class ReplicaSetController(Controller):
             "phase": "Pending",
             "conditions": [
                 {"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                 "lastTransitionTime": rfc3339_now()},
+                 "lastTransitionTime": kubetime.now()},
             ],
             "qosClass": qos_class(created["spec"]),
         }

@@ -22,10 +22,9 @@ from __future__ import annotations
 from .images import Launch, Program, known_images, match_image, plan_launch, pull_error_message, repository
 from .pods import SidecarDeclaration
 from .resolving import DnsBridge, Resolver
-from .runtime import APP_ADDRESS_ANNOTATION, ExecNotFoundError, NodeRuntime
+from .runtime import ExecNotFoundError, NodeRuntime
 
 __all__ = [
-    "APP_ADDRESS_ANNOTATION",
     "DnsBridge",
     "ExecNotFoundError",
     "Launch",

@@ -24,7 +24,6 @@ from .objects import (
     Store,
     WatchEvent,
     WatchFilter,
-    rfc3339_now,
 )
 
 __all__ = [
@@ -38,5 +37,4 @@ __all__ = [
     "Store",
     "WatchEvent",
     "WatchFilter",
-    "rfc3339_now",
 ]

@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
+from labkit.core.contract import LOAD_BALANCER_IP_ANNOTATION
 from labkit.emulator.api.admission import default_object
 from labkit.emulator.apimachinery.status import StatusError
-from labkit.emulator.controllers import LOAD_BALANCER_IP_ANNOTATION
 
 
 def svc(name: str, **spec) -> dict:

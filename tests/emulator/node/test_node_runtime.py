@@ -21,10 +21,10 @@ import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from labkit.core.contract import AddressPlan
+from labkit.core.contract import APP_ADDRESS_ANNOTATION, AddressPlan
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
-from labkit.emulator.node import APP_ADDRESS_ANNOTATION, NodeRuntime
+from labkit.emulator.node import NodeRuntime
 
 HELLO_V1 = "registry.istio.io/release/examples-helloworld-v1:1.0"
 DEADLINE = 8.0

@@ -23,8 +23,8 @@ the webhooks. The chain owns no HTTP: :class:`~labkit.emulator.api.server.ApiSer
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
+from labkit.core.wire import Obj
 from labkit.emulator.api.auth import User
 from labkit.emulator.api.resources import ResourceType
 from labkit.emulator.apimachinery import status
@@ -51,7 +51,6 @@ __all__ = [
     "validate_name",
 ]
 
-Obj = dict[str, Any]
 
 
 class AdmissionChain:

@@ -11,21 +11,14 @@ namespace is even looked up); :func:`validate` runs after defaulting and the mut
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
+from labkit.core.names import name_errors, name_rule
 from labkit.core.selectors import label_selector_from_dict
+from labkit.core.wire import Obj
 from labkit.emulator.api.resources import ResourceType
 from labkit.emulator.apimachinery import status
 
-Obj = dict[str, Any]
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-# Kinds whose names must be DNS-1035 labels (Service names become DNS labels and env var prefixes).
-_LABEL_NAMED = {("", "services"), ("", "namespaces")}
 
 
 def validate_name(rt: ResourceType, obj: Obj) -> None:
@@ -38,16 +31,10 @@ def validate_name(rt: ResourceType, obj: Obj) -> None:
     name = obj["metadata"].get("name") or ""
     if not name:
         return  # generateName or missing: the store reports it
-    pattern, what = (_DNS_1035, "a DNS-1035 label") if (rt.group, rt.plural) in _LABEL_NAMED \
-        else (_DNS_SUBDOMAIN, "a lowercase RFC 1123 subdomain")
-    if rt.plural == "namespaces":
-        pattern, what = _DNS_LABEL, "a lowercase RFC 1123 label"
-    if not pattern.match(name) or len(name) > 253:
-        raise status.invalid(rt.kind, name, [(
-            "metadata.name",
-            f'Invalid value: "{name}": {what} must consist of lower case alphanumeric characters or \'-\', '
-            f"and must start and end with an alphanumeric character (e.g. 'my-name')",
-        )], rt.group)
+    errors = name_errors(name, name_rule(rt.group, rt.plural))
+    if errors:
+        raise status.invalid(rt.kind, name, [("metadata.name", f'Invalid value: "{name}": {error}')
+                                             for error in errors], rt.group)
 
 
 def validate(group: str, kind: str, obj: Obj) -> None:
