@@ -14,19 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from labkit.emulator.events import NORMAL, WARNING, EventSink
 from labkit.emulator.node import images
 
-NORMAL = "Normal"
-WARNING = "Warning"
-
-
-class EventSink(Protocol):
-    """Where Events go (the cluster's kubelet recorder); a structural twin of the emulator's recorder."""
-
-    def __call__(self, involved: Mapping[str, Any], type: str, reason: str, message: str, *,
-                 field_path: str = "") -> None: ...
+__all__ = ["EventSink", "KubeletEvents", "PodRef"]
 
 
 @dataclass(frozen=True)
