@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import pytest
 
 from labkit.core.kubetime import format_time
+from labkit.emulator.api.resources import Registry
+from labkit.emulator.api.tables import render_row
 from labkit.emulator.apimachinery.status import StatusError, internal
 from labkit.emulator.controllers.replicasets import ReplicaSetController
 from labkit.emulator.events import (
@@ -183,3 +186,14 @@ def test_kubelet_wording() -> None:
     assert said[4][:2] == ("Warning", "Failed") and 'Failed to pull image "ngnix"' in said[4][2]
     assert "nginx" in said[4][2].split("knows:")[1]
     assert said[5][:3] == ("Warning", "Failed", "Error: ErrImagePull")
+
+
+def test_a_scheduler_event_prints_its_reporting_component_as_source() -> None:
+    store, clock = Store(), Clock()
+    EventRecorder(store, "default-scheduler", "default-scheduler-node", series=True, clock=clock)(
+        POD, "Normal", "Scheduled", "Successfully assigned demo/web-1 to node", action="Binding")
+    (event,) = events(store)
+    core_events = Registry().get("", "v1", "events")
+    assert core_events is not None
+    row = render_row(core_events, event, dt.datetime.fromtimestamp(T0 + 5, dt.UTC))
+    assert row[0] == "5s" and row[5] == "default-scheduler, default-scheduler-node" and row[7] == "5s"
