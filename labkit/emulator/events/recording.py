@@ -116,6 +116,8 @@ class EventRecorder:
                 existing = self._store.find("", "events", seen[1], seen[0])
                 if existing is not None:
                     return self._repeat(existing, now)
+            if not self._accepts(namespace):
+                return None
             created = self._store.create("", "events", self._new(ref, namespace, type, reason, message,
                                                                  action or reason, now))
         except StatusError:
@@ -124,6 +126,12 @@ class EventRecorder:
         while len(self._seen) > CACHE_SIZE:
             self._seen.popitem(last=False)
         return created
+
+    def _accepts(self, namespace: str) -> bool:
+        # As the API server's NamespaceLifecycle admission: no new Event in a namespace that is gone or going
+        # (the kubelet's "Killing" while a namespace empties), so none outlives its namespace.
+        found = self._store.find("", "namespaces", namespace)
+        return found is not None and not (found.get("metadata") or {}).get("deletionTimestamp")
 
     def _new(self, ref: Obj, namespace: str, type: str, reason: str, message: str, action: str,
              now: float) -> Obj:

@@ -42,8 +42,15 @@ def events(store: Store, namespace: str = "demo") -> list[dict[str, Any]]:
     return store.list("", "events", namespace=namespace).items
 
 
+def new_store() -> Store:
+    """A store with the namespace these Events go to (a recorder writes none into a missing namespace)."""
+    store = Store()
+    store.create("", "namespaces", {"metadata": {"name": "demo"}})
+    return store
+
+
 def test_an_event_names_its_object_source_and_time() -> None:
-    store, clock = Store(), Clock()
+    store, clock = new_store(), Clock()
     recorder = EventRecorder(store, "kubelet", "node-1", clock=clock)
     recorder(POD, "Normal", "Started", "Started container web", field_path="spec.containers{web}")
     (event,) = events(store)
@@ -57,7 +64,7 @@ def test_an_event_names_its_object_source_and_time() -> None:
 
 
 def test_repeats_count_up_one_object_and_other_messages_make_new_ones() -> None:
-    store, clock = Store(), Clock()
+    store, clock = new_store(), Clock()
     recorder = EventRecorder(store, "kubelet", "node-1", clock=clock)
     for step in range(3):
         clock.now = T0 + step * 10
@@ -70,7 +77,7 @@ def test_repeats_count_up_one_object_and_other_messages_make_new_ones() -> None:
 
 
 def test_series_recorders_count_in_series_as_events_k8s_io_does() -> None:
-    store, clock = Store(), Clock()
+    store, clock = new_store(), Clock()
     recorder = EventRecorder(store, "default-scheduler", "default-scheduler-node", series=True, clock=clock)
     recorder(POD, "Warning", "FailedScheduling", "0/1 nodes are available", action="Scheduling")
     (event,) = events(store)
@@ -84,7 +91,7 @@ def test_series_recorders_count_in_series_as_events_k8s_io_does() -> None:
 
 def test_the_aggregation_cache_is_bounded_and_forgets_deleted_events(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recording, "CACHE_SIZE", 2)
-    store, clock = Store(), Clock()
+    store, clock = new_store(), Clock()
     recorder = EventRecorder(store, "kubelet", clock=clock)
     for reason in ("A", "B", "C"):
         clock.now += 1
@@ -100,7 +107,7 @@ def test_the_aggregation_cache_is_bounded_and_forgets_deleted_events(monkeypatch
 
 
 def test_events_k8s_io_is_a_view_of_the_same_objects() -> None:
-    store = Store()
+    store = new_store()
     view = EventsView(store)
     EventRecorder(store, "replicaset-controller", clock=Clock())(
         {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "demo", "uid": "r"}},
@@ -122,7 +129,7 @@ def test_events_k8s_io_is_a_view_of_the_same_objects() -> None:
 
 
 def test_an_events_k8s_io_watch_sees_core_writes_converted() -> None:
-    store = Store()
+    store = new_store()
     seen: list[WatchEvent] = []
     stop = EventsView(store).watch(WatchFilter.parse("events.k8s.io", "events", "demo", "", "regarding.name=web-1"),
                                    None, seen.append)
@@ -134,7 +141,7 @@ def test_an_events_k8s_io_watch_sees_core_writes_converted() -> None:
 
 
 def test_events_expire_an_hour_after_they_last_happened() -> None:
-    store, clock = Store(), Clock()
+    store, clock = new_store(), Clock()
     recorder = EventRecorder(store, "kubelet", clock=clock)
     recorder(POD, "Normal", "Old", "old")
     recorder(POD, "Normal", "Repeated", "again")
@@ -147,8 +154,7 @@ def test_events_expire_an_hour_after_they_last_happened() -> None:
 
 
 def test_failed_create_on_the_replicaset_quotes_the_admission_error() -> None:
-    store = Store()
-    store.create("", "namespaces", {"metadata": {"name": "demo"}})
+    store = new_store()
     rs = store.create("apps", "replicasets", {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
         "name": "web", "namespace": "demo"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
                                                      "template": {"metadata": {"labels": {"app": "web"}},
@@ -189,7 +195,7 @@ def test_kubelet_wording() -> None:
 
 
 def test_a_scheduler_event_prints_its_reporting_component_as_source() -> None:
-    store, clock = Store(), Clock()
+    store, clock = new_store(), Clock()
     EventRecorder(store, "default-scheduler", "default-scheduler-node", series=True, clock=clock)(
         POD, "Normal", "Scheduled", "Successfully assigned demo/web-1 to node", action="Binding")
     (event,) = events(store)
@@ -197,3 +203,15 @@ def test_a_scheduler_event_prints_its_reporting_component_as_source() -> None:
     assert core_events is not None
     row = render_row(core_events, event, dt.datetime.fromtimestamp(T0 + 5, dt.UTC))
     assert row[0] == "5s" and row[5] == "default-scheduler, default-scheduler-node" and row[7] == "5s"
+
+
+def test_no_new_event_in_a_namespace_that_is_gone_or_going() -> None:
+    store, clock = new_store(), Clock()
+    recorder = EventRecorder(store, "kubelet", clock=clock)
+    recorder({**POD, "metadata": {**POD["metadata"], "namespace": "elsewhere"}}, "Normal", "Killing", "Stopping")
+    namespace = store.get("", "namespaces", "demo")
+    namespace["metadata"]["finalizers"] = ["test/hold"]
+    store.update("", "namespaces", namespace)
+    store.delete("", "namespaces", "demo")  # terminating: held by its finalizer
+    recorder(POD, "Normal", "Killing", "Stopping container main")
+    assert store.list("", "events").items == []
