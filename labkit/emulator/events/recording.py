@@ -8,8 +8,12 @@ Event instead: ``count`` and ``lastTimestamp`` for core/v1 recorders (kubelet, c
 shows both as ``(x5 over 2m)``.
 
 Two Events are "the same" when source, involved object (with its ``fieldPath``), type, reason and
-message all match. The cache is bounded (client-go keeps 4096 entries, LRU), so a recorder never grows
-with the life of a lab; an entry whose Event has expired or was deleted simply starts a new one.
+message all match. Similar ones (all but the message: ``Created pod: web-1``, ``Created pod: web-2`` …)
+are folded too once ten distinct messages came within ten minutes: from then on one Event, counted up,
+says ``(combined from similar events): <the latest message>``, as client-go's aggregator does.
+
+Both caches are bounded (client-go keeps 4096 entries, LRU), so a recorder never grows with the life of a
+lab; an entry whose Event has expired or was deleted simply starts a new one.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ NORMAL = "Normal"
 WARNING = "Warning"
 CACHE_SIZE = 4096
 """Aggregation keys kept per recorder (client-go's ``maxLruCacheEntries``)."""
+SIMILAR_LIMIT = 10
+"""Distinct messages of one reason about one object before they are combined (client-go's ``maxEvents``)."""
+SIMILAR_WINDOW = 600.0
+"""Seconds after the last similar Event that the count of distinct messages is kept (``maxIntervalInSeconds``)."""
+COMBINED = "(combined from similar events): "
 MAX_MESSAGE = 1024
 """Longer messages are cut, as the API server's validation would refuse them (``note`` is at most 1 kB)."""
 
@@ -81,6 +90,8 @@ class EventRecorder:
         self._series = series
         self._clock = clock
         self._seen: OrderedDict[_Key, tuple[str, str]] = OrderedDict()
+        # Similar key → (last time, distinct messages): client-go's EventAggregator cache.
+        self._similar: OrderedDict[_Key, tuple[float, set[str]]] = OrderedDict()
 
     def __call__(self, involved: Mapping[str, Any], type: str, reason: str, message: str, *,
                  field_path: str = "", action: str = "") -> None:
@@ -109,13 +120,16 @@ class EventRecorder:
                type, reason, message)
         namespace = ref.get("namespace") or "default"
         now = self._clock()
+        if self._combines(key, now):
+            message = COMBINED + message
+            key = (*key[:7], *key[8:10], "combined")
         try:
             seen = self._seen.get(key)
             if seen is not None:
                 self._seen.move_to_end(key)
                 existing = self._store.find("", "events", seen[1], seen[0])
                 if existing is not None:
-                    return self._repeat(existing, now)
+                    return self._repeat(existing, now, message)
             if not self._accepts(namespace):
                 return None
             created = self._store.create("", "events", self._new(ref, namespace, type, reason, message,
@@ -126,6 +140,21 @@ class EventRecorder:
         while len(self._seen) > CACHE_SIZE:
             self._seen.popitem(last=False)
         return created
+
+    def _combines(self, key: _Key, now: float) -> bool:
+        """Whether this Event is one too many of its kind and joins the combined one (client-go's aggregator)."""
+        similar = (*key[:7], *key[8:10])  # everything but fieldPath and message
+        last, messages = self._similar.pop(similar, (now, set()))
+        if now - last > SIMILAR_WINDOW:
+            messages = set()
+        messages.add(key[10])
+        combined = len(messages) >= SIMILAR_LIMIT
+        if combined:
+            messages.pop()  # as client-go: the set never grows past the limit
+        self._similar[similar] = (now, messages)
+        while len(self._similar) > CACHE_SIZE:
+            self._similar.popitem(last=False)
+        return combined
 
     def _accepts(self, namespace: str) -> bool:
         # As the API server's NamespaceLifecycle admission: no new Event in a namespace that is gone or going
@@ -160,7 +189,8 @@ class EventRecorder:
                           "eventTime": None})
         return event
 
-    def _repeat(self, existing: Obj, now: float) -> Obj:
+    def _repeat(self, existing: Obj, now: float, message: str) -> Obj:
+        existing["message"] = message  # a combined Event says the latest of its messages
         if self._series:
             series = existing.get("series") or {"count": 1}
             existing["series"] = {"count": int(series.get("count", 1)) + 1,

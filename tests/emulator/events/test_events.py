@@ -215,3 +215,21 @@ def test_no_new_event_in_a_namespace_that_is_gone_or_going() -> None:
     store.delete("", "namespaces", "demo")  # terminating: held by its finalizer
     recorder(POD, "Normal", "Killing", "Stopping container main")
     assert store.list("", "events").items == []
+
+
+def test_the_tenth_distinct_message_of_a_reason_joins_one_combined_event() -> None:
+    store, clock = new_store(), Clock()
+    recorder = EventRecorder(store, "replicaset-controller", clock=clock)
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "demo", "uid": "r"}}
+    for index in range(12):
+        clock.now += 1
+        recorder(rs, "Normal", "SuccessfulCreate", f"Created pod: web-{index}")
+    created = events(store)
+    plain = [e for e in created if not e["message"].startswith("(combined")]
+    (combined,) = [e for e in created if e["message"].startswith("(combined")]
+    assert len(plain) == 9
+    assert combined["message"] == "(combined from similar events): Created pod: web-11"
+    assert combined["count"] == 3
+    clock.now += 601  # ten quiet minutes later, messages count afresh
+    recorder(rs, "Normal", "SuccessfulCreate", "Created pod: web-12")
+    assert any(e["message"] == "Created pod: web-12" for e in events(store))
