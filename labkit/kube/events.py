@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from labkit.core.kubetime import timestamp
 from labkit.kube.clients import dynamic_for, raise_api_error
+from labkit.kube.execing import parse_target, pods
 
 Obj = dict[str, Any]
 
@@ -112,3 +113,20 @@ def warnings_about(context: str, namespace: str, names: Iterable[str], *, limit:
     found = [event for event in _list(context, namespace, "type=Warning", kubeconfig)
              if any(event.name == name or event.name.startswith(f"{name}-") for name in wanted)]
     return found[-limit:]
+
+
+def warning_lines(context: str, namespace: str, targets: Iterable[str], selector: str | None = None,
+                  kubeconfig: Path | str | None = None) -> list[str]:
+    """What a timed-out wait adds to its message: the cluster's own explanation, one line per Warning Event.
+
+    Args:
+        context: the kubeconfig context.
+        namespace: where the targets live.
+        targets: what was awaited (``deploy/x``, ``pod/y``).
+        selector: the label selector of awaited pods, if any.
+        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
+    """
+    names = [parse_target(target)[1] for target in targets]
+    if selector:
+        names += [pod.name for pod in pods(context, namespace, selector, kubeconfig=kubeconfig)]
+    return [event.line() for event in warnings_about(context, namespace, names, kubeconfig=kubeconfig)]

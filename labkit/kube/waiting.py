@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import WaitTimeoutError
-from labkit.kube.events import warnings_about
+from labkit.kube.events import warning_lines
 from labkit.kube.execing import parse_target, pods, selector_text
 from labkit.kube.reading import get_object
 
@@ -61,21 +61,11 @@ def wait_ready(
         if time.monotonic() >= deadline:
             waited = ", ".join(names + ([f"pods -l {selector}"] if selector else []))
             lines = "\n".join(f"  - {line}" for line in not_ready)
-            lines += _quoted_warnings(context, namespace, names, selector, kubeconfig)
+            lines += "".join(f"\n  - {line}" for line in warning_lines(context, namespace, names, selector, kubeconfig))
             raise WaitTimeoutError(f"not ready after {timeout:.0f} s in {context}/{namespace} ({waited}):\n{lines}\n"
                                    f"Look closer with: kubectl --context {context} -n {namespace} get pods; "
                                    f"kubectl describe pod …", not_ready)
         time.sleep(interval)
-
-
-def _quoted_warnings(context: str, namespace: str, names: list[str], selector: str | None,
-                     kubeconfig: Path | str | None) -> str:
-    """The cluster's own explanation (``FailedCreate … failed calling webhook``), as extra lines."""
-    objects = [parse_target(name)[1] for name in names]
-    if selector:
-        objects += [p.name for p in pods(context, namespace, selector, kubeconfig=kubeconfig)]
-    warnings = warnings_about(context, namespace, objects, kubeconfig=kubeconfig)
-    return "".join(f"\n  - {event.line()}" for event in warnings)
 
 
 def _not_ready(context: str, namespace: str, target: str, kubeconfig: Path | str | None) -> list[str]:
