@@ -198,6 +198,7 @@ def _mesh_root(context: str, settings: InstallSettings, namespace_exists: bool,
 
 def _istioctl(context: str, file: Path | str | Obj, operator: Obj, *, timeout: float, quiet: bool,
               kubeconfig: Path | str | None) -> InstallResult:
+    context, kubeconfig = kube.resolve(context, kubeconfig)
     istioctl = shutil.which("istioctl")
     if istioctl is None:
         raise ToolNotFoundError("istioctl", f"Context {context!r} is a real cluster, where labkit installs Istio with "

@@ -135,7 +135,8 @@ def _from_embedded(context: str, namespace: str, kubeconfig: Path | str | None) 
     return rows
 
 
-def _istioctl(context: str, namespace: str, kubeconfig: Path | str | None) -> str:
+def _istioctl(context: kube.ContextRef, namespace: str, kubeconfig: Path | str | None) -> str:
+    context, kubeconfig = kube.resolve(context, kubeconfig)
     istioctl = shutil.which("istioctl")
     if istioctl is None:
         raise ToolNotFoundError("istioctl", f"Context {context!r} is a real cluster, where labkit asks istioctl: "

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import base64
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from labkit import kube
-from labkit.errors import KubeApiError, LabkitError, ManifestError, WaitTimeoutError
+from labkit.errors import KubeApiError, LabkitError, ManifestError
 from labkit.istio.operator import ISTIO_NAMESPACE
 from labkit.istio.rendering import READER_ACCOUNT, reader_objects
 
@@ -150,18 +149,14 @@ def kubeconfig_of(secret: Obj) -> tuple[str, str]:
 
 
 def _wait_for_token(context: str, namespace: str, timeout: float, kubeconfig: Path | str | None) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
+    def token() -> str:
         secret = kube.get_object(context, "v1", "Secret", TOKEN_SECRET, namespace, kubeconfig=kubeconfig) or {}
-        token = (secret.get("data") or {}).get("token")
-        if token:
-            return base64.b64decode(token).decode()
-        if time.monotonic() >= deadline:
-            raise WaitTimeoutError(
-                f"secret {namespace}/{TOKEN_SECRET} on {context} got no token within {timeout:.0f} s; the "
-                f"token controller fills it in for ServiceAccount {READER_ACCOUNT} (does that account exist?)",
-                [f"secret/{TOKEN_SECRET}"])
-        time.sleep(0.1)
+        return (secret.get("data") or {}).get("token") or ""
+
+    found = kube.poll(token, timeout=timeout, what=f"a token in secret {namespace}/{TOKEN_SECRET} on {context}",
+                      explain=lambda _: [f"secret/{TOKEN_SECRET}: no token yet; the token controller fills it in "
+                                         f"for ServiceAccount {READER_ACCOUNT} (does that account exist?)"])
+    return base64.b64decode(found).decode()
 
 
 def redact_kubeconfig(kubeconfig: str) -> str:

@@ -15,8 +15,19 @@ from labkit.kube.applying import (
     selector_matches,
 )
 from labkit.kube.clients import client_for, dynamic_for, forget_clients, is_embedded, server_version
-from labkit.kube.contexts import ClusterEndpoint, KubeContext, cluster_endpoint, list_contexts
+from labkit.kube.contexts import (
+    ClusterEndpoint,
+    ClusterName,
+    Context,
+    ContextName,
+    ContextRef,
+    KubeContext,
+    cluster_endpoint,
+    list_contexts,
+    resolve,
+)
 from labkit.kube.execing import ExecResult, Pod, exec_, logs, parse_target, pods, resolve_pod
+from labkit.kube.polling import poll
 from labkit.kube.reading import delete_object, get_object, list_objects
 from labkit.kube.tables import table
 from labkit.kube.waiting import not_ready, wait_ready
@@ -25,6 +36,10 @@ __all__ = [
     "AppliedObject",
     "AppliedObjects",
     "ClusterEndpoint",
+    "ClusterName",
+    "Context",
+    "ContextName",
+    "ContextRef",
     "Document",
     "ExecResult",
     "KubeContext",
@@ -46,6 +61,8 @@ __all__ = [
     "not_ready",
     "parse_target",
     "pods",
+    "poll",
+    "resolve",
     "resolve_pod",
     "selector_matches",
     "server_version",

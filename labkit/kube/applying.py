@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,9 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 from kubernetes.dynamic.resource import Resource
 
-from labkit.errors import ManifestError, WaitTimeoutError
+from labkit.errors import ManifestError
 from labkit.kube.clients import api_error, dynamic_for, raise_api_error
+from labkit.kube.polling import poll
 
 Obj = dict[str, Any]
 Source = list[Obj] | tuple[Obj, ...] | str | Path | Obj
@@ -94,6 +94,7 @@ class AppliedObject:
         namespace: its namespace (None for cluster-scoped kinds).
         action: ``created``, ``configured``, ``unchanged`` or ``deleted``.
         dry_run: whether it was only a server dry run.
+        api_version: its ``apiVersion`` (to find it again, e.g. to delete it at a lab's cleanup).
     """
 
     kind: str
@@ -102,6 +103,7 @@ class AppliedObject:
     namespace: str | None
     action: str
     dry_run: bool = False
+    api_version: str = ""
 
     @property
     def resource(self) -> str:
@@ -315,7 +317,8 @@ def apply(
         # "configured" for every existing object too.
         for item in plan:
             action = "created" if item.live_version is None else "configured"
-            results.append(AppliedObject(item.kind, item.group, item.document.name, item.namespace, action, True))
+            results.append(AppliedObject(item.kind, item.group, item.document.name, item.namespace, action, True,
+                                         item.api_version))
         return results
     # Namespaces and CRDs first: later documents of the same batch may live in or be defined by them.
     ordered = sorted(plan, key=lambda item: 0 if item.kind in ("Namespace", "CustomResourceDefinition") else 1)
@@ -324,7 +327,8 @@ def apply(
         resource = item.resource or _resolve_after_crd(dyn, item)
         written = _write(dyn, resource, item, field_manager)
         action = _action(item.live_version, (written.get("metadata") or {}).get("resourceVersion"))
-        results.append(AppliedObject(item.kind, item.group, item.document.name, item.namespace, action))
+        results.append(AppliedObject(item.kind, item.group, item.document.name, item.namespace, action,
+                                     api_version=item.api_version))
     return results
 
 
@@ -463,16 +467,14 @@ def _write(dyn: DynamicClient, resource: Resource, item: _Planned, field_manager
 def _wait_established(dyn: DynamicClient, resource: Resource, name: str, timeout: float = 30.0) -> None:
     # A real apiextensions server serves a CRD's kind a moment after accepting it; custom resources of the
     # same batch would otherwise get a 404.
-    deadline = time.monotonic() + timeout
-    while True:
+    def established() -> bool:
         crd = dyn.get(resource, name=name).to_dict()
         conditions = (crd.get("status") or {}).get("conditions") or []
-        if not conditions or any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
-            return
-        if time.monotonic() > deadline:
-            raise WaitTimeoutError(f"customresourcedefinition {name} was not Established within {timeout:.0f} s",
-                                   [f"customresourcedefinition/{name}"])
-        time.sleep(0.1)
+        return not conditions or any(c.get("type") == "Established" and c.get("status") == "True"
+                                     for c in conditions)
+
+    poll(established, timeout=timeout, what=f"customresourcedefinition {name} Established",
+         explain=lambda _: [f"customresourcedefinition/{name}: not Established"])
 
 
 def _action(before: str | None, after: str | None) -> str:

@@ -8,7 +8,6 @@ without ready endpoints as kube-proxy's REJECT rule does. Keeps to its own names
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 
 from labkit import kube
 from labkit.errors import KubeApiError
+from labkit.testing import eventually
 from labkit.traffic import call, summarize
 
 # The official client leaves pooled TLS sockets to the garbage collector after watch and exec
@@ -84,14 +84,12 @@ def test_a_service_without_endpoints_gives_fifty_error_rows(kc: Path, execs: lis
 
 def _until_refused(kc: Path, timeout: float = 30) -> None:
     # The service proxy drops the Service's listener once the Endpoints controller has emptied it.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not kube.pods("cluster1", NS, "app=helloworld", kubeconfig=kc):
-            probe = call("cluster1", f"{NS}/deploy/sleep", URL, n=1, kubeconfig=kc)
-            if probe.loc[0, "status"] == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"{URL} still answered {timeout:.0f} s after helloworld was scaled to 0")
+    def refused() -> bool:
+        if kube.pods("cluster1", NS, "app=helloworld", kubeconfig=kc):
+            return False
+        return call("cluster1", f"{NS}/deploy/sleep", URL, n=1, kubeconfig=kc).loc[0, "status"] == 0
+
+    eventually(refused, timeout, f"{URL} refused after helloworld was scaled to 0")
 
 
 def test_only_an_exec_that_cannot_run_raises(kc: Path) -> None:
