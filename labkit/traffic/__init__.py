@@ -5,7 +5,7 @@ Sits above ``labkit.istio`` (it may read its endpoint tables) and reaches cluste
 """
 
 from labkit.traffic.calling import COLUMNS, Source, call, curl_argv, parse_curl_output
-from labkit.traffic.captures import Capture, capture, tls_records
+from labkit.traffic.captures import Capture, Stream, byte_kinds, capture, tls_records
 from labkit.traffic.shares import ERROR_KEY, OTHER_KEY, expected_shares, shares_of, summarize
 
 __all__ = [
@@ -14,6 +14,8 @@ __all__ = [
     "OTHER_KEY",
     "Capture",
     "Source",
+    "Stream",
+    "byte_kinds",
     "call",
     "capture",
     "curl_argv",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit import kube
-from labkit.errors import LabkitError
+from labkit.errors import LabkitError, WaitTimeoutError
 
 TO_ENDPOINT, TO_CLIENT = "to_endpoint", "to_client"
 _RECORD_TYPES = {20: "ChangeCipherSpec", 21: "Alert", 22: "Handshake", 23: "ApplicationData"}
@@ -137,6 +137,24 @@ def tls_records(data: bytes) -> list[TlsRecord]:
     return records
 
 
+def byte_kinds(data: bytes) -> list[str]:
+    """What each byte of a client stream is: ``header`` (a TLS record header), ``handshake``, ``ciphertext``
+    (TLS application data), ``plaintext`` (an HTTP stream) or ``other``.
+
+    Args:
+        data: the bytes one connection carried in one direction, from the first.
+    """
+    kinds: list[str] = []
+    for record in tls_records(data):
+        body = "handshake" if record.type in ("Handshake", "ChangeCipherSpec", "Alert") else "ciphertext"
+        kinds += ["header"] * 5 + [body] * record.length
+    if not kinds:
+        readable = bool(_HTTP.match(data)) or data.startswith(b"HTTP/")
+        return ["plaintext" if readable else "other"] * len(data)
+    kinds = kinds[:len(data)]
+    return kinds + ["other"] * (len(data) - len(kinds))
+
+
 def _all_tls(data: bytes) -> bool:
     """Whether the bytes are whole TLS records end to end (a chunk cut mid-record counts as its start)."""
     return bool(data) and sum(5 + record.length for record in tls_records(data)) >= len(data)
@@ -241,14 +259,15 @@ def from_status(target: str, status: dict[str, Any]) -> Capture:
     return Capture(target, float(status.get("seconds", 0)), streams, bool(status.get("truncated")))
 
 
-def _wait_phase(context: str, namespace: str, name: str, phases: tuple[str, ...], timeout: float,
+def _wait_phase(context: kube.ContextRef, namespace: str, name: str, phases: tuple[str, ...], timeout: float,
                 kubeconfig: Path | str | None) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def status() -> dict[str, Any]:
         obj = kube.get_object(context, "labkit.io/v1", "PacketCapture", name, namespace, kubeconfig=kubeconfig)
-        status = (obj or {}).get("status") or {}
-        if status.get("phase") in phases:
-            return status
-        if time.monotonic() > deadline:
-            raise LabkitError(f"capture {namespace}/{name} did not reach {' or '.join(phases)} in {timeout:.0f} s")
-        time.sleep(0.05)
+        found = (obj or {}).get("status") or {}
+        return found if found.get("phase") in phases else {}
+
+    try:
+        return kube.poll(status, timeout=timeout, what=f"capture {namespace}/{name}", interval=0.05, max_interval=0.2)
+    except WaitTimeoutError as exc:
+        raise LabkitError(f"capture {namespace}/{name} did not reach {' or '.join(phases)} in {timeout:.0f} s") \
+            from exc
