@@ -235,17 +235,21 @@ def test_lab_wait_shows_progress_and_names_what_is_not_ready(emulator, capsys, m
 
     monkeypatch.setenv("KUBECONFIG", str(emulator.kubeconfig))
     lab = Lab("wait-demo", clusters=["cluster1"], contexts=["cluster1"], state_dir=emulator.state_dir / "lab")
-    lab.namespace("cluster1", "waiting")
-    lab.apply("cluster1", [{"apiVersion": "apps/v1", "kind": "Deployment",
-                            "metadata": {"name": "stuck", "namespace": "waiting"},
-                            "spec": {"selector": {"matchLabels": {"app": "stuck"}},
-                                     "template": {"metadata": {"labels": {"app": "stuck"}},
-                                                  "spec": {"containers": [{"name": "c", "image": "nowhere/x:1"}]}}}}])
-    lab.apply("cluster1", "sleep.yaml", namespace="waiting")
-    lab.wait("cluster1", "waiting", ["deploy/sleep"], timeout=60)
-    assert "[████████████████████] 1/1" in capsys.readouterr().out
+    cluster1 = lab["cluster1"]
+    assert lab.cluster1 is cluster1
+    cluster1.namespace("waiting")
+    cluster1.apply([{"apiVersion": "apps/v1", "kind": "Deployment",
+                     "metadata": {"name": "stuck", "namespace": "waiting"},
+                     "spec": {"selector": {"matchLabels": {"app": "stuck"}},
+                              "template": {"metadata": {"labels": {"app": "stuck"}},
+                                           "spec": {"containers": [{"name": "c", "image": "nowhere/x:1"}]}}}}])
+    cluster1.apply("sleep.yaml", namespace="waiting")
+    cluster1.wait("waiting", ["deploy/sleep"], timeout=60)
+    shown = capsys.readouterr()
+    assert "████████████████████ 1/1" in shown.err  # tqdm's bar, full
+    assert "✓ cluster1: deploy/sleep ready" in shown.out
     with pytest.raises(WaitTimeoutError) as failure:
-        lab.wait("cluster1", "waiting", ["deploy/sleep", "deploy/stuck"], timeout=3)
+        cluster1.wait("waiting", ["deploy/sleep", "deploy/stuck"], timeout=3)
     message = str(failure.value)
     assert "not ready after 3 s in cluster1/waiting" in message
     assert "stuck" in message and ("ErrImagePull" in message or "ImagePullBackOff" in message)
