@@ -13,6 +13,7 @@ message names the object it is about and the fix, in one or two sentences::
     │   └── XdsTimeoutError      Envoy did not apply a published config in time
     ├── KubeApiError             an API server refused a request; carries its Status (code, reason, message)
     ├── ManifestError            a manifest or IstioOperator labkit cannot apply (bad YAML, unknown kind, …)
+    ├── InvalidSelectorError     a label or field selector that does not parse (also a ValueError)
     ├── WaitTimeoutError         something did not become ready in time; ``not_ready`` lists what
     └── PkiError                 certificates and keys
         ├── PemError             a file that is not the PEM it should be
@@ -162,6 +163,13 @@ class ManifestError(LabkitError):
     def __init__(self, message: str, problems: list[str] | tuple[str, ...] = ()):
         super().__init__(message)
         self.problems = tuple(problems) or (message,)
+
+
+class InvalidSelectorError(LabkitError, ValueError):
+    """A label or field selector that does not parse; the message quotes it and says what was expected.
+
+    The emulator's API server answers it as ``400 BadRequest`` with this message, as a real one does.
+    """
 
 
 class WaitTimeoutError(LabkitError):

@@ -17,7 +17,6 @@ CI running the notebook fails exactly when the lesson stops being true.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -182,8 +181,7 @@ class Lab:
         if not self.embedded:
             raise LabkitError("on real clusters, reserve a static load-balancer address with your provider and "
                               "put it in the manifest (the seed used an AWS EIP allocation)")
-        block = json.loads((self.dir / launching.STATE_FILE).read_text())["block"]
-        return f"127.{block}.200.{last}"
+        return str(self.emulator.addresses.load_balancer_network().network_address + last)
 
     def credentials(self) -> list[Any]:
         """Who holds a token for whose API (remote secrets found in each istio-system), and what it may read."""

@@ -1,16 +1,7 @@
-"""Where things live on loopback: pod IPs, ClusterIPs, load-balancer IPs, one plan per emulator.
+"""Handing out loopback addresses: pod IPs, ClusterIPs and load-balancer IPs from an emulator's plan.
 
-On Linux the whole of 127.0.0.0/8 answers on ``lo`` with no configuration, so every pod, Service
-and load balancer of an embedded cluster gets an address of its own and binds the ports a real one
-would (helloworld on ``<pod IP>:5000``, the east-west gateway on ``<LB IP>:15443``). Addresses then
-mean what they mean on a real cluster, and Envoy configs and ``kubectl get`` output read naturally.
-
-One emulator takes one ``127.X.0.0/16`` (``X`` = :attr:`AddressPlan.block`), so two emulators (a
-trainer's and a test run) never collide. Inside it, cluster ``k`` (1-based) gets::
-
-    127.X.k.0/24          pods         (.1 is the cluster's API server)
-    127.X.(100+k).0/24    Services     (.1 is ``kubernetes``, .10 is ``kube-dns``, as 10.96.0.1/.10)
-    127.X.200.0/24        load balancers, shared by all clusters, as a cloud's address pool is
+Which ranges exist is :class:`~labkit.core.contract.AddressPlan` (the client needs it too, to pick a static
+load-balancer address); this module allocates inside them, refusing what a real cluster refuses.
 """
 
 from __future__ import annotations
@@ -19,53 +10,6 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from labkit.emulator import status
-
-MAX_CLUSTERS = 99
-
-
-@dataclass(frozen=True)
-class AddressPlan:
-    """The address ranges of one emulator.
-
-    Args:
-        block: the second octet ``X`` of the emulator's ``127.X.0.0/16``.
-    """
-
-    block: int
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.block <= 254:
-            raise ValueError(f"address block must be 1..254, got {self.block}")
-
-    def pod_network(self, cluster_index: int) -> ipaddress.IPv4Network:
-        """Pod IPs of cluster ``cluster_index`` (1-based)."""
-        return ipaddress.IPv4Network(f"127.{self.block}.{_check(cluster_index)}.0/24")
-
-    def service_network(self, cluster_index: int) -> ipaddress.IPv4Network:
-        """ClusterIPs of cluster ``cluster_index`` (1-based)."""
-        return ipaddress.IPv4Network(f"127.{self.block}.{100 + _check(cluster_index)}.0/24")
-
-    def load_balancer_network(self) -> ipaddress.IPv4Network:
-        """External (LoadBalancer) IPs, one pool for the whole emulator."""
-        return ipaddress.IPv4Network(f"127.{self.block}.200.0/24")
-
-    def api_server_address(self, cluster_index: int) -> str:
-        """Where cluster ``cluster_index``'s API server listens."""
-        return str(self.pod_network(cluster_index).network_address + 1)
-
-    def kubernetes_service_ip(self, cluster_index: int) -> str:
-        """The ClusterIP of ``default/kubernetes``."""
-        return str(self.service_network(cluster_index).network_address + 1)
-
-    def dns_service_ip(self, cluster_index: int) -> str:
-        """The ClusterIP of ``kube-system/kube-dns``."""
-        return str(self.service_network(cluster_index).network_address + 10)
-
-
-def _check(cluster_index: int) -> int:
-    if not 1 <= cluster_index <= MAX_CLUSTERS:
-        raise ValueError(f"cluster index must be 1..{MAX_CLUSTERS}, got {cluster_index}")
-    return cluster_index
 
 
 @dataclass

@@ -28,8 +28,9 @@ from typing import Any
 
 from aiohttp import web
 
+from labkit.core.contract import AddressPlan
 from labkit.emulator import admission, captures
-from labkit.emulator.addresses import AddressPlan, IpPool
+from labkit.emulator.addresses import IpPool
 from labkit.emulator.api import streams
 from labkit.emulator.api.auth import Authenticator, User, bootstrap_roles
 from labkit.emulator.api.discovery import KUBERNETES_VERSION

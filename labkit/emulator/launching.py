@@ -20,17 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from labkit.core.contract import KUBECONFIG_FILE, LOG_FILE, PID_FILE, STATE_FILE, AddressPlan
 from labkit.errors import EmulatorError
 
 # Kept light on purpose: `import labkit` imports this module, and must not pull in the emulator itself.
-STATE_FILE = "state.json"
-KUBECONFIG_FILE = "kubeconfig"
 DEFAULT_CLUSTERS = ("cluster1", "cluster2", "cluster3")
 # Emulators this process started: the handle is kept so that stopping one also reaps it (no zombie,
 # no "subprocess is still running" warning); emulators started elsewhere are found by pid instead.
 _launched: dict[int, subprocess.Popen[bytes]] = {}
-LOG_FILE = "emulator.log"
-PID_FILE = "emulator.pid"
 
 
 def default_state_dir() -> Path:
@@ -46,6 +43,12 @@ class Emulator:
     state_dir: Path
     clusters: dict[str, str]  # name -> API server URL
     started: float
+    block: int  # the second octet of the emulator's 127.X.0.0/16
+
+    @property
+    def addresses(self) -> AddressPlan:
+        """Where its pods, Services and load balancers live (a static load-balancer address comes from here)."""
+        return AddressPlan(self.block)
 
     @property
     def kubeconfig(self) -> Path:
@@ -78,7 +81,7 @@ def status(state_dir: Path | None = None) -> Emulator | None:
     if not _alive(int(state["pid"])):
         return None
     return Emulator(int(state["pid"]), folder, {name: info["url"] for name, info in state["clusters"].items()},
-                    float(state["started"]))
+                    float(state["started"]), int(state["block"]))
 
 
 def up(clusters: Sequence[str] = DEFAULT_CLUSTERS, state_dir: Path | None = None, *, timeout: float = 60.0,

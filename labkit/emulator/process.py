@@ -27,10 +27,10 @@ from typing import Any
 
 import yaml
 
-from labkit.emulator.addresses import AddressPlan, IpPool
+from labkit.core.contract import KUBECONFIG_FILE, STATE_FILE, AddressPlan
+from labkit.emulator.addresses import IpPool
 from labkit.emulator.cluster import Cluster
 from labkit.emulator.controllers import LoadBalancerPool
-from labkit.emulator.launching import KUBECONFIG_FILE, STATE_FILE
 from labkit.emulator.store.objects import DEFAULT_HISTORY
 
 _log = logging.getLogger("labkit.emulator")

@@ -66,6 +66,17 @@ def test_typed_apis_create_list_patch_delete(api: client.ApiClient, namespace: s
     assert missing.value.status == 404 and 'configmaps \\"settings\\" not found' in missing.value.body
 
 
+def test_malformed_selectors_are_bad_requests_quoting_them(api: client.ApiClient, namespace: str) -> None:
+    v1 = client.CoreV1Api(api)
+    with pytest.raises(ApiException) as label:
+        v1.list_namespaced_pod(namespace, label_selector="app=hello world")
+    assert label.value.status == 400 and '"reason":"BadRequest"' in label.value.body
+    assert 'unable to parse label selector \\"app=hello world\\"' in label.value.body
+    with pytest.raises(ApiException) as field:
+        v1.list_namespaced_pod(namespace, field_selector="metadata.name")
+    assert field.value.status == 400 and 'invalid field selector \\"metadata.name\\"' in field.value.body
+
+
 def test_dynamic_client_with_a_custom_resource(api: client.ApiClient, namespace: str, tmp_path) -> None:
     dyn = dynamic.DynamicClient(api, cache_file=str(tmp_path / "discovery.json"))
     crds = dyn.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")

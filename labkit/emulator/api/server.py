@@ -44,6 +44,7 @@ from labkit.emulator.store import (
     record_update,
     strategic_merge_patch,
 )
+from labkit.errors import InvalidSelectorError
 
 _log = logging.getLogger(__name__)
 
@@ -152,6 +153,9 @@ class ApiServer:
                 return web.Response(text="ok")
             user = self.authenticator.authenticate(request.headers.get("Authorization"))
             return await self._route(request, user)
+        except InvalidSelectorError as exc:
+            error = status.bad_request(str(exc))
+            return _json_response(error.to_status(), error.code)
         except StatusError as exc:
             if exc.code >= 500:
                 _log.error("%s %s %s: %s", self.cluster, request.method, request.path_qs, exc.message)

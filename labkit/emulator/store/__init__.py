@@ -2,7 +2,7 @@
 
 The API layer above turns HTTP requests into calls here; nothing in this package does I/O:
 
-* :mod:`.selectors`: label and field selectors (strings and ``LabelSelector`` objects);
+* label and field selectors, re-exported from :mod:`labkit.core.selectors` for the store's callers;
 * :mod:`.patching`: JSON merge patch, JSON patch and strategic merge patch;
 * :mod:`.applying`: server-side apply and ``managedFields``;
 * :mod:`.objects`: the :class:`Store` (resourceVersions, finalizers, watch events);
@@ -13,6 +13,22 @@ server would send.
 """
 
 from __future__ import annotations
+
+from labkit.core.selectors import (
+    ALL_FIELDS,
+    EVERYTHING,
+    NOTHING,
+    FieldRequirement,
+    FieldSelector,
+    LabelSelector,
+    Requirement,
+    field_value,
+    label_selector_from_dict,
+    matches_label_selector,
+    parse_field_selector,
+    parse_label_selector,
+    selector_from_labels,
+)
 
 from .applying import (
     BEFORE_FIRST_APPLY,
@@ -38,21 +54,6 @@ from .objects import (
 )
 from .patching import STRATEGIC_MERGE_UNSUPPORTED, json_equal, json_patch, merge_patch, strategic_merge_patch
 from .schemas import BUILTIN_KINDS, STATUS_RESOURCES, KindInfo, KindKey, kind_key_of, schema_for
-from .selectors import (
-    ALL_FIELDS,
-    EVERYTHING,
-    NOTHING,
-    FieldRequirement,
-    FieldSelector,
-    LabelSelector,
-    Requirement,
-    field_value,
-    label_selector_from_dict,
-    matches_label_selector,
-    parse_field_selector,
-    parse_label_selector,
-    selector_from_labels,
-)
 
 __all__ = [
     "ADDED",

@@ -32,10 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from labkit.emulator.status import already_exists, bad_request, conflict, expired, invalid, not_found
-
-from .schemas import STATUS_RESOURCES
-from .selectors import (
+from labkit.core.selectors import (
     ALL_FIELDS,
     EVERYTHING,
     FieldSelector,
@@ -43,6 +40,9 @@ from .selectors import (
     parse_field_selector,
     parse_label_selector,
 )
+from labkit.emulator.status import already_exists, bad_request, conflict, expired, invalid, not_found
+
+from .schemas import STATUS_RESOURCES
 
 ObjectKey = tuple[str, str, str, str]
 """``(group, resource plural, namespace or "", name)``."""

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from labkit.emulator.addresses import AddressPlan
+from labkit.core.contract import AddressPlan
 from labkit.emulator.envoy.files import XdsWriter, xds_dir
 from labkit.emulator.mesh.model import ProxyConfig
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from labkit.emulator.addresses import AddressPlan
+from labkit.core.contract import AddressPlan
 from labkit.emulator.network import Direction, ServiceProxy
 
 PLAN = AddressPlan(block=random.randint(150, 250))

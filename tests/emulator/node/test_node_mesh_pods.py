@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from labkit.emulator.addresses import AddressPlan, IpPool
+from labkit.core.contract import AddressPlan
+from labkit.emulator.addresses import IpPool
 from labkit.emulator.node import NodeRuntime
 
 HELLO_V1 = "registry.istio.io/release/examples-helloworld-v1:1.0"

@@ -21,7 +21,8 @@ import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from labkit.emulator.addresses import AddressPlan, IpPool
+from labkit.core.contract import AddressPlan
+from labkit.emulator.addresses import IpPool
 from labkit.emulator.node import APP_ADDRESS_ANNOTATION, NodeRuntime
 from labkit.emulator.status import StatusError
 
@@ -402,7 +403,8 @@ def test_pod_processes_die_with_the_emulator_even_when_it_is_sigkilled(tmp_path:
     script = textwrap.dedent(f"""
         import asyncio, sys
         from pathlib import Path
-        from labkit.emulator.addresses import AddressPlan, IpPool
+        from labkit.core.contract import AddressPlan
+        from labkit.emulator.addresses import IpPool
         from labkit.emulator.node import NodeRuntime
 
         async def main():

@@ -1,12 +1,16 @@
 """Label and field selectors, parsed once and matched many times.
 
-``kubectl get -l``, ``--field-selector``, watches, Deployments, ReplicaSets and Services all select
-objects the same way, so the grammar lives here and nowhere else. The label grammar follows
-``k8s.io/apimachinery/pkg/labels`` (``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``,
-``!a``, ``a>1``); a malformed selector is a 400 whose message quotes the selector, because that is
-all a user typing ``-l`` can act on. Field selectors are generic: any dotted path into the object
-(``metadata.name``, ``spec.nodeName``, ``involvedObject.uid``) compares as a string, and a missing
-field reads as ``""`` so that ``spec.nodeName=`` finds unscheduled pods as it does on a real server.
+``kubectl get -l``, ``--field-selector``, watches, Deployments, ReplicaSets, Services and webhooks all
+select objects the same way, so the grammar lives here and nowhere else. The label grammar follows
+``k8s.io/apimachinery/pkg/labels`` (``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``,
+``a>1``); a malformed selector raises :class:`~labkit.errors.InvalidSelectorError` whose message quotes the
+selector, because that is all a user typing ``-l`` can act on (the emulator's API server answers it as a
+``400 BadRequest``). Field selectors are generic: any dotted path into the object (``metadata.name``,
+``spec.nodeName``, ``involvedObject.uid``) compares as a string, and a missing field reads as ``""`` so that
+``spec.nodeName=`` finds unscheduled pods as it does on a real server.
+
+Both sides import this module: the emulator to serve lists, watches and controllers, the client to filter
+manifests (``apply -l``) and to turn a workload's selector into the string ``kubectl logs -l`` takes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from labkit.emulator.status import bad_request
+from labkit.errors import InvalidSelectorError
 
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 _DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
@@ -232,7 +236,7 @@ class _LabelParser:
         self.pos = 0
 
     def fail(self, why: str) -> Exception:
-        return bad_request(f'unable to parse label selector "{self.text}": {why}')
+        return InvalidSelectorError(f'unable to parse label selector "{self.text}": {why}')
 
     def peek(self) -> _Token:
         return self.tokens[self.pos]
@@ -355,7 +359,7 @@ def parse_label_selector(text: str | None) -> LabelSelector:
         text: the selector; ``None`` or ``""`` selects everything.
 
     Raises:
-        StatusError: 400 BadRequest naming the selector and what was expected.
+        InvalidSelectorError: 400 BadRequest naming the selector and what was expected.
     """
     if not text:
         return EVERYTHING
@@ -389,17 +393,17 @@ def _unescape(value: str, selector: str) -> str:
     for char in value:
         if escaped:
             if char not in "\\,=":
-                raise bad_request(f'invalid field selector "{selector}": invalid escape sequence "\\{char}"')
+                raise InvalidSelectorError(f'invalid field selector "{selector}": invalid escape sequence "\\{char}"')
             out.append(char)
             escaped = False
         elif char == "\\":
             escaped = True
         elif char in ",=":
-            raise bad_request(f'invalid field selector "{selector}": unescaped "{char}" in value "{value}"')
+            raise InvalidSelectorError(f'invalid field selector "{selector}": unescaped "{char}" in value "{value}"')
         else:
             out.append(char)
     if escaped:
-        raise bad_request(f'invalid field selector "{selector}": value "{value}" ends with an escape')
+        raise InvalidSelectorError(f'invalid field selector "{selector}": value "{value}" ends with an escape')
     return "".join(out)
 
 
@@ -411,7 +415,7 @@ def parse_field_selector(text: str | None) -> FieldSelector:
             everything.
 
     Raises:
-        StatusError: 400 BadRequest quoting the selector.
+        InvalidSelectorError: 400 BadRequest quoting the selector.
     """
     if not text:
         return FieldSelector()
@@ -423,9 +427,9 @@ def parse_field_selector(text: str | None) -> FieldSelector:
                 path, value = term[:i].strip(), term[i + len(op) :]
                 break
         else:
-            raise bad_request(f"invalid field selector \"{text}\": can't understand '{term}'")
+            raise InvalidSelectorError(f"invalid field selector \"{text}\": can't understand '{term}'")
         if not path or not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", path):
-            raise bad_request(f"invalid field selector \"{text}\": invalid field path '{path}'")
+            raise InvalidSelectorError(f"invalid field selector \"{text}\": invalid field path '{path}'")
         requirements.append(FieldRequirement(path, "!=" if op == "!=" else "=", _unescape(value, text)))
     return FieldSelector(tuple(requirements))
 
@@ -443,7 +447,7 @@ def label_selector_from_dict(selector: Mapping[str, Any] | None) -> LabelSelecto
         selector: the ``LabelSelector`` dict, e.g. a Deployment's ``spec.selector``.
 
     Raises:
-        StatusError: 400 BadRequest for an unknown operator or a malformed expression.
+        InvalidSelectorError: an unknown operator or a malformed expression.
     """
     if selector is None:
         return NOTHING
@@ -458,14 +462,14 @@ def label_selector_from_dict(selector: Mapping[str, Any] | None) -> LabelSelecto
         values = tuple(str(v) for v in expression.get("values") or [])
         _check_key(key, _selector_fail)
         if operator not in _EXPRESSION_OPERATORS:
-            raise bad_request(f'"{operator}" is not a valid label selector operator')
+            raise InvalidSelectorError(f'"{operator}" is not a valid label selector operator')
         op = _EXPRESSION_OPERATORS[operator]
         if op in ("in", "notin") and not values:
-            raise bad_request(
+            raise InvalidSelectorError(
                 f"values: Required value: must be specified when `operator` is '{operator}' (key {key!r})"
             )
         if op in ("exists", "!") and values:
-            raise bad_request(
+            raise InvalidSelectorError(
                 f"values: Forbidden: may not be specified when `operator` is '{operator}' (key {key!r})"
             )
         requirements.append(Requirement(key, op, tuple(dict.fromkeys(values))))
@@ -473,7 +477,7 @@ def label_selector_from_dict(selector: Mapping[str, Any] | None) -> LabelSelecto
 
 
 def _selector_fail(why: str) -> Exception:
-    return bad_request(f"invalid label selector: {why}")
+    return InvalidSelectorError(f"invalid label selector: {why}")
 
 
 def selector_from_labels(labels: Mapping[str, str] | None) -> LabelSelector:
@@ -498,3 +502,47 @@ def matches_label_selector(selector: Mapping[str, Any] | None, labels: Mapping[s
         labels: the labels to test.
     """
     return label_selector_from_dict(selector).matches(labels)
+
+
+def labels_match(required: Mapping[str, str] | None, labels: Mapping[str, str] | None) -> bool:
+    """Whether every required label is present with its value (a Service's or Istio's ``selector`` map).
+
+    An empty map selects everything; callers for which "no selector" means "nothing" (a Service without one
+    manages no endpoints) check that first.
+
+    Args:
+        required: label key to required value.
+        labels: the labels to test.
+    """
+    labels = labels or {}
+    return all(labels.get(key) == str(value) for key, value in (required or {}).items())
+
+
+def selector_string(selector: Mapping[str, Any] | None) -> str:
+    """A ``LabelSelector`` dict in Kubernetes' string form: ``app=web,tier in (a,b),!legacy``; empty selects all.
+
+    Requirements are sorted by key and ``In``/``NotIn`` values sorted, as ``labels.Selector.String`` does, so
+    the result is what ``kubectl get -o wide`` prints and what ``kubectl logs -l`` accepts.
+
+    Args:
+        selector: ``{matchLabels, matchExpressions}``.
+    """
+    if not selector:
+        return ""
+    requirements: list[tuple[str, str]] = []
+    for key, value in (selector.get("matchLabels") or {}).items():
+        requirements.append((key, f"{key}={value}"))
+    for expression in selector.get("matchExpressions") or ():
+        key = str(expression.get("key", ""))
+        operator = expression.get("operator")
+        values = ",".join(sorted(str(v) for v in expression.get("values") or ()))
+        if operator == "In":
+            requirements.append((key, f"{key} in ({values})"))
+        elif operator == "NotIn":
+            requirements.append((key, f"{key} notin ({values})"))
+        elif operator == "Exists":
+            requirements.append((key, key))
+        elif operator == "DoesNotExist":
+            requirements.append((key, f"!{key}"))
+    requirements.sort(key=lambda requirement: requirement[0])
+    return ",".join(text for _, text in requirements)
