@@ -7,6 +7,7 @@ message names the object it is about and the fix, in one or two sentences::
     ├── ToolNotFoundError        a program labkit needs (envoy, kubectl …) is not installed
     ├── EmulatorError            the embedded clusters did not start, or another set is running
     ├── CheckpointFailed         a lab's teaching point does not hold (what was measured is shown)
+    ├── NotebookRunError         ``labkit run`` cannot find or start a notebook (a failing cell is a result)
     ├── MeshError                the embedded mesh: istiod and the Envoys it configures
     │   ├── XdsInconsistentError a proxy config referring to resources it does not contain
     │   ├── XdsRejectedError     Envoy refused a published config (NACK); ``reason`` is Envoy's
@@ -88,6 +89,10 @@ class XdsTimeoutError(MeshError):
 
 class CheckpointFailed(LabkitError):
     """A lab's teaching point does not hold on these clusters (the message shows what was measured)."""
+
+
+class NotebookRunError(LabkitError):
+    """A notebook that could not be found or started (a failing cell is a result, not this error)."""
 
 
 class PkiError(LabkitError):

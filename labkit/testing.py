@@ -60,7 +60,7 @@ def eventually(check: Callable[[], T], timeout: float = 30.0, what: str = "condi
 
 @contextlib.contextmanager
 def running_emulator(clusters: Sequence[str], state_dir: Path, *, block: int | None = None,
-                     watch_history: int | None = None) -> Iterator[launching.Emulator]:
+                     watch_history: int | None = None, export: bool = True) -> Iterator[launching.Emulator]:
     """Embedded clusters for the length of a ``with``: ``KUBECONFIG`` names them inside, and all stop after.
 
     Args:
@@ -68,20 +68,21 @@ def running_emulator(clusters: Sequence[str], state_dir: Path, *, block: int | N
         state_dir: a private state folder (``tmp_path_factory.mktemp(…)``).
         block: the ``127.X.0.0/16`` block; a random one of :data:`TEST_BLOCKS` by default.
         watch_history: how many events the API servers keep for watches (small: to test expiry).
+        export: point ``KUBECONFIG`` at the clusters inside the ``with``; off for a session-wide fixture whose
+            tests pass the kubeconfig explicitly (other test modules of the session then see no change).
     """
     emulator = launching.up(clusters, state_dir, block=block or random.choice(TEST_BLOCKS),
                             watch_history=watch_history)
     saved = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(emulator.kubeconfig)
+    if export:
+        os.environ["KUBECONFIG"] = str(emulator.kubeconfig)
     try:
         yield emulator
     finally:
         launching.down(state_dir)
         _forget_clients()
-        if saved is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = saved
+        if export:
+            _restore_kubeconfig(saved)
 
 
 @contextlib.contextmanager
@@ -102,10 +103,7 @@ def running_lab(name: str, clusters: Sequence[str], state_dir: Path) -> Iterator
     finally:
         lab.cleanup()
         _forget_clients()
-        if saved is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = saved
+        _restore_kubeconfig(saved)
 
 
 def _forget_clients() -> None:
@@ -113,3 +111,10 @@ def _forget_clients() -> None:
     # pooled sockets to the garbage collector: collect now, inside the test that used them, not at exit.
     forget_clients()
     gc.collect()
+
+
+def _restore_kubeconfig(saved: str | None) -> None:
+    if saved is None:
+        os.environ.pop("KUBECONFIG", None)
+    else:
+        os.environ["KUBECONFIG"] = saved

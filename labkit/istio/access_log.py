@@ -63,7 +63,7 @@ def parse_access_log(text: str) -> list[AccessLogEntry]:
     return entries
 
 
-def proxy_access_log(context: str, workload: str, *, tail: int = 200,
+def proxy_access_log(context: kube.ContextRef, workload: str, *, tail: int = 200,
                      kubeconfig: Path | str | None = None) -> list[AccessLogEntry]:
     """The recent requests of a workload's sidecar, e.g. ``proxy_access_log("cluster1", "deploy/sleep.sample")``.
 

@@ -22,17 +22,16 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from labkit import kube
+from labkit.core.wire import Obj
 from labkit.errors import LabkitError, ManifestError, ToolNotFoundError
 from labkit.istio.operator import InstallSettings, check_operator, settings_of
 from labkit.istio.rendering import RenderedInstall, ca_secret_object, namespace_object, render
 from labkit.pki import new_root
 
-Obj = dict[str, Any]
 NETWORK_LABEL = "topology.istio.io/network"
 
 
@@ -48,7 +47,7 @@ class InstallResult:
         output: what was printed (istioctl's output on real clusters).
     """
 
-    context: str
+    context: kube.ContextRef
     embedded: bool
     components: tuple[str, ...]
     objects: tuple[kube.AppliedObject, ...]
@@ -77,7 +76,7 @@ def load_operator(file: Path | str | Obj) -> tuple[Obj, str]:
 
 
 def install(
-    context: str,
+    context: kube.ContextRef,
     file: Path | str | Obj,
     *,
     wait: bool = True,
@@ -139,8 +138,9 @@ def render_operator(operator: Obj | Path | str, *, ca_root_pem: str = "") -> Ren
     return render(settings, ca_root_pem=ca_root_pem, namespace=namespace_object(settings.namespace, settings.network))
 
 
-def _apply_groups(context: str, settings: InstallSettings, rendered: RenderedInstall, say: Callable[[str], None],
-                  *, wait: bool, timeout: float, kubeconfig: Path | str | None) -> list[kube.AppliedObject]:
+def _apply_groups(context: kube.ContextRef, settings: InstallSettings, rendered: RenderedInstall,
+                  say: Callable[[str], None], *, wait: bool, timeout: float,
+                  kubeconfig: Path | str | None) -> list[kube.AppliedObject]:
     applied: list[kube.AppliedObject] = []
     ns = settings.namespace
     if rendered.core:
@@ -161,7 +161,7 @@ def _apply_groups(context: str, settings: InstallSettings, rendered: RenderedIns
     return applied
 
 
-def _namespace_to_apply(context: str, settings: InstallSettings,
+def _namespace_to_apply(context: kube.ContextRef, settings: InstallSettings,
                         kubeconfig: Path | str | None) -> tuple[Obj | None, bool]:
     """The Namespace object to apply (None: leave it alone), and whether the namespace exists already."""
     # Label the namespace with the network only where nobody did (the labs label it by hand first), and
@@ -176,7 +176,7 @@ def _namespace_to_apply(context: str, settings: InstallSettings,
     return None, True
 
 
-def _mesh_root(context: str, settings: InstallSettings, namespace_exists: bool,
+def _mesh_root(context: kube.ContextRef, settings: InstallSettings, namespace_exists: bool,
                kubeconfig: Path | str | None) -> tuple[str, Obj | None]:
     """The mesh root PEM for the webhook, and the ``istio-ca-secret`` to create (None if one exists)."""
     if not (settings.pilot or settings.remote):
@@ -196,7 +196,7 @@ def _mesh_root(context: str, settings: InstallSettings, namespace_exists: bool,
     return root.cert_pem, ca_secret_object(ns, root.cert_pem, root.key_pem)
 
 
-def _istioctl(context: str, file: Path | str | Obj, operator: Obj, *, timeout: float, quiet: bool,
+def _istioctl(context: kube.ContextRef, file: Path | str | Obj, operator: Obj, *, timeout: float, quiet: bool,
               kubeconfig: Path | str | None) -> InstallResult:
     context, kubeconfig = kube.resolve(context, kubeconfig)
     istioctl = shutil.which("istioctl")

@@ -122,7 +122,7 @@ def parse_proxy(target: str, namespace: str | None = None) -> tuple[str, str]:
 
 
 def proxy_endpoints(
-    context: str,
+    context: kube.ContextRef,
     proxy: str,
     cluster: str | None = None,
     *,

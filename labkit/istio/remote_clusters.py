@@ -96,7 +96,7 @@ def format_table(rows: list[RemoteCluster]) -> str:
                      for row in cells)
 
 
-def remote_clusters(context: str, *, namespace: str = ISTIO_NAMESPACE, quiet: bool = False,
+def remote_clusters(context: kube.ContextRef, *, namespace: str = ISTIO_NAMESPACE, quiet: bool = False,
                     kubeconfig: Path | str | None = None) -> list[RemoteCluster]:
     """The clusters each istiod of ``context`` watches, printed like ``istioctl remote-clusters``.
 
@@ -119,7 +119,7 @@ def remote_clusters(context: str, *, namespace: str = ISTIO_NAMESPACE, quiet: bo
     return rows
 
 
-def _from_embedded(context: str, namespace: str, kubeconfig: Path | str | None) -> list[RemoteCluster]:
+def _from_embedded(context: kube.ContextRef, namespace: str, kubeconfig: Path | str | None) -> list[RemoteCluster]:
     pods = [p for p in kube.pods(context, namespace, "app=istiod", kubeconfig=kubeconfig) if p.phase == "Running"]
     if not pods:
         raise LabkitError(f"no running istiod in {context}/{namespace}: install Istio first "

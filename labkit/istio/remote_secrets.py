@@ -18,16 +18,15 @@ from __future__ import annotations
 import base64
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from labkit import kube
+from labkit.core.wire import Obj
 from labkit.errors import KubeApiError, LabkitError, ManifestError
 from labkit.istio.operator import ISTIO_NAMESPACE
 from labkit.istio.rendering import READER_ACCOUNT, reader_objects
 
-Obj = dict[str, Any]
 TOKEN_SECRET = f"{READER_ACCOUNT}-istio-remote-secret-token"
 MULTICLUSTER_LABEL = "istio/multiCluster"
 CLUSTER_ANNOTATION = "networking.istio.io/cluster"
@@ -39,7 +38,7 @@ def remote_secret_name(name: str) -> str:
 
 
 def create_remote_secret(
-    context: str,
+    context: kube.ContextRef,
     name: str,
     *,
     server: str | None = None,
@@ -121,7 +120,7 @@ def remote_secret(name: str, kubeconfig_text: str, namespace: str = ISTIO_NAMESP
     }
 
 
-def apply_remote_secret(secret: Obj, into_context: str, *,
+def apply_remote_secret(secret: Obj, into_context: kube.ContextRef, *,
                         kubeconfig: Path | str | None = None) -> kube.AppliedObjects:
     """Apply a remote secret in another cluster (``… | kubectl apply -f - --context into_context``).
 
@@ -148,7 +147,7 @@ def kubeconfig_of(secret: Obj) -> tuple[str, str]:
     return key, base64.b64decode(data[key]).decode()
 
 
-def _wait_for_token(context: str, namespace: str, timeout: float, kubeconfig: Path | str | None) -> str:
+def _wait_for_token(context: kube.ContextRef, namespace: str, timeout: float, kubeconfig: Path | str | None) -> str:
     def token() -> str:
         secret = kube.get_object(context, "v1", "Secret", TOKEN_SECRET, namespace, kubeconfig=kubeconfig) or {}
         return (secret.get("data") or {}).get("token") or ""
@@ -212,7 +211,7 @@ def remote_access(secret: Obj) -> RemoteAccess:
     return RemoteAccess(secret)
 
 
-def delete_remote_secret(context: str, name: str, *, kubeconfig: Path | str | None = None) -> None:
+def delete_remote_secret(context: kube.ContextRef, name: str, *, kubeconfig: Path | str | None = None) -> None:
     """Remove the remote secret for cluster ``name`` from ``context`` (its istiod stops reading that cluster)."""
     kube.delete_object(context, "v1", "Secret", f"istio-remote-secret-{name}", ISTIO_NAMESPACE,
                        kubeconfig=kubeconfig)

@@ -5,6 +5,7 @@ these functions and a kubeconfig context name, and gets labkit values and ``labk
 the client library's objects or exceptions.
 """
 
+from labkit.core.names import ClusterName, ContextName
 from labkit.kube.applying import (
     AppliedObject,
     AppliedObjects,
@@ -17,9 +18,7 @@ from labkit.kube.applying import (
 from labkit.kube.clients import client_for, dynamic_for, forget_clients, is_embedded, server_version
 from labkit.kube.contexts import (
     ClusterEndpoint,
-    ClusterName,
     Context,
-    ContextName,
     ContextRef,
     KubeContext,
     cluster_endpoint,

@@ -23,7 +23,6 @@ before and after: a server does not bump it for a no-op apply.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +34,13 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 from kubernetes.dynamic.resource import Resource
 
-from labkit.errors import ManifestError
+from labkit.core.selectors import parse_label_selector
+from labkit.core.wire import Obj
+from labkit.errors import InvalidSelectorError, ManifestError
 from labkit.kube.clients import api_error, dynamic_for, raise_api_error
+from labkit.kube.contexts import ContextRef
 from labkit.kube.polling import poll
 
-Obj = dict[str, Any]
 Source = list[Obj] | tuple[Obj, ...] | str | Path | Obj
 FIELD_MANAGER = "labkit"
 _CRD_API = "apiextensions.k8s.io/v1"
@@ -221,11 +222,6 @@ def _shape_problems(document: Document, require_names: bool) -> list[str]:
 
 # --- label selectors (kubectl apply -l) ------------------------------------------------------------------------------
 
-_REQUIREMENT = re.compile(
-    r"\s*(?:(?P<not>!)\s*(?P<absent>[\w./-]+)"
-    r"|(?P<key>[\w./-]+)\s*(?:(?P<op>==|!=|=)\s*(?P<value>[\w.-]*)"
-    r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?)\s*(?:,|$)")
-
 
 def selector_matches(selector: str | None, labels: Mapping[str, str]) -> bool:
     """Whether ``labels`` satisfy a label selector as kubectl writes it (``app=x,version!=v2,tier in (a,b),!canary``).
@@ -237,33 +233,11 @@ def selector_matches(selector: str | None, labels: Mapping[str, str]) -> bool:
     Raises:
         ManifestError: the selector cannot be parsed.
     """
-    if not selector or not selector.strip():
-        return True
-    position = 0
-    text = selector.strip()
-    while position < len(text):
-        match = _REQUIREMENT.match(text, position)
-        if match is None or match.end() == position:
-            raise ManifestError(f"cannot parse the label selector {selector!r} near {text[position:]!r}; write it "
-                                f"as kubectl does: key=value, key!=value, key in (a,b), key, !key")
-        position = match.end()
-        if match["absent"]:
-            if match["absent"] in labels:
-                return False
-            continue
-        key = match["key"]
-        if match["op"]:
-            equal = labels.get(key) == match["value"]
-            if (match["op"] == "!=" and equal) or (match["op"] != "!=" and not equal):
-                return False
-        elif match["setop"]:
-            values = {v.strip() for v in match["values"].split(",") if v.strip()}
-            inside = labels.get(key) in values if key in labels else False
-            if (match["setop"] == "in") != inside:
-                return False
-        elif key not in labels:
-            return False
-    return True
+    try:
+        return parse_label_selector(selector).matches(labels)
+    except InvalidSelectorError as exc:
+        raise ManifestError(f"cannot parse the label selector {selector!r} ({exc}); write it as kubectl does: "
+                            f"key=value, key!=value, key in (a,b), key, !key") from exc
 
 
 # --- apply / delete ------------------------------------------------------------------------------------------------
@@ -281,7 +255,7 @@ class _Planned:
 
 
 def apply(
-    context: str,
+    context: ContextRef,
     documents: Source,
     *,
     namespace: str | None = None,
@@ -333,7 +307,7 @@ def apply(
 
 
 def delete(
-    context: str,
+    context: ContextRef,
     documents: Source,
     *,
     namespace: str | None = None,
@@ -376,7 +350,7 @@ def delete(
     return results
 
 
-def _plan(dyn: DynamicClient, context: str, documents: list[Document], namespace: str | None) -> list[_Planned]:
+def _plan(dyn: DynamicClient, context: ContextRef, documents: list[Document], namespace: str | None) -> list[_Planned]:
     problems: list[tuple[int, str]] = []  # by document index, so the message reads in file order
     planned: list[_Planned] = []
     batch_crds = {(_crd_group(d.body), kind) for d in documents if d.kind == "CustomResourceDefinition"

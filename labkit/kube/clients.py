@@ -177,7 +177,7 @@ def raise_api_error(exc: ApiException, doing: str = "") -> NoReturn:
     raise api_error(exc, doing) from exc
 
 
-def _context_message(context: str, kubeconfig: Path | str | None, exc: Exception) -> str:
+def _context_message(context: ContextRef, kubeconfig: Path | str | None, exc: Exception) -> str:
     where = str(kubeconfig) if kubeconfig else os.pathsep.join(str(p) for p in kubeconfig_paths())
     known = [c.name for c in list_contexts(kubeconfig)]
     listing = ", ".join(known) if known else "none"

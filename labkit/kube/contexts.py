@@ -10,21 +10,13 @@ import base64
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NewType
 
 import yaml
 from kubernetes import config
 from kubernetes.config.config_exception import ConfigException
 
+from labkit.core.names import ContextName
 from labkit.errors import LabkitError
-
-ContextName = NewType("ContextName", str)
-"""A kubeconfig context's name (``kind-east``, ``cluster1``): how labkit reaches a cluster."""
-ClusterName = NewType("ClusterName", str)
-"""A lab cluster's name (``cluster1``): how a lab, Istio's ``clusterName`` and its charts call the cluster.
-
-On embedded clusters both names are the same; on real ones ``LABKIT_CONTEXTS`` maps one to the other.
-"""
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from labkit.core.selectors import selector_string
 from labkit.errors import WaitTimeoutError
 from labkit.kube.contexts import ContextRef
-from labkit.kube.execing import parse_target, pods, selector_text
+from labkit.kube.execing import parse_target, pods
 from labkit.kube.polling import poll
 from labkit.kube.reading import get_object
 
@@ -83,7 +84,7 @@ def wait_ready(
                                f"kubectl describe pod …", exc.not_ready) from None
 
 
-def _not_ready(context: str, namespace: str, target: str, kubeconfig: Path | str | None) -> list[str]:
+def _not_ready(context: ContextRef, namespace: str, target: str, kubeconfig: Path | str | None) -> list[str]:
     kind, name = parse_target(target)
     label = f"{kind.lower()}/{name}"
     if kind == "Pod":
@@ -94,7 +95,7 @@ def _not_ready(context: str, namespace: str, target: str, kubeconfig: Path | str
     problem = rollout_problem(kind, workload)
     if problem is None:
         return []
-    why = _pods_not_ready(context, namespace, selector_text((workload.get("spec") or {}).get("selector")), label,
+    why = _pods_not_ready(context, namespace, selector_string((workload.get("spec") or {}).get("selector")), label,
                           kubeconfig)
     return [f"{label}: {problem}" + (f" ({'; '.join(why)})" if why else "")]
 
@@ -126,8 +127,8 @@ def rollout_problem(kind: str, workload: dict[str, Any]) -> str | None:
     return None
 
 
-def _pods_not_ready(context: str, namespace: str, selector: str | None, label: str, kubeconfig: Path | str | None,
-                    only: str | None = None) -> list[str]:
+def _pods_not_ready(context: ContextRef, namespace: str, selector: str | None, label: str,
+                    kubeconfig: Path | str | None, only: str | None = None) -> list[str]:
     found = pods(context, namespace, selector, kubeconfig=kubeconfig)
     if only is not None:
         found = [p for p in found if p.name == only]
@@ -137,7 +138,7 @@ def _pods_not_ready(context: str, namespace: str, selector: str | None, label: s
             for p in found if not p.ready]
 
 
-def not_ready(context: str, namespace: str, targets: str | Sequence[str], *,
+def not_ready(context: ContextRef, namespace: str, targets: str | Sequence[str], *,
               kubeconfig: Path | str | None = None) -> list[str]:
     """Why each of ``targets`` (``deploy/x``) is not ready yet, one line each; empty when all are."""
     names = [targets] if isinstance(targets, str) else list(targets)

@@ -98,7 +98,7 @@ def curl_argv(urls: Sequence[str], *, request_timeout: float | None = 10.0, keep
 
 
 def call(
-    context: str,
+    context: kube.ContextRef,
     source: str,
     url: str | Sequence[str],
     n: int = 100,

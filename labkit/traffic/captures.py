@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit import kube
+from labkit.core.contract import CAPTURE_API_VERSION, CAPTURE_KIND
 from labkit.errors import LabkitError, WaitTimeoutError
 
 TO_ENDPOINT, TO_CLIENT = "to_endpoint", "to_client"
@@ -206,7 +207,7 @@ def _describe(stream: Stream) -> str:
     return "not TLS, not HTTP"
 
 
-def capture(context: str, target: str, *, seconds: float = 3.0, during: Callable[[], Any] | None = None,
+def capture(context: kube.ContextRef, target: str, *, seconds: float = 3.0, during: Callable[[], Any] | None = None,
             kubeconfig: Path | str | None = None) -> Capture:
     """Record what crosses a Service's relay (a load balancer) for ``seconds``, while ``during()`` runs.
 
@@ -229,7 +230,7 @@ def capture(context: str, target: str, *, seconds: float = 3.0, during: Callable
             f"`kubectl --context {context} debug node/<node> -it --image=nicolaka/netshoot -- "
             f"ngrep -d any -W byline -x port <targetPort>`")
     capture_name = f"{name}-{int(time.time() * 1000) % 10**9}"
-    kube.apply(context, [{"apiVersion": "labkit.io/v1", "kind": "PacketCapture",
+    kube.apply(context, [{"apiVersion": CAPTURE_API_VERSION, "kind": CAPTURE_KIND,
                           "metadata": {"name": capture_name, "namespace": namespace},
                           "spec": {"service": name, "seconds": seconds}}], kubeconfig=kubeconfig)
     try:
@@ -238,7 +239,7 @@ def capture(context: str, target: str, *, seconds: float = 3.0, during: Callable
             during()
         status = _wait_phase(context, namespace, capture_name, ("Complete", "Failed"), seconds + 15.0, kubeconfig)
     finally:
-        kube.delete_object(context, "labkit.io/v1", "PacketCapture", capture_name, namespace, kubeconfig=kubeconfig)
+        kube.delete_object(context, CAPTURE_API_VERSION, CAPTURE_KIND, capture_name, namespace, kubeconfig=kubeconfig)
     if status.get("phase") == "Failed":
         raise LabkitError(f"capture at {target} failed: {status.get('message', '')}")
     return from_status(target, status)
@@ -262,7 +263,7 @@ def from_status(target: str, status: dict[str, Any]) -> Capture:
 def _wait_phase(context: kube.ContextRef, namespace: str, name: str, phases: tuple[str, ...], timeout: float,
                 kubeconfig: Path | str | None) -> dict[str, Any]:
     def status() -> dict[str, Any]:
-        obj = kube.get_object(context, "labkit.io/v1", "PacketCapture", name, namespace, kubeconfig=kubeconfig)
+        obj = kube.get_object(context, CAPTURE_API_VERSION, CAPTURE_KIND, name, namespace, kubeconfig=kubeconfig)
         found = (obj or {}).get("status") or {}
         return found if found.get("phase") in phases else {}
 

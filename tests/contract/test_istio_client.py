@@ -253,3 +253,24 @@ def test_lab_wait_shows_progress_and_names_what_is_not_ready(emulator, capsys, m
     message = str(failure.value)
     assert "not ready after 3 s in cluster1/waiting" in message
     assert "stuck" in message and ("ErrImagePull" in message or "ImagePullBackOff" in message)
+
+
+def test_cleanup_on_real_clusters_deletes_what_the_lab_made_and_nothing_else(emulator, monkeypatch) -> None:
+    from labkit import Lab
+
+    monkeypatch.setenv("KUBECONFIG", str(emulator.kubeconfig))
+    lab = Lab("cleanup-demo", clusters=["cluster1"], contexts=["cluster1"], state_dir=emulator.state_dir / "lab2")
+    lab.cluster1.namespace("made-by-lab")
+    lab.cluster1.apply("sleep.yaml", namespace="made-by-lab")
+    lab.cluster1.apply([{"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": "lab-note", "namespace": "default"}}])
+    kube.apply("cluster1", [{"apiVersion": "v1", "kind": "ConfigMap",
+                             "metadata": {"name": "not-the-labs", "namespace": "default"}}])
+    lab.cleanup()
+
+    def gone(kind: str, name: str, namespace: str | None = None) -> bool:
+        found = kube.get_object("cluster1", "v1", kind, name, namespace)
+        return found is None or (found.get("metadata") or {}).get("deletionTimestamp") is not None
+
+    assert gone("Namespace", "made-by-lab") and gone("ConfigMap", "lab-note", "default")
+    assert not gone("ConfigMap", "not-the-labs", "default")
