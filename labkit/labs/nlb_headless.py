@@ -25,16 +25,18 @@ def compare(encrypted: traffic.Capture, plain: traffic.Capture, *, streams: int 
     Args:
         encrypted: the capture taken with ``ISTIO_MUTUAL``.
         plain: the capture taken with ``DISABLE``.
-        streams: client connections drawn per capture (the first ones that carried bytes).
+        streams: client connections drawn per capture (readable ones first, then those seen from their start).
     """
     panels = [panel("ISTIO_MUTUAL", encrypted, streams=streams), panel("DISABLE", plain, streams=streams)]
     return viz.wire_chart(panels, title="What crossed the load balancer: ISTIO_MUTUAL versus DISABLE")
 
 
 def panel(label: str, capture: traffic.Capture, *, streams: int = 2) -> viz.WirePanel:
-    """One capture as a panel of :func:`labkit.viz.wire_chart`: its first client connections and a verdict."""
-    return viz.WirePanel(label, verdict(capture), capture.readable,
-                         [_wire_stream(s) for s in capture.outbound[:streams]])
+    """One capture as a panel of :func:`labkit.viz.wire_chart`: a few client connections and a verdict."""
+    # What the verdict is about first: a readable request, then connections seen from their start; one opened
+    # before the capture (still busy from an earlier step) shows only its middle.
+    ordered = sorted(capture.outbound, key=lambda s: (not s.request_line, s.client == "?", s.connection))
+    return viz.WirePanel(label, verdict(capture), capture.readable, [_wire_stream(s) for s in ordered[:streams]])
 
 
 def verdict(capture: traffic.Capture) -> str:

@@ -254,7 +254,10 @@ def _tick(key: str, by: str) -> str:
     # Pod names are long (helloworld-v1-776f57d5f6-b946k); the tick keeps the part curl's output is told apart
     # by, and the legend below the panels gives the full names.
     match = _POD_NAME.match(key)
-    return f"{match.group(1).rsplit('-', 1)[-1]}\n…{match.group(2)}" if match else style.wrap_name(key, 12)
+    if match:
+        return f"{match.group(1).rsplit('-', 1)[-1]}\n…{match.group(2)}"
+    # A route that is not a pod (``network2 gateway``): one word a line, so neighbouring ticks never overlap.
+    return key.replace(" ", "\n") if by == "route" else style.wrap_name(key, 12)
 
 
 def _present_text(value: Any) -> bool:

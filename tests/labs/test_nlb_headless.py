@@ -55,3 +55,11 @@ def test_the_two_captures_sit_side_by_side_and_only_the_plaintext_one_reads_as_a
 def test_verdicts_name_what_crossed() -> None:
     assert nlb_headless.verdict(capture_of()) == "nothing crossed"
     assert nlb_headless.verdict(capture_of(REQUEST, REQUEST)) == "2 connection(s): readable HTTP in the clear"
+
+
+def test_a_readable_request_is_drawn_before_a_connection_left_over_from_the_tls_step() -> None:
+    leftover = Stream(16, "to_endpoint", "?", "?", bytes([23, 3, 3, 0, 4]) + b"\x01\x02\x03\x04")
+    request = Stream(17, "to_endpoint", "127.0.0.1:50001", "127.1.2.3:8443", REQUEST)
+    plain = Capture(nlb_headless.LOAD_BALANCER, 3.0, (leftover, request))
+    panel = nlb_headless.panel("DISABLE", plain, streams=1)
+    assert [s.caption for s in panel.streams] == ["GET / HTTP/1.1"]
