@@ -40,14 +40,14 @@ class InstallResult:
     """What one install did.
 
     Args:
-        context: the kubeconfig context.
+        context: the kubeconfig context's name.
         embedded: whether it was rendered for an embedded cluster (else istioctl ran).
         components: the istioctl components installed (``Base``, ``Pilot``, ``IngressGateways`` …).
         objects: the objects applied, with what happened to each (embedded clusters only).
         output: what was printed (istioctl's output on real clusters).
     """
 
-    context: kube.ContextRef
+    context: str
     embedded: bool
     components: tuple[str, ...]
     objects: tuple[kube.AppliedObject, ...]
@@ -82,17 +82,15 @@ def install(
     wait: bool = True,
     timeout: float = 300.0,
     quiet: bool = False,
-    kubeconfig: Path | str | None = None,
 ) -> InstallResult:
     """Install Istio from an IstioOperator, with istioctl on real clusters and rendered on embedded ones.
 
     Args:
-        context: the kubeconfig context.
+        context: the kubeconfig context (a name, or a :class:`~labkit.kube.Context` with its kubeconfig).
         file: an IstioOperator file, its YAML text, or the object.
         wait: wait until istiod and the gateways are ready (as istioctl does).
         timeout: seconds to wait for readiness (embedded) or for istioctl to finish (real).
         quiet: print nothing (the result's ``output`` still has it).
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Raises:
         ManifestError: the file is not one IstioOperator, or (embedded) uses fields that cannot be installed
@@ -102,8 +100,8 @@ def install(
         KubeApiError: the API server refused a write.
     """
     operator, origin = load_operator(file)
-    if not kube.is_embedded(context, kubeconfig):
-        return _istioctl(context, file, operator, timeout=timeout, quiet=quiet, kubeconfig=kubeconfig)
+    if not kube.is_embedded(context):
+        return _istioctl(context, file, operator, timeout=timeout, quiet=quiet)
     check_operator(operator, origin)
     settings = settings_of(operator)
     lines: list[str] = []
@@ -113,12 +111,12 @@ def install(
         if not quiet:
             print(line, flush=True)
 
-    namespace, exists = _namespace_to_apply(context, settings, kubeconfig)
-    root_pem, ca_secret = _mesh_root(context, settings, exists, kubeconfig)
+    namespace, exists = _namespace_to_apply(context, settings)
+    root_pem, ca_secret = _mesh_root(context, settings, exists)
     rendered = render(settings, ca_root_pem=root_pem, namespace=namespace, ca_secret=ca_secret)
-    applied = _apply_groups(context, settings, rendered, say, wait=wait, timeout=timeout, kubeconfig=kubeconfig)
+    applied = _apply_groups(context, settings, rendered, say, wait=wait, timeout=timeout)
     say("✔ Installation complete")
-    return InstallResult(context, True, settings.components, tuple(applied), "\n".join(lines))
+    return InstallResult(str(context), True, settings.components, tuple(applied), "\n".join(lines))
 
 
 def render_operator(operator: Obj | Path | str, *, ca_root_pem: str = "") -> RenderedInstall:
@@ -139,35 +137,32 @@ def render_operator(operator: Obj | Path | str, *, ca_root_pem: str = "") -> Ren
 
 
 def _apply_groups(context: kube.ContextRef, settings: InstallSettings, rendered: RenderedInstall,
-                  say: Callable[[str], None], *, wait: bool, timeout: float,
-                  kubeconfig: Path | str | None) -> list[kube.AppliedObject]:
+                  say: Callable[[str], None], *, wait: bool, timeout: float) -> list[kube.AppliedObject]:
     applied: list[kube.AppliedObject] = []
     ns = settings.namespace
     if rendered.core:
-        applied += kube.apply(context, list(rendered.core), kubeconfig=kubeconfig)
+        applied += kube.apply(context, list(rendered.core))
         say("✔ Istio core installed ⛵️")
     if rendered.istiod:
-        applied += kube.apply(context, list(rendered.istiod), kubeconfig=kubeconfig)
+        applied += kube.apply(context, list(rendered.istiod))
         if wait and settings.pilot:
-            kube.wait_ready(context, ns, "deploy/istiod", timeout=timeout, kubeconfig=kubeconfig)
+            kube.wait_ready(context, ns, "deploy/istiod", timeout=timeout)
         say("✔ Istiod installed 🧠" if settings.pilot else "✔ Istiod remote installed 🧠")
     if rendered.gateways:
-        applied += kube.apply(context, list(rendered.gateways), kubeconfig=kubeconfig)
+        applied += kube.apply(context, list(rendered.gateways))
         if wait:
             for gateway in settings.gateways:
-                kube.wait_ready(context, gateway.namespace, f"deploy/{gateway.name}", timeout=timeout,
-                                kubeconfig=kubeconfig)
+                kube.wait_ready(context, gateway.namespace, f"deploy/{gateway.name}", timeout=timeout)
         say("✔ Ingress gateways installed 🛬")
     return applied
 
 
-def _namespace_to_apply(context: kube.ContextRef, settings: InstallSettings,
-                        kubeconfig: Path | str | None) -> tuple[Obj | None, bool]:
+def _namespace_to_apply(context: kube.ContextRef, settings: InstallSettings) -> tuple[Obj | None, bool]:
     """The Namespace object to apply (None: leave it alone), and whether the namespace exists already."""
     # Label the namespace with the network only where nobody did (the labs label it by hand first), and
     # never re-apply a namespace labkit did not label: a server-side apply that omits a label its
     # manager owns removes it.
-    live = kube.get_object(context, "v1", "Namespace", settings.namespace, kubeconfig=kubeconfig)
+    live = kube.get_object(context, "v1", "Namespace", settings.namespace)
     if live is None:
         return namespace_object(settings.namespace, settings.network), False
     labels = (live.get("metadata") or {}).get("labels") or {}
@@ -176,15 +171,14 @@ def _namespace_to_apply(context: kube.ContextRef, settings: InstallSettings,
     return None, True
 
 
-def _mesh_root(context: kube.ContextRef, settings: InstallSettings, namespace_exists: bool,
-               kubeconfig: Path | str | None) -> tuple[str, Obj | None]:
+def _mesh_root(context: kube.ContextRef, settings: InstallSettings, namespace_exists: bool) -> tuple[str, Obj | None]:
     """The mesh root PEM for the webhook, and the ``istio-ca-secret`` to create (None if one exists)."""
     if not (settings.pilot or settings.remote):
         return "", None
     ns = settings.namespace
     if namespace_exists:
         for name, key in (("cacerts", "root-cert.pem"), ("istio-ca-secret", "ca-cert.pem")):
-            secret = kube.get_object(context, "v1", "Secret", name, ns, kubeconfig=kubeconfig)
+            secret = kube.get_object(context, "v1", "Secret", name, ns)
             data = (secret or {}).get("data") or {}
             if data.get(key):
                 return base64.b64decode(data[key]).decode(), None
@@ -196,9 +190,9 @@ def _mesh_root(context: kube.ContextRef, settings: InstallSettings, namespace_ex
     return root.cert_pem, ca_secret_object(ns, root.cert_pem, root.key_pem)
 
 
-def _istioctl(context: kube.ContextRef, file: Path | str | Obj, operator: Obj, *, timeout: float, quiet: bool,
-              kubeconfig: Path | str | None) -> InstallResult:
-    context, kubeconfig = kube.resolve(context, kubeconfig)
+def _istioctl(context: kube.ContextRef, file: Path | str | Obj, operator: Obj, *, timeout: float,
+              quiet: bool) -> InstallResult:
+    context, kubeconfig = kube.resolve(context)
     istioctl = shutil.which("istioctl")
     if istioctl is None:
         raise ToolNotFoundError("istioctl", f"Context {context!r} is a real cluster, where labkit installs Istio with "

@@ -44,7 +44,6 @@ def create_remote_secret(
     server: str | None = None,
     namespace: str = ISTIO_NAMESPACE,
     timeout: float = 30.0,
-    kubeconfig: Path | str | None = None,
 ) -> Obj:
     """Prepare ``context``'s cluster to be read by other istiods, and return the Secret that lets them.
 
@@ -59,22 +58,21 @@ def create_remote_secret(
             kubeconfig says ``127.0.0.1`` and other clusters cannot reach that (istio.md mistake 2).
         namespace: the Istio namespace.
         timeout: seconds to wait for the token controller to fill in the token.
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Raises:
         WaitTimeoutError: no token appeared in the token Secret.
         KubeApiError: the API server refused a write (e.g. the kubeconfig's user may not create RBAC).
     """
-    endpoint = kube.cluster_endpoint(context, kubeconfig)
+    endpoint = kube.cluster_endpoint(context)
     objects: list[Obj] = []
-    if kube.get_object(context, "v1", "Namespace", namespace, kubeconfig=kubeconfig) is None:
+    if kube.get_object(context, "v1", "Namespace", namespace) is None:
         objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     objects += reader_objects(namespace)
     objects.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                     "metadata": {"name": TOKEN_SECRET, "namespace": namespace,
                                  "annotations": {"kubernetes.io/service-account.name": READER_ACCOUNT}}})
-    kube.apply(context, objects, kubeconfig=kubeconfig)
-    token = _wait_for_token(context, namespace, timeout, kubeconfig)
+    kube.apply(context, objects)
+    token = _wait_for_token(context, namespace, timeout)
     config = remote_kubeconfig(name, server or endpoint.server, endpoint.ca_data, token)
     return remote_secret(name, config, namespace)
 
@@ -120,19 +118,17 @@ def remote_secret(name: str, kubeconfig_text: str, namespace: str = ISTIO_NAMESP
     }
 
 
-def apply_remote_secret(secret: Obj, into_context: kube.ContextRef, *,
-                        kubeconfig: Path | str | None = None) -> kube.AppliedObjects:
+def apply_remote_secret(secret: Obj, into_context: kube.ContextRef) -> kube.AppliedObjects:
     """Apply a remote secret in another cluster (``… | kubectl apply -f - --context into_context``).
 
     Args:
         secret: what :func:`create_remote_secret` returned.
         into_context: the cluster whose istiod should read the secret's cluster.
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Raises:
         ManifestError: the Istio namespace does not exist there (install Istio first).
     """
-    return kube.apply(into_context, [secret], kubeconfig=kubeconfig)
+    return kube.apply(into_context, [secret])
 
 
 def kubeconfig_of(secret: Obj) -> tuple[str, str]:
@@ -147,9 +143,9 @@ def kubeconfig_of(secret: Obj) -> tuple[str, str]:
     return key, base64.b64decode(data[key]).decode()
 
 
-def _wait_for_token(context: kube.ContextRef, namespace: str, timeout: float, kubeconfig: Path | str | None) -> str:
+def _wait_for_token(context: kube.ContextRef, namespace: str, timeout: float) -> str:
     def token() -> str:
-        secret = kube.get_object(context, "v1", "Secret", TOKEN_SECRET, namespace, kubeconfig=kubeconfig) or {}
+        secret = kube.get_object(context, "v1", "Secret", TOKEN_SECRET, namespace) or {}
         return (secret.get("data") or {}).get("token") or ""
 
     found = kube.poll(token, timeout=timeout, what=f"a token in secret {namespace}/{TOKEN_SECRET} on {context}",
@@ -211,7 +207,6 @@ def remote_access(secret: Obj) -> RemoteAccess:
     return RemoteAccess(secret)
 
 
-def delete_remote_secret(context: kube.ContextRef, name: str, *, kubeconfig: Path | str | None = None) -> None:
+def delete_remote_secret(context: kube.ContextRef, name: str) -> None:
     """Remove the remote secret for cluster ``name`` from ``context`` (its istiod stops reading that cluster)."""
-    kube.delete_object(context, "v1", "Secret", f"istio-remote-secret-{name}", ISTIO_NAMESPACE,
-                       kubeconfig=kubeconfig)
+    kube.delete_object(context, "v1", "Secret", f"istio-remote-secret-{name}", ISTIO_NAMESPACE)

@@ -17,7 +17,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from labkit import kube
@@ -207,8 +206,8 @@ def _describe(stream: Stream) -> str:
     return "not TLS, not HTTP"
 
 
-def capture(context: kube.ContextRef, target: str, *, seconds: float = 3.0, during: Callable[[], Any] | None = None,
-            kubeconfig: Path | str | None = None) -> Capture:
+def capture(context: kube.ContextRef, target: str, *, seconds: float = 3.0,
+            during: Callable[[], Any] | None = None) -> Capture:
     """Record what crosses a Service's relay (a load balancer) for ``seconds``, while ``during()`` runs.
 
     Args:
@@ -216,7 +215,6 @@ def capture(context: kube.ContextRef, target: str, *, seconds: float = 3.0, duri
         target: ``<namespace>/svc/<name>``, e.g. ``istio-system/svc/cluster-load-balancer``.
         seconds: how long to listen.
         during: traffic to send while listening (called once the capture has started).
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Raises:
         LabkitError: a real cluster (the message says what to run there), or a capture that failed.
@@ -224,7 +222,7 @@ def capture(context: kube.ContextRef, target: str, *, seconds: float = 3.0, duri
     namespace, _, name = target.partition("/svc/")
     if not name:
         raise LabkitError(f"capture target {target!r}: write it as <namespace>/svc/<name>")
-    if not kube.is_embedded(context, kubeconfig):
+    if not kube.is_embedded(context):
         raise LabkitError(
             f"{context} is a real cluster: capture on the load balancer's targets instead, e.g. "
             f"`kubectl --context {context} debug node/<node> -it --image=nicolaka/netshoot -- "
@@ -232,14 +230,14 @@ def capture(context: kube.ContextRef, target: str, *, seconds: float = 3.0, duri
     capture_name = f"{name}-{int(time.time() * 1000) % 10**9}"
     kube.apply(context, [{"apiVersion": CAPTURE_API_VERSION, "kind": CAPTURE_KIND,
                           "metadata": {"name": capture_name, "namespace": namespace},
-                          "spec": {"service": name, "seconds": seconds}}], kubeconfig=kubeconfig)
+                          "spec": {"service": name, "seconds": seconds}}])
     try:
-        _wait_phase(context, namespace, capture_name, ("Capturing", "Complete", "Failed"), 10.0, kubeconfig)
+        _wait_phase(context, namespace, capture_name, ("Capturing", "Complete", "Failed"), 10.0)
         if during is not None:
             during()
-        status = _wait_phase(context, namespace, capture_name, ("Complete", "Failed"), seconds + 15.0, kubeconfig)
+        status = _wait_phase(context, namespace, capture_name, ("Complete", "Failed"), seconds + 15.0)
     finally:
-        kube.delete_object(context, CAPTURE_API_VERSION, CAPTURE_KIND, capture_name, namespace, kubeconfig=kubeconfig)
+        kube.delete_object(context, CAPTURE_API_VERSION, CAPTURE_KIND, capture_name, namespace)
     if status.get("phase") == "Failed":
         raise LabkitError(f"capture at {target} failed: {status.get('message', '')}")
     return from_status(target, status)
@@ -260,10 +258,10 @@ def from_status(target: str, status: dict[str, Any]) -> Capture:
     return Capture(target, float(status.get("seconds", 0)), streams, bool(status.get("truncated")))
 
 
-def _wait_phase(context: kube.ContextRef, namespace: str, name: str, phases: tuple[str, ...], timeout: float,
-                kubeconfig: Path | str | None) -> dict[str, Any]:
+def _wait_phase(context: kube.ContextRef, namespace: str, name: str, phases: tuple[str, ...],
+                timeout: float) -> dict[str, Any]:
     def status() -> dict[str, Any]:
-        obj = kube.get_object(context, CAPTURE_API_VERSION, CAPTURE_KIND, name, namespace, kubeconfig=kubeconfig)
+        obj = kube.get_object(context, CAPTURE_API_VERSION, CAPTURE_KIND, name, namespace)
         found = (obj or {}).get("status") or {}
         return found if found.get("phase") in phases else {}
 
