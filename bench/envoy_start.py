@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from labkit.emulator.addresses import AddressPlan
+from labkit.core.contract import AddressPlan
 from labkit.emulator.envoy import find_envoy
 from labkit.emulator.envoy.agent import envoy_argv
 

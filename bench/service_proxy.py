@@ -19,7 +19,7 @@ import statistics
 import time
 from multiprocessing.connection import Connection
 
-from labkit.emulator.addresses import AddressPlan
+from labkit.core.contract import AddressPlan
 from labkit.emulator.network import ServiceProxy
 
 REQUESTS = 2_000

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Any
 
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import Store, WatchEvent, selector_from_labels
+from labkit.core.selectors import selector_from_labels
+from labkit.core.wire import Obj
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store, WatchEvent
 
 from .framework import Controller, Key, is_deleting, namespace_terminating, new_controller_ref, pod_ready
 
@@ -41,7 +42,6 @@ HEADLESS_LABEL = "service.kubernetes.io/headless"
 _NOT_MIRRORED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",
                              "endpoints.kubernetes.io/last-change-trigger-time")
 
-Obj = dict[str, Any]
 PortKey = tuple[tuple[str, int, str, str], ...]
 """Resolved ports of one endpoint: ``(name, port, protocol, appProtocol)`` in Service order."""
 

@@ -21,10 +21,11 @@ it), because the store only waits for metadata finalizers.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import Store, WatchEvent, rfc3339_now
+from labkit.core import kubetime
+from labkit.core.wire import Obj
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store, WatchEvent
 
 from .framework import Controller, Key, ResourceCatalog, ResourceInfo, is_deleting, set_condition
 
@@ -37,7 +38,6 @@ _ROOT_CA_DESCRIPTION = (
     "Kubernetes clusters."
 )
 
-Obj = dict[str, Any]
 
 
 class NamespaceController(Controller):
@@ -204,7 +204,7 @@ class NamespaceController(Controller):
         else:
             condition = {"type": "NamespaceContentRemaining", "status": "False", "reason": "ContentRemoved",
                          "message": "All content successfully removed"}
-        status["conditions"] = set_condition(list(old.get("conditions") or []), condition, rfc3339_now())
+        status["conditions"] = set_condition(list(old.get("conditions") or []), condition, kubetime.now())
         if status != old:
             fresh["status"] = status
             self.store.update_status("", "namespaces", fresh)

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
+from labkit.emulator.apimachinery import json_patch
 from labkit.emulator.mesh import ca as mesh_ca
 from labkit.emulator.mesh.discovery import ClusterView, build_snapshot, parse_mesh_config, proxy_of
 from labkit.emulator.mesh.injection import sidecar_patch, wants_injection
 from labkit.emulator.mesh.model import MeshConfig
-from labkit.emulator.store import json_patch
 from labkit.errors import PkiError
 from labkit.pki import make_mesh
 
@@ -190,3 +190,16 @@ def test_self_signed_secret_round_trips() -> None:
     loaded = mesh_ca.load_ca(None, secret)
     assert loaded is not None and loaded.source == "istio-ca-secret" and loaded.authority.is_root
     assert mesh_ca.load_ca(None, None) is None
+
+
+def test_injection_declares_to_the_node_what_replaces_iptables() -> None:
+    from labkit.emulator.node import SidecarDeclaration
+
+    plain = {"metadata": {"name": "sleep-1", "namespace": "sample", "labels": {"app": "sleep"}},
+             "spec": {"containers": [{"name": "sleep", "image": "curlimages/curl"}]}}
+    injected = json_patch(plain, sidecar_patch(plain, cluster="cluster1", network="", mesh=MESH, values={}))
+    # The node reads only this annotation: the proxy keeps the pod IP, apps use its HTTP proxy listener, and
+    # probes of the agent's ports go to the pod IP.
+    declared = SidecarDeclaration.of(injected["metadata"]["annotations"])
+    assert declared == SidecarDeclaration("istio-proxy", 15080, frozenset({15020, 15021, 15090}))
+    assert SidecarDeclaration.of(plain["metadata"].get("annotations") or {}) is None

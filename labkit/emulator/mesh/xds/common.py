@@ -10,11 +10,12 @@ upstream Envoy, so the ALPN ``istio-peer-exchange`` is offered without the filte
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
+from labkit.core.selectors import labels_match  # noqa: F401  (the builders call common.labels_match)
 from labkit.emulator.mesh.xds import names
-from labkit.errors import LabkitError
+from labkit.errors import XdsError  # noqa: F401  (raised as common.XdsError by the builders)
 
 _API = "type.googleapis.com/envoy"
 CLUSTER = f"{_API}.config.cluster.v3.Cluster"
@@ -53,12 +54,6 @@ ACCESS_LOG_FORMAT = (
     '%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n'
 )
 
-
-
-class XdsError(LabkitError):
-    """The mesh cannot be turned into a consistent Envoy configuration for a proxy; the message names the proxy
-    and the missing or conflicting resource.
-    """
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
@@ -201,7 +196,3 @@ def locality(value: str) -> dict[str, str]:
 def locality_parts(value: str) -> list[str]:
     """``region/zone/subzone`` → three strings, missing parts empty."""
     return [*value.split("/"), "", "", ""][:3] if value else ["", "", ""]
-
-
-def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in selector.items())
