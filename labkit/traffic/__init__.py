@@ -1,4 +1,5 @@
-"""Traffic: call loops from a client pod into DataFrames, and the shares a lab compares them with.
+"""Traffic: call loops from a client pod into DataFrames, the shares a lab compares them with, and captures of
+what crossed a load balancer (with what each captured byte is: TLS header, handshake, ciphertext, plaintext).
 
 Sits above ``labkit.istio`` (it may read its endpoint tables) and reaches clusters only through
 ``labkit.kube``: one exec per loop, one curl with N URLs (DESIGN.md), on real and embedded clusters alike.
