@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-from labkit import Lab, istio
+from labkit import Lab
 from labkit.pki import make_mesh
 
 URL = "http://newlb.secure.svc.cluster.local:443/"
@@ -26,27 +26,27 @@ LB = "istio-system/svc/cluster-load-balancer"
 def setup(lab: Lab) -> None:
     make_mesh(lab.dir / "certs", lab.clusters, key="ec-p256")
     for cluster in lab.clusters:
-        istio.plug_in_ca(lab.context(cluster), lab.dir / "certs" / cluster)
-        istio.install(lab.context(cluster), lab.path("istio.yaml"), quiet=True)
-        lab.namespace(cluster, "secure", labels={"istio-injection": "enabled"})
-        lab.apply(cluster, "peer-authentication.yaml")
+        lab[cluster].plug_in_ca(lab.dir / "certs" / cluster)
+        lab[cluster].install("istio.yaml", quiet=True)
+        lab[cluster].namespace("secure", labels={"istio-injection": "enabled"})
+        lab[cluster].apply("peer-authentication.yaml")
     address = lab.static_address()
-    lab.apply("cluster2", "load-balancer.yaml", values={"LB_IP": address})
+    lab.cluster2.apply("load-balancer.yaml", values={"LB_IP": address})
     for manifest in ("gateway.yaml", "nginx.yaml", "virtualservice.yaml"):
-        lab.apply("cluster2", manifest)
-    lab.apply("cluster1", "headless-service.yaml", values={"LB_IP": address})
-    lab.apply("cluster1", "destinationrule-mutual.yaml")
-    lab.apply("cluster1", "sleep.yaml", namespace="secure")
-    lab.wait("cluster2", "secure", ["deploy/nginx"])
-    lab.wait("cluster1", "secure", ["deploy/sleep"])
-    assert lab.call_until("cluster1", "secure/deploy/sleep", URL, lambda c: (c["status"] == 200).all(), n=3)
+        lab.cluster2.apply(manifest)
+    lab.cluster1.apply("headless-service.yaml", values={"LB_IP": address})
+    lab.cluster1.apply("destinationrule-mutual.yaml")
+    lab.cluster1.apply("sleep.yaml", namespace="secure")
+    lab.cluster2.wait("secure", ["deploy/nginx"])
+    lab.cluster1.wait("secure", ["deploy/sleep"])
+    assert lab.cluster1.call_until("secure/deploy/sleep", URL, lambda c: (c["status"] == 200).all(), n=3)
 
 
 def timed(lab: Lab, n: int) -> float:
     """Seconds for n sequential keep-alive calls from one curl, timed in the pod."""
     script = (f"s=$(date +%s%N); curl -sS {' '.join([URL] * n)} > /dev/null; e=$(date +%s%N); "
               f"echo $(( (e - s) / 1000 ))")
-    return int(lab.exec("cluster1", "secure/deploy/sleep", ["sh", "-c", script], container="sleep").split()[0]) / 1e6
+    return int(lab.cluster1.exec("secure/deploy/sleep", ["sh", "-c", script], container="sleep").split()[0]) / 1e6
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
             plain, tapped, captured = [], [], 0
             for _ in range(3):
                 plain.append(timed(lab, n))
-                capture = lab.capture("cluster2", LB, seconds=8, during=lambda: tapped.append(timed(lab, n)))
+                capture = lab.cluster2.capture(LB, seconds=8, during=lambda: tapped.append(timed(lab, n)))
                 captured += sum(len(stream.data) for stream in capture.streams)
                 time.sleep(0.2)
         finally:

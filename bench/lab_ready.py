@@ -57,7 +57,7 @@ def raw_seconds(lab: Lab, n: int) -> float:
     """The same N calls as lab.call, timed inside the pod: the mesh path without exec or parsing."""
     script = (f"s=$(date +%s%N); curl -sS {' '.join([URL] * n)} > /dev/null; e=$(date +%s%N); "
               f"echo $(( (e - s) / 1000 ))")
-    return int(lab.exec("cluster1", "sample/deploy/sleep", ["sh", "-c", script], container="sleep").split()[0]) / 1e6
+    return int(lab.cluster1.exec("sample/deploy/sleep", ["sh", "-c", script], container="sleep").split()[0]) / 1e6
 
 
 def main() -> None:
@@ -70,21 +70,21 @@ def main() -> None:
             istio.install_multi_primary(lab.clusters, lab.dir / "certs")
             versions = {"cluster1": ["v1"], "cluster2": ["v1"], "cluster3": ["v2"]}
             for cluster in lab.clusters:
-                lab.namespace(cluster, "sample", labels={"istio-injection": "enabled"})
-                lab.apply(cluster, "helloworld.yaml", namespace="sample", selector="service=helloworld")
+                lab[cluster].namespace("sample", labels={"istio-injection": "enabled"})
+                lab[cluster].apply("helloworld.yaml", namespace="sample", selector="service=helloworld")
                 for version in versions[cluster]:
-                    lab.apply(cluster, "helloworld.yaml", namespace="sample", selector=f"version={version}")
-                lab.apply(cluster, "sleep.yaml", namespace="sample")
-            lab.wait("cluster1", "sample", ["deploy/sleep"])
-            reached = lab.call_until("cluster1", "sample/deploy/sleep", URL,
+                    lab[cluster].apply("helloworld.yaml", namespace="sample", selector=f"version={version}")
+                lab[cluster].apply("sleep.yaml", namespace="sample")
+            lab.cluster1.wait("sample", ["deploy/sleep"])
+            reached = lab.cluster1.call_until("sample/deploy/sleep", URL,
                                      lambda calls: "v2" in set(calls["version"].dropna()), n=10, timeout=120)
             first_answer = time.perf_counter() - started
             assert reached, "cluster1 never reached cluster3's v2"
             processes, pss, rss = memory_kib(lab.emulator.pid)
-            lab.call("cluster1", "sample/deploy/sleep", URL, n=50)  # warm the paths
+            lab.cluster1.call("sample/deploy/sleep", URL, n=50)  # warm the paths
             raw = raw_seconds(lab, n)
             begun = time.perf_counter()
-            calls = lab.call("cluster1", "sample/deploy/sleep", URL, n=n)
+            calls = lab.cluster1.call("sample/deploy/sleep", URL, n=n)
             via_lab = time.perf_counter() - begun
             ok = int((calls["status"] == 200).sum())
         finally:

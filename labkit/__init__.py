@@ -1,7 +1,8 @@
 """labkit: multi-cluster Istio labs on real or embedded clusters.
 
-The public surface is small: this facade (``Lab``; ``up``, ``down``, ``status`` for the embedded clusters),
-:mod:`labkit.errors`, and each subpackage's ``__all__``.
+The public surface is small: this facade (``Lab``, whose ``lab["cluster1"]`` is a cluster handle; ``up``,
+``down``, ``status`` for the embedded clusters), :mod:`labkit.errors`, :mod:`labkit.labs` (one module per lab),
+:mod:`labkit.testing` (what tests share), and each subpackage's ``__all__``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ message names the object it is about and the fix, in one or two sentences::
     │   └── ExecNotFoundError    ``kubectl exec`` named a program an embedded pod does not have
     ├── EmulatorError            the embedded clusters did not start, or another set is running
     ├── CheckpointFailed         a lab's teaching point does not hold (what was measured is shown)
+    ├── NotebookRunError         ``labkit run`` cannot find or start a notebook (a failing cell is a result)
     ├── MeshError                the embedded mesh: istiod and the Envoys it configures
     │   ├── XdsError             a mesh that cannot become a consistent config for a proxy (names both)
     │   ├── XdsInconsistentError a proxy config referring to resources it does not contain
@@ -119,6 +120,10 @@ class XdsTimeoutError(MeshError):
 
 class CheckpointFailed(LabkitError):
     """A lab's teaching point does not hold on these clusters (the message shows what was measured)."""
+
+
+class NotebookRunError(LabkitError):
+    """A notebook that could not be found or started (a failing cell is a result, not this error)."""
 
 
 class PkiError(LabkitError):

@@ -33,7 +33,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from traitlets import default
 
-from labkit.errors import LabkitError
+from labkit.errors import NotebookRunError
 
 CURRENT_ENV_KERNEL = "python3"
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -81,10 +81,6 @@ class NotebookRun:
     def ok(self) -> bool:
         """Whether every cell ran without an error."""
         return not self.error
-
-
-class NotebookRunError(LabkitError):
-    """A notebook that could not be found or started (a failing cell is a result, not this error)."""
 
 
 def find_notebook(name: str | Path, *, cwd: Path | None = None, notebooks_dir: Path = NOTEBOOKS_DIR) -> Path:

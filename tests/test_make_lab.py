@@ -8,11 +8,12 @@ import re
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from labkit.testing import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,11 +35,12 @@ def test_make_lab_prints_a_url_that_opens_the_workshop(tmp_path: Path) -> None:
     try:
         # Do what a user does: wait for the URL to be printed, then open it.
         pattern = re.compile(rf"http://127\.0\.0\.1:{port}/lab\?token=[0-9a-f]+")
-        deadline = time.monotonic() + 90
-        while not (found := pattern.search(log.read_text())):
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        url = found.group(0)
+
+        def printed() -> re.Match[str] | None:
+            assert process.poll() is None, log.read_text()
+            return pattern.search(log.read_text())
+
+        url = eventually(printed, 90, "JupyterLab's URL in the output of make lab").group(0)
         with urllib.request.urlopen(url, timeout=10) as response:
             assert "JupyterLab" in response.read().decode()
         contents = url.replace("/lab?", "/api/contents?")

@@ -9,6 +9,14 @@ variable prefixes, so they may not start with a digit. The messages are Kubernet
 from __future__ import annotations
 
 import re
+from typing import NewType
+
+ClusterName = NewType("ClusterName", str)
+"""A cluster's name in a lab and in the mesh (``cluster1``): Istio's ``clusterName``, an embedded cluster's name,
+the boxes of a lab's charts."""
+ContextName = NewType("ContextName", str)
+"""A kubeconfig context's name: how the client reaches a cluster. Equal to the :data:`ClusterName` on embedded
+clusters; on real ones ``LABKIT_CONTEXTS`` maps one to the other."""
 
 DNS1123_LABEL_MAX = 63
 DNS1123_SUBDOMAIN_MAX = 253

@@ -8,7 +8,7 @@ here is Kubernetes API and exec, identical on both. Imports ``labkit.kube`` and 
 
 from labkit.istio.access_log import AccessLogEntry, parse_access_log, proxy_access_log
 from labkit.istio.installing import InstallResult, install, load_operator, render_operator
-from labkit.istio.multicluster import connect, install_multi_primary, plug_in_ca
+from labkit.istio.multicluster import connect, control_plane, eastwest_gateway, install_multi_primary, plug_in_ca
 from labkit.istio.operator import GatewaySpec, InstallSettings, check_operator, settings_of, unsupported_fields
 from labkit.istio.proxy_config import EndpointRow, EndpointTable, endpoint_table, proxy_endpoints
 from labkit.istio.remote_clusters import RemoteCluster, parse_clusterz, parse_istioctl, remote_clusters
@@ -38,8 +38,10 @@ __all__ = [
     "apply_remote_secret",
     "check_operator",
     "connect",
+    "control_plane",
     "create_remote_secret",
     "delete_remote_secret",
+    "eastwest_gateway",
     "endpoint_table",
     "install",
     "install_multi_primary",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 
 from labkit import kube
 
@@ -63,16 +62,14 @@ def parse_access_log(text: str) -> list[AccessLogEntry]:
     return entries
 
 
-def proxy_access_log(context: str, workload: str, *, tail: int = 200,
-                     kubeconfig: Path | str | None = None) -> list[AccessLogEntry]:
+def proxy_access_log(context: kube.ContextRef, workload: str, *, tail: int = 200) -> list[AccessLogEntry]:
     """The recent requests of a workload's sidecar, e.g. ``proxy_access_log("cluster1", "deploy/sleep.sample")``.
 
     Args:
-        context: the kubeconfig context.
+        context: the kubeconfig context (a name, or a :class:`~labkit.kube.Context` with its kubeconfig).
         workload: ``deploy/<name>.<namespace>`` or ``<pod>.<namespace>`` (istioctl's form).
         tail: how many log lines to read.
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
     """
     target, _, namespace = workload.rpartition(".")
-    text = kube.logs(context, namespace, target, container="istio-proxy", tail=tail, kubeconfig=kubeconfig)
+    text = kube.logs(context, namespace, target, container="istio-proxy", tail=tail)
     return parse_access_log(text)

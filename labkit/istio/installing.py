@@ -29,7 +29,7 @@ import yaml
 from labkit import kube
 from labkit.core.contract import ISTIOD_CA_PROBLEM as CA_PROBLEM
 from labkit.core.wire import Obj
-from labkit.errors import LabkitError, ManifestError, MeshError, ToolNotFoundError, WaitTimeoutError
+from labkit.errors import LabkitError, ManifestError, MeshError, ToolNotFoundError
 from labkit.istio.operator import InstallSettings, check_operator, settings_of
 from labkit.istio.rendering import (
     RenderedInstall,
@@ -48,7 +48,7 @@ class InstallResult:
     """What one install did.
 
     Args:
-        context: the kubeconfig context.
+        context: the kubeconfig context's name.
         embedded: whether it was rendered for an embedded cluster (else istioctl ran).
         components: the istioctl components installed (``Base``, ``Pilot``, ``IngressGateways`` …).
         objects: the objects applied, with what happened to each (embedded clusters only).
@@ -84,23 +84,21 @@ def load_operator(file: Path | str | Obj) -> tuple[Obj, str]:
 
 
 def install(
-    context: str,
+    context: kube.ContextRef,
     file: Path | str | Obj,
     *,
     wait: bool = True,
     timeout: float = 300.0,
     quiet: bool = False,
-    kubeconfig: Path | str | None = None,
 ) -> InstallResult:
     """Install Istio from an IstioOperator, with istioctl on real clusters and rendered on embedded ones.
 
     Args:
-        context: the kubeconfig context.
+        context: the kubeconfig context (a name, or a :class:`~labkit.kube.Context` with its kubeconfig).
         file: an IstioOperator file, its YAML text, or the object.
         wait: wait until istiod and the gateways are ready (as istioctl does).
         timeout: seconds to wait for readiness (embedded) or for istioctl to finish (real).
         quiet: print nothing (the result's ``output`` still has it).
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Raises:
         ManifestError: the file is not one IstioOperator, or (embedded) uses fields that cannot be installed
@@ -112,8 +110,8 @@ def install(
         KubeApiError: the API server refused a write.
     """
     operator, origin = load_operator(file)
-    if not kube.is_embedded(context, kubeconfig):
-        return _istioctl(context, file, operator, timeout=timeout, quiet=quiet, kubeconfig=kubeconfig)
+    if not kube.is_embedded(context):
+        return _istioctl(context, file, operator, timeout=timeout, quiet=quiet)
     check_operator(operator, origin)
     settings = settings_of(operator)
     lines: list[str] = []
@@ -123,13 +121,13 @@ def install(
         if not quiet:
             print(line, flush=True)
 
-    namespace, exists = _namespace_to_apply(context, settings, kubeconfig)
-    root_pem, ca_secret = _mesh_root(context, settings, exists, kubeconfig)
+    namespace, exists = _namespace_to_apply(context, settings)
+    root_pem, ca_secret = _mesh_root(context, settings, exists)
     rendered = render(settings, ca_root_pem=root_pem, namespace=namespace, ca_secret=ca_secret,
-                      failure_policies=_live_failure_policies(context, settings, kubeconfig))
-    applied = _apply_groups(context, settings, rendered, say, wait=wait, timeout=timeout, kubeconfig=kubeconfig)
+                      failure_policies=_live_failure_policies(context, settings))
+    applied = _apply_groups(context, settings, rendered, say, wait=wait, timeout=timeout)
     say("✔ Installation complete")
-    return InstallResult(context, True, settings.components, tuple(applied), "\n".join(lines))
+    return InstallResult(str(context), True, settings.components, tuple(applied), "\n".join(lines))
 
 
 def render_operator(operator: Obj | Path | str, *, ca_root_pem: str = "") -> RenderedInstall:
@@ -149,73 +147,72 @@ def render_operator(operator: Obj | Path | str, *, ca_root_pem: str = "") -> Ren
     return render(settings, ca_root_pem=ca_root_pem, namespace=namespace_object(settings.namespace, settings.network))
 
 
-def _apply_groups(context: str, settings: InstallSettings, rendered: RenderedInstall, say: Callable[[str], None],
-                  *, wait: bool, timeout: float, kubeconfig: Path | str | None) -> list[kube.AppliedObject]:
+def _apply_groups(context: kube.ContextRef, settings: InstallSettings, rendered: RenderedInstall,
+                  say: Callable[[str], None], *, wait: bool, timeout: float) -> list[kube.AppliedObject]:
     applied: list[kube.AppliedObject] = []
     ns = settings.namespace
     if rendered.core:
-        applied += kube.apply(context, list(rendered.core), kubeconfig=kubeconfig)
+        applied += kube.apply(context, list(rendered.core))
         say("✔ Istio core installed ⛵️")
     if rendered.istiod:
-        applied += kube.apply(context, list(rendered.istiod), kubeconfig=kubeconfig)
+        applied += kube.apply(context, list(rendered.istiod))
         if wait and settings.pilot:
-            _wait_for_istiod(context, ns, timeout=timeout, kubeconfig=kubeconfig)
+            _wait_for_istiod(context, ns, timeout=timeout)
         say("✔ Istiod installed 🧠" if settings.pilot else "✔ Istiod remote installed 🧠")
     if rendered.gateways:
-        applied += kube.apply(context, list(rendered.gateways), kubeconfig=kubeconfig)
+        applied += kube.apply(context, list(rendered.gateways))
         if wait:
             for gateway in settings.gateways:
-                kube.wait_ready(context, gateway.namespace, f"deploy/{gateway.name}", timeout=timeout,
-                                kubeconfig=kubeconfig)
+                kube.wait_ready(context, gateway.namespace, f"deploy/{gateway.name}", timeout=timeout)
         say("✔ Ingress gateways installed 🛬")
     return applied
 
 
-def _live_failure_policies(context: str, settings: InstallSettings,
-                           kubeconfig: Path | str | None) -> dict[str, str]:
+def _live_failure_policies(context: kube.ContextRef, settings: InstallSettings) -> dict[str, str]:
     """The ``failurePolicy`` istiod set on its validating webhooks, to keep on a second install (as Helm's
     upgrade leaves it alone)."""
     if not settings.pilot:
         return {}
     policies = {}
     for name in validating_webhook_names(settings):
-        live = kube.get_object(context, "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", name,
-                               kubeconfig=kubeconfig)
+        live = kube.get_object(context, "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", name)
         hooks = (live or {}).get("webhooks") or []
         if hooks:
             policies[name] = hooks[0].get("failurePolicy") or "Fail"
     return policies
 
 
-_LOOK_EVERY = 2.0
+_LOOK_EVERY = 2.0  # seconds between looks at istiod's log while it is not ready
 
 
-def _wait_for_istiod(context: str, namespace: str, *, timeout: float, kubeconfig: Path | str | None) -> None:
+def _wait_for_istiod(context: kube.ContextRef, namespace: str, *, timeout: float) -> None:
     """Wait for istiod; when it is running but not Ready because of its CA, fail at once quoting its log."""
-    deadline = time.monotonic() + timeout
+    waiting: list[str] = []
     look_at = time.monotonic() + _LOOK_EVERY
-    while waiting := kube.not_ready(context, namespace, "deploy/istiod", kubeconfig=kubeconfig):
-        if time.monotonic() >= look_at:
-            reason = _istiod_ca_problem(context, namespace, kubeconfig)
+
+    def ready() -> bool:
+        nonlocal look_at
+        waiting[:] = kube.not_ready(context, namespace, "deploy/istiod")
+        if waiting and time.monotonic() >= look_at:
+            reason = _istiod_ca_problem(context, namespace)
             if reason:
-                raise MeshError(f"istiod in {context} is not ready: {reason} Replace the cacerts Secret (kubectl "
-                                f"delete secret cacerts -n {namespace}, then labkit.istio.plug_in_ca with a good "
-                                f"folder) and restart istiod (kubectl delete pod -n {namespace} -l app=istiod).")
+                raise MeshError(f"istiod in {context} is not ready: {reason} Replace the cacerts "
+                                f"Secret (kubectl delete secret cacerts -n {namespace}, then labkit.istio.plug_in_ca "
+                                f"with a good folder) and restart istiod (kubectl delete pod -n {namespace} "
+                                f"-l app=istiod).")
             look_at = time.monotonic() + _LOOK_EVERY
-        if time.monotonic() >= deadline:
-            lines = "\n".join(f"  - {line}" for line in waiting)
-            raise WaitTimeoutError(f"not ready after {timeout:.0f} s in {context}/{namespace} (deploy/istiod):\n"
-                                   f"{lines}\nLook closer with: kubectl --context {context} -n {namespace} logs "
-                                   f"deploy/istiod", waiting)
-        time.sleep(0.25)
+        return not waiting
+
+    kube.poll(ready, timeout=timeout, what=f"deploy/istiod in {context}/{namespace}", max_interval=0.25,
+              explain=lambda _: [*waiting, f"look closer: kubectl -n {namespace} logs deploy/istiod"])
 
 
-def _istiod_ca_problem(context: str, namespace: str, kubeconfig: Path | str | None) -> str:
-    for pod in kube.pods(context, namespace, "app=istiod", kubeconfig=kubeconfig):
+def _istiod_ca_problem(context: kube.ContextRef, namespace: str) -> str:
+    for pod in kube.pods(context, namespace, "app=istiod"):
         if pod.phase != "Running":
             continue
         try:
-            text = kube.logs(context, namespace, pod.name, container="discovery", tail=200, kubeconfig=kubeconfig)
+            text = kube.logs(context, namespace, pod.name, container="discovery", tail=200)
         except LabkitError:
             continue
         lines = [line for line in text.splitlines() if CA_PROBLEM in line]
@@ -224,13 +221,12 @@ def _istiod_ca_problem(context: str, namespace: str, kubeconfig: Path | str | No
     return ""
 
 
-def _namespace_to_apply(context: str, settings: InstallSettings,
-                        kubeconfig: Path | str | None) -> tuple[Obj | None, bool]:
+def _namespace_to_apply(context: kube.ContextRef, settings: InstallSettings) -> tuple[Obj | None, bool]:
     """The Namespace object to apply (None: leave it alone), and whether the namespace exists already."""
     # Label the namespace with the network only where nobody did (the labs label it by hand first), and
     # never re-apply a namespace labkit did not label: a server-side apply that omits a label its
     # manager owns removes it.
-    live = kube.get_object(context, "v1", "Namespace", settings.namespace, kubeconfig=kubeconfig)
+    live = kube.get_object(context, "v1", "Namespace", settings.namespace)
     if live is None:
         return namespace_object(settings.namespace, settings.network), False
     labels = (live.get("metadata") or {}).get("labels") or {}
@@ -239,15 +235,14 @@ def _namespace_to_apply(context: str, settings: InstallSettings,
     return None, True
 
 
-def _mesh_root(context: str, settings: InstallSettings, namespace_exists: bool,
-               kubeconfig: Path | str | None) -> tuple[str, Obj | None]:
+def _mesh_root(context: kube.ContextRef, settings: InstallSettings, namespace_exists: bool) -> tuple[str, Obj | None]:
     """The mesh root PEM for the webhook, and the ``istio-ca-secret`` to create (None if one exists)."""
     if not (settings.pilot or settings.remote):
         return "", None
     ns = settings.namespace
     if namespace_exists:
         for name, key in (("cacerts", "root-cert.pem"), ("istio-ca-secret", "ca-cert.pem")):
-            secret = kube.get_object(context, "v1", "Secret", name, ns, kubeconfig=kubeconfig)
+            secret = kube.get_object(context, "v1", "Secret", name, ns)
             data = (secret or {}).get("data") or {}
             if data.get(key):
                 return base64.b64decode(data[key]).decode(), None
@@ -259,8 +254,9 @@ def _mesh_root(context: str, settings: InstallSettings, namespace_exists: bool,
     return root.cert_pem, ca_secret_object(ns, root.cert_pem, root.key_pem)
 
 
-def _istioctl(context: str, file: Path | str | Obj, operator: Obj, *, timeout: float, quiet: bool,
-              kubeconfig: Path | str | None) -> InstallResult:
+def _istioctl(context: kube.ContextRef, file: Path | str | Obj, operator: Obj, *, timeout: float,
+              quiet: bool) -> InstallResult:
+    context, kubeconfig = kube.resolve(context)
     istioctl = shutil.which("istioctl")
     if istioctl is None:
         raise ToolNotFoundError("istioctl", f"Context {context!r} is a real cluster, where labkit installs Istio with "

@@ -19,9 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from labkit.core.wire import Obj
 from labkit.errors import ManifestError
-
-Obj = dict[str, Any]
 
 DEFAULT_HUB = "docker.io/istio"
 DEFAULT_TAG = "1.30.0"

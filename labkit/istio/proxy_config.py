@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -122,31 +121,28 @@ def parse_proxy(target: str, namespace: str | None = None) -> tuple[str, str]:
 
 
 def proxy_endpoints(
-    context: str,
+    context: kube.ContextRef,
     proxy: str,
     cluster: str | None = None,
     *,
     namespace: str | None = None,
     timeout: float = 30.0,
-    kubeconfig: Path | str | None = None,
 ) -> EndpointTable:
     """The endpoints a proxy's Envoy knows, like ``istioctl proxy-config endpoints <proxy> --cluster …``.
 
     Args:
-        context: the kubeconfig context.
+        context: the kubeconfig context (a name, or a :class:`~labkit.kube.Context` with its kubeconfig).
         proxy: ``deploy/sleep.sample``, ``sleep-abc.sample``, or a name with ``namespace``.
         cluster: show only this Envoy cluster, e.g. ``outbound|5000||helloworld.sample.svc.cluster.local``.
         namespace: the namespace when ``proxy`` has no ``.namespace`` suffix.
         timeout: seconds for the exec.
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Raises:
         KubeApiError: the pod is missing or has no ``istio-proxy`` container (not injected?).
         LabkitError: the proxy's admin answer is not Envoy's clusters JSON.
     """
     target, ns = parse_proxy(proxy, namespace)
-    result = kube.exec_(context, ns, target, CLUSTERS_COMMAND, container="istio-proxy", timeout=timeout,
-                        kubeconfig=kubeconfig)
+    result = kube.exec_(context, ns, target, CLUSTERS_COMMAND, container="istio-proxy", timeout=timeout)
     if result.exit_code != 0:
         raise LabkitError(f"{' '.join(CLUSTERS_COMMAND)} in {ns}/{result.pod} on {context} exited with "
                           f"{result.exit_code}: {result.stderr.strip() or result.stdout.strip()}; is the pod injected "

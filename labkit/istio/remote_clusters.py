@@ -26,7 +26,6 @@ import json
 import shutil
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 from labkit import kube
 from labkit.errors import LabkitError, ToolNotFoundError
@@ -96,38 +95,36 @@ def format_table(rows: list[RemoteCluster]) -> str:
                      for row in cells)
 
 
-def remote_clusters(context: str, *, namespace: str = ISTIO_NAMESPACE, quiet: bool = False,
-                    kubeconfig: Path | str | None = None) -> list[RemoteCluster]:
+def remote_clusters(context: kube.ContextRef, *, namespace: str = ISTIO_NAMESPACE,
+                    quiet: bool = False) -> list[RemoteCluster]:
     """The clusters each istiod of ``context`` watches, printed like ``istioctl remote-clusters``.
 
     Args:
-        context: the kubeconfig context.
+        context: the kubeconfig context (a name, or a :class:`~labkit.kube.Context` with its kubeconfig).
         namespace: the Istio namespace.
         quiet: return the rows without printing them.
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Raises:
         KubeApiError: no running istiod (or exec refused) on an embedded cluster.
         ToolNotFoundError: istioctl missing on a real cluster.
     """
-    if kube.is_embedded(context, kubeconfig):
-        rows = _from_embedded(context, namespace, kubeconfig)
+    if kube.is_embedded(context):
+        rows = _from_embedded(context, namespace)
     else:
-        rows = parse_istioctl(_istioctl(context, namespace, kubeconfig))
+        rows = parse_istioctl(_istioctl(context, namespace))
     if not quiet:
         print(format_table(rows))
     return rows
 
 
-def _from_embedded(context: str, namespace: str, kubeconfig: Path | str | None) -> list[RemoteCluster]:
-    pods = [p for p in kube.pods(context, namespace, "app=istiod", kubeconfig=kubeconfig) if p.phase == "Running"]
+def _from_embedded(context: kube.ContextRef, namespace: str) -> list[RemoteCluster]:
+    pods = [p for p in kube.pods(context, namespace, "app=istiod") if p.phase == "Running"]
     if not pods:
         raise LabkitError(f"no running istiod in {context}/{namespace}: install Istio first "
                           f"(labkit.istio.install) and check kubectl --context {context} -n {namespace} get pods")
     rows: list[RemoteCluster] = []
     for pod in pods:
-        result = kube.exec_(context, namespace, pod.name, CLUSTERZ_COMMAND, container="discovery",
-                            kubeconfig=kubeconfig)
+        result = kube.exec_(context, namespace, pod.name, CLUSTERZ_COMMAND, container="discovery")
         if result.exit_code != 0:
             raise LabkitError(f"{' '.join(CLUSTERZ_COMMAND)} in {namespace}/{pod.name} on {context} exited with "
                               f"{result.exit_code}: {result.stderr.strip() or result.stdout.strip()}")
@@ -135,7 +132,8 @@ def _from_embedded(context: str, namespace: str, kubeconfig: Path | str | None) 
     return rows
 
 
-def _istioctl(context: str, namespace: str, kubeconfig: Path | str | None) -> str:
+def _istioctl(context: kube.ContextRef, namespace: str) -> str:
+    context, kubeconfig = kube.resolve(context)
     istioctl = shutil.which("istioctl")
     if istioctl is None:
         raise ToolNotFoundError("istioctl", f"Context {context!r} is a real cluster, where labkit asks istioctl: "

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import base64
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from labkit import kube
-from labkit.errors import KubeApiError, LabkitError, ManifestError, WaitTimeoutError
+from labkit.core.wire import Obj
+from labkit.errors import KubeApiError, LabkitError, ManifestError
 from labkit.istio.operator import ISTIO_NAMESPACE
 from labkit.istio.rendering import READER_ACCOUNT, reader_objects
 
-Obj = dict[str, Any]
 TOKEN_SECRET = f"{READER_ACCOUNT}-istio-remote-secret-token"
 MULTICLUSTER_LABEL = "istio/multiCluster"
 CLUSTER_ANNOTATION = "networking.istio.io/cluster"
@@ -40,13 +38,12 @@ def remote_secret_name(name: str) -> str:
 
 
 def create_remote_secret(
-    context: str,
+    context: kube.ContextRef,
     name: str,
     *,
     server: str | None = None,
     namespace: str = ISTIO_NAMESPACE,
     timeout: float = 30.0,
-    kubeconfig: Path | str | None = None,
 ) -> Obj:
     """Prepare ``context``'s cluster to be read by other istiods, and return the Secret that lets them.
 
@@ -61,22 +58,21 @@ def create_remote_secret(
             kubeconfig says ``127.0.0.1`` and other clusters cannot reach that (istio.md mistake 2).
         namespace: the Istio namespace.
         timeout: seconds to wait for the token controller to fill in the token.
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Raises:
         WaitTimeoutError: no token appeared in the token Secret.
         KubeApiError: the API server refused a write (e.g. the kubeconfig's user may not create RBAC).
     """
-    endpoint = kube.cluster_endpoint(context, kubeconfig)
+    endpoint = kube.cluster_endpoint(context)
     objects: list[Obj] = []
-    if kube.get_object(context, "v1", "Namespace", namespace, kubeconfig=kubeconfig) is None:
+    if kube.get_object(context, "v1", "Namespace", namespace) is None:
         objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     objects += reader_objects(namespace)
     objects.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                     "metadata": {"name": TOKEN_SECRET, "namespace": namespace,
                                  "annotations": {"kubernetes.io/service-account.name": READER_ACCOUNT}}})
-    kube.apply(context, objects, kubeconfig=kubeconfig)
-    token = _wait_for_token(context, namespace, timeout, kubeconfig)
+    kube.apply(context, objects)
+    token = _wait_for_token(context, namespace, timeout)
     config = remote_kubeconfig(name, server or endpoint.server, endpoint.ca_data, token)
     return remote_secret(name, config, namespace)
 
@@ -122,19 +118,17 @@ def remote_secret(name: str, kubeconfig_text: str, namespace: str = ISTIO_NAMESP
     }
 
 
-def apply_remote_secret(secret: Obj, into_context: str, *,
-                        kubeconfig: Path | str | None = None) -> kube.AppliedObjects:
+def apply_remote_secret(secret: Obj, into_context: kube.ContextRef) -> kube.AppliedObjects:
     """Apply a remote secret in another cluster (``… | kubectl apply -f - --context into_context``).
 
     Args:
         secret: what :func:`create_remote_secret` returned.
         into_context: the cluster whose istiod should read the secret's cluster.
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Raises:
         ManifestError: the Istio namespace does not exist there (install Istio first).
     """
-    return kube.apply(into_context, [secret], kubeconfig=kubeconfig)
+    return kube.apply(into_context, [secret])
 
 
 def kubeconfig_of(secret: Obj) -> tuple[str, str]:
@@ -149,19 +143,15 @@ def kubeconfig_of(secret: Obj) -> tuple[str, str]:
     return key, base64.b64decode(data[key]).decode()
 
 
-def _wait_for_token(context: str, namespace: str, timeout: float, kubeconfig: Path | str | None) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        secret = kube.get_object(context, "v1", "Secret", TOKEN_SECRET, namespace, kubeconfig=kubeconfig) or {}
-        token = (secret.get("data") or {}).get("token")
-        if token:
-            return base64.b64decode(token).decode()
-        if time.monotonic() >= deadline:
-            raise WaitTimeoutError(
-                f"secret {namespace}/{TOKEN_SECRET} on {context} got no token within {timeout:.0f} s; the "
-                f"token controller fills it in for ServiceAccount {READER_ACCOUNT} (does that account exist?)",
-                [f"secret/{TOKEN_SECRET}"])
-        time.sleep(0.1)
+def _wait_for_token(context: kube.ContextRef, namespace: str, timeout: float) -> str:
+    def token() -> str:
+        secret = kube.get_object(context, "v1", "Secret", TOKEN_SECRET, namespace) or {}
+        return (secret.get("data") or {}).get("token") or ""
+
+    found = kube.poll(token, timeout=timeout, what=f"a token in secret {namespace}/{TOKEN_SECRET} on {context}",
+                      explain=lambda _: [f"secret/{TOKEN_SECRET}: no token yet; the token controller fills it in "
+                                         f"for ServiceAccount {READER_ACCOUNT} (does that account exist?)"])
+    return base64.b64decode(found).decode()
 
 
 def redact_kubeconfig(kubeconfig: str) -> str:
@@ -217,7 +207,6 @@ def remote_access(secret: Obj) -> RemoteAccess:
     return RemoteAccess(secret)
 
 
-def delete_remote_secret(context: str, name: str, *, kubeconfig: Path | str | None = None) -> None:
+def delete_remote_secret(context: kube.ContextRef, name: str) -> None:
     """Remove the remote secret for cluster ``name`` from ``context`` (its istiod stops reading that cluster)."""
-    kube.delete_object(context, "v1", "Secret", f"istio-remote-secret-{name}", ISTIO_NAMESPACE,
-                       kubeconfig=kubeconfig)
+    kube.delete_object(context, "v1", "Secret", f"istio-remote-secret-{name}", ISTIO_NAMESPACE)

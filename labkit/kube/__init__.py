@@ -5,6 +5,7 @@ these functions and a kubeconfig context name, and gets labkit values and ``labk
 the client library's objects or exceptions.
 """
 
+from labkit.core.names import ClusterName, ContextName
 from labkit.kube.applying import (
     AppliedObject,
     AppliedObjects,
@@ -15,9 +16,18 @@ from labkit.kube.applying import (
     selector_matches,
 )
 from labkit.kube.clients import client_for, dynamic_for, forget_clients, is_embedded, server_version
-from labkit.kube.contexts import ClusterEndpoint, KubeContext, cluster_endpoint, list_contexts
+from labkit.kube.contexts import (
+    ClusterEndpoint,
+    Context,
+    ContextRef,
+    KubeContext,
+    cluster_endpoint,
+    list_contexts,
+    resolve,
+)
 from labkit.kube.events import Event, events_for, warnings_about
 from labkit.kube.execing import ExecResult, Pod, exec_, logs, parse_target, pods, resolve_pod
+from labkit.kube.polling import poll
 from labkit.kube.reading import delete_object, get_object, list_objects
 from labkit.kube.tables import table
 from labkit.kube.waiting import not_ready, wait_ready
@@ -26,6 +36,10 @@ __all__ = [
     "AppliedObject",
     "AppliedObjects",
     "ClusterEndpoint",
+    "ClusterName",
+    "Context",
+    "ContextName",
+    "ContextRef",
     "Document",
     "Event",
     "ExecResult",
@@ -49,6 +63,8 @@ __all__ = [
     "not_ready",
     "parse_target",
     "pods",
+    "poll",
+    "resolve",
     "resolve_pod",
     "selector_matches",
     "server_version",

@@ -23,8 +23,6 @@ before and after: a server does not bump it for a no-op apply.
 from __future__ import annotations
 
 import copy
-import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +34,13 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 from kubernetes.dynamic.resource import Resource
 
-from labkit.errors import ManifestError, WaitTimeoutError
+from labkit.core.selectors import parse_label_selector
+from labkit.core.wire import Obj
+from labkit.errors import InvalidSelectorError, ManifestError
 from labkit.kube.clients import api_error, dynamic_for, raise_api_error
+from labkit.kube.contexts import ContextRef
+from labkit.kube.polling import poll
 
-Obj = dict[str, Any]
 Source = list[Obj] | tuple[Obj, ...] | str | Path | Obj
 FIELD_MANAGER = "labkit"
 _CRD_API = "apiextensions.k8s.io/v1"
@@ -94,6 +95,7 @@ class AppliedObject:
         namespace: its namespace (None for cluster-scoped kinds).
         action: ``created``, ``configured``, ``unchanged`` or ``deleted``.
         dry_run: whether it was only a server dry run.
+        api_version: its ``apiVersion`` (to find it again, e.g. to delete it at a lab's cleanup).
     """
 
     kind: str
@@ -102,6 +104,7 @@ class AppliedObject:
     namespace: str | None
     action: str
     dry_run: bool = False
+    api_version: str = ""
 
     @property
     def resource(self) -> str:
@@ -219,11 +222,6 @@ def _shape_problems(document: Document, require_names: bool) -> list[str]:
 
 # --- label selectors (kubectl apply -l) ------------------------------------------------------------------------------
 
-_REQUIREMENT = re.compile(
-    r"\s*(?:(?P<not>!)\s*(?P<absent>[\w./-]+)"
-    r"|(?P<key>[\w./-]+)\s*(?:(?P<op>==|!=|=)\s*(?P<value>[\w.-]*)"
-    r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?)\s*(?:,|$)")
-
 
 def selector_matches(selector: str | None, labels: Mapping[str, str]) -> bool:
     """Whether ``labels`` satisfy a label selector as kubectl writes it (``app=x,version!=v2,tier in (a,b),!canary``).
@@ -235,33 +233,11 @@ def selector_matches(selector: str | None, labels: Mapping[str, str]) -> bool:
     Raises:
         ManifestError: the selector cannot be parsed.
     """
-    if not selector or not selector.strip():
-        return True
-    position = 0
-    text = selector.strip()
-    while position < len(text):
-        match = _REQUIREMENT.match(text, position)
-        if match is None or match.end() == position:
-            raise ManifestError(f"cannot parse the label selector {selector!r} near {text[position:]!r}; write it "
-                                f"as kubectl does: key=value, key!=value, key in (a,b), key, !key")
-        position = match.end()
-        if match["absent"]:
-            if match["absent"] in labels:
-                return False
-            continue
-        key = match["key"]
-        if match["op"]:
-            equal = labels.get(key) == match["value"]
-            if (match["op"] == "!=" and equal) or (match["op"] != "!=" and not equal):
-                return False
-        elif match["setop"]:
-            values = {v.strip() for v in match["values"].split(",") if v.strip()}
-            inside = labels.get(key) in values if key in labels else False
-            if (match["setop"] == "in") != inside:
-                return False
-        elif key not in labels:
-            return False
-    return True
+    try:
+        return parse_label_selector(selector).matches(labels)
+    except InvalidSelectorError as exc:
+        raise ManifestError(f"cannot parse the label selector {selector!r} ({exc}); write it as kubectl does: "
+                            f"key=value, key!=value, key in (a,b), key, !key") from exc
 
 
 # --- apply / delete ------------------------------------------------------------------------------------------------
@@ -279,7 +255,7 @@ class _Planned:
 
 
 def apply(
-    context: str,
+    context: ContextRef,
     documents: Source,
     *,
     namespace: str | None = None,
@@ -315,7 +291,8 @@ def apply(
         # "configured" for every existing object too.
         for item in plan:
             action = "created" if item.live_version is None else "configured"
-            results.append(AppliedObject(item.kind, item.group, item.document.name, item.namespace, action, True))
+            results.append(AppliedObject(item.kind, item.group, item.document.name, item.namespace, action, True,
+                                         item.api_version))
         return results
     # Namespaces and CRDs first: later documents of the same batch may live in or be defined by them.
     ordered = sorted(plan, key=lambda item: 0 if item.kind in ("Namespace", "CustomResourceDefinition") else 1)
@@ -324,12 +301,13 @@ def apply(
         resource = item.resource or _resolve_after_crd(dyn, item)
         written = _write(dyn, resource, item, field_manager)
         action = _action(item.live_version, (written.get("metadata") or {}).get("resourceVersion"))
-        results.append(AppliedObject(item.kind, item.group, item.document.name, item.namespace, action))
+        results.append(AppliedObject(item.kind, item.group, item.document.name, item.namespace, action,
+                                     api_version=item.api_version))
     return results
 
 
 def delete(
-    context: str,
+    context: ContextRef,
     documents: Source,
     *,
     namespace: str | None = None,
@@ -372,7 +350,7 @@ def delete(
     return results
 
 
-def _plan(dyn: DynamicClient, context: str, documents: list[Document], namespace: str | None) -> list[_Planned]:
+def _plan(dyn: DynamicClient, context: ContextRef, documents: list[Document], namespace: str | None) -> list[_Planned]:
     problems: list[tuple[int, str]] = []  # by document index, so the message reads in file order
     planned: list[_Planned] = []
     batch_crds = {(_crd_group(d.body), kind) for d in documents if d.kind == "CustomResourceDefinition"
@@ -463,16 +441,14 @@ def _write(dyn: DynamicClient, resource: Resource, item: _Planned, field_manager
 def _wait_established(dyn: DynamicClient, resource: Resource, name: str, timeout: float = 30.0) -> None:
     # A real apiextensions server serves a CRD's kind a moment after accepting it; custom resources of the
     # same batch would otherwise get a 404.
-    deadline = time.monotonic() + timeout
-    while True:
+    def established() -> bool:
         crd = dyn.get(resource, name=name).to_dict()
         conditions = (crd.get("status") or {}).get("conditions") or []
-        if not conditions or any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
-            return
-        if time.monotonic() > deadline:
-            raise WaitTimeoutError(f"customresourcedefinition {name} was not Established within {timeout:.0f} s",
-                                   [f"customresourcedefinition/{name}"])
-        time.sleep(0.1)
+        return not conditions or any(c.get("type") == "Established" and c.get("status") == "True"
+                                     for c in conditions)
+
+    poll(established, timeout=timeout, what=f"customresourcedefinition {name} Established",
+         explain=lambda _: [f"customresourcedefinition/{name}: not Established"])
 
 
 def _action(before: str | None, after: str | None) -> str:

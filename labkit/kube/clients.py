@@ -30,7 +30,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.dynamic import DynamicClient
 
 from labkit.errors import KubeApiError, LabkitError
-from labkit.kube.contexts import kubeconfig_paths, list_contexts
+from labkit.kube.contexts import ContextRef, kubeconfig_paths, list_contexts, resolve
 
 ApiClient = client.ApiClient
 EMBEDDED_RUNTIME_PREFIX = "labkit://"
@@ -49,14 +49,15 @@ def _cache_dir() -> Path:
     return folder
 
 
-def _key(context: str, kubeconfig: Path | str | None) -> tuple[str, str]:
+def _key(context: ContextRef, kubeconfig: Path | str | None) -> tuple[str, str]:
+    context, kubeconfig = resolve(context, kubeconfig)
     if kubeconfig and os.pathsep in str(kubeconfig):  # KUBECONFIG may list several files
         return context, str(kubeconfig)
     files = str(Path(kubeconfig).resolve()) if kubeconfig else os.pathsep.join(str(p) for p in kubeconfig_paths())
     return context, files
 
 
-def client_for(context: str, kubeconfig: Path | str | None = None) -> client.ApiClient:
+def client_for(context: ContextRef, kubeconfig: Path | str | None = None) -> client.ApiClient:
     """The API client for a kubeconfig context (cached per context and kubeconfig file).
 
     Args:
@@ -66,6 +67,7 @@ def client_for(context: str, kubeconfig: Path | str | None = None) -> client.Api
     Raises:
         LabkitError: the context is not in the kubeconfig (the message lists the ones that are).
     """
+    context, kubeconfig = resolve(context, kubeconfig)
     # Resolved on every call: the official client reads KUBECONFIG only once, when it is imported, and a
     # notebook exports it later (after `labkit.up()`).
     kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
@@ -82,13 +84,14 @@ def client_for(context: str, kubeconfig: Path | str | None = None) -> client.Api
         return api
 
 
-def dynamic_for(context: str, kubeconfig: Path | str | None = None) -> DynamicClient:
+def dynamic_for(context: ContextRef, kubeconfig: Path | str | None = None) -> DynamicClient:
     """A DynamicClient for ``context`` whose discovery cache is private to this process.
 
     Args:
         context: the kubeconfig context.
         kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
     """
+    context, kubeconfig = resolve(context, kubeconfig)
     key = _key(context, kubeconfig)
     api = client_for(context, kubeconfig)
     with _lock:
@@ -109,13 +112,14 @@ def dynamic_for(context: str, kubeconfig: Path | str | None = None) -> DynamicCl
         return _dynamic.setdefault(key, dyn)
 
 
-def is_embedded(context: str, kubeconfig: Path | str | None = None) -> bool:
+def is_embedded(context: ContextRef, kubeconfig: Path | str | None = None) -> bool:
     """Whether ``context`` is one of labkit's embedded clusters (its nodes run ``labkit://`` processes).
 
     Args:
         context: the kubeconfig context.
         kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
     """
+    context, kubeconfig = resolve(context, kubeconfig)
     key = _key(context, kubeconfig)
     if key in _embedded:
         return _embedded[key]
@@ -173,7 +177,7 @@ def raise_api_error(exc: ApiException, doing: str = "") -> NoReturn:
     raise api_error(exc, doing) from exc
 
 
-def _context_message(context: str, kubeconfig: Path | str | None, exc: Exception) -> str:
+def _context_message(context: ContextRef, kubeconfig: Path | str | None, exc: Exception) -> str:
     where = str(kubeconfig) if kubeconfig else os.pathsep.join(str(p) for p in kubeconfig_paths())
     known = [c.name for c in list_contexts(kubeconfig)]
     listing = ", ".join(known) if known else "none"
@@ -181,7 +185,7 @@ def _context_message(context: str, kubeconfig: Path | str | None, exc: Exception
             f"Start the embedded clusters with `labkit up` or pass the kubeconfig that has it.")
 
 
-def server_version(context: str, kubeconfig: Path | str | None = None) -> str:
+def server_version(context: ContextRef, kubeconfig: Path | str | None = None) -> str:
     """The API server's ``gitVersion`` (``v1.32.0``).
 
     Raises:

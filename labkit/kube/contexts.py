@@ -15,7 +15,45 @@ import yaml
 from kubernetes import config
 from kubernetes.config.config_exception import ConfigException
 
+from labkit.core.names import ContextName
 from labkit.errors import LabkitError
+
+
+@dataclass(frozen=True)
+class Context:
+    """A kubeconfig context bound to the kubeconfig that defines it: everything a request needs to find its cluster.
+
+    Every function of :mod:`labkit.kube` (and of the layers above) takes either a context name, resolved against
+    ``KUBECONFIG`` at call time, or this value, which carries its own kubeconfig; a lab's cluster handle passes
+    this value down, so no cell names a kubeconfig by hand and two labs' kubeconfigs never mix.
+
+    Args:
+        name: the context's name.
+        kubeconfig: the kubeconfig file defining it; None for ``KUBECONFIG`` or ``~/.kube/config``.
+    """
+
+    name: ContextName
+    kubeconfig: Path | None = None
+
+    def __str__(self) -> str:
+        # Messages and tool command lines (``istioctl --context …``) name the context as a user typed it.
+        return self.name
+
+
+ContextRef = Context | str
+"""A context name or a :class:`Context`: what every ``context`` argument in the client layers accepts."""
+
+
+def resolve(context: ContextRef, kubeconfig: Path | str | None = None) -> tuple[str, Path | str | None]:
+    """The context's name and kubeconfig: a :class:`Context`'s own, unless ``kubeconfig`` is given explicitly.
+
+    Args:
+        context: a context name or a :class:`Context`.
+        kubeconfig: an explicit kubeconfig file (wins over the one a :class:`Context` carries).
+    """
+    if isinstance(context, Context):
+        return context.name, kubeconfig or context.kubeconfig
+    return context, kubeconfig
 
 
 @dataclass(frozen=True)
@@ -80,7 +118,7 @@ class ClusterEndpoint:
     ca_data: str
 
 
-def cluster_endpoint(context: str, config_file: str | Path | None = None) -> ClusterEndpoint:
+def cluster_endpoint(context: ContextRef, config_file: str | Path | None = None) -> ClusterEndpoint:
     """The server URL and CA data of ``context``, read from the kubeconfig.
 
     Args:
@@ -90,6 +128,7 @@ def cluster_endpoint(context: str, config_file: str | Path | None = None) -> Clu
     Raises:
         LabkitError: no such context (or its cluster entry) in the kubeconfig.
     """
+    context, config_file = resolve(context, config_file)
     files = [Path(config_file)] if config_file else kubeconfig_paths()
     documents = []
     for path in files:

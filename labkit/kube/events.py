@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from labkit.core.kubetime import timestamp
 from labkit.kube.clients import dynamic_for, raise_api_error
+from labkit.kube.contexts import ContextRef
 from labkit.kube.execing import parse_target, pods
 
 Obj = dict[str, Any]
@@ -65,7 +66,7 @@ def _event(obj: Obj) -> Event:
                  max((m for m in moments if m is not None), default=0.0))
 
 
-def _list(context: str, namespace: str, field_selector: str, kubeconfig: Path | str | None) -> list[Event]:
+def _list(context: ContextRef, namespace: str, field_selector: str, kubeconfig: Path | str | None) -> list[Event]:
     dyn = dynamic_for(context, kubeconfig)
     resource = dyn.resources.get(api_version="v1", kind="Event")
     try:
@@ -75,7 +76,7 @@ def _list(context: str, namespace: str, field_selector: str, kubeconfig: Path | 
     return sorted((_event(item) for item in found.get("items") or []), key=lambda e: e.last_seen)
 
 
-def events_for(context: str, kind: str, name: str, namespace: str, *, kubeconfig: Path | str | None = None,
+def events_for(context: ContextRef, kind: str, name: str, namespace: str, *, kubeconfig: Path | str | None = None,
                warnings_only: bool = False) -> list[Event]:
     """The Events about one object, oldest first (what ``kubectl describe`` ends with).
 
@@ -93,7 +94,7 @@ def events_for(context: str, kind: str, name: str, namespace: str, *, kubeconfig
     return _list(context, namespace, selector, kubeconfig)
 
 
-def warnings_about(context: str, namespace: str, names: Iterable[str], *, limit: int = 5,
+def warnings_about(context: ContextRef, namespace: str, names: Iterable[str], *, limit: int = 5,
                    kubeconfig: Path | str | None = None) -> list[Event]:
     """The latest Warning Events about the named objects and what they own by name (``web`` → ``web-5d8…``).
 
@@ -115,7 +116,7 @@ def warnings_about(context: str, namespace: str, names: Iterable[str], *, limit:
     return found[-limit:]
 
 
-def warning_lines(context: str, namespace: str, targets: Iterable[str], selector: str | None = None,
+def warning_lines(context: ContextRef, namespace: str, targets: Iterable[str], selector: str | None = None,
                   kubeconfig: Path | str | None = None) -> list[str]:
     """What a timed-out wait adds to its message: the cluster's own explanation, one line per Warning Event.
 

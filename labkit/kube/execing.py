@@ -26,8 +26,10 @@ from kubernetes.stream import stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL
 from websocket import WebSocketException
 
+from labkit.core.selectors import selector_string
 from labkit.errors import KubeApiError, WaitTimeoutError
 from labkit.kube.clients import client_for, raise_api_error
+from labkit.kube.contexts import ContextRef
 from labkit.kube.reading import get_object, list_objects
 
 # kubectl's resource names and short names for the kinds a lab execs into or waits for.
@@ -106,7 +108,7 @@ def parse_target(target: str) -> tuple[str, str]:
     return resolved, name
 
 
-def pods(context: str, namespace: str, selector: str | None = None, *,
+def pods(context: ContextRef, namespace: str, selector: str | None = None, *,
          kubeconfig: Path | str | None = None) -> list[Pod]:
     """The pods of a namespace matching a label selector, oldest first.
 
@@ -121,7 +123,7 @@ def pods(context: str, namespace: str, selector: str | None = None, *,
     return [_pod(item) for item in listed]
 
 
-def workload_selector(context: str, namespace: str, kind: str, name: str, *,
+def workload_selector(context: ContextRef, namespace: str, kind: str, name: str, *,
                       kubeconfig: Path | str | None = None) -> str:
     """The label selector of a Deployment, StatefulSet, DaemonSet or ReplicaSet, as ``k=v,…``.
 
@@ -132,28 +134,10 @@ def workload_selector(context: str, namespace: str, kind: str, name: str, *,
     if workload is None:
         raise KubeApiError(404, "NotFound", f'{kind.lower()}s.apps "{name}" not found in namespace {namespace} '
                                             f"on {context}")
-    return selector_text((workload.get("spec") or {}).get("selector"))
+    return selector_string((workload.get("spec") or {}).get("selector"))
 
 
-def selector_text(selector: dict[str, Any] | None) -> str:
-    """A label selector object (``matchLabels``/``matchExpressions``) as kubectl's selector string."""
-    if not selector:
-        return ""
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for expression in selector.get("matchExpressions") or []:
-        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
-        if operator == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif operator == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif operator == "Exists":
-            parts.append(key)
-        elif operator == "DoesNotExist":
-            parts.append(f"!{key}")
-    return ",".join(parts)
-
-
-def resolve_pod(context: str, namespace: str, target: str, *, kubeconfig: Path | str | None = None) -> str:
+def resolve_pod(context: ContextRef, namespace: str, target: str, *, kubeconfig: Path | str | None = None) -> str:
     """The pod ``target`` names: itself, or a ready (else running) pod of the workload.
 
     Args:
@@ -180,7 +164,7 @@ def resolve_pod(context: str, namespace: str, target: str, *, kubeconfig: Path |
 
 
 def exec_(
-    context: str,
+    context: ContextRef,
     namespace: str,
     pod_or_workload: str,
     command: list[str],
@@ -277,7 +261,7 @@ def _pod(item: dict[str, Any]) -> Pod:
                tuple(c["name"] for c in spec.get("containers") or []), tuple(waiting))
 
 
-def logs(context: str, namespace: str, target: str, *, container: str | None = None, tail: int | None = None,
+def logs(context: ContextRef, namespace: str, target: str, *, container: str | None = None, tail: int | None = None,
          kubeconfig: Path | str | None = None) -> str:
     """A container's log (``kubectl logs [-c container] [--tail N] deploy/x``).
 

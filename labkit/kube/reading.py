@@ -12,13 +12,13 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
+from labkit.core.wire import Obj
 from labkit.errors import ManifestError
 from labkit.kube.clients import dynamic_for, raise_api_error
+from labkit.kube.contexts import ContextRef
 
-Obj = dict[str, Any]
 
-
-def _resource(context: str, api_version: str, kind: str, kubeconfig: Path | str | None) -> Any:
+def _resource(context: ContextRef, api_version: str, kind: str, kubeconfig: Path | str | None) -> Any:
     try:
         return dynamic_for(context, kubeconfig).resources.get(api_version=api_version, kind=kind)
     except ResourceNotFoundError as exc:
@@ -26,7 +26,7 @@ def _resource(context: str, api_version: str, kind: str, kubeconfig: Path | str 
                             f"install its CustomResourceDefinition first") from exc
 
 
-def get_object(context: str, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+def get_object(context: ContextRef, api_version: str, kind: str, name: str, namespace: str | None = None, *,
                kubeconfig: Path | str | None = None) -> Obj | None:
     """One object as a dict, or None when it does not exist.
 
@@ -48,7 +48,7 @@ def get_object(context: str, api_version: str, kind: str, name: str, namespace: 
         raise_api_error(exc, f"reading {kind.lower()} {f'{namespace}/' if namespace else ''}{name} on {context}")
 
 
-def list_objects(context: str, api_version: str, kind: str, namespace: str | None = None, *,
+def list_objects(context: ContextRef, api_version: str, kind: str, namespace: str | None = None, *,
                  selector: str | None = None, kubeconfig: Path | str | None = None) -> list[Obj]:
     """Objects of a kind as dicts (all namespaces when ``namespace`` is None).
 
@@ -69,7 +69,7 @@ def list_objects(context: str, api_version: str, kind: str, namespace: str | Non
     return list(listed.to_dict().get("items") or [])
 
 
-def delete_object(context: str, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+def delete_object(context: ContextRef, api_version: str, kind: str, name: str, namespace: str | None = None, *,
                   kubeconfig: Path | str | None = None) -> bool:
     """Delete one object; returns whether it existed.
 

@@ -14,11 +14,12 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from labkit.errors import ManifestError
 from labkit.kube.clients import dynamic_for, raise_api_error
+from labkit.kube.contexts import ContextRef
 
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
 
-def table(context: str, resource: str, namespace: str | None = None, *, selector: str | None = None,
+def table(context: ContextRef, resource: str, namespace: str | None = None, *, selector: str | None = None,
           wide: bool = False, kubeconfig: Path | str | None = None) -> str:
     """What ``kubectl get <resource> [-n ns] [-l selector] [-o wide]`` prints.
 

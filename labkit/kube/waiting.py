@@ -5,32 +5,35 @@ are kubectl's: a Deployment is rolled out when the controller has seen its lates
 its replicas are updated and available (``kubectl rollout status``); a pod is ready when its Ready
 condition is True (``kubectl wait --for=condition=Ready``).
 
-Polling with a deadline rather than a watch: the answer is needed once, a poll works the same against
-every server, and a failed wait reports the state it last saw — ``istiod-… ErrImagePull: …`` is the
-message a learner needs, not "timed out".
+Polling with a deadline (:func:`labkit.kube.polling.poll`) rather than a watch: the answer is needed once, a
+poll works the same against every server, and a failed wait reports the state it last saw —
+``istiod-… ErrImagePull: …`` is the message a learner needs, not "timed out".
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from labkit.core.selectors import selector_string
 from labkit.errors import WaitTimeoutError
+from labkit.kube.contexts import ContextRef
 from labkit.kube.events import warning_lines
-from labkit.kube.execing import parse_target, pods, selector_text
+from labkit.kube.execing import parse_target, pods
+from labkit.kube.polling import poll
 from labkit.kube.reading import get_object
 
 
 def wait_ready(
-    context: str,
+    context: ContextRef,
     namespace: str,
     targets: str | Sequence[str] | None = None,
     *,
     selector: str | None = None,
     timeout: float = 120.0,
     interval: float = 0.25,
+    progress: Callable[[int, int], None] | None = None,
     kubeconfig: Path | str | None = None,
 ) -> None:
     """Block until every target is ready, or raise naming what is not.
@@ -41,7 +44,8 @@ def wait_ready(
         targets: ``deploy/NAME``, ``sts/NAME``, ``ds/NAME``, ``pod/NAME`` (or a pod name), or a list of them.
         selector: wait for the pods matching this label selector (at least one, all Ready).
         timeout: seconds before giving up.
-        interval: seconds between polls.
+        interval: the longest pause between polls.
+        progress: called with (ready, total) after each poll, e.g. to move a progress bar.
         kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Raises:
@@ -51,24 +55,38 @@ def wait_ready(
     names = [targets] if isinstance(targets, str) else list(targets or [])
     if not names and not selector:
         raise ValueError("wait_ready needs targets (e.g. 'deploy/istiod') or a selector")
-    deadline = time.monotonic() + timeout
-    while True:
-        not_ready = [reason for target in names for reason in _not_ready(context, namespace, target, kubeconfig)]
+    ready: set[str] = set()
+    reasons: list[str] = []
+
+    def check() -> bool:
+        reasons.clear()
+        for target in names:
+            if target in ready:
+                continue
+            why = _not_ready(context, namespace, target, kubeconfig)
+            if why:
+                reasons.extend(why)
+            else:
+                ready.add(target)  # a rolled-out Deployment stays done: later polls skip it
         if selector:
-            not_ready += _pods_not_ready(context, namespace, selector, f"pods -l {selector}", kubeconfig)
-        if not not_ready:
-            return
-        if time.monotonic() >= deadline:
-            waited = ", ".join(names + ([f"pods -l {selector}"] if selector else []))
-            lines = "\n".join(f"  - {line}" for line in not_ready)
-            lines += "".join(f"\n  - {line}" for line in warning_lines(context, namespace, names, selector, kubeconfig))
-            raise WaitTimeoutError(f"not ready after {timeout:.0f} s in {context}/{namespace} ({waited}):\n{lines}\n"
-                                   f"Look closer with: kubectl --context {context} -n {namespace} get pods; "
-                                   f"kubectl describe pod …", not_ready)
-        time.sleep(interval)
+            reasons.extend(_pods_not_ready(context, namespace, selector, f"pods -l {selector}", kubeconfig))
+        if progress is not None:
+            progress(len(ready) + (1 if selector and not reasons else 0), len(names) + (1 if selector else 0))
+        return not reasons
+
+    waited = ", ".join(names + ([f"pods -l {selector}"] if selector else []))
+    try:
+        poll(check, timeout=timeout, what=f"{waited} in {context}/{namespace}", max_interval=interval,
+             interval=min(0.05, interval), explain=lambda _: list(reasons))
+    except WaitTimeoutError as exc:
+        lines = "\n".join(f"  - {line}" for line in exc.not_ready)
+        lines += "".join(f"\n  - {line}" for line in warning_lines(context, namespace, names, selector, kubeconfig))
+        raise WaitTimeoutError(f"not ready after {timeout:.0f} s in {context}/{namespace} ({waited}):\n{lines}\n"
+                               f"Look closer with: kubectl --context {context} -n {namespace} get pods; "
+                               f"kubectl describe pod …", exc.not_ready) from None
 
 
-def _not_ready(context: str, namespace: str, target: str, kubeconfig: Path | str | None) -> list[str]:
+def _not_ready(context: ContextRef, namespace: str, target: str, kubeconfig: Path | str | None) -> list[str]:
     kind, name = parse_target(target)
     label = f"{kind.lower()}/{name}"
     if kind == "Pod":
@@ -79,7 +97,7 @@ def _not_ready(context: str, namespace: str, target: str, kubeconfig: Path | str
     problem = rollout_problem(kind, workload)
     if problem is None:
         return []
-    why = _pods_not_ready(context, namespace, selector_text((workload.get("spec") or {}).get("selector")), label,
+    why = _pods_not_ready(context, namespace, selector_string((workload.get("spec") or {}).get("selector")), label,
                           kubeconfig)
     return [f"{label}: {problem}" + (f" ({'; '.join(why)})" if why else "")]
 
@@ -111,8 +129,8 @@ def rollout_problem(kind: str, workload: dict[str, Any]) -> str | None:
     return None
 
 
-def _pods_not_ready(context: str, namespace: str, selector: str | None, label: str, kubeconfig: Path | str | None,
-                    only: str | None = None) -> list[str]:
+def _pods_not_ready(context: ContextRef, namespace: str, selector: str | None, label: str,
+                    kubeconfig: Path | str | None, only: str | None = None) -> list[str]:
     found = pods(context, namespace, selector, kubeconfig=kubeconfig)
     if only is not None:
         found = [p for p in found if p.name == only]
@@ -122,7 +140,7 @@ def _pods_not_ready(context: str, namespace: str, selector: str | None, label: s
             for p in found if not p.ready]
 
 
-def not_ready(context: str, namespace: str, targets: str | Sequence[str], *,
+def not_ready(context: ContextRef, namespace: str, targets: str | Sequence[str], *,
               kubeconfig: Path | str | None = None) -> list[str]:
     """Why each of ``targets`` (``deploy/x``) is not ready yet, one line each; empty when all are."""
     names = [targets] if isinstance(targets, str) else list(targets)

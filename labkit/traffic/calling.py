@@ -30,7 +30,6 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
@@ -98,7 +97,7 @@ def curl_argv(urls: Sequence[str], *, request_timeout: float | None = 10.0, keep
 
 
 def call(
-    context: str,
+    context: kube.ContextRef,
     source: str,
     url: str | Sequence[str],
     n: int = 100,
@@ -108,7 +107,6 @@ def call(
     timeout: float = 120,
     request_timeout: float | None = 10.0,
     keepalive: bool = False,
-    kubeconfig: Path | str | None = None,
 ) -> pd.DataFrame:
     """Make ``n`` requests from a pod and return one row per request (see :data:`COLUMNS`).
 
@@ -126,7 +124,6 @@ def call(
         request_timeout: seconds per request (curl's ``--max-time``); None for no limit.
         keepalive: reuse connections between requests. Off by default, so that without a sidecar the
             cluster's service proxy (which balances connections) spreads the calls over the pods.
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Returns:
         A DataFrame with columns ``seq, source, url, status, version, instance, latency_ms, error, body``;
@@ -139,7 +136,7 @@ def call(
     """
     where = Source.parse(source)
     urls = _cycle(url, n)
-    name = cluster or context
+    name = cluster or str(context)
     if not urls:
         return parse_curl_output("", source=name, urls=[])
     argv = curl_argv(urls, request_timeout=request_timeout, keepalive=keepalive)
@@ -147,8 +144,7 @@ def call(
     if size > _MAX_ARGV_CHARS:
         raise ValueError(f"{n} requests make a {size // 1024} KiB curl command line, more than one exec carries "
                          f"({_MAX_ARGV_CHARS // 1024} KiB): call in smaller batches (n=…) and pd.concat the frames")
-    result = kube.exec_(context, where.namespace, where.target, argv, container=container, timeout=timeout,
-                        kubeconfig=kubeconfig)
+    result = kube.exec_(context, where.namespace, where.target, argv, container=container, timeout=timeout)
     if "<<<labkit " not in result.stdout and result.exit_code != 0 and not _CURL_ERROR.search(result.stderr):
         # No frame and no curl error line: curl never ran (not installed, not executable, killed).
         detail = result.stderr.strip() or result.stdout.strip() or "no output"

@@ -17,11 +17,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from labkit import kube
-from labkit.errors import LabkitError
+from labkit.core.contract import CAPTURE_API_VERSION, CAPTURE_KIND
+from labkit.errors import LabkitError, WaitTimeoutError
 
 TO_ENDPOINT, TO_CLIENT = "to_endpoint", "to_client"
 _RECORD_TYPES = {20: "ChangeCipherSpec", 21: "Alert", 22: "Handshake", 23: "ApplicationData"}
@@ -137,6 +137,24 @@ def tls_records(data: bytes) -> list[TlsRecord]:
     return records
 
 
+def byte_kinds(data: bytes) -> list[str]:
+    """What each byte of a client stream is: ``header`` (a TLS record header), ``handshake``, ``ciphertext``
+    (TLS application data), ``plaintext`` (an HTTP stream) or ``other``.
+
+    Args:
+        data: the bytes one connection carried in one direction, from the first.
+    """
+    kinds: list[str] = []
+    for record in tls_records(data):
+        body = "handshake" if record.type in ("Handshake", "ChangeCipherSpec", "Alert") else "ciphertext"
+        kinds += ["header"] * 5 + [body] * record.length
+    if not kinds:
+        readable = bool(_HTTP.match(data)) or data.startswith(b"HTTP/")
+        return ["plaintext" if readable else "other"] * len(data)
+    kinds = kinds[:len(data)]
+    return kinds + ["other"] * (len(data) - len(kinds))
+
+
 def _all_tls(data: bytes) -> bool:
     """Whether the bytes are whole TLS records end to end (a chunk cut mid-record counts as its start)."""
     return bool(data) and sum(5 + record.length for record in tls_records(data)) >= len(data)
@@ -188,8 +206,8 @@ def _describe(stream: Stream) -> str:
     return "not TLS, not HTTP"
 
 
-def capture(context: str, target: str, *, seconds: float = 3.0, during: Callable[[], Any] | None = None,
-            kubeconfig: Path | str | None = None) -> Capture:
+def capture(context: kube.ContextRef, target: str, *, seconds: float = 3.0,
+            during: Callable[[], Any] | None = None) -> Capture:
     """Record what crosses a Service's relay (a load balancer) for ``seconds``, while ``during()`` runs.
 
     Args:
@@ -197,7 +215,6 @@ def capture(context: str, target: str, *, seconds: float = 3.0, during: Callable
         target: ``<namespace>/svc/<name>``, e.g. ``istio-system/svc/cluster-load-balancer``.
         seconds: how long to listen.
         during: traffic to send while listening (called once the capture has started).
-        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
     Raises:
         LabkitError: a real cluster (the message says what to run there), or a capture that failed.
@@ -205,22 +222,22 @@ def capture(context: str, target: str, *, seconds: float = 3.0, during: Callable
     namespace, _, name = target.partition("/svc/")
     if not name:
         raise LabkitError(f"capture target {target!r}: write it as <namespace>/svc/<name>")
-    if not kube.is_embedded(context, kubeconfig):
+    if not kube.is_embedded(context):
         raise LabkitError(
             f"{context} is a real cluster: capture on the load balancer's targets instead, e.g. "
             f"`kubectl --context {context} debug node/<node> -it --image=nicolaka/netshoot -- "
             f"ngrep -d any -W byline -x port <targetPort>`")
     capture_name = f"{name}-{int(time.time() * 1000) % 10**9}"
-    kube.apply(context, [{"apiVersion": "labkit.io/v1", "kind": "PacketCapture",
+    kube.apply(context, [{"apiVersion": CAPTURE_API_VERSION, "kind": CAPTURE_KIND,
                           "metadata": {"name": capture_name, "namespace": namespace},
-                          "spec": {"service": name, "seconds": seconds}}], kubeconfig=kubeconfig)
+                          "spec": {"service": name, "seconds": seconds}}])
     try:
-        _wait_phase(context, namespace, capture_name, ("Capturing", "Complete", "Failed"), 10.0, kubeconfig)
+        _wait_phase(context, namespace, capture_name, ("Capturing", "Complete", "Failed"), 10.0)
         if during is not None:
             during()
-        status = _wait_phase(context, namespace, capture_name, ("Complete", "Failed"), seconds + 15.0, kubeconfig)
+        status = _wait_phase(context, namespace, capture_name, ("Complete", "Failed"), seconds + 15.0)
     finally:
-        kube.delete_object(context, "labkit.io/v1", "PacketCapture", capture_name, namespace, kubeconfig=kubeconfig)
+        kube.delete_object(context, CAPTURE_API_VERSION, CAPTURE_KIND, capture_name, namespace)
     if status.get("phase") == "Failed":
         raise LabkitError(f"capture at {target} failed: {status.get('message', '')}")
     return from_status(target, status)
@@ -241,14 +258,15 @@ def from_status(target: str, status: dict[str, Any]) -> Capture:
     return Capture(target, float(status.get("seconds", 0)), streams, bool(status.get("truncated")))
 
 
-def _wait_phase(context: str, namespace: str, name: str, phases: tuple[str, ...], timeout: float,
-                kubeconfig: Path | str | None) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        obj = kube.get_object(context, "labkit.io/v1", "PacketCapture", name, namespace, kubeconfig=kubeconfig)
-        status = (obj or {}).get("status") or {}
-        if status.get("phase") in phases:
-            return status
-        if time.monotonic() > deadline:
-            raise LabkitError(f"capture {namespace}/{name} did not reach {' or '.join(phases)} in {timeout:.0f} s")
-        time.sleep(0.05)
+def _wait_phase(context: kube.ContextRef, namespace: str, name: str, phases: tuple[str, ...],
+                timeout: float) -> dict[str, Any]:
+    def status() -> dict[str, Any]:
+        obj = kube.get_object(context, CAPTURE_API_VERSION, CAPTURE_KIND, name, namespace)
+        found = (obj or {}).get("status") or {}
+        return found if found.get("phase") in phases else {}
+
+    try:
+        return kube.poll(status, timeout=timeout, what=f"capture {namespace}/{name}", interval=0.05, max_interval=0.2)
+    except WaitTimeoutError as exc:
+        raise LabkitError(f"capture {namespace}/{name} did not reach {' or '.join(phases)} in {timeout:.0f} s") \
+            from exc

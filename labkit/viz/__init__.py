@@ -1,7 +1,8 @@
 """Pictures a learner looks at after each step: distributions, latency, the mesh graph, who holds whose keys.
 
 Everything here renders data it is given — a calls DataFrame from ``labkit.traffic.call``, frozen dataclasses
-for topology and credentials — and never talks to a cluster, so every chart is unit-tested with the Agg backend.
+for topology and credentials, bytes and their kinds for a capture's byte map — and never
+talks to a cluster, so every chart is unit-tested with the Agg backend.
 Functions return :class:`matplotlib.figure.Figure` objects made without pyplot; a notebook cell ends with the
 figure (``fig``) so nbval sees its ``<Figure size … with N Axes>``. :class:`LiveDistribution` is the one widget:
 an asyncio task on the kernel's loop with a Stop button.
@@ -12,6 +13,7 @@ from labkit.viz.distribution import ERRORS, distribution_chart, failed, latency_
 from labkit.viz.live import LiveDistribution
 from labkit.viz.style import PALETTE, colours_for, to_png
 from labkit.viz.topology import Cluster, Edge, Topology, Workload, topology_chart
+from labkit.viz.wire import WirePanel, WireStream, wire_chart
 
 __all__ = [
     "ERRORS",
@@ -22,6 +24,8 @@ __all__ = [
     "Grant",
     "LiveDistribution",
     "Topology",
+    "WirePanel",
+    "WireStream",
     "Workload",
     "colours_for",
     "credentials_chart",
@@ -31,4 +35,5 @@ __all__ = [
     "remote_secret_grants",
     "to_png",
     "topology_chart",
+    "wire_chart",
 ]

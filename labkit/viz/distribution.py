@@ -42,7 +42,7 @@ _Y_LIMIT = 118.0
 def distribution_chart(
     calls: pd.DataFrame,
     *,
-    by: Literal["instance", "version"] = "version",
+    by: Literal["instance", "version", "route"] = "version",
     expected: Mapping[str, Mapping[str, float]] | None = None,
     title: str | None = None,
 ) -> Figure:
@@ -50,7 +50,9 @@ def distribution_chart(
 
     Args:
         calls: one row per request, as ``labkit.traffic.call`` returns (several loops may be concatenated).
-        by: the column whose values are the bars: ``version`` (v1, v2) or ``instance`` (pod names).
+        by: the column whose values are the bars: ``version`` (v1, v2), ``instance`` (pod names) or ``route``
+            (how the caller's sidecar reached them: a pod dialled directly, or a network's gateway; see
+            ``labkit.labs.multi_primary.with_routes``).
         expected: ``{source: {key: fraction}}`` with fractions between 0 and 1 (what
             ``labkit.traffic.expected_shares`` returns, per source); drawn beside the measured bars.
         title: the figure's title; by default it says what is counted.
@@ -84,13 +86,13 @@ def distribution_chart(
         rows = keyed[keyed["source"] == source]
         _panel(ax, rows, expected.get(source), colours, source=source, first=i == 0, by=by)
     handles = []
-    if by == "instance":
+    if by in ("instance", "route"):
         handles += [Patch(facecolor=colour, label=key) for key, colour in colours.items() if key != MISSING]
     if expected:
         handles += [Patch(facecolor=style.MUTED, label="measured"),
                     Patch(facecolor="white", edgecolor=style.MUTED, hatch="//", label="expected")]
     if handles:
-        columns = min(len(handles), 3 if by == "instance" else 4)
+        columns = min(len(handles), 3 if by in ("instance", "route") else 4)
         figure.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize=style.NOTE_SIZE,
                       frameon=False)
     return figure
@@ -247,12 +249,15 @@ def _require(calls: pd.DataFrame, columns: tuple[str, ...]) -> None:
 
 
 def _tick(key: str, by: str) -> str:
-    if by != "instance" or key in (ERRORS, MISSING):
+    if by not in ("instance", "route") or key in (ERRORS, MISSING):
         return key
     # Pod names are long (helloworld-v1-776f57d5f6-b946k); the tick keeps the part curl's output is told apart
     # by, and the legend below the panels gives the full names.
     match = _POD_NAME.match(key)
-    return f"{match.group(1).rsplit('-', 1)[-1]}\n…{match.group(2)}" if match else style.wrap_name(key, 12)
+    if match:
+        return f"{match.group(1).rsplit('-', 1)[-1]}\n…{match.group(2)}"
+    # A route that is not a pod (``network2 gateway``): one word a line, so neighbouring ticks never overlap.
+    return key.replace(" ", "\n") if by == "route" else style.wrap_name(key, 12)
 
 
 def _present_text(value: Any) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from labkit.emulator import launching
+from labkit.testing import running_emulator
 
 KUBECTL = shutil.which("kubectl")
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed on this machine")
@@ -27,11 +28,8 @@ WATCH_HISTORY = 300
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launching.Emulator]:
     state = tmp_path_factory.mktemp("labkit-home")
-    running = launching.up(CLUSTERS, state, watch_history=WATCH_HISTORY)
-    try:
+    with running_emulator(CLUSTERS, state, watch_history=WATCH_HISTORY, export=False) as running:
         yield running
-    finally:
-        launching.down(state)
 
 
 @pytest.fixture(scope="session")

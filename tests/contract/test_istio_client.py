@@ -138,7 +138,7 @@ def test_delete_reports_like_kubectl_and_skips_what_is_gone(kc: Path, namespace:
 
 
 def test_a_remote_secret_reads_everything_and_writes_nothing(kc: Path, emulator: launching.Emulator) -> None:
-    secret = create_remote_secret("cluster2", "cluster2", kubeconfig=kc)
+    secret = create_remote_secret(kube.Context("cluster2", kc), "cluster2")
     assert secret["metadata"] == {"name": "istio-remote-secret-cluster2", "namespace": "istio-system",
                                   "annotations": {"networking.istio.io/cluster": "cluster2"},
                                   "labels": {"istio/multiCluster": "true"}}
@@ -160,10 +160,10 @@ def test_a_remote_secret_reads_everything_and_writes_nothing(kc: Path, emulator:
                 "containers": [{"name": "c", "image": "nginx"}]}})
         assert denied.value.status == 403
     # Creating it again reuses the account and token; applying it elsewhere is kubectl apply.
-    assert create_remote_secret("cluster2", "cluster2", kubeconfig=kc) == secret
-    assert [str(a) for a in apply_remote_secret(secret, "cluster2", kubeconfig=kc)] == [
+    assert create_remote_secret(kube.Context("cluster2", kc), "cluster2") == secret
+    assert [str(a) for a in apply_remote_secret(secret, kube.Context("cluster2", kc))] == [
         "secret/istio-remote-secret-cluster2 created"]
-    assert [str(a) for a in apply_remote_secret(secret, "cluster2", kubeconfig=kc)] == [
+    assert [str(a) for a in apply_remote_secret(secret, kube.Context("cluster2", kc))] == [
         "secret/istio-remote-secret-cluster2 unchanged"]
 
 
@@ -179,7 +179,7 @@ def _east_west_operator() -> dict:
 
 
 def test_install_on_an_embedded_cluster_writes_what_istioctl_would(kc: Path, capsys: pytest.CaptureFixture) -> None:
-    result = install("cluster3", _cluster3_operator(), wait=False, kubeconfig=kc)
+    result = install(kube.Context("cluster3", kc), _cluster3_operator(), wait=False)
     assert capsys.readouterr().out.splitlines() == [
         "✔ Istio core installed ⛵️", "✔ Istiod installed 🧠", "✔ Installation complete"]
     assert result.embedded and result.components == ("Base", "Pilot")
@@ -206,7 +206,7 @@ def test_install_on_an_embedded_cluster_writes_what_istioctl_would(kc: Path, cap
         assert hook["clientConfig"]["caBundle"] == ca["data"]["ca-cert.pem"]
         assert hook["clientConfig"]["service"]["path"] == "/inject/cluster/cluster3/net/network3"
 
-    gateway = install("cluster3", _east_west_operator(), wait=False, quiet=True, kubeconfig=kc)
+    gateway = install(kube.Context("cluster3", kc), _east_west_operator(), wait=False, quiet=True)
     assert gateway.output.splitlines() == ["✔ Ingress gateways installed 🛬", "✔ Installation complete"]
     east_west = get("v1", "Service", "istio-eastwestgateway", "istio-system")
     assert east_west["spec"]["type"] == "LoadBalancer"
@@ -224,7 +224,7 @@ def test_install_on_an_embedded_cluster_writes_what_istioctl_would(kc: Path, cap
 
     # Installing again changes nothing, and keeps the mesh CA.
     for operator in (_cluster3_operator(), _east_west_operator()):
-        again = install("cluster3", copy.deepcopy(operator), wait=False, quiet=True, kubeconfig=kc)
+        again = install(kube.Context("cluster3", kc), copy.deepcopy(operator), wait=False, quiet=True)
         assert {a.action for a in again.objects} == {"unchanged"}, str(kube.AppliedObjects(again.objects))
     assert get("v1", "Secret", "istio-ca-secret", "istio-system")["data"] == ca["data"]
 
@@ -235,17 +235,42 @@ def test_lab_wait_shows_progress_and_names_what_is_not_ready(emulator, capsys, m
 
     monkeypatch.setenv("KUBECONFIG", str(emulator.kubeconfig))
     lab = Lab("wait-demo", clusters=["cluster1"], contexts=["cluster1"], state_dir=emulator.state_dir / "lab")
-    lab.namespace("cluster1", "waiting")
-    lab.apply("cluster1", [{"apiVersion": "apps/v1", "kind": "Deployment",
-                            "metadata": {"name": "stuck", "namespace": "waiting"},
-                            "spec": {"selector": {"matchLabels": {"app": "stuck"}},
-                                     "template": {"metadata": {"labels": {"app": "stuck"}},
-                                                  "spec": {"containers": [{"name": "c", "image": "nowhere/x:1"}]}}}}])
-    lab.apply("cluster1", "sleep.yaml", namespace="waiting")
-    lab.wait("cluster1", "waiting", ["deploy/sleep"], timeout=60)
-    assert "[████████████████████] 1/1" in capsys.readouterr().out
+    cluster1 = lab["cluster1"]
+    assert lab.cluster1 is cluster1
+    cluster1.namespace("waiting")
+    cluster1.apply([{"apiVersion": "apps/v1", "kind": "Deployment",
+                     "metadata": {"name": "stuck", "namespace": "waiting"},
+                     "spec": {"selector": {"matchLabels": {"app": "stuck"}},
+                              "template": {"metadata": {"labels": {"app": "stuck"}},
+                                           "spec": {"containers": [{"name": "c", "image": "nowhere/x:1"}]}}}}])
+    cluster1.apply("sleep.yaml", namespace="waiting")
+    cluster1.wait("waiting", ["deploy/sleep"], timeout=60)
+    shown = capsys.readouterr()
+    assert "████████████████████ 1/1" in shown.err  # tqdm's bar, full
+    assert "✓ cluster1: deploy/sleep ready" in shown.out
     with pytest.raises(WaitTimeoutError) as failure:
-        lab.wait("cluster1", "waiting", ["deploy/sleep", "deploy/stuck"], timeout=3)
+        cluster1.wait("waiting", ["deploy/sleep", "deploy/stuck"], timeout=3)
     message = str(failure.value)
     assert "not ready after 3 s in cluster1/waiting" in message
     assert "stuck" in message and ("ErrImagePull" in message or "ImagePullBackOff" in message)
+
+
+def test_cleanup_on_real_clusters_deletes_what_the_lab_made_and_nothing_else(emulator, monkeypatch) -> None:
+    from labkit import Lab
+
+    monkeypatch.setenv("KUBECONFIG", str(emulator.kubeconfig))
+    lab = Lab("cleanup-demo", clusters=["cluster1"], contexts=["cluster1"], state_dir=emulator.state_dir / "lab2")
+    lab.cluster1.namespace("made-by-lab")
+    lab.cluster1.apply("sleep.yaml", namespace="made-by-lab")
+    lab.cluster1.apply([{"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": "lab-note", "namespace": "default"}}])
+    kube.apply("cluster1", [{"apiVersion": "v1", "kind": "ConfigMap",
+                             "metadata": {"name": "not-the-labs", "namespace": "default"}}])
+    lab.cleanup()
+
+    def gone(kind: str, name: str, namespace: str | None = None) -> bool:
+        found = kube.get_object("cluster1", "v1", kind, name, namespace)
+        return found is None or (found.get("metadata") or {}).get("deletionTimestamp") is not None
+
+    assert gone("Namespace", "made-by-lab") and gone("ConfigMap", "lab-note", "default")
+    assert not gone("ConfigMap", "not-the-labs", "default")

@@ -11,18 +11,9 @@ from typing import Any
 
 import pytest
 
+from labkit.testing import eventually
+
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
-
-
-def wait_for(check, timeout: float = 30.0, interval: float = 0.2):
-    """Poll ``check`` until it returns something truthy; fail with its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            assert value, f"condition not met within {timeout} s (last value {value!r})"
-            return value
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +75,7 @@ def test_scaled_to_zero_the_service_refuses_connections(kubectl: Any, sample: st
     ctx = ["--context", "cluster2", "-n", "sample"]
     kubectl(*ctx, "scale", "deploy/helloworld-v1", "--replicas", "0")
     try:
-        wait_for(lambda: kubectl(*ctx, "get", "endpoints", "helloworld", "-o", "jsonpath={.subsets}").stdout == "")
+        eventually(lambda: kubectl(*ctx, "get", "endpoints", "helloworld", "-o", "jsonpath={.subsets}").stdout == "")
         out = kubectl(*ctx, "exec", "deploy/sleep", "--", "curl", "-sS", "helloworld.sample:5000/hello", check=False)
         assert "curl: (7) Failed to connect to helloworld.sample port 5000" in out.stderr
         assert "command terminated with exit code 7" in out.stderr
@@ -141,7 +132,7 @@ spec:
   ports: [{{name: tls, port: 15443}}]
 """
     kubectl(*ctx, "apply", "-f", "-", input=manifest)
-    line = wait_for(lambda: next((row for row in kubectl(*ctx, "get", "svc", "-n", "lb-test").stdout.splitlines()
+    line = eventually(lambda: next((row for row in kubectl(*ctx, "get", "svc", "-n", "lb-test").stdout.splitlines()
                                   if row.startswith("cluster-load-balancer") and wanted in row), None))
     assert line.split()[1] == "LoadBalancer"
     assert line.split()[3] == wanted
@@ -203,7 +194,7 @@ def test_get_watch_streams_changes(kubectl: Any, sample: str) -> None:
 def test_unknown_image_is_err_image_pull_naming_known_images(kubectl: Any, sample: str) -> None:
     ctx = ["--context", "cluster2", "-n", "sample"]
     kubectl(*ctx, "create", "deploy", "mystery", "--image=example.com/mystery:1")
-    reason = wait_for(lambda: kubectl(*ctx, "get", "pods", "-l", "app=mystery", "-o",
+    reason = eventually(lambda: kubectl(*ctx, "get", "pods", "-l", "app=mystery", "-o",
                                       "jsonpath={.items[0].status.containerStatuses[0].state.waiting.reason}",
                                       check=False).stdout in ("ErrImagePull", "ImagePullBackOff"))
     assert reason

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +11,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
 from labkit.emulator import launching
+from labkit.testing import eventually
 
 from .conftest import WATCH_HISTORY
 
@@ -42,13 +42,12 @@ def _deployment(name: str, image: str, **extra) -> dict:
 
 def _wait_ready(api: client.ApiClient, namespace: str, app: str, timeout: float = 60) -> client.V1Pod:
     v1 = client.CoreV1Api(api)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pod in v1.list_namespaced_pod(namespace, label_selector=f"app={app}").items:
-            if any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []):
-                return pod
-        time.sleep(0.2)
-    raise AssertionError(f"no ready pod with app={app} in {namespace}")
+
+    def ready() -> client.V1Pod | None:
+        return next((pod for pod in v1.list_namespaced_pod(namespace, label_selector=f"app={app}").items
+                     if any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])), None)
+
+    return eventually(ready, timeout, f"a ready pod with app={app} in {namespace}")
 
 
 def test_typed_apis_create_list_patch_delete(api: client.ApiClient, namespace: str) -> None:
@@ -161,11 +160,9 @@ def test_read_only_token_is_refused_writes_and_revoked_with_its_secret(
                                                     "namespace": namespace}]})
     v1.create_namespaced_secret(namespace, {"metadata": {"name": "reader-token", "annotations": {
         "kubernetes.io/service-account.name": "reader"}}, "type": "kubernetes.io/service-account-token"})
-    deadline = time.monotonic() + 20
-    while not (v1.read_namespaced_secret("reader-token", namespace).data or {}).get("token"):
-        assert time.monotonic() < deadline, "token was never filled in"
-        time.sleep(0.1)
-    token = base64.b64decode(v1.read_namespaced_secret("reader-token", namespace).data["token"]).decode()
+    filled = eventually(lambda: (v1.read_namespaced_secret("reader-token", namespace).data or {}).get("token"), 20,
+                        "the reader token filled in")
+    token = base64.b64decode(filled).decode()
 
     configuration = client.Configuration()
     configuration.host = emulator.clusters["cluster1"]

@@ -8,7 +8,6 @@ without ready endpoints as kube-proxy's REJECT rule does. Keeps to its own names
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 
 from labkit import kube
 from labkit.errors import KubeApiError
+from labkit.testing import eventually
 from labkit.traffic import call, summarize
 
 # The official client leaves pooled TLS sockets to the garbage collector after watch and exec
@@ -58,7 +58,7 @@ def execs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 def test_fifty_calls_are_one_exec_and_reach_both_versions(kc: Path, execs: list[list[str]]) -> None:
-    calls = call("cluster1", f"{NS}/deploy/sleep", URL, n=50, kubeconfig=kc)
+    calls = call(kube.Context("cluster1", kc), f"{NS}/deploy/sleep", URL, n=50)
     assert len(execs) == 1 and execs[0][0] == "curl" and execs[0].count(URL) == 50
     assert len(calls) == 50 and list(calls["seq"]) == list(range(50))
     assert set(calls["source"]) == {"cluster1"} and set(calls["status"]) == {200}
@@ -75,7 +75,7 @@ def test_a_service_without_endpoints_gives_fifty_error_rows(kc: Path, execs: lis
     kube.apply("cluster1", documents, namespace=NS, kubeconfig=kc)
     _until_refused(kc)
     execs.clear()
-    calls = call("cluster1", f"{NS}/deploy/sleep", URL, n=50, cluster="c1", kubeconfig=kc)
+    calls = call(kube.Context("cluster1", kc), f"{NS}/deploy/sleep", URL, n=50, cluster="c1")
     assert len(execs) == 1
     assert len(calls) == 50 and set(calls["status"]) == {0} and set(calls["source"]) == {"c1"}
     assert calls["error"].str.match(r"Failed to connect to \S+ port 5000 .*Couldn't connect to server").all()
@@ -84,16 +84,14 @@ def test_a_service_without_endpoints_gives_fifty_error_rows(kc: Path, execs: lis
 
 def _until_refused(kc: Path, timeout: float = 30) -> None:
     # The service proxy drops the Service's listener once the Endpoints controller has emptied it.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not kube.pods("cluster1", NS, "app=helloworld", kubeconfig=kc):
-            probe = call("cluster1", f"{NS}/deploy/sleep", URL, n=1, kubeconfig=kc)
-            if probe.loc[0, "status"] == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"{URL} still answered {timeout:.0f} s after helloworld was scaled to 0")
+    def refused() -> bool:
+        if kube.pods("cluster1", NS, "app=helloworld", kubeconfig=kc):
+            return False
+        return call(kube.Context("cluster1", kc), f"{NS}/deploy/sleep", URL, n=1).loc[0, "status"] == 0
+
+    eventually(refused, timeout, f"{URL} refused after helloworld was scaled to 0")
 
 
 def test_only_an_exec_that_cannot_run_raises(kc: Path) -> None:
     with pytest.raises(KubeApiError, match=r'deployments.apps "nosuch" not found'):
-        call("cluster1", f"{NS}/deploy/nosuch", URL, n=5, kubeconfig=kc)
+        call(kube.Context("cluster1", kc), f"{NS}/deploy/nosuch", URL, n=5)

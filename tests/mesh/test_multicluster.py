@@ -11,19 +11,16 @@ Tests run in file order; the last one breaks the mesh on purpose.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from labkit import istio, kube
-from labkit.emulator import launching
 from labkit.pki import make_mesh
+from labkit.testing import eventually, running_emulator
 
 CLUSTERS = ("cluster1", "cluster2", "cluster3")
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
@@ -34,23 +31,10 @@ pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 
-def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s (last: {value!r})"
-        time.sleep(0.25)
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("mesh-home")
-    emulator = launching.up(CLUSTERS, state)
-    saved = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(emulator.kubeconfig)
-    try:
+    with running_emulator(CLUSTERS, state):
         istio.install_multi_primary(CLUSTERS, state / "certs")
         for cluster, versions in (("cluster1", ["v1"]), ("cluster2", ["v1"]), ("cluster3", ["v2"])):
             kube.apply(cluster, [{"apiVersion": "v1", "kind": "Namespace",
@@ -64,12 +48,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             kube.wait_ready(cluster, "sample", ["deploy/sleep"], timeout=90)
         kube.wait_ready("cluster1", "sample", ["deploy/httpbin"], timeout=90)
         yield state
-    finally:
-        launching.down(state)
-        if saved is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = saved
 
 
 def calls(cluster: str, url: str, n: int) -> Counter[str]:

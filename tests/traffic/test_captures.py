@@ -17,7 +17,7 @@ import pytest
 
 from labkit.errors import CheckpointFailed
 from labkit.lab import Lab
-from labkit.traffic.captures import Capture, Stream, client_hello_sni, from_status, tls_records
+from labkit.traffic.captures import Capture, Stream, byte_kinds, client_hello_sni, from_status, tls_records
 
 SNI = "outbound_.443_._.newlb.secure.svc.cluster.local"
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "03-nlb-headless.ipynb"
@@ -56,6 +56,16 @@ def test_plaintext_http_is_readable_and_not_encrypted() -> None:
     rendered = capture.render()
     assert "plaintext HTTP: GET / HTTP/1.1" in rendered
     assert "47 45 54 20 2f 20 48 54 54 50 2f 31 2e 31" in rendered  # as ngrep's hex dump shows it
+
+
+def test_each_byte_is_told_apart_as_tls_header_handshake_ciphertext_or_plaintext() -> None:
+    hello = client_hello()
+    data = hello + bytes([23, 3, 3, 0, 4]) + b"\x9a\x01\xfe\x33"
+    kinds = byte_kinds(data)
+    assert kinds[:5] == ["header"] * 5 and set(kinds[5:len(hello)]) == {"handshake"}
+    assert kinds[len(hello):] == ["header"] * 5 + ["ciphertext"] * 4
+    assert set(byte_kinds(REQUEST)) == {"plaintext"}
+    assert set(byte_kinds(b"\x00\x01binary")) == {"other"}
 
 
 def test_application_data_of_an_earlier_connection_is_still_ciphertext() -> None:

@@ -129,3 +129,14 @@ def test_render_for_a_look(calls: pd.DataFrame, tmp_path) -> None:
                          "latency": latency_histogram(calls)}.items():
         (tmp_path / f"{name}.png").write_bytes(to_png(figure))
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in tmp_path.iterdir())
+
+
+def test_route_bars_name_pods_short_and_gateways_on_two_lines() -> None:
+    calls = make_calls({"cluster1": ["cluster1", "cluster2", "cluster3", "cluster2"]})
+    local = PODS["cluster1"][0]
+    calls["route"] = [local, "network2 gateway", "network3 gateway", "network2 gateway"]
+    expected = {"cluster1": {local: 1 / 3, "network2 gateway": 1 / 3, "network3 gateway": 1 / 3}}
+    ax = distribution_chart(calls, by="route", expected=expected).axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert "network2\ngateway" in ticks and "network3\ngateway" in ticks
+    assert any(t.startswith("v1\n…") for t in ticks)  # the pod dialled directly, as by="instance" shows it

@@ -1,0 +1,238 @@
+"""One lab cluster as a notebook sees it: ``cluster1 = lab["cluster1"]`` (or ``lab.cluster1``), then
+``cluster1.apply(…)``, ``cluster1.wait(…)``, ``cluster1.call(…)``, ``cluster1.install(…)``.
+
+A cell should read like the kubectl or istioctl line it stands for, and those name their cluster once
+(``--context``). So each cluster of a lab is a handle bound to its :class:`~labkit.kube.Context` (context name
+*and* kubeconfig): every operation below passes that value down to :mod:`labkit.kube`, :mod:`labkit.istio`
+and :mod:`labkit.traffic`, and no cell ever hands a context or a kubeconfig to a function by hand.
+
+Operations print what a learner should see (kubectl's lines, istioctl's tables) and return a value to look
+at or to chart. What spans clusters (preflight, credentials, checkpoints, cleanup) stays on the
+:class:`~labkit.lab.Lab`; what only one lab needs (its shares, its pictures) lives in :mod:`labkit.labs`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import string
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from labkit import istio, kube, traffic
+from labkit.errors import WaitTimeoutError
+
+LAB_LABEL = "labkit.io/lab"
+"""Namespaces a lab creates carry its name here, so its cleanup finds them again after a kernel restart."""
+ISTIO_NAMESPACE = "istio-system"
+NETWORK_LABEL = "topology.istio.io/network"
+
+Manifest = str | Path | Sequence[Mapping[str, Any]]
+
+
+class Cluster:
+    """A lab cluster, bound to its kubeconfig context.
+
+    Made by :class:`~labkit.lab.Lab` (``lab["cluster1"]``), not by hand.
+
+    Args:
+        name: the lab's name for the cluster (``cluster1``).
+        context: the context (and kubeconfig) reaching it.
+        lab: the lab's name, written on the namespaces it creates.
+        path: finds a manifest of the lab by file name.
+        applied: called with every manifest applied, so the lab can delete it at cleanup.
+    """
+
+    def __init__(self, name: kube.ClusterName, context: kube.Context, *, lab: str = "",
+                 path: Callable[[str | Path], Path] = Path,
+                 applied: Callable[[Cluster, kube.AppliedObjects], None] | None = None):
+        self.name = name
+        self.context = context
+        self.lab = lab
+        self._path = path
+        self._applied = applied
+
+    def __repr__(self) -> str:
+        return f"<cluster {self.name} (context {self.context.name})>"
+
+    def __str__(self) -> str:
+        return self.name
+
+    # --- Kubernetes ---------------------------------------------------------------------------------------------
+
+    def apply(self, manifest: Manifest, *, namespace: str | None = None, selector: str | None = None,
+              values: Mapping[str, str] | None = None, quiet: bool = False) -> kube.AppliedObjects:
+        """Server-side apply a manifest (a file name of this lab, YAML text or objects); prints what changed.
+
+        Args:
+            manifest: a file of this lab (or a shared sample), YAML text, or objects.
+            namespace: the namespace for documents that name none.
+            selector: apply only documents whose labels match (``kubectl apply -l``).
+            values: ``${NAME}`` placeholders to fill in a file's text (an address known only at run time).
+            quiet: print nothing.
+        """
+        documents: Any = manifest
+        if isinstance(manifest, str | Path) and "\n" not in str(manifest):
+            documents = self._path(manifest)
+            if values:
+                documents = string.Template(documents.read_text()).substitute(values)
+        applied = kube.apply(self.context, documents, namespace=namespace, selector=selector)
+        if self._applied is not None:
+            self._applied(self, applied)
+        if not quiet:
+            print(applied)
+        return applied
+
+    def delete(self, manifest: str | Path) -> kube.AppliedObjects:
+        """Delete what a manifest of this lab describes (``kubectl delete -f``); prints what went."""
+        deleted = kube.delete(self.context, self._path(manifest))
+        print(deleted)
+        return deleted
+
+    def namespace(self, name: str, *, labels: Mapping[str, str] | None = None) -> None:
+        """Create (or update) a namespace with labels, e.g. ``istio-injection=enabled``."""
+        marked = {**(labels or {}), **({LAB_LABEL: self.lab} if self.lab else {})}
+        self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": marked}}])
+
+    def get(self, resource: str, namespace: str | None = None, *, selector: str | None = None,
+            wide: bool = False) -> None:
+        """Print what ``kubectl get`` prints (``namespace="*"`` for all namespaces)."""
+        print(kube.table(self.context, resource, namespace, selector=selector, wide=wide))
+
+    def object(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """One object as the server sends it, or None when it does not exist."""
+        return kube.get_object(self.context, api_version, kind, name, namespace)
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
+             selector: str | None = None) -> list[dict[str, Any]]:
+        """Objects of a kind as the server sends them (every namespace when ``namespace`` is None)."""
+        return kube.list_objects(self.context, api_version, kind, namespace, selector=selector)
+
+    def pods(self, namespace: str, selector: str | None = None) -> list[kube.Pod]:
+        """The pods of a namespace (optionally selected by labels)."""
+        return kube.pods(self.context, namespace, selector)
+
+    def wait(self, namespace: str, targets: Sequence[str] | str, *, timeout: float = 180.0) -> None:
+        """Wait for workloads (``deploy/x``) to be rolled out and ready, with a progress bar.
+
+        Raises:
+            WaitTimeoutError: not all ready within ``timeout``; the message lists what is not, and why.
+        """
+        names = [targets] if isinstance(targets, str) else list(targets)
+        started = time.perf_counter()
+        with tqdm(total=len(names), desc=f"{self.name}: waiting for {', '.join(names)}", unit="workload",
+                  bar_format="{desc}  {bar:20} {n_fmt}/{total_fmt}  {elapsed}", leave=False) as bar:
+            def progress(ready: int, total: int) -> None:
+                bar.update(ready - bar.n)
+                if ready == total:
+                    bar.refresh()  # tqdm skips redraws within its min interval; the full bar must show
+
+            try:
+                kube.wait_ready(self.context, namespace, names, timeout=timeout, progress=progress)
+            except WaitTimeoutError as exc:
+                lines = "\n".join(f"  - {line}" for line in exc.not_ready)
+                raise WaitTimeoutError(f"not ready after {timeout:.0f} s in {self.name}/{namespace}:\n{lines}\n"
+                                       f"Look closer with: lab[{self.name!r}].get('pods', {namespace!r})",
+                                       exc.not_ready) from None
+        print(f"✓ {self.name}: {', '.join(names)} ready ({time.perf_counter() - started:.1f} s)")
+
+    def exec(self, source: str, command: Sequence[str], *, container: str | None = None) -> str:
+        """Run a command in a pod (``"sample/deploy/sleep"``) and return its output (stdout then stderr)."""
+        where = traffic.Source.parse(source)
+        result = kube.exec_(self.context, where.namespace, where.target, list(command), container=container)
+        return result.stdout + result.stderr
+
+    def gateway_address(self, name: str = "istio-eastwestgateway", namespace: str = ISTIO_NAMESPACE) -> str:
+        """The external address of a gateway's LoadBalancer Service (empty while ``<pending>``)."""
+        service = kube.get_object(self.context, "v1", "Service", name, namespace) or {}
+        ingress = (service.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+        return (ingress[0].get("ip") or ingress[0].get("hostname") or "") if ingress else ""
+
+    @property
+    def network(self) -> str:
+        """The Istio network of the cluster (the label on ``istio-system``); empty when it has none."""
+        system = kube.get_object(self.context, "v1", "Namespace", ISTIO_NAMESPACE) or {}
+        return ((system.get("metadata") or {}).get("labels") or {}).get(NETWORK_LABEL, "")
+
+    # --- traffic ------------------------------------------------------------------------------------------------
+
+    def call(self, source: str, url: str, *, n: int = 100) -> pd.DataFrame:
+        """``n`` requests from ``source`` (``"sample/deploy/sleep"``) in one exec: one row per request."""
+        return traffic.call(self.context, source, url, n, cluster=self.name)
+
+    def call_until(self, source: str, url: str, done: Callable[[pd.DataFrame], bool], *, n: int = 30,
+                   timeout: float = 60.0) -> bool:
+        """Call in batches of ``n`` until ``done(calls)`` is true (config takes a moment to reach the proxies);
+        whether it became true within ``timeout``."""
+        try:
+            kube.poll(lambda: done(self.call(source, url, n=n)), timeout=timeout, what=f"calls from {source}",
+                      interval=0.5, max_interval=0.5)
+        except WaitTimeoutError:
+            return False
+        return True
+
+    def capture(self, target: str, *, seconds: float = 3.0,
+                during: Callable[[], Any] | None = None) -> traffic.Capture:
+        """What crosses a Service's load balancer (``"istio-system/svc/cluster-load-balancer"``) while
+        ``during()`` runs, shown as ngrep shows it."""
+        return traffic.capture(self.context, target, seconds=seconds, during=during)
+
+    # --- Istio --------------------------------------------------------------------------------------------------
+
+    def install(self, manifest: str | Path, *, quiet: bool = False) -> istio.InstallResult:
+        """Install Istio from an IstioOperator of this lab (istioctl on real clusters)."""
+        if not quiet:
+            print(f"{self.name}:")
+        return istio.install(self.context, self._path(manifest), quiet=quiet)
+
+    def plug_in_ca(self, folder: Path, *, network: str | None = None) -> None:
+        """Create ``istio-system`` (labelled with ``network``) and its ``cacerts`` Secret from a cacerts folder."""
+        istio.plug_in_ca(self.context, folder, network)
+
+    def create_remote_secret(self, name: str | None = None) -> dict[str, Any]:
+        """``istioctl create-remote-secret --name <name>``: the Secret that lets other istiods read this cluster.
+
+        Args:
+            name: the cluster's name in the mesh; this cluster's lab name by default.
+        """
+        return istio.create_remote_secret(self.context, name or self.name)
+
+    def apply_remote_secret(self, secret: Mapping[str, Any]) -> kube.AppliedObjects:
+        """Apply another cluster's remote secret here: this cluster's istiod starts reading that cluster."""
+        return istio.apply_remote_secret(dict(secret), self.context)
+
+    def delete_remote_secret(self, cluster: str) -> None:
+        """Remove the remote secret for ``cluster``: this cluster's istiod stops reading it."""
+        istio.delete_remote_secret(self.context, cluster)
+
+    def remote_clusters(self, *, expect: Sequence[str] = (), timeout: float = 60.0,
+                        quiet: bool = False) -> list[istio.RemoteCluster]:
+        """``istioctl remote-clusters``, after waiting until every cluster in ``expect`` is ``synced``.
+
+        Args:
+            expect: clusters to wait for (a remote secret takes a moment to be read).
+            timeout: seconds to wait for them; the table is printed either way.
+            quiet: return the rows without printing them.
+        """
+        def synced() -> bool:
+            rows = istio.remote_clusters(self.context, quiet=True)
+            return set(expect) <= {row.name for row in rows if row.status == "synced"}
+
+        if expect:
+            # On a timeout the table shows which are not synced: that is the lesson when it happens.
+            with contextlib.suppress(WaitTimeoutError):
+                kube.poll(synced, timeout=timeout, what=f"{', '.join(expect)} synced", interval=0.25,
+                          max_interval=0.5)
+        return istio.remote_clusters(self.context, quiet=quiet)
+
+    def endpoints(self, workload: str, *, envoy_cluster: str | None = None) -> istio.EndpointTable:
+        """``istioctl proxy-config endpoints <workload> [--cluster …]`` (``deploy/sleep.sample``)."""
+        return istio.proxy_endpoints(self.context, workload, cluster=envoy_cluster)
+
+    def access_log(self, workload: str, *, tail: int = 200) -> list[istio.AccessLogEntry]:
+        """The recent requests of a workload's sidecar (``deploy/sleep.sample``), as Envoy logged them."""
+        return istio.proxy_access_log(self.context, workload, tail=tail)

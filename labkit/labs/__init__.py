@@ -1,0 +1,10 @@
+"""One module per lab for what only that lab needs: its predictions, its analysis, its pictures.
+
+:class:`~labkit.lab.Lab` and its cluster handles serve every lab alike; a lab's teaching point (Lab 1's shares
+of traffic per route, Lab 3's bytes on the wire) is worked out here, from what the handles read, so a new lab
+adds a module instead of methods on ``Lab``.
+
+- :mod:`labkit.labs.multi_primary`: Lab 1, routes and expected shares from a sidecar's endpoint weights, the
+  topology of its calls, on any multi-network mesh.
+- :mod:`labkit.labs.nlb_headless`: Lab 3, the two captures at the load balancer, side by side.
+"""
