@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -22,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from labkit.core.contract import AddressPlan
 from labkit.emulator.envoy import find_envoy
 from labkit.emulator.envoy.agent import envoy_argv
+from labkit.testing import address_plan
 
 RUNS = 5
 NEIGHBOURS = 3
@@ -100,7 +99,7 @@ def _memory_of_one(root: str, ips: list[str]) -> dict[str, int]:
 
 
 def main() -> None:
-    hosts = AddressPlan(block=random.randint(150, 249)).pod_network(1).hosts()
+    hosts = address_plan().pod_network(1).hosts()
     next(hosts)
     agent_times, envoy_times = [], []
     memory: dict[str, int] = {}

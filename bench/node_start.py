@@ -11,7 +11,6 @@ the figures behind running programs with ``python -S`` and plain sockets instead
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import statistics
 import subprocess
@@ -21,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labkit.core.contract import AddressPlan
 from labkit.emulator.network.addresses import IpPool
 from labkit.emulator.node import NodeRuntime
 from labkit.emulator.node.runtime import PROGRAMS_DIR
+from labkit.testing import address_plan
 
 RUNS = 10
 
@@ -45,7 +44,7 @@ async def sync_to_ready(state_dir: Path) -> tuple[list[float], dict[str, int]]:
         if any(c["type"] == "Ready" and c["status"] == "True" for c in status["conditions"]):
             ready[name].set()
 
-    pool = IpPool(AddressPlan(block=random.randint(150, 250)).pod_network(1))
+    pool = IpPool(address_plan().pod_network(1))
     node = NodeRuntime("bench", "node1", state_dir, pool, on_status)
     timings = []
     memory: dict[str, int] = {}

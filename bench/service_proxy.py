@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import random
 import socket
 import statistics
 import time
@@ -21,6 +20,7 @@ from multiprocessing.connection import Connection
 
 from labkit.core.contract import AddressPlan
 from labkit.emulator.network import ServiceProxy
+from labkit.testing import address_plan
 
 REQUESTS = 2_000
 ROUNDS = 3
@@ -97,7 +97,7 @@ def _exchange(sock: socket.socket) -> None:
 
 
 def main() -> None:
-    plan = AddressPlan(block=random.randint(150, 250))
+    plan = address_plan()
     backend_ip = str(plan.pod_network(1).network_address + 11)
     context = multiprocessing.get_context("spawn")
     backend_conn, backend_child = context.Pipe()

@@ -6,27 +6,32 @@ Two things every test of a running mesh needs:
   secret is read, an Envoy learns an endpoint, a gateway gets its address) and a test must wait for exactly
   that, failing with the last thing it saw. It is :func:`labkit.kube.poll` turned into a test failure.
 - :func:`running_emulator` and :func:`running_lab`: embedded clusters started the way users start them (a
-  process of their own), in a private state folder and a random address block so a trainer's running
-  clusters are never touched, with ``KUBECONFIG`` pointing at them while they run and everything stopped
-  afterwards. A pytest fixture is one ``with`` around a ``yield``::
+  process of their own), in a private state folder and an address block no other emulator holds, so a
+  trainer's running clusters are never touched, with ``KUBECONFIG`` pointing at them while they run and
+  everything stopped afterwards. A pytest fixture is one ``with`` around a ``yield``::
 
       @pytest.fixture(scope="module")
       def mesh(tmp_path_factory):
           with running_emulator(("cluster1", "cluster2"), tmp_path_factory.mktemp("mesh")) as emulator:
               yield emulator
+
+Tests that run parts of the emulator in their own process (a node runtime, a service proxy, a few Envoys) take
+their addresses from :func:`address_plan`, a block claimed for the test process alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
-import random
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from labkit.core.contract import AddressPlan
 from labkit.emulator import launching
+from labkit.emulator.network.addresses import BlockClaim, claim_block
 from labkit.errors import WaitTimeoutError
 from labkit.kube import forget_clients, poll
 
@@ -34,8 +39,6 @@ if TYPE_CHECKING:
     from labkit.lab import Lab
 
 T = TypeVar("T")
-# Blocks a test emulator may take: away from 1 (a trainer's default) so the two never share addresses.
-TEST_BLOCKS = range(150, 250)
 
 
 def eventually(check: Callable[[], T], timeout: float = 30.0, what: str = "condition", *,
@@ -66,13 +69,12 @@ def running_emulator(clusters: Sequence[str], state_dir: Path, *, block: int | N
     Args:
         clusters: the cluster names.
         state_dir: a private state folder (``tmp_path_factory.mktemp(…)``).
-        block: the ``127.X.0.0/16`` block; a random one of :data:`TEST_BLOCKS` by default.
+        block: the ``127.X.0.0/16`` block; by default one that no other emulator holds.
         watch_history: how many events the API servers keep for watches (small: to test expiry).
         export: point ``KUBECONFIG`` at the clusters inside the ``with``; off for a session-wide fixture whose
             tests pass the kubeconfig explicitly (other test modules of the session then see no change).
     """
-    emulator = launching.up(clusters, state_dir, block=block or random.choice(TEST_BLOCKS),
-                            watch_history=watch_history)
+    emulator = launching.up(clusters, state_dir, block=block, watch_history=watch_history)
     saved = os.environ.get("KUBECONFIG")
     if export:
         os.environ["KUBECONFIG"] = str(emulator.kubeconfig)
@@ -83,6 +85,20 @@ def running_emulator(clusters: Sequence[str], state_dir: Path, *, block: int | N
         _forget_clients()
         if export:
             _restore_kubeconfig(saved)
+
+
+def address_plan() -> AddressPlan:
+    """Loopback ranges for parts of the emulator run inside the test process, held until the process ends.
+
+    The block is claimed like an emulator's (see :func:`labkit.emulator.network.addresses.claim_block`), so pods
+    and proxies a test starts never take addresses of an emulator running beside it.
+    """
+    return _claim().plan
+
+
+@functools.cache
+def _claim() -> BlockClaim:
+    return claim_block()
 
 
 @contextlib.contextmanager

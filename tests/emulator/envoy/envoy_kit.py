@@ -7,7 +7,6 @@ import contextlib
 import http.client
 import http.server
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -20,9 +19,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from labkit.core.contract import AddressPlan
 from labkit.emulator.envoy.files import XdsWriter, xds_dir
 from labkit.emulator.mesh.model import ProxyConfig
+from labkit.testing import address_plan
 
 DEADLINE = 5.0
 T = TypeVar("T")
@@ -33,7 +32,7 @@ def run(awaitable: Awaitable[T]) -> T:
 
 
 def pod_ips(count: int) -> list[str]:
-    hosts = AddressPlan(block=random.randint(150, 249)).pod_network(1).hosts()
+    hosts = address_plan().pod_network(1).hosts()
     next(hosts)  # .1 is the API server's in a real plan
     return [str(next(hosts)) for _ in range(count)]
 

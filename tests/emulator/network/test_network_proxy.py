@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from labkit.core.contract import AddressPlan
 from labkit.emulator.network import Direction, ServiceProxy
+from labkit.testing import address_plan
 
-PLAN = AddressPlan(block=random.randint(150, 250))
+PLAN = address_plan()
 PODS = PLAN.pod_network(1)
 SERVICES = PLAN.service_network(1)
 CLUSTER_IP = str(SERVICES.network_address + 20)

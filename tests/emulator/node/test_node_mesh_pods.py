@@ -9,7 +9,6 @@ the test stand where Envoy would listen (pod IP:15080, :15021).
 from __future__ import annotations
 
 import asyncio
-import random
 import shutil
 import time
 import uuid
@@ -19,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from labkit.core.contract import SIDECAR_ANNOTATION, AddressPlan
+from labkit.core.contract import SIDECAR_ANNOTATION
 from labkit.emulator.mesh.injection import sidecar_declaration
 from labkit.emulator.network.addresses import IpPool
 from labkit.emulator.node import NodeRuntime
+from labkit.testing import address_plan
 
 HELLO_V1 = "registry.istio.io/release/examples-helloworld-v1:1.0"
 PROXY_IMAGE = "docker.io/istio/proxyv2:1.30.0"
@@ -65,7 +65,7 @@ class Names:
 
 class Node:
     def __init__(self, state_dir: Path, **options: Any):
-        plan = AddressPlan(block=random.randint(150, 250))
+        plan = address_plan()
         self.pool = IpPool(plan.pod_network(1), reserved=frozenset({plan.api_server_address(1)}), what="pod IP")
         self.statuses: dict[tuple[str, str], Obj] = {}
         self.runtime = NodeRuntime("cluster1", "node1", state_dir, self.pool, self._record, host_ip="127.0.0.1",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -21,17 +20,18 @@ import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from labkit.core.contract import APP_ADDRESS_ANNOTATION, AddressPlan
+from labkit.core.contract import APP_ADDRESS_ANNOTATION
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
 from labkit.emulator.node import NodeRuntime
+from labkit.testing import address_plan
 
 HELLO_V1 = "registry.istio.io/release/examples-helloworld-v1:1.0"
 DEADLINE = 8.0
 
 
 def _pool() -> IpPool:
-    plan = AddressPlan(block=random.randint(150, 250))
+    plan = address_plan()
     return IpPool(plan.pod_network(1), reserved=frozenset({plan.api_server_address(1)}), what="pod IP")
 
 
@@ -408,7 +408,7 @@ def test_pod_processes_die_with_the_emulator_even_when_it_is_sigkilled(tmp_path:
         from labkit.emulator.node import NodeRuntime
 
         async def main():
-            pool = IpPool(AddressPlan(block={random.randint(150, 250)}).pod_network(2))
+            pool = IpPool(AddressPlan(block={address_plan().block}).pod_network(2))
             node = NodeRuntime("c", "n", Path({str(tmp_path)!r}), pool, lambda *a: None)
             await node.sync_pod({{"metadata": {{"name": "p", "namespace": "d", "uid": "u"}},
                                  "spec": {{"containers": [{{"name": "c", "image": "curlimages/curl",
