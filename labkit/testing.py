@@ -22,7 +22,6 @@ their addresses from :func:`address_plan`, a block claimed for the test process 
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -88,17 +87,18 @@ def running_emulator(clusters: Sequence[str], state_dir: Path, *, block: int | N
 
 
 def address_plan() -> AddressPlan:
-    """Loopback ranges for parts of the emulator run inside the test process, held until the process ends.
+    """Loopback ranges of a block of its own, for parts of the emulator run inside the test process.
 
-    The block is claimed like an emulator's (see :func:`labkit.emulator.network.addresses.claim_block`), so pods
-    and proxies a test starts never take addresses of an emulator running beside it.
+    Each call claims another block (as an emulator claims its own, see
+    :func:`labkit.emulator.network.addresses.claim_block`) and holds it until the process ends, so pods and
+    proxies one test starts never take the addresses of another test's, nor of an emulator running beside them.
     """
-    return _claim().plan
+    claim = claim_block()
+    _claims.append(claim)
+    return claim.plan
 
 
-@functools.cache
-def _claim() -> BlockClaim:
-    return claim_block()
+_claims: list[BlockClaim] = []  # held for the life of the process; the kernel frees them when it ends
 
 
 @contextlib.contextmanager
