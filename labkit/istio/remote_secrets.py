@@ -190,6 +190,14 @@ class RemoteAccess:
             raise LabkitError(f"secret {namespace}/{name} not found in {self.cluster}")
         return base64.b64decode((secret.get("data") or {}).get(key, "")).decode(errors="replace")
 
+    def rules(self, namespace: str = "default") -> kube.AccessRules:
+        """``kubectl auth can-i --list`` in the remote cluster, for this token: everything it may do there."""
+        return kube.access_rules(self.cluster, namespace, kubeconfig=self.kubeconfig)
+
+    def can_i(self, verb: str, resource: str, namespace: str | None = None, *, group: str = "") -> bool:
+        """``kubectl auth can-i <verb> <resource>`` in the remote cluster, for this token."""
+        return kube.can_i(self.cluster, verb, resource, namespace, group=group, kubeconfig=self.kubeconfig)
+
     def try_create_configmap(self, namespace: str, name: str) -> int:
         """Try to write to the remote cluster; returns the HTTP status (201 created, 403 forbidden …)."""
         body = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}}]

@@ -6,6 +6,7 @@ the client library's objects or exceptions.
 """
 
 from labkit.core.names import ClusterName, ContextName
+from labkit.kube.access import AccessRule, AccessRules, access_rules, can_i
 from labkit.kube.applying import (
     AppliedObject,
     AppliedObjects,
@@ -33,6 +34,8 @@ from labkit.kube.tables import table
 from labkit.kube.waiting import not_ready, wait_ready
 
 __all__ = [
+    "AccessRule",
+    "AccessRules",
     "AppliedObject",
     "AppliedObjects",
     "ClusterEndpoint",
@@ -45,7 +48,9 @@ __all__ = [
     "ExecResult",
     "KubeContext",
     "Pod",
+    "access_rules",
     "apply",
+    "can_i",
     "client_for",
     "cluster_endpoint",
     "delete",

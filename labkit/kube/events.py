@@ -12,16 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kubernetes.client.rest import ApiException
 
 from labkit.core.kubetime import timestamp
+from labkit.core.wire import Obj
 from labkit.kube.clients import dynamic_for, raise_api_error
 from labkit.kube.contexts import ContextRef
 from labkit.kube.execing import parse_target, pods
-
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,22 @@ def test_access_reviews_through_the_python_client(api: client.ApiClient) -> None
     assert not refused.status.allowed
     assert client.AuthenticationV1Api(api).create_self_subject_review({}).status.user_info.username == \
         "kubernetes-admin"
+
+
+def test_labkit_lists_a_tokens_rules_as_kubectl_auth_can_i_list_does(
+        api: client.ApiClient, kubectl: Kubectl, emulator: launching.Emulator, tmp_path) -> None:
+    from labkit import kube
+
+    token = run(kubectl, "create", "token", READER_ACCOUNT, "-n", "istio-system")[1].strip()
+    config_text = yaml.safe_load(emulator.kubeconfig.read_text())
+    for user in config_text["users"]:
+        user["user"] = {"token": token}
+    as_reader = tmp_path / "reader.kubeconfig"
+    as_reader.write_text(yaml.safe_dump(config_text))
+
+    rules = kube.access_rules(CONTEXT, "istio-system", kubeconfig=as_reader)
+    printed = run(kubectl, "auth", "can-i", "--list", "-n", "istio-system", f"--token={token}")[1]
+    assert str(rules) + "\n" == printed  # the same rows, in the same order, in the same columns
+    assert rules.allows("list", "secrets") and not rules.allows("create", "configmaps")
+    assert kube.can_i(CONTEXT, "list", "secrets", "istio-system", kubeconfig=as_reader)
+    assert not kube.can_i(CONTEXT, "create", "configmaps", "default", kubeconfig=as_reader)
