@@ -12,7 +12,16 @@ plain values, so the layers above (and the emulator) never need it.
 - :mod:`~labkit.pki.plugging`: whether ``cacerts`` files form a CA istiod can sign with
 """
 
-from labkit.pki.authorities import CertificateAuthority, Credential, KeySpec, generate_key, new_root
+from labkit.pki.authorities import (
+    CertificateAuthority,
+    Credential,
+    KeySpec,
+    generate_key,
+    load_request,
+    new_request,
+    new_root,
+    request_identities,
+)
 from labkit.pki.bundles import TrustBundle
 from labkit.pki.describing import CertificateInfo, describe
 from labkit.pki.layouts import (
@@ -48,10 +57,13 @@ __all__ = [
     "check_folder",
     "describe",
     "generate_key",
+    "load_request",
     "make_mesh",
+    "new_request",
     "new_root",
     "read_cacerts",
     "read_root",
+    "request_identities",
     "verify_certificate",
     "write_cacerts",
     "write_root",

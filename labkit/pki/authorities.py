@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -43,6 +43,7 @@ from labkit.pki.pem import (
 from labkit.pki.spiffe import SpiffeId
 
 KeySpec = Literal["rsa-2048", "rsa-4096", "ec-p256"]
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 ROOT_VALIDITY = dt.timedelta(days=3650)
 INTERMEDIATE_VALIDITY = dt.timedelta(days=730)
@@ -253,6 +254,32 @@ class CertificateAuthority:
         cert = self._sign(_name((NameOID.COMMON_NAME, common_name)), private, extensions, validity, now)
         return Credential(dump_certificates([cert]), dump_private_key(private), self.cert_chain_pem)
 
+    def sign_request(self, csr_pem: str, spiffe_id: SpiffeId | str, *, validity: dt.timedelta = WORKLOAD_VALIDITY,
+                     now: dt.datetime | None = None) -> str:
+        """Sign a certificate signing request as istiod's CA does: the key is the CSR's, the identity is the
+        caller's (the SAN is set here, whatever the CSR asked for). Returns the leaf's PEM.
+
+        Args:
+            csr_pem: the PEM CSR.
+            spiffe_id: the identity the caller was authenticated as.
+            validity: lifetime.
+            now: the issuing time (tests pass a fixed one).
+
+        Raises:
+            PkiError: the CSR cannot be read or its signature does not verify.
+        """
+        request = load_request(csr_pem)
+        identity = spiffe_id if isinstance(spiffe_id, SpiffeId) else SpiffeId.parse(spiffe_id)
+        extensions: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_key_usage(digital_signature=True, key_encipherment=True), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+            (x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(identity))]), True),
+        ]
+        cert = _build(x509.Name([]), self._cert.subject, request.public_key(), self._key, self._cert,  # type: ignore[arg-type]
+                      extensions, validity, now)
+        return dump_certificates([cert])
+
     def _sign(
         self,
         subject: x509.Name,
@@ -261,7 +288,8 @@ class CertificateAuthority:
         validity: dt.timedelta,
         now: dt.datetime | None,
     ) -> x509.Certificate:
-        return _build(subject, self._cert.subject, private, self._key, self._cert, extensions, validity, now)
+        return _build(subject, self._cert.subject, private.public_key(), self._key, self._cert, extensions, validity,
+                      now)
 
 
 def new_root(
@@ -291,7 +319,7 @@ def new_root(
     ]
     if uri:
         extensions.append((x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), False))
-    cert = _build(subject, subject, private, private, None, extensions, validity, now)
+    cert = _build(subject, subject, private.public_key(), private, None, extensions, validity, now)
     return CertificateAuthority(dump_certificates([cert]), dump_private_key(private))
 
 
@@ -315,7 +343,7 @@ def _key_usage(**flags: bool) -> x509.KeyUsage:
 def _build(
     subject: x509.Name,
     issuer: x509.Name,
-    private: PrivateKey,
+    public: PublicKey,
     signing_key: PrivateKey,
     issuer_cert: x509.Certificate | None,
     extensions: list[tuple[x509.ExtensionType, bool]],
@@ -327,13 +355,13 @@ def _build(
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
-        .public_key(private.public_key())
+        .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + CLOCK_SKEW + validity)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(private.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
     )
-    issuer_public = (issuer_cert.public_key() if issuer_cert else private.public_key())
+    issuer_public = (issuer_cert.public_key() if issuer_cert else public)
     builder = builder.add_extension(
         x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public), critical=False  # type: ignore[arg-type]
     )
@@ -342,6 +370,40 @@ def _build(
     # Ed25519 signs without a separate digest; labkit never makes such keys but may be handed one.
     algorithm = None if isinstance(signing_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     return builder.sign(signing_key, algorithm)  # type: ignore[arg-type]
+
+
+def new_request(spiffe_id: SpiffeId | str, key: KeySpec = "ec-p256") -> tuple[str, str]:
+    """A fresh private key and a CSR asking for ``spiffe_id`` (what istio-agent sends): ``(key PEM, CSR PEM)``."""
+    private = generate_key(key)
+    request = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+               .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(spiffe_id))]),
+                              critical=True)
+               .sign(private, None if isinstance(private, ed25519.Ed25519PrivateKey) else hashes.SHA256()))  # type: ignore[arg-type]
+    return dump_private_key(private), request.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def load_request(csr_pem: str) -> x509.CertificateSigningRequest:
+    """Parse a PEM CSR and check its signature.
+
+    Raises:
+        PkiError: not a CSR, or signed by another key than the one it carries.
+    """
+    try:
+        request = x509.load_pem_x509_csr(csr_pem.encode() if isinstance(csr_pem, str) else csr_pem)
+    except ValueError as exc:
+        raise PkiError(f"the certificate signing request cannot be parsed: {exc}") from exc
+    if not request.is_signature_valid:
+        raise PkiError("the certificate signing request's signature does not verify")
+    return request
+
+
+def request_identities(csr_pem: str) -> list[str]:
+    """The URI SANs a CSR asks for (SPIFFE IDs)."""
+    try:
+        names = load_request(csr_pem).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(names.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

@@ -100,3 +100,12 @@ def test_server_certificate_for_an_api_server(cluster1_ca: CertificateAuthority)
     assert leaf.extended_key_usage == ("serverAuth",) and leaf.uris == ()
     with pytest.raises(PkiError, match="needs at least one DNS name or IP address SAN"):
         cluster1_ca.issue_server("nothing")
+
+
+def test_a_csr_is_signed_for_the_callers_identity_with_its_own_key():
+    from labkit.pki import describe, new_request, new_root, request_identities
+
+    key_pem, csr_pem = new_request("spiffe://cluster.local/ns/sample/sa/sleep")
+    assert request_identities(csr_pem) == ["spiffe://cluster.local/ns/sample/sa/sleep"]
+    leaf = describe(new_root().sign_request(csr_pem, "spiffe://cluster.local/ns/sample/sa/sleep"))[0]
+    assert leaf.uris == ("spiffe://cluster.local/ns/sample/sa/sleep",) and not leaf.is_ca
