@@ -105,7 +105,7 @@ def test_server_certificate_for_an_api_server(cluster1_ca: CertificateAuthority)
 def test_a_csr_is_signed_for_the_callers_identity_with_its_own_key():
     from labkit.pki import describe, new_request, new_root, request_identities
 
-    key_pem, csr_pem = new_request("spiffe://cluster.local/ns/sample/sa/sleep")
+    _, csr_pem = new_request("spiffe://cluster.local/ns/sample/sa/sleep")
     assert request_identities(csr_pem) == ["spiffe://cluster.local/ns/sample/sa/sleep"]
     leaf = describe(new_root().sign_request(csr_pem, "spiffe://cluster.local/ns/sample/sa/sleep"))[0]
     assert leaf.uris == ("spiffe://cluster.local/ns/sample/sa/sleep",) and not leaf.is_ca

@@ -1,0 +1,190 @@
+"""istiod's gRPC server against a plain gRPC client and a real Envoy: ADS state of the world, ACK/NACK, the CA."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+import pytest
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from labkit.emulator.envoy import protocol
+from labkit.emulator.envoy.binary import find_envoy
+from labkit.emulator.mesh.serving import AuthenticationError, Caller, Control, XdsServer
+from labkit.pki import describe, new_request, new_root
+from labkit.testing import address_plan
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "valid-token"
+CA = new_root()
+SERVING = CA.issue_server("istiod", dns_names=["istiod.istio-system.svc"])
+NODE = "sidecar~10.0.0.9~sleep-abc.sample~sample.svc.cluster.local"
+
+
+def _ip() -> str:
+    hosts = address_plan().pod_network(1).hosts()
+    next(hosts)
+    return str(next(hosts))
+
+
+def _cluster(name: str, **extra: Any) -> dict[str, Any]:
+    return {"@type": protocol.CLUSTER, "name": name, "type": "EDS", "connect_timeout": "1s",
+            "eds_cluster_config": {"service_name": name, "eds_config": {"ads": {}, "resource_api_version": "V3"}},
+            **extra}
+
+
+class World:
+    """What the fake istiod serves: mutable, pushed on change."""
+
+    def __init__(self) -> None:
+        self.clusters: dict[str, dict[str, Any]] = {"outbound|80||a.sample.svc.cluster.local":
+                                                    _cluster("outbound|80||a.sample.svc.cluster.local")}
+        self.version = 1
+
+    def resources(self, node_id: str, metadata: Mapping[str, Any]) -> Any:
+        if node_id.split("~")[2].split(".", maxsplit=1)[0] == "unknown":
+            return None
+        return {protocol.CLUSTER: self.clusters,
+                protocol.ENDPOINT: {name: {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 9}}}}]}]}
+                    for name in self.clusters},
+                protocol.LISTENER: {}}
+
+
+async def _authenticate(token: str, cluster: str) -> Caller:
+    if token != TOKEN:
+        raise AuthenticationError("failed to validate the JWT")
+    if cluster not in ("cluster1", ""):
+        raise AuthenticationError(f"client claims to be in cluster {cluster!r}")
+    return Caller("cluster1", "sample", "sleep")
+
+
+def _sign(csr: str, caller: Caller, ttl: int) -> list[str]:
+    from labkit.pki import request_identities
+
+    identity = f"spiffe://cluster.local/ns/{caller.namespace}/sa/{caller.service_account}"
+    if request_identities(csr) != [identity]:
+        raise AuthenticationError("the CSR asks for another identity")
+    return [CA.sign_request(csr, identity), CA.root_pem]
+
+
+def _envoy_bootstrap(ip: str, admin_port: int, node: str) -> dict[str, Any]:
+    return {
+        "node": {"id": node, "cluster": "sleep.sample", "metadata": {"CLUSTER_ID": "cluster1"}},
+        "admin": {"address": {"socket_address": {"address": ip, "port_value": admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
+                           "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {"clusters": [{
+            "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": ip, "port_value": 15010}}}}]}]},
+        }]},
+    }
+
+
+async def _until(check: Any, what: str, deadline: float = 10.0) -> Any:
+    end = time.monotonic() + deadline
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def _clusters(ip: str, port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://{ip}:{port}/clusters", timeout=1) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+def test_istiod_serves_ads_and_ca_over_grpc(tmp_path):
+    asyncio.run(_scenario(tmp_path))
+
+
+async def _scenario(tmp_path) -> None:
+    ip = _ip()
+    world = World()
+    server = XdsServer(Control(_authenticate, world.resources, _sign), lambda: str(world.version))
+    await server.start(ip, tls=(SERVING.cert_chain_pem, SERVING.key_pem))
+    envoy = None
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=CA.root_pem.encode())
+        options = [("grpc.ssl_target_name_override", "istiod.istio-system.svc")]
+        async with grpc.aio.secure_channel(f"{ip}:15012", credentials, options=options) as channel:
+            # A plain client with a valid token gets the proxy's CDS.
+            ads = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+            call = ads.StreamAggregatedResources(metadata=[("authorization", f"Bearer {TOKEN}"),
+                                                            ("clusterid", "cluster1")])
+            request = discovery_pb2.DiscoveryRequest(type_url=protocol.CLUSTER)
+            request.node.id = NODE
+            await call.write(request)
+            response = await asyncio.wait_for(call.read(), 5)
+            assert response.type_url == protocol.CLUSTER and response.nonce
+            names = [protocol.to_dict(protocol.message_class(r.type_url).FromString(r.value))["name"]
+                     for r in response.resources]
+            assert names == ["outbound|80||a.sample.svc.cluster.local"]
+            call.cancel()
+
+            create = channel.unary_unary(protocol.CREATE_CERTIFICATE,
+                                         request_serializer=protocol.IstioCertificateRequest.SerializeToString,
+                                         response_deserializer=protocol.IstioCertificateResponse.FromString)
+            _, csr = new_request("spiffe://cluster.local/ns/sample/sa/sleep")
+            issued = await create(protocol.IstioCertificateRequest(csr=csr, validity_duration=120),
+                                  metadata=[("authorization", f"Bearer {TOKEN}"), ("clusterid", "cluster1")])
+            assert describe(issued.cert_chain[0])[0].uris == ("spiffe://cluster.local/ns/sample/sa/sleep",)
+            assert issued.cert_chain[-1] == CA.root_pem
+            # Refused with Istio's words: a bad token, another cluster, a CSR for someone else, no token.
+            _, other = new_request("spiffe://cluster.local/ns/sample/sa/admin")
+            for metadata, body in (([("authorization", "Bearer forged")], csr),
+                                   ([("authorization", f"Bearer {TOKEN}"), ("clusterid", "cluster9")], csr),
+                                   ([("authorization", f"Bearer {TOKEN}")], other), ([], csr)):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await create(protocol.IstioCertificateRequest(csr=body), metadata=metadata)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert refused.value.details() == "request authenticate failure"
+
+        # A real Envoy over ADS (plaintext 15010): gets CDS + EDS, ACKs; a bad cluster is NACKed and named.
+        bootstrap = tmp_path / "bootstrap.json"
+        bootstrap.write_text(json.dumps(_envoy_bootstrap(ip, 15000, NODE)))
+        envoy = subprocess.Popen([str(find_envoy().path), "-c", str(bootstrap), "--log-level", "warning",
+                                  "--base-id-path", str(tmp_path / "base-id"), "--use-dynamic-base-id"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await _until(lambda: "outbound|80||a.sample.svc.cluster.local::127.0.0.1:9" in _clusters(ip, 15000),
+                     "Envoy to apply the EDS cluster with its endpoint")
+        await _until(lambda: [r for r in server.sync_status() if r["node_id"] == NODE
+                              and r["cds_status"] == r["eds_status"] == "SYNCED"], "CDS and EDS ACKed")
+        world.clusters["bad"] = _cluster("bad", lb_policy="CLUSTER_PROVIDED")
+        world.version += 1
+        server.push()
+        row = await _until(lambda: [r for r in server.sync_status() if r["cds_status"] == "NACK"], "the NACK")
+        assert "bad" in row[0]["errors"]["CDS"]
+        del world.clusters["bad"]
+        world.clusters["outbound|81||b.sample.svc.cluster.local"] = _cluster("outbound|81||b.sample.svc.cluster.local")
+        world.version += 1
+        server.push()
+        await _until(lambda: "outbound|81||b.sample.svc.cluster.local::127.0.0.1:9" in _clusters(ip, 15000),
+                     "the next good update to be applied after the NACK")
+        await _until(lambda: [r for r in server.sync_status() if r["cds_status"] == "SYNCED"], "SYNCED again")
+    finally:
+        if envoy is not None:
+            envoy.terminate()
+            envoy.wait(5)
+        await server.stop()
