@@ -94,6 +94,74 @@ def test_remote_clusters_are_synced(mesh: Path) -> None:
     assert rows["cluster2"].secret == "istio-system/istio-remote-secret-cluster2"
 
 
+def _istiod_token(cluster: str, account: str = "sleep", audience: str = "istio-ca", seconds: int = 3600) -> str:
+    from kubernetes import client
+
+    from labkit.kube.clients import client_for
+
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+        audiences=[audience], expiration_seconds=seconds))
+    return client.CoreV1Api(client_for(cluster)).create_namespaced_service_account_token(
+        account, "sample", request).status.token
+
+
+def test_istiod_serves_a_proxys_cds_and_certificate_over_grpc_to_a_plain_client(mesh: Path) -> None:
+    """Dial istiod's 15012 as any gRPC client would: the pod's istio-ca token buys its CDS and a certificate;
+    a token of the wrong audience, another cluster's token claimed as this cluster's, or a CSR for another
+    identity is refused with Istio's words. cluster2's token is accepted when it says it is cluster2's: istiod
+    reviews it through cluster2's remote secret."""
+    import asyncio
+
+    import grpc
+    from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+    from labkit.emulator.envoy import protocol
+    from labkit.pki import describe, new_request
+
+    istiod = kube.pods("cluster1", "istio-system", "app=istiod")[0]
+    sleep = kube.get_object("cluster1", "v1", "Pod", kube.pods("cluster1", "sample", "app=sleep")[0].name, "sample")
+    node = (f"sidecar~{sleep['status']['podIP']}~{sleep['metadata']['name']}.sample~sample.svc.cluster.local")
+    root = (mesh / "certs" / "root-cert.pem").read_text()
+    token = _istiod_token("cluster1")
+
+    async def scenario() -> None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=root.encode())
+        target = f"{istiod.ip}:15012"
+        async with grpc.aio.secure_channel(target, credentials, options=[
+                ("grpc.ssl_target_name_override", "istiod.istio-system.svc")]) as channel:
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
+                metadata=[("authorization", f"Bearer {token}"), ("clusterid", "cluster1")])
+            request = discovery_pb2.DiscoveryRequest(type_url=protocol.CLUSTER)
+            request.node.id = node
+            await call.write(request)
+            response = await asyncio.wait_for(call.read(), 15)
+            names = {protocol.message_class(r.type_url).FromString(r.value).name for r in response.resources}
+            assert HELLOWORLD in names
+            call.cancel()
+            create = channel.unary_unary(protocol.CREATE_CERTIFICATE,
+                                         request_serializer=protocol.IstioCertificateRequest.SerializeToString,
+                                         response_deserializer=protocol.IstioCertificateResponse.FromString)
+            _, csr = new_request("spiffe://cluster.local/ns/sample/sa/sleep")
+            issued = await create(protocol.IstioCertificateRequest(csr=csr, validity_duration=120),
+                                  metadata=[("authorization", f"Bearer {token}"), ("clusterid", "cluster1")])
+            assert describe(issued.cert_chain[0])[0].uris == ("spiffe://cluster.local/ns/sample/sa/sleep",)
+            remote = _istiod_token("cluster2")
+            issued = await create(protocol.IstioCertificateRequest(csr=csr),
+                                  metadata=[("authorization", f"Bearer {remote}"), ("clusterid", "cluster2")])
+            assert issued.cert_chain
+            _, other = new_request("spiffe://cluster.local/ns/sample/sa/httpbin")
+            for bearer, cluster, body in ((_istiod_token("cluster1", audience="other"), "cluster1", csr),
+                                          (remote, "cluster1", csr), ("not-a-token", "cluster1", csr),
+                                          (token, "cluster9", csr), (token, "cluster1", other)):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await create(protocol.IstioCertificateRequest(csr=body),
+                                 metadata=[("authorization", f"Bearer {bearer}"), ("clusterid", cluster)])
+                assert (refused.value.code(), refused.value.details()) == (
+                    grpc.StatusCode.UNAUTHENTICATED, "request authenticate failure")
+
+    asyncio.run(scenario())
+
+
 def test_strict_mtls_refuses_plaintext_and_shows_the_callers_identity(mesh: Path) -> None:
     kube.apply("cluster1", [{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
                              "metadata": {"name": "default", "namespace": "sample"},
@@ -170,3 +238,4 @@ def test_a_cluster_with_another_root_fails_with_the_tls_reason(mesh: Path) -> No
     assert last.code == 503 and "UF" in last.flags
     assert "CERTIFICATE_VERIFY_FAILED" in last.transport_failure
     assert last.upstream_host == f"{gateway_ip('cluster3')}:15443"
+

@@ -48,8 +48,12 @@ from labkit.emulator.mesh.injection import sidecar_patch
 from labkit.emulator.mesh.kubeclient import Credentials, Informer, KubeClient
 from labkit.emulator.mesh.model import MONITORING_PORT, WEBHOOK_PORT, MeshConfig, MeshSnapshot, Proxy
 from labkit.emulator.mesh.publishing import Publisher
+from labkit.emulator.mesh.serving import AuthenticationError, Caller, Control, XdsServer
 from labkit.emulator.mesh.validating import WEBHOOK_CONFIGURATIONS, Screen, WebhookArming, review
+from labkit.emulator.mesh.xds import generate
+from labkit.emulator.mesh.xds.ads import ads_resources
 from labkit.errors import KubeApiError
+from labkit.pki import request_identities
 
 _log = logging.getLogger("istiod")
 
@@ -75,6 +79,8 @@ CONFIG_RESOURCES = {
 }
 # A remote cluster whose informers have not synced (or keep failing) this long is reported as timed out.
 SYNC_TIMEOUT = 10.0
+# The audience of the projected token a proxy presents to istiod (istio-agent's default).
+TOKEN_AUDIENCE = "istio-ca"
 PROBE_PERIOD = 3.0
 
 
@@ -160,6 +166,9 @@ class Istiod:
         self._ca_problem: str | None = None
         self._screen = Screen()
         self._arm_wanted = asyncio.Event()
+        self.proxies: dict[str, Proxy] = {}
+        self._ads_cache: dict[str, tuple[MeshSnapshot, Any]] = {}
+        self.xds = XdsServer(Control(self._authenticate, self._ads_resources, self._sign), lambda: str(self._version))
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -195,6 +204,7 @@ class Istiod:
                     await task
             for runner in self._runners:
                 await runner.cleanup()
+            await self.xds.stop()
             for remote in list(self.remotes.values()):
                 await remote.stop()
             for informer in [*self.config_informers.values(), self._secrets, self._configmaps,
@@ -349,6 +359,57 @@ class Istiod:
             if proxy is not None:
                 proxies.append(proxy)
         await self.publisher.publish(self.snapshot, proxies, self.certificates)
+        self.proxies = {proxy.id: proxy for proxy in proxies}
+        self.xds.push()
+
+    # --- gRPC: ADS and the CA service (see labkit.emulator.mesh.serving) ------------------------------------------
+
+    async def _authenticate(self, token: str, cluster: str) -> Caller:
+        """Istio's Kubernetes JWT authenticator: a TokenReview against the caller's own cluster."""
+        cluster = cluster or self.cluster_id
+        watched = self.local if cluster in (self.cluster_id, "Kubernetes") else self.remotes.get(cluster)
+        if watched is None:
+            raise AuthenticationError(
+                f'client claims to be in cluster "{cluster}", but we only know about local cluster '
+                f'"{self.cluster_id}" and remote clusters {sorted(self.remotes)}')
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                  "spec": {"token": token, "audiences": [TOKEN_AUDIENCE]}}
+        try:
+            answer = await watched.client.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=review)
+        except KubeApiError as exc:
+            raise AuthenticationError(f'failed to validate the JWT from cluster "{cluster}": {exc.message}') from exc
+        status = answer.get("status") or {}
+        if not status.get("authenticated"):
+            raise AuthenticationError(f'failed to validate the JWT from cluster "{cluster}": the token is not '
+                                      f'authenticated ({status.get("error") or "invalid"})')
+        parts = str((status.get("user") or {}).get("username", "")).split(":")
+        if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
+            raise AuthenticationError("failed to parse the JWT; service account required")
+        return Caller(cluster, parts[2], parts[3])
+
+    def _sign(self, csr: str, caller: Caller, ttl: int) -> list[str]:
+        ca = self.certificates.ca
+        if ca is None:
+            raise RuntimeError("Istio CA is not ready")
+        identity = f"spiffe://{self.mesh.trust_domain}/ns/{caller.namespace}/sa/{caller.service_account}"
+        asked = request_identities(csr)
+        if asked != [identity]:
+            raise AuthenticationError(f"the CSR asks for {asked}, but the caller is {identity}")
+        lifetime = dt.timedelta(seconds=ttl) if ttl > 0 else mesh_ca.WORKLOAD_LIFETIME
+        leaf = ca.authority.sign_request(csr, identity, validity=lifetime)
+        chain = [c for c in ca.authority.cert_chain_pem.split("-----END CERTIFICATE-----") if c.strip()]
+        return [leaf, *(c.strip() + "\n-----END CERTIFICATE-----\n" for c in chain)]
+
+    def _ads_resources(self, node_id: str, metadata: Any) -> Any:
+        proxy = self.proxies.get(node_id)
+        if proxy is None or self.snapshot is None:
+            return None
+        cached = self._ads_cache.get(node_id)
+        if cached is not None and cached[0] is self.snapshot:
+            return cached[1]
+        resources = ads_resources(generate(proxy, self.snapshot))
+        self._ads_cache[node_id] = (self.snapshot, resources)
+        return resources
 
     # --- HTTP: webhook, debug, readiness --------------------------------------------------------------------------
 
@@ -365,15 +426,23 @@ class Istiod:
         monitoring.router.add_get("/ready", self._readiness)
         readiness = web.Application()
         readiness.router.add_get("/ready", self._readiness)
-        for app, port, tls in ((webhook, WEBHOOK_PORT, self._webhook_tls()), (monitoring, MONITORING_PORT, None),
+        monitoring.router.add_get("/debug/connections", self._connections)
+        webhook_tls = self._webhook_tls()
+        for app, port, tls in ((webhook, WEBHOOK_PORT, webhook_tls), (monitoring, MONITORING_PORT, None),
                                (readiness, READY_PORT, None)):
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             await web.TCPSite(runner, self.pod_ip, port, ssl_context=tls).start()
             self._runners.append(runner)
+        await self.xds.start(self.pod_ip, tls=self._serving_credential)
+
+    async def _connections(self, request: web.Request) -> web.Response:
+        """The proxies connected over ADS and each type's state (SYNCED, STALE, NACK, NOT SENT)."""
+        return web.json_response(self.xds.sync_status())
 
     def _webhook_tls(self) -> ssl.SSLContext | None:
         ca = self.certificates.ca
+        self._serving_credential: tuple[str, str] | None = None
         if ca is None:
             return None
         credential = ca.authority.issue_server(
@@ -383,6 +452,7 @@ class Istiod:
         folder.mkdir(parents=True, exist_ok=True)
         cert, key = folder / "webhook.crt", folder / "webhook.key"
         cert.write_text(credential.cert_chain_pem)
+        self._serving_credential = (credential.cert_chain_pem, credential.key_pem)
         key.touch(mode=0o600)
         key.write_text(credential.key_pem)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
