@@ -28,6 +28,7 @@ ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 DOWNSTREAM_CONNECTIONS = ("type.googleapis.com/"
                           "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig")
 FILE_ACCESS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+HTTP_PROTOCOL_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def node_id(proxy_type: str, ip: str, pod: str, namespace: str, domain: str = "cluster.local") -> str:
@@ -43,8 +44,20 @@ def _file_source(path: Path) -> dict[str, Any]:
     return {"path_config_source": {"path": str(path)}, "resource_api_version": "V3"}
 
 
+def _pipe_cluster(name: str, path: Path) -> dict[str, Any]:
+    """A static HTTP/2 cluster on a Unix socket, as Istio's ``xds-grpc`` and ``sds-grpc``."""
+    return {
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": HTTP_PROTOCOL_OPTIONS, "explicit_http_config": {"http2_protocol_options": {}}}},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"pipe": {"path": str(path)}}}}]}]},
+    }
+
+
 def bootstrap(*, node_id: str, cluster: str, metadata: Mapping[str, Any], admin_address: tuple[str, int],
-              xds_dir: Path, status_address: tuple[str, int] | None, access_log: bool) -> dict[str, Any]:
+              xds_dir: Path, status_address: tuple[str, int] | None, access_log: bool,
+              sockets: tuple[Path, Path] | None = None) -> dict[str, Any]:
     """Envoy's bootstrap for one proxy, as a dict ready for JSON.
 
     Args:
@@ -56,6 +69,8 @@ def bootstrap(*, node_id: str, cluster: str, metadata: Mapping[str, Any], admin_
         status_address: where ``/healthz/ready`` is served (pod IP, 15021); ``None`` for no readiness port.
         access_log: log every admin request (readiness probes and ``pilot-agent request`` included) to
             stdout; off as in Istio, where they would drown the traffic's access log.
+        sockets: ``(XDS socket, SDS socket)``: configuration comes over ADS from the agent's ``xds-grpc`` socket
+            and secrets over SDS from ``sds-grpc``, as in Istio's bootstrap (``xds_dir`` is then unused).
     """
     admin: dict[str, Any] = {"address": _socket(admin_address)}
     if access_log:
@@ -88,14 +103,21 @@ def bootstrap(*, node_id: str, cluster: str, metadata: Mapping[str, Any], admin_
                 },
             }]}],
         })
+    dynamic: dict[str, Any] = {
+        "lds_config": _file_source(resource_file(xds_dir, LDS)),
+        "cds_config": _file_source(resource_file(xds_dir, CDS)),
+    }
+    if sockets is not None:
+        ads = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
+        dynamic = {"ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only":
+                                  True, "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},
+                   "cds_config": ads, "lds_config": ads}
+        static["clusters"] += [_pipe_cluster("xds-grpc", sockets[0]), _pipe_cluster("sds-grpc", sockets[1])]
     return {
         "node": {"id": node_id, "cluster": cluster, "metadata": dict(metadata)},
         "admin": admin,
         "static_resources": static,
-        "dynamic_resources": {
-            "lds_config": _file_source(resource_file(xds_dir, LDS)),
-            "cds_config": _file_source(resource_file(xds_dir, CDS)),
-        },
+        "dynamic_resources": dynamic,
         # Istio's setting: no real limit, but a configured one, so Envoy does not warn at every start.
         "overload_manager": {"resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",

@@ -1,0 +1,326 @@
+"""What istio-agent does for its Envoy over gRPC: the workload certificate, SDS, and the ADS proxy.
+
+- :class:`CertificateClient` generates a key and a CSR for the pod's SPIFFE identity and asks istiod's
+  ``IstioCertificateService/CreateCertificate`` on 15012, presenting the pod's projected service-account token
+  (audience ``istio-ca``, re-read at every call: the kubelet refreshes it) and the ``ClusterID`` it belongs to;
+- :class:`SecretServer` serves that certificate to Envoy over SDS (``default``: chain and key; ``ROOTCA``: the
+  mesh root) on a Unix socket, and pushes a renewed one on the open streams;
+- :class:`AdsProxy` accepts Envoy's ADS stream on a Unix socket and forwards it to istiod with the token, as
+  istio-agent's xDS proxy does, so Envoy itself holds no credential for istiod;
+- :class:`WorkloadAgent` ties them together: certificate first, rotation at half-life, and — if the SDS socket is
+  already served by someone else (SPIRE's agent, Lab 5) — SDS left to it ("Workload SDS socket found").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.secret.v3 import sds_pb2_grpc
+
+from labkit.emulator.envoy import protocol
+from labkit.pki import describe, new_request
+
+_log = logging.getLogger("pilot-agent")
+
+# Istio's paths inside the pod, relative to its root folder.
+SDS_SOCKET = Path("var/run/secrets/workload-spiffe-uds/socket")
+XDS_SOCKET = Path("etc/istio/proxy/XDS")
+TOKEN_PATH = Path("var/run/secrets/tokens/istio-token")
+DEFAULT_SECRET = "default"
+ROOT_SECRET = "ROOTCA"
+DEFAULT_LIFETIME = 24 * 3600
+
+
+@dataclass(frozen=True)
+class WorkloadIdentity:
+    """A workload certificate as the agent holds it."""
+
+    cert_chain_pem: str
+    key_pem: str
+    root_pem: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    received: dt.datetime
+
+    @property
+    def renew_at(self) -> dt.datetime:
+        """Half-life: when istio-agent asks for the next one. Counted from when it arrived, not from
+        ``not_before``, which CAs backdate for clock skew (that would make a short-lived certificate due at once).
+        """
+        return self.received + (self.not_after - self.received) / 2
+
+
+@dataclass(frozen=True)
+class Istiod:
+    """Where and how to reach istiod: address, the root to verify it by, the name its certificate carries."""
+
+    address: str
+    root_pem: str
+    server_name: str = "istiod.istio-system.svc"
+
+    def channel(self) -> grpc.aio.Channel:
+        credentials = grpc.ssl_channel_credentials(root_certificates=self.root_pem.encode())
+        return grpc.aio.secure_channel(self.address, credentials,
+                                       options=[("grpc.ssl_target_name_override", self.server_name)])
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the agent presents: the token file and the cluster the pod belongs to."""
+
+    token_path: Path
+    cluster_id: str
+
+    def metadata(self) -> list[tuple[str, str]]:
+        token = self.token_path.read_text().strip()
+        return [("authorization", f"Bearer {token}"), ("clusterid", self.cluster_id)]
+
+
+class CertificateClient:
+    """istio-agent's CA client.
+
+    Args:
+        istiod: where istiod is.
+        credentials: the pod's token and cluster.
+        spiffe_id: the identity asked for, ``spiffe://<trust domain>/ns/<ns>/sa/<sa>``.
+        lifetime: requested lifetime in seconds (``SECRET_TTL``; istiod's default 24 h).
+    """
+
+    def __init__(self, istiod: Istiod, credentials: Credentials, spiffe_id: str, lifetime: int = DEFAULT_LIFETIME):
+        self.istiod = istiod
+        self.credentials = credentials
+        self.spiffe_id = spiffe_id
+        self.lifetime = lifetime
+
+    async def fetch(self) -> WorkloadIdentity:
+        """A new key, a CSR, istiod's signature.
+
+        Raises:
+            grpc.aio.AioRpcError: istiod refused (``request authenticate failure``) or cannot be reached.
+        """
+        key_pem, csr_pem = new_request(self.spiffe_id)
+        async with self.istiod.channel() as channel:
+            create = channel.unary_unary(protocol.CREATE_CERTIFICATE,
+                                         request_serializer=protocol.IstioCertificateRequest.SerializeToString,
+                                         response_deserializer=protocol.IstioCertificateResponse.FromString)
+            response = await create(protocol.IstioCertificateRequest(csr=csr_pem, validity_duration=self.lifetime),
+                                    metadata=self.credentials.metadata(), timeout=10)
+        chain = list(response.cert_chain)
+        leaf = describe(chain[0])[0]
+        return WorkloadIdentity("".join(chain[:-1]) if len(chain) > 1 else chain[0], key_pem, chain[-1],
+                                leaf.not_before, leaf.not_after, dt.datetime.now(dt.UTC))
+
+
+def secrets_of(identity: WorkloadIdentity) -> dict[str, dict[str, Any]]:
+    """The SDS resources Istio's agent serves: ``default`` and ``ROOTCA``."""
+    return {
+        DEFAULT_SECRET: {"name": DEFAULT_SECRET, "tls_certificate": {
+            "certificate_chain": {"inline_string": identity.cert_chain_pem},
+            "private_key": {"inline_string": identity.key_pem}}},
+        ROOT_SECRET: {"name": ROOT_SECRET, "validation_context": {
+            "trusted_ca": {"inline_string": identity.root_pem}}},
+    }
+
+
+@dataclass
+class _SdsStream:
+    names: tuple[str, ...] = ()
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class SecretServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):
+    """SDS for one Envoy, state of the world, on a Unix socket."""
+
+    def __init__(self) -> None:
+        self.identity: WorkloadIdentity | None = None
+        self._streams: list[_SdsStream] = []
+        self._version = 0
+        self.server: grpc.aio.Server | None = None
+
+    def update(self, identity: WorkloadIdentity) -> None:
+        self.identity = identity
+        self._version += 1
+        for stream in self._streams:
+            stream.wake.set()
+
+    async def start(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self.server = grpc.aio.server()
+        sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(self, self.server)
+        self.server.add_insecure_port(f"unix:{path}")
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=0.2)
+
+    async def StreamSecrets(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:  # gRPC's name
+        stream = _SdsStream()
+        self._streams.append(stream)
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await inbox.put(request)
+            finally:
+                await inbox.put(None)
+
+        reader = asyncio.create_task(read())
+        sent = -1
+        try:
+            while True:
+                getter = asyncio.ensure_future(inbox.get())
+                waker = asyncio.ensure_future(stream.wake.wait())
+                done, _ = await asyncio.wait({getter, waker}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    waker.cancel()
+                    request = getter.result()
+                    if request is None:
+                        return
+                    if request.response_nonce and tuple(request.resource_names) == stream.names and sent == \
+                            self._version:
+                        continue  # an ACK (or NACK) of what we sent
+                    stream.names = tuple(request.resource_names)
+                else:
+                    getter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await getter
+                    stream.wake.clear()
+                if self.identity is None:
+                    continue
+                secrets = secrets_of(self.identity)
+                packed = [protocol.to_any(secrets[name], protocol.SECRET) for name in stream.names if name in secrets]
+                sent = self._version
+                yield discovery_pb2.DiscoveryResponse(version_info=str(sent), resources=packed,
+                                                      type_url=protocol.SECRET, nonce=f"{sent}-{id(stream)}")
+        finally:
+            reader.cancel()
+            self._streams.remove(stream)
+
+
+class AdsProxy(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    """Envoy's ADS stream forwarded to istiod with the pod's token."""
+
+    def __init__(self, istiod: Callable[[], Istiod], credentials: Credentials):
+        self.istiod = istiod
+        self.credentials = credentials
+        self.server: grpc.aio.Server | None = None
+
+    async def start(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self.server = grpc.aio.server()
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, self.server)
+        self.server.add_insecure_port(f"unix:{path}")
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=0.2)
+
+    async def StreamAggregatedResources(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+        async with self.istiod().channel() as channel:
+            upstream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
+                metadata=self.credentials.metadata())
+
+            async def forward() -> None:
+                async for request in request_iterator:
+                    await upstream.write(request)
+                await upstream.done_writing()
+
+            forwarding = asyncio.create_task(forward())
+            try:
+                async for response in upstream:
+                    yield response
+            finally:
+                forwarding.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await forwarding
+
+
+def socket_served(path: Path) -> bool:
+    """Whether someone already listens on a Unix socket (SPIRE's agent on the SDS socket)."""
+    if not path.exists():
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+class WorkloadAgent:
+    """Certificate, SDS and the ADS proxy for one pod.
+
+    Args:
+        root: the pod's folder (Istio's absolute paths live under it).
+        istiod: where istiod is (a callable: re-resolved at every connection, through the pod's DNS view).
+        credentials: the token and cluster.
+        spiffe_id: the pod's identity.
+        lifetime: requested certificate lifetime in seconds.
+    """
+
+    def __init__(self, root: Path, istiod: Callable[[], Istiod], credentials: Credentials, spiffe_id: str,
+                 lifetime: int = DEFAULT_LIFETIME):
+        self.root = root
+        self.istiod = istiod
+        self.credentials = credentials
+        self.spiffe_id = spiffe_id
+        self.lifetime = lifetime
+        self.secrets: SecretServer | None = None
+        self.ads = AdsProxy(istiod, credentials)
+        self.identity: WorkloadIdentity | None = None
+        self.renewals = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sds_path = self.root / SDS_SOCKET
+        if socket_served(sds_path):
+            _log.info("Workload SDS socket found. Istio SDS Server won't be started")
+        else:
+            self.secrets = SecretServer()
+            await self._renew()
+            await self.secrets.start(sds_path)
+        await self.ads.start(self.root / XDS_SOCKET)
+        try:
+            while not stop.is_set():
+                delay = 3600.0
+                if self.identity is not None:
+                    delay = max(0.5, (self.identity.renew_at - dt.datetime.now(dt.UTC)).total_seconds())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if not stop.is_set() and self.secrets is not None:
+                    try:
+                        await self._renew()
+                    except grpc.aio.AioRpcError as exc:  # keep the current one; try again soon
+                        _log.warning("certificate renewal failed: %s", exc.details())
+                        await asyncio.sleep(1.0)
+        finally:
+            await self.ads.stop()
+            if self.secrets is not None:
+                await self.secrets.stop()
+
+    async def _renew(self) -> None:
+        client = CertificateClient(self.istiod(), self.credentials, self.spiffe_id, self.lifetime)
+        self.identity = await client.fetch()
+        self.renewals += 1
+        assert self.secrets is not None
+        self.secrets.update(self.identity)
+        _log.info("workload certificate for %s valid until %s", self.spiffe_id, self.identity.not_after.isoformat())

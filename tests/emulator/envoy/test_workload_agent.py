@@ -1,0 +1,150 @@
+"""The agent's gRPC side with a real Envoy: certificate by CSR over 15012, SDS on the pod's socket, ADS proxied.
+
+A stand-in istiod (labkit's gRPC server with fixed answers) serves one cluster whose upstream TLS uses SDS
+``default`` and ``ROOTCA``; Envoy is bootstrapped as Istio's is (``xds-grpc`` and ``sds-grpc`` on Unix sockets
+in the pod's folder) and only ever talks to the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labkit.emulator.envoy import protocol
+from labkit.emulator.envoy.binary import find_envoy
+from labkit.emulator.envoy.bootstrap import bootstrap
+from labkit.emulator.envoy.workload import (
+    SDS_SOCKET,
+    TOKEN_PATH,
+    XDS_SOCKET,
+    Credentials,
+    Istiod,
+    WorkloadAgent,
+    socket_served,
+)
+from labkit.emulator.mesh.serving import AuthenticationError, Caller, Control, XdsServer
+from labkit.pki import describe, new_root, request_identities
+from labkit.testing import address_plan
+
+pytestmark = pytest.mark.slow
+
+CA = new_root()
+SERVING = CA.issue_server("istiod", dns_names=["istiod.istio-system.svc"])
+TOKEN = "the-pods-istio-ca-token"
+SPIFFE = "spiffe://cluster.local/ns/sample/sa/sleep"
+UPSTREAM = "outbound|443||secure.sample.svc.cluster.local"
+SDS = {"api_config_source": {"api_type": "GRPC", "transport_api_version": "V3",
+                             "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}]},
+       "resource_api_version": "V3"}
+
+
+def _ips(count: int) -> list[str]:
+    hosts = address_plan().pod_network(1).hosts()
+    next(hosts)
+    return [str(next(hosts)) for _ in range(count)]
+
+
+def _resources(node_id: str, metadata: Any) -> Any:
+    cluster = {"name": UPSTREAM, "type": "STATIC", "connect_timeout": "1s",
+               "load_assignment": {"cluster_name": UPSTREAM, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                   "address": {"socket_address": {"address": "127.0.0.1", "port_value": 9}}}}]}]},
+               "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                   "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                   "common_tls_context": {
+                       "tls_certificate_sds_secret_configs": [{"name": "default", "sds_config": SDS}],
+                       "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": SDS}}}}}
+    return {protocol.CLUSTER: {UPSTREAM: cluster}, protocol.LISTENER: {}}
+
+
+async def _authenticate(token: str, cluster: str) -> Caller:
+    if token != TOKEN:
+        raise AuthenticationError("failed to validate the JWT")
+    return Caller(cluster, "sample", "sleep")
+
+
+def _sign(csr: str, caller: Caller, ttl: int) -> list[str]:
+    assert request_identities(csr) == [SPIFFE]
+    return [CA.sign_request(csr, SPIFFE, validity=dt.timedelta(seconds=ttl)), CA.root_pem]
+
+
+def _certs(admin: tuple[str, int]) -> list[str]:
+    """Serial numbers of the certificates Envoy holds (its /certs)."""
+    try:
+        with urllib.request.urlopen(f"http://{admin[0]}:{admin[1]}/certs", timeout=1) as response:
+            body = json.loads(response.read())
+    except OSError:
+        return []
+    return [chain["serial_number"] for entry in body.get("certificates", [])
+            for chain in entry.get("cert_chain", [])]
+
+
+async def _until(check: Any, what: str, deadline: float = 15.0) -> Any:
+    end = time.monotonic() + deadline
+    while True:
+        result = await asyncio.to_thread(check)
+        if result:
+            return result
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def test_the_agent_gets_rotates_and_serves_the_certificate_and_proxies_ads(tmp_path: Path) -> None:
+    asyncio.run(_scenario(tmp_path))
+
+
+async def _scenario(pod: Path) -> None:
+    istiod_ip, pod_ip = _ips(2)
+    server = XdsServer(Control(_authenticate, _resources, _sign), lambda: "1")
+    await server.start(istiod_ip, tls=(SERVING.cert_chain_pem, SERVING.key_pem))
+    (pod / TOKEN_PATH).parent.mkdir(parents=True)
+    (pod / TOKEN_PATH).write_text(TOKEN)
+    agent = WorkloadAgent(pod, lambda: Istiod(f"{istiod_ip}:15012", CA.root_pem),
+                          Credentials(pod / TOKEN_PATH, "cluster1"), SPIFFE, lifetime=6)
+    stop = asyncio.Event()
+    running = asyncio.create_task(agent.run(stop))
+    node = f"sidecar~{pod_ip}~sleep-abc.sample~sample.svc.cluster.local"
+    config = bootstrap(node_id=node, cluster="sleep.sample", metadata={"CLUSTER_ID": "cluster1"},
+                       admin_address=(pod_ip, 15000), xds_dir=pod, status_address=None, access_log=False,
+                       sockets=(pod / XDS_SOCKET, pod / SDS_SOCKET))
+    (pod / "bootstrap.json").write_text(json.dumps(config))
+    envoy = None
+    try:
+        await _until(lambda: socket_served(pod / SDS_SOCKET) and socket_served(pod / XDS_SOCKET), "the sockets")
+        envoy = subprocess.Popen([str(find_envoy().path), "-c", str(pod / "bootstrap.json"), "--log-level", "warning",
+                                  "--disable-hot-restart"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = await _until(lambda: _certs((pod_ip, 15000)), "Envoy to hold the workload certificate from SDS")
+        assert agent.identity is not None and describe(agent.identity.cert_chain_pem)[0].uris == (SPIFFE,)
+        assert [r["cds_status"] for r in server.sync_status()] == ["SYNCED"]  # ADS reached istiod through the agent
+        # Rotation at half-life: a new certificate reaches Envoy before the first one expires.
+        expires = agent.identity.not_after
+        await _until(lambda: (now := _certs((pod_ip, 15000))) and now != first, "a rotated certificate", 10)
+        assert dt.datetime.now(dt.UTC) < expires
+        assert agent.renewals >= 2
+        # Someone else serving the SDS socket (SPIRE's agent) is left alone.
+        other = WorkloadAgent(pod, lambda: Istiod(f"{istiod_ip}:15012", CA.root_pem),
+                              Credentials(pod / TOKEN_PATH, "cluster1"), SPIFFE)
+        other.ads.start = _noop  # type: ignore[method-assign]  (only the SDS decision is under test)
+        other_stop = asyncio.Event()
+        other_stop.set()
+        await other.run(other_stop)
+        assert other.secrets is None
+    finally:
+        if envoy is not None:
+            envoy.terminate()
+            envoy.wait(5)
+        stop.set()
+        await running
+        await server.stop()
+
+
+async def _noop(*_: Any) -> None:
+    return None
