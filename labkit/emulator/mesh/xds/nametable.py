@@ -26,61 +26,33 @@ keeps its address across istiod restarts and across other entries coming and goi
 (and Envoy's listeners on that VIP) depend on. Collisions are resolved by probing to the next free address in
 sorted order, so they are deterministic too.
 
-The wire form (:func:`to_wire` / :func:`from_wire`) is the proto's JSON mapping as a dict, for the transport to
-encode; nothing here does I/O.
+The table's values and its wire form (:func:`to_wire` / :func:`from_wire`, the proto's JSON mapping as a dict for
+the transport to encode) live in :mod:`labkit.emulator.envoy.nametables`, where the agent's DNS proxy reads them
+too; they are re-exported here. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
+from labkit.emulator.envoy.nametables import (
+    EXTERNAL,
+    KUBERNETES,
+    NAME_TABLE_TYPE,
+    NameInfo,
+    NameTable,
+    from_wire,
+    to_wire,
+)
 from labkit.emulator.mesh.model import ConfigObject, MeshSnapshot, Proxy, Service, ServicePort
 from labkit.emulator.mesh.xds import policies
 
-NAME_TABLE_TYPE = "type.googleapis.com/istio.networking.nds.v1.NameTable"
-KUBERNETES = "Kubernetes"
-EXTERNAL = "External"  # Istio's registry name for ServiceEntries
 AUTO_ALLOCATE_PREFIX = ipaddress.IPv4Network("240.240.0.0/16")
 AUTO_ALLOCATE_LABEL = "networking.istio.io/enable-autoallocate-ip"
 UNSPECIFIED = "0.0.0.0"
-
-
-@dataclass(frozen=True)
-class NameInfo:
-    """One row of the name table (Istio's ``NameTable.NameInfo``).
-
-    Args:
-        ips: the addresses the agent answers with.
-        registry: ``Kubernetes`` or ``External`` (ServiceEntries).
-        shortname: the Kubernetes Service's name (``""`` for ServiceEntries): the agent answers ``shortname``,
-            ``shortname.namespace`` and ``shortname.namespace.svc`` too.
-        namespace: the Kubernetes Service's namespace (``""`` for ServiceEntries).
-    """
-
-    ips: tuple[str, ...]
-    registry: str = KUBERNETES
-    shortname: str = ""
-    namespace: str = ""
-
-    @property
-    def is_kubernetes(self) -> bool:
-        return self.registry == KUBERNETES
-
-
-@dataclass(frozen=True)
-class NameTable:
-    """Host (FQDN, no trailing dot) → :class:`NameInfo`, as one proxy's agent gets it."""
-
-    table: Mapping[str, NameInfo] = field(default_factory=dict)
-
-    def addresses(self, host: str) -> tuple[str, ...]:
-        """The addresses of ``host`` (an FQDN), ``()`` when the table has no such row."""
-        info = self.table.get(host.rstrip(".").lower())
-        return info.ips if info else ()
 
 
 def dns_capture(proxy: Proxy) -> bool:
@@ -208,37 +180,6 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def to_wire(table: NameTable) -> dict[str, Any]:
-    """The proto3 JSON form of the table (``NameTable``; ``NameInfo`` fields in their JSON names), with ``@type``.
-
-    Args:
-        table: the table.
-    """
-    rows: dict[str, Any] = {}
-    for host, info in table.table.items():
-        row: dict[str, Any] = {"ips": list(info.ips), "registry": info.registry}
-        if info.shortname:
-            row["shortname"] = info.shortname
-        if info.namespace:
-            row["namespace"] = info.namespace
-        rows[host] = row
-    return {"@type": NAME_TABLE_TYPE, "table": rows}
-
-
-def from_wire(message: Mapping[str, Any]) -> NameTable:
-    """The table back from its wire dict (``altHosts``/``alt_hosts``, deprecated in Istio, are ignored).
-
-    Args:
-        message: what :func:`to_wire` makes, or the JSON of a ``NameTable`` from any istiod.
-    """
-    rows = message.get("table") or {}
-    return NameTable({
-        str(host).rstrip(".").lower(): NameInfo(tuple(str(ip) for ip in row.get("ips") or ()),
-                                                str(row.get("registry") or ""), str(row.get("shortname") or ""),
-                                                str(row.get("namespace") or ""))
-        for host, row in sorted(rows.items())})
 
 
 __all__ = ["NAME_TABLE_TYPE", "NameInfo", "NameTable", "auto_allocated_address",
