@@ -35,13 +35,14 @@ import random
 import socket
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dnslib import CNAME, QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 from labkit.emulator.envoy.nametables import NameTable
+from labkit.errors import AgentError
 
 log = logging.getLogger(__name__)
 
@@ -284,4 +285,33 @@ def _read(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-__all__ = ["DNS_PROXY_PORT", "DnsProxy", "LookupTable"]
+def dns_capture(env: Mapping[str, str]) -> bool:
+    """Whether the proxy's metadata asks for the DNS proxy (``ISTIO_META_DNS_CAPTURE: "true"``)."""
+    return env.get("ISTIO_META_DNS_CAPTURE", "").lower() == "true"
+
+
+def from_environment(env: Mapping[str, str]) -> DnsProxy | None:
+    """The pod's DNS proxy as the agent's environment describes it, or ``None`` when DNS capture is off.
+
+    Reads ``ISTIO_META_DNS_CAPTURE``, ``INSTANCE_IP`` and ``POD_NAMESPACE`` (the injector's) and the pod's
+    ``resolv.conf`` as labkit's node hands it over: ``LABKIT_DNS_SERVER`` (``ip:port`` of the cluster DNS, the
+    upstream) and ``LABKIT_DNS_SEARCH``.
+
+    Args:
+        env: the agent's environment.
+
+    Raises:
+        AgentError: capture is on but the node named no upstream resolver.
+    """
+    if not dns_capture(env):
+        return None
+    server = env.get("LABKIT_DNS_SERVER", "")
+    host, _, port = server.rpartition(":")
+    if not host or not port.isdigit():
+        raise AgentError(f"ISTIO_META_DNS_CAPTURE is on but LABKIT_DNS_SERVER is {server!r}: labkit's node sets it "
+                         "to the cluster DNS (ip:port) the DNS proxy forwards to; run the proxy in a labkit pod")
+    return DnsProxy(env.get("INSTANCE_IP", ""), env.get("POD_NAMESPACE", ""), (host, int(port)),
+                    env.get("LABKIT_DNS_SEARCH", "").split())
+
+
+__all__ = ["DNS_PROXY_PORT", "DnsProxy", "LookupTable", "dns_capture", "from_environment"]
