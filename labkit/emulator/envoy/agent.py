@@ -321,7 +321,7 @@ def run_proxy(proxy_type: str, env: Mapping[str, str]) -> int:
                                # No thread runs yet (the log reader starts below), so preexec_fn is safe here.
                                preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509
     # After the fork: the DNS proxy's threads must not exist while preexec_fn runs in the child.
-    dns = _start_dns_proxy(env)
+    dns = _start_dns_proxy(env, proxy_type)
     try:
         return _run_envoy(process, directory, config)
     finally:
@@ -329,9 +329,9 @@ def run_proxy(proxy_type: str, env: Mapping[str, str]) -> int:
             dns.stop()
 
 
-def _start_dns_proxy(env: Mapping[str, str]) -> dnsproxy.DnsProxy | None:
-    """The DNS proxy, when the proxy's metadata asks for it (``ISTIO_META_DNS_CAPTURE``)."""
-    dns = dnsproxy.from_environment(env)
+def _start_dns_proxy(env: Mapping[str, str], proxy_type: str) -> dnsproxy.DnsProxy | None:
+    """The DNS proxy, when the proxy's metadata asks for it (``ISTIO_META_DNS_CAPTURE``) and it is a sidecar."""
+    dns = dnsproxy.from_environment(env, proxy_type)
     if dns is None:
         return None
     try:

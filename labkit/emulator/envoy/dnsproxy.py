@@ -290,8 +290,10 @@ def dns_capture(env: Mapping[str, str]) -> bool:
     return env.get("ISTIO_META_DNS_CAPTURE", "").lower() == "true"
 
 
-def from_environment(env: Mapping[str, str]) -> DnsProxy | None:
+def from_environment(env: Mapping[str, str], proxy_type: str = "sidecar") -> DnsProxy | None:
     """The pod's DNS proxy as the agent's environment describes it, or ``None`` when DNS capture is off.
+
+    Only sidecars run it, as Istio's agent (``isDNSServerEnabled``): gateways resolve nothing for applications.
 
     Reads ``ISTIO_META_DNS_CAPTURE``, ``INSTANCE_IP`` and ``POD_NAMESPACE`` (the injector's) and the pod's
     ``resolv.conf`` as labkit's node hands it over: ``LABKIT_DNS_SERVER`` (``ip:port`` of the cluster DNS, the
@@ -299,11 +301,12 @@ def from_environment(env: Mapping[str, str]) -> DnsProxy | None:
 
     Args:
         env: the agent's environment.
+        proxy_type: ``sidecar`` or ``router`` (the agent's ``proxy`` argument).
 
     Raises:
         AgentError: capture is on but the node named no upstream resolver.
     """
-    if not dns_capture(env):
+    if not dns_capture(env) or proxy_type != "sidecar":
         return None
     server = env.get("LABKIT_DNS_SERVER", "")
     host, _, port = server.rpartition(":")

@@ -10,8 +10,9 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from labkit.emulator.envoy.dnsproxy import DnsProxy, LookupTable
+from labkit.emulator.envoy.dnsproxy import DnsProxy, LookupTable, from_environment
 from labkit.emulator.envoy.nametables import NameInfo, NameTable
+from labkit.errors import AgentError
 from labkit.testing import address_plan
 
 SEARCH = ("sample.svc.cluster.local", "svc.cluster.local", "cluster.local")
@@ -145,3 +146,16 @@ def test_lookup_table_generates_istios_alt_hosts() -> None:
     assert table.cnames["svc-2.bar.global.sample.svc.cluster.local."] == "svc-2.bar.global."
     # A name already under the first search domain gets no alias (Istio checks the suffix, not the name).
     assert "helloworld.sample.svc.cluster.local.sample.svc.cluster.local." not in table.cnames
+
+
+def test_only_a_capturing_sidecar_runs_it_and_it_needs_the_pods_resolver() -> None:
+    env = {"ISTIO_META_DNS_CAPTURE": "true", "INSTANCE_IP": "127.1.1.5", "POD_NAMESPACE": "sample",
+           "LABKIT_DNS_SERVER": "127.1.101.10:53", "LABKIT_DNS_SEARCH": " ".join(SEARCH)}
+    dns = from_environment(env)
+    assert dns is not None
+    assert (dns.address, dns.upstream, dns.search, dns.namespace) == (
+        ("127.1.1.5", 15053), ("127.1.101.10", 53), SEARCH, "sample")
+    assert from_environment(env, "router") is None
+    assert from_environment({**env, "ISTIO_META_DNS_CAPTURE": "false"}) is None
+    with pytest.raises(AgentError, match="LABKIT_DNS_SERVER"):
+        from_environment({**env, "LABKIT_DNS_SERVER": ""})

@@ -136,7 +136,7 @@ def build_name_table(proxy: Proxy, snapshot: MeshSnapshot) -> NameTable:
         kubernetes = bool(service.name)
         host = service.hostname.lower()
         ips = _addresses_for(proxy, service)
-        if not ips and service.resolution == "PASSTHROUGH" and kubernetes:
+        if not ips and service.resolution == "PASSTHROUGH" and kubernetes and service.ports:
             ips = _headless_addresses(proxy, service.endpoints)
         if not ips:
             continue  # the cluster DNS (or the upstream) answers
