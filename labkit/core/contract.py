@@ -24,9 +24,11 @@ by the injector, so the pod object alone says how to reach the app."""
 
 SIDECAR_ANNOTATION = "labkit.io/sidecar"
 """On an injected pod: what the embedded node must know of its sidecar, as JSON, so the node knows no mesh —
-``{"container": "istio-proxy", "httpProxyPort": 15080, "podIPPorts": [15020, 15021, 15090]}``: the proxy
-container (it keeps the pod IP; the apps get an address of their own), its HTTP proxy listener (the other
-containers' ``http_proxy``) and the ports it serves on the pod IP (probes aimed there go to the pod IP)."""
+``{"container": "istio-proxy", "httpProxyPort": 15080, "podIPPorts": [15020, 15021, 15090], "dnsPort": 15053}``:
+the proxy container (it keeps the pod IP; the apps get an address of their own), its HTTP proxy listener (the
+other containers' ``http_proxy``), the ports it serves on the pod IP (probes aimed there go to the pod IP) and,
+with Istio's DNS proxy on, the port where it answers DNS on the pod IP (the pod's resolver asks it instead of the
+cluster DNS; absent or 0: the cluster DNS)."""
 
 # --- load balancers ------------------------------------------------------------------------------------------------
 

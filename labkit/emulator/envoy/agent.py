@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from labkit.emulator.envoy import files
+from labkit.emulator.envoy import dnsproxy, files
 from labkit.emulator.envoy.binary import find_envoy
 from labkit.emulator.envoy.bootstrap import ADMIN_PORT, STATUS_PORT, bootstrap, node_id
+from labkit.emulator.envoy.nametables import NameTable
 from labkit.errors import AgentError, LabkitError
 
 # Istio's own log format, so ``kubectl logs -c istio-proxy`` reads like a real proxy's.
@@ -319,6 +320,31 @@ def run_proxy(proxy_type: str, env: Mapping[str, str]) -> int:
                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=True,
                                # No thread runs yet (the log reader starts below), so preexec_fn is safe here.
                                preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509
+    # After the fork: the DNS proxy's threads must not exist while preexec_fn runs in the child.
+    dns = _start_dns_proxy(env, proxy_type)
+    try:
+        return _run_envoy(process, directory, config)
+    finally:
+        if dns is not None:
+            dns.stop()
+
+
+def _start_dns_proxy(env: Mapping[str, str], proxy_type: str) -> dnsproxy.DnsProxy | None:
+    """The DNS proxy, when the proxy's metadata asks for it (``ISTIO_META_DNS_CAPTURE``) and it is a sidecar."""
+    dns = dnsproxy.from_environment(env, proxy_type)
+    if dns is None:
+        return None
+    try:
+        dns.start()
+    except OSError as exc:
+        raise AgentError(f"cannot serve the pod's DNS on {dns.host}:{dns.port}: {exc}") from exc
+    # Filesystem xDS carries no name table: until istiod's arrives over NDS, every name goes to the cluster DNS.
+    dns.update(NameTable())
+    return dns
+
+
+def _run_envoy(process: subprocess.Popen[bytes], directory: Path, config: dict[str, Any]) -> int:
+    """Pass Envoy's log through (recording rejections) and signals on, until it exits."""
 
     def forward(signum: int, _frame: Any) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -11,7 +11,9 @@ the agent and Envoy need, and the labels and annotations Istio puts on injected 
 Instead, the patch declares what the node must do in place of iptables, in the annotation
 ``labkit.io/sidecar`` (the node knows no mesh; it reads only that): ``istio-proxy`` keeps the pod IP, the
 apps move to an address of their own and use the sidecar's HTTP proxy listener (``proxyHttpPort``, 15080)
-as ``http_proxy``, and probes of the agent's ports (15020, 15021, 15090) go to the pod IP.
+as ``http_proxy``, probes of the agent's ports (15020, 15021, 15090) go to the pod IP, and, with
+``ISTIO_META_DNS_CAPTURE: "true"`` in the proxy's metadata (``meshConfig.defaultConfig.proxyMetadata`` or the pod's
+``proxy.istio.io/config``), the pod's DNS goes to the agent's DNS proxy on ``<pod IP>:15053``.
 """
 
 from __future__ import annotations
@@ -20,22 +22,54 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import yaml
+
 from labkit.core.contract import PROXY_HTTP_PORT, SIDECAR_ANNOTATION
 from labkit.core.wire import Obj
+from labkit.emulator.envoy.dnsproxy import DNS_PROXY_PORT
 from labkit.emulator.mesh.model import MeshConfig
 
 DEFAULT_PROXY_IMAGE = "docker.io/istio/proxyv2:1.30.0"
 STATUS_ANNOTATION = "sidecar.istio.io/status"
 INJECT_ANNOTATION = "sidecar.istio.io/inject"
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 PROXY_CONTAINER = "istio-proxy"
 # The agent's ports (status and app-probe rewrite, readiness, Prometheus): served on the pod IP, not the app's.
 AGENT_PORTS = (15020, 15021, 15090)
 
 
-def sidecar_declaration() -> str:
-    """The ``labkit.io/sidecar`` annotation of an injected pod: what the node does in place of iptables."""
-    return json.dumps({"container": PROXY_CONTAINER, "httpProxyPort": PROXY_HTTP_PORT,
-                       "podIPPorts": list(AGENT_PORTS)}, separators=(",", ":"))
+def sidecar_declaration(proxy_metadata: Mapping[str, str] | None = None) -> str:
+    """The ``labkit.io/sidecar`` annotation of an injected pod: what the node does in place of iptables.
+
+    Args:
+        proxy_metadata: the proxy's effective ``proxyMetadata``; with ``ISTIO_META_DNS_CAPTURE: "true"`` the
+            pod's DNS goes to the agent's DNS proxy (``dnsPort``), where Istio's iptables rule would send it.
+    """
+    value: dict[str, Any] = {"container": PROXY_CONTAINER, "httpProxyPort": PROXY_HTTP_PORT,
+                             "podIPPorts": list(AGENT_PORTS)}
+    if str((proxy_metadata or {}).get("ISTIO_META_DNS_CAPTURE", "")).lower() == "true":
+        value["dnsPort"] = DNS_PROXY_PORT
+    return json.dumps(value, separators=(",", ":"))
+
+
+def proxy_metadata(pod: Obj, mesh: MeshConfig) -> dict[str, str]:
+    """The proxy's ``proxyMetadata``: ``meshConfig.defaultConfig``'s, overridden per pod by the annotation
+    ``proxy.istio.io/config`` (a ProxyConfig in YAML or JSON), as Istio merges them.
+
+    Args:
+        pod: the pod being injected.
+        mesh: the mesh config.
+    """
+    metadata = {k: str(v) for k, v in mesh.proxy_metadata.items()}
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(PROXY_CONFIG_ANNOTATION)
+    if raw:
+        try:
+            config = yaml.safe_load(raw) or {}
+        except yaml.YAMLError:
+            config = {}  # Istio rejects the pod; here the mesh-wide settings apply
+        if isinstance(config, dict):
+            metadata.update({str(k): str(v) for k, v in (config.get("proxyMetadata") or {}).items()})
+    return metadata
 
 
 def wants_injection(pod: Obj) -> bool:
@@ -64,6 +98,7 @@ def sidecar_container(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig,
     apps = [c.get("name", "") for c in spec.get("containers") or []]
     ports = [p for c in spec.get("containers") or [] for p in c.get("ports") or []]
     workload = _workload_name(meta)
+    metadata = proxy_metadata(pod, mesh)
     env: list[Obj] = [
         {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
         {"name": "CA_ADDR", "value": "istiod.istio-system.svc:15012"},
@@ -73,8 +108,8 @@ def sidecar_container(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig,
         _field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
         _field("HOST_IP", "status.hostIP"),
         {"name": "ISTIO_CPU_LIMIT", "value": "0"},
-        {"name": "PROXY_CONFIG", "value": json.dumps({"proxyHttpPort": PROXY_HTTP_PORT, "proxyMetadata": dict(
-            mesh.proxy_metadata)}, separators=(",", ":"))},
+        {"name": "PROXY_CONFIG", "value": json.dumps({"proxyHttpPort": PROXY_HTTP_PORT, "proxyMetadata": metadata},
+                                                     separators=(",", ":"))},
         {"name": "ISTIO_META_POD_PORTS", "value": json.dumps(ports, separators=(",", ":"))},
         {"name": "ISTIO_META_APP_CONTAINERS", "value": ",".join(apps)},
         {"name": "ISTIO_META_CLUSTER_ID", "value": cluster},
@@ -86,7 +121,7 @@ def sidecar_container(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig,
     ]
     if network:
         env.append({"name": "ISTIO_META_NETWORK", "value": network})
-    env += [{"name": key, "value": str(value)} for key, value in sorted(mesh.proxy_metadata.items())]
+    env += [{"name": key, "value": value} for key, value in sorted(metadata.items())]
     return {
         "name": PROXY_CONTAINER,
         "image": image,
@@ -140,7 +175,7 @@ def sidecar_patch(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig, val
                                        "imagePullSecrets": None, "revision": "default"}, separators=(",", ":")),
         "kubectl.kubernetes.io/default-container": apps[0] if apps else "istio-proxy",
         "istio.io/rev": "default",
-        SIDECAR_ANNOTATION: sidecar_declaration(),
+        SIDECAR_ANNOTATION: sidecar_declaration(proxy_metadata(pod, mesh)),
     }
     ops: list[Obj] = []
     for member, current, additions in (("labels", labels, new_labels), ("annotations", annotations, new_annotations)):

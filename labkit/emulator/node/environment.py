@@ -5,14 +5,18 @@ spec with ``fieldRef``, ``secretKeyRef`` and ``configMapKeyRef`` resolved and ``
 emulated node adds in place of mounts and namespaces it cannot make: ``POD_IP``, ``LABKIT_POD_UID``,
 ``LABKIT_SERVICEACCOUNT_DIR`` (the projected token, unless ``automountServiceAccountToken: false``),
 ``LABKIT_KUBERNETES_CA_FILE``, ``LABKIT_XDS_ROOT`` (where the mesh publishes Envoy configuration) and
-``LABKIT_LISTEN`` (``<address>:<port>`` a labkit program binds).
+``LABKIT_LISTEN`` (``<address>:<port>`` a labkit program binds), and the pod's ``resolv.conf`` as
+``LABKIT_DNS_SERVER`` (the cluster DNS, ``ip:port``) and ``LABKIT_DNS_SEARCH``.
 
 A pod that declares a sidecar (:class:`~.pods.SidecarDeclaration`) has an *app address* besides its pod IP:
 the proxy container gets ``LABKIT_APP_ADDRESS`` (where its inbound listeners forward); the other containers
 listen on that address and get ``http_proxy``/``HTTP_PROXY`` = ``http://<pod IP>:<declared port>`` and
 ``no_proxy``/``NO_PROXY`` for the pod's own addresses, since no iptables rule redirects their traffic (DESIGN
-decision 5). The pod's ``bin/`` comes first on ``PATH``: the curl shim resolves cluster names through the
-cluster DNS, and images whose programs are also commands (``pilot-agent``) get a shim of that name.
+decision 5). The pod's ``bin/`` comes first on ``PATH``: the curl shim and ``nslookup`` resolve names through the
+pod's resolver, and images whose programs are also commands (``pilot-agent``) get a shim of that name. The
+pod's resolver is the cluster DNS, or the sidecar's DNS proxy on the pod IP when the sidecar declaration names
+one (``dnsPort``): that replaces the iptables rule that sends a real pod's port-53 traffic to Istio's agent, so,
+as there, ``resolv.conf`` (and ``nslookup``'s ``Server:`` line) still names the cluster DNS.
 """
 
 from __future__ import annotations
@@ -74,13 +78,16 @@ class NodeEnvironment:
     resolve_ref: RefResolver | None = None
     python: str = ""
 
-    def container_env(self, pod: PodRecord, container: ContainerRecord, app_address: str) -> dict[str, str]:
+    def container_env(self, pod: PodRecord, container: ContainerRecord, app_address: str,
+                      dns: tuple[str, int] | None = None) -> dict[str, str]:
         """The environment of one container (without ``LABKIT_LISTEN``, which needs the port).
 
         Args:
             pod: the pod's record.
             container: the container's record.
             app_address: where the pod's apps listen (the pod IP unless a sidecar moved them).
+            dns: the cluster DNS as ``(ip, port)``: the pod's ``resolv.conf``, as ``LABKIT_DNS_SERVER`` and
+                ``LABKIT_DNS_SEARCH`` (a DNS proxy forwards there).
         """
         env: dict[str, str] = {
             "PATH": f"{pod.bin_dir}{os.pathsep}{self.host_path}",
@@ -103,6 +110,9 @@ class NodeEnvironment:
             env["LABKIT_SERVICEACCOUNT_DIR"] = str(pod.account_dir)
         if self.xds_root is not None:
             env["LABKIT_XDS_ROOT"] = str(self.xds_root)
+        if dns is not None:
+            env["LABKIT_DNS_SERVER"] = f"{dns[0]}:{dns[1]}"
+            env["LABKIT_DNS_SEARCH"] = search_list(pod.namespace)
         if pod.sidecar is not None:
             if pod.is_proxy(container):
                 env["LABKIT_APP_ADDRESS"] = app_address
@@ -191,12 +201,24 @@ class NodeEnvironment:
                             f"PYTHONPATH={shlex.quote(str(images.SOURCE_ROOT))} exec {shlex.quote(self.python)} "
                             f"-s -m {program.module} \"$@\"\n")
             shim.chmod(0o755)
+        if dns is None:
+            return  # without a cluster DNS the machine's curl is the pod's curl
+        asked = resolver_address(pod, dns)
+        search = search_list(pod.namespace)
+        lookup = {"LABKIT_SHIM_NAMESERVER": f"{dns[0]}:{dns[1]}", "LABKIT_SHIM_DNS": f"{asked[0]}:{asked[1]}",
+                  "LABKIT_SHIM_SEARCH": search, "LABKIT_SHIM_SOURCE": pod.ip}
+        nslookup = " ".join(f"{key}={shlex.quote(value)}" for key, value in lookup.items())
+        shim = pod.bin_dir / "nslookup"
+        shim.write_text(f"#!/bin/sh\n# Written by labkit's node: nslookup as pod {pod.namespace}/{pod.name} runs it "
+                        f"(through the pod's resolver).\n"
+                        f"{nslookup} exec {shlex.quote(self.python)} -E -s -S "
+                        f"{shlex.quote(str(PROGRAMS_DIR / 'nslookup.py'))} \"$@\"\n")
+        shim.chmod(0o755)
         real_curl = shutil.which("curl", path=self.host_path)
-        if dns is None or real_curl is None:
-            return  # without a cluster DNS the machine's curl is the pod's curl; without curl, exec says so
-        search = f"{pod.namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
+        if real_curl is None:
+            return  # without curl, exec says so
         settings = {
-            "LABKIT_SHIM_DNS": f"{dns[0]}:{dns[1]}",
+            "LABKIT_SHIM_DNS": f"{asked[0]}:{asked[1]}",
             "LABKIT_SHIM_SEARCH": search,
             "LABKIT_SHIM_SOURCE": pod.ip,
             "LABKIT_SHIM_CURL": real_curl,
@@ -209,6 +231,24 @@ class NodeEnvironment:
         shim = pod.bin_dir / "curl"
         shim.write_text(script)
         shim.chmod(0o755)
+
+
+def search_list(namespace: str) -> str:
+    """A pod's ``resolv.conf`` search domains, as the kubelet writes them (``ClusterFirst``)."""
+    return f"{namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
+
+
+def resolver_address(pod: PodRecord, dns: tuple[str, int]) -> tuple[str, int]:
+    """Where the pod's programs send their DNS queries: its sidecar's DNS proxy when the pod declares one
+    (in place of Istio's iptables rule for port 53), else the cluster DNS.
+
+    Args:
+        pod: the pod's record.
+        dns: the cluster DNS.
+    """
+    if pod.sidecar is not None and pod.sidecar.dns_port:
+        return pod.ip, pod.sidecar.dns_port
+    return dns
 
 
 def listen_port(container: ContainerRecord, env: dict[str, str]) -> int | None:

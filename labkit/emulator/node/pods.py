@@ -7,8 +7,9 @@ A record holds what the pod object says (spec, labels, annotations) and what the
 The node knows no mesh. A pod whose injector gave it a sidecar proxy says so in the annotation
 ``labkit.io/sidecar`` (:data:`~labkit.core.contract.SIDECAR_ANNOTATION`), a small JSON object the node
 reads as :class:`SidecarDeclaration`: which container is the proxy, the port of its HTTP proxy listener the
-other containers use (DESIGN decision 5: no iptables), and the ports the proxy serves on the pod IP. What the
-node does with it is generic: the apps move to an address of their own, the proxy keeps the pod IP.
+other containers use (DESIGN decision 5: no iptables), the ports the proxy serves on the pod IP, and where it
+answers the pod's DNS, if it does. What the node does with it is generic: the apps move to an address of their
+own, the proxy keeps the pod IP, and the pod's resolver asks the proxy instead of the cluster DNS.
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ class SidecarDeclaration:
         http_proxy_port: the proxy's HTTP proxy listener on the pod IP, which the other containers get as
             ``http_proxy``; 0 for none.
         pod_ip_ports: ports the proxy serves on the pod IP: probes aimed at them go to the pod IP, not the app.
+        dns_port: where the proxy answers the pod's DNS on the pod IP (Istio's DNS proxy): the pod's programs
+            send their queries there instead of to the cluster DNS; 0 for none.
     """
 
     container: str
     http_proxy_port: int = 0
     pod_ip_ports: frozenset[int] = frozenset()
+    dns_port: int = 0
 
     @classmethod
     def of(cls, annotations: dict[str, str]) -> SidecarDeclaration | None:
@@ -55,14 +59,17 @@ class SidecarDeclaration:
         try:
             value = json.loads(raw)
             return cls(str(value["container"]), int(value.get("httpProxyPort") or 0),
-                       frozenset(int(port) for port in value.get("podIPPorts") or ()))
+                       frozenset(int(port) for port in value.get("podIPPorts") or ()), int(value.get("dnsPort") or 0))
         except (ValueError, KeyError, TypeError):
             return None
 
     def to_annotation(self) -> str:
         """The annotation's value for this declaration."""
-        return json.dumps({"container": self.container, "httpProxyPort": self.http_proxy_port,
-                           "podIPPorts": sorted(self.pod_ip_ports)}, separators=(",", ":"))
+        value: dict[str, object] = {"container": self.container, "httpProxyPort": self.http_proxy_port,
+                                    "podIPPorts": sorted(self.pod_ip_ports)}
+        if self.dns_port:
+            value["dnsPort"] = self.dns_port
+        return json.dumps(value, separators=(",", ":"))
 
 
 class ContainerRecord:

@@ -11,6 +11,11 @@ That makes the seam a DNS server address, the same thing a real pod gets in its 
 
 Queries arrive from the asking pod's IP, so the bridge passes the pod's namespace to
 ``Resolver.resolve``; the shim applies the pod's search list itself and asks fully qualified names.
+
+A pod whose sidecar declaration names a DNS port (Istio's DNS proxy, ``dnsPort`` in ``labkit.io/sidecar``)
+sends its programs' queries to ``<pod IP>:<dnsPort>`` instead (:func:`.environment.resolver_address`); the proxy
+forwards what it does not know to this address, which every container gets as ``LABKIT_DNS_SERVER`` (the
+pod's ``resolv.conf``), from the pod's IP too.
 """
 
 from __future__ import annotations

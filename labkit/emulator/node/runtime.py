@@ -416,7 +416,7 @@ class NodeRuntime:
     async def _run_once(self, pod: PodRecord, container: ContainerRecord) -> tuple[int, str, str]:
         """Start the container's process and wait for it; returns ``(exitCode, reason, message)``."""
         app_address = self._app_address(pod)
-        container.env = self.environment.container_env(pod, container, app_address)
+        container.env = self.environment.container_env(pod, container, app_address, await self._dns_address())
         port = listen_port(container, container.env)
         if port is not None:
             container.env["LABKIT_LISTEN"] = f"{app_address}:{port}"

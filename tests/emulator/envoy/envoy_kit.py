@@ -116,9 +116,10 @@ def agent_env(root: Path, ip: str, pod: str = "helloworld-v1-abc") -> dict[str, 
 
 
 @contextlib.contextmanager
-def running_agent(root: Path, ip: str, log: Path, *, configured: bool = True) -> Iterator[Agent]:
+def running_agent(root: Path, ip: str, log: Path, *, configured: bool = True,
+                  extra_env: dict[str, str] | None = None) -> Iterator[Agent]:
     """An agent for one pod; with ``configured`` the test plays istiod's first push (an empty configuration)."""
-    env = agent_env(root, ip)
+    env = {**agent_env(root, ip), **(extra_env or {})}
     with log.open("wb") as sink:
         process = subprocess.Popen([sys.executable, "-m", "labkit.emulator.envoy.agent", "proxy", "sidecar",
                                     "--domain", "sample.svc.cluster.local", "--proxyLogLevel=warning"],

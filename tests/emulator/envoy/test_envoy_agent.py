@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
 from envoy_kit import Agent, alive, first_push, get, pod_ips, poll, run, running_agent, wait_ready
 
 from labkit.emulator.envoy import admin
@@ -94,3 +96,45 @@ def test_envoy_agent_refuses_to_start_without_its_environment(tmp_path: Path, ca
     assert main(["proxy", "waypoint"], {}) == 1
     assert "unknown proxy type" in capsys.readouterr().err
     assert main(["version"], {}) == 2
+
+
+def test_envoy_agent_with_dns_capture_serves_the_pods_dns_on_its_ip(tmp_path: Path) -> None:
+    class ClusterDns(BaseResolver):  # type: ignore[misc]
+        def resolve(self, request: DNSRecord, handler: object) -> DNSRecord:
+            reply = request.reply()
+            if str(request.q.qname) == "kubernetes.default.svc.cluster.local.":
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A("127.250.101.1"), ttl=5))
+            else:
+                reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+
+    upstream = DNSServer(ClusterDns(), address="127.0.0.1", port=0, logger=DNSLogger("-recv,-send,-request,-reply",
+                                                                                      prefix=False))
+    upstream.start_thread()
+    ip = pod_ips(1)[0]
+    capture = {"ISTIO_META_DNS_CAPTURE": "true", "LABKIT_DNS_SERVER": f"127.0.0.1:{upstream.server.server_address[1]}",
+               "LABKIT_DNS_SEARCH": "sample.svc.cluster.local svc.cluster.local cluster.local"}
+
+    def ask(name: str) -> DNSRecord:
+        return DNSRecord.parse(DNSRecord.question(name).send(ip, 15053, timeout=2))
+
+    def answered() -> DNSRecord | None:
+        try:
+            return ask("kubernetes.default.svc.cluster.local")
+        except OSError:
+            return None  # not listening yet
+
+    try:
+        with running_agent(tmp_path / "xds", ip, tmp_path / "log", extra_env=capture) as agent:
+            wait_ready(agent)
+            # No name table over filesystem xDS: every name goes to the cluster DNS, answers unchanged.
+            reply = poll(answered, "the DNS proxy on :15053")
+            assert [str(rr.rdata) for rr in reply.rr] == ["127.250.101.1"]
+            assert ask("nowhere.sample.svc.cluster.local").header.rcode == RCODE.NXDOMAIN
+            agent.stop()
+            with pytest.raises(OSError):
+                DNSRecord.question("kubernetes.default.svc.cluster.local").send(ip, 15053, tcp=True, timeout=1)
+    finally:
+        upstream.stop()
+        upstream.server.server_close()
+

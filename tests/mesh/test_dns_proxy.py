@@ -1,0 +1,55 @@
+"""Istio's DNS proxy on an embedded cluster: with DNS capture in the mesh config, a pod's DNS goes through its agent.
+
+Until istiod serves the name table over NDS the agent answers no name itself and forwards each to the cluster
+DNS; what this shows is the path: the injector declares the proxy, the node points the pod's resolver at
+``<pod IP>:15053``, the agent answers there, and ``nslookup`` in the pod prints what the cluster DNS knows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labkit import istio, kube
+from labkit.testing import running_emulator
+
+SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
+OPERATOR = {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
+            "metadata": {"name": "control-plane", "namespace": "istio-system"},
+            "spec": {"profile": "minimal", "meshConfig": {"defaultConfig": {"proxyMetadata": {
+                "ISTIO_META_DNS_CAPTURE": "true"}}}}}
+
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_emulator(("cluster1",), tmp_path_factory.mktemp("dns-home")):
+        istio.install("cluster1", OPERATOR, quiet=True, timeout=120)
+        kube.apply("cluster1", [{"apiVersion": "v1", "kind": "Namespace",
+                                 "metadata": {"name": "sample", "labels": {"istio-injection": "enabled"}}}])
+        kube.apply("cluster1", SAMPLES / "sleep.yaml", namespace="sample")
+        kube.wait_ready("cluster1", "sample", ["deploy/sleep"], timeout=90)
+        yield "cluster1"
+
+
+def test_the_pods_dns_goes_through_its_agent(cluster: str) -> None:
+    (pod,) = kube.pods(cluster, "sample", "app=sleep")
+    declared = json.loads(kube.get_object(cluster, "v1", "Pod", pod.name, "sample")["metadata"]["annotations"][
+        "labkit.io/sidecar"])
+    assert declared["dnsPort"] == 15053
+    result = kube.exec_(cluster, "sample", "deploy/sleep", ["nslookup", "kubernetes.default"], container="sleep")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Server:\t\t")  # the cluster DNS, as resolv.conf says, though the agent answered
+    assert lines[3:5] == ["Name:\tkubernetes.default.svc.cluster.local", f"Address: {_kubernetes_ip(cluster)}"]
+    assert result.exit_code == 0
+    missing = kube.exec_(cluster, "sample", "deploy/sleep", ["nslookup", "nowhere.sample"], container="sleep")
+    assert (missing.exit_code, missing.stdout.splitlines()[3]) == (1, "** server can't find nowhere.sample: NXDOMAIN")
+
+
+def _kubernetes_ip(cluster: str) -> str:
+    return kube.get_object(cluster, "v1", "Service", "kubernetes", "default")["spec"]["clusterIP"]
