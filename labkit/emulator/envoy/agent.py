@@ -322,9 +322,12 @@ def run_proxy(proxy_type: str, env: Mapping[str, str]) -> int:
                                preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509
     # After the fork: the DNS proxy's threads must not exist while preexec_fn runs in the child.
     dns = _start_dns_proxy(env, proxy_type)
+    names = _subscribe_name_table(env, config, dns) if dns is not None else None
     try:
         return _run_envoy(process, directory, config)
     finally:
+        if names is not None:
+            names.stop()
         if dns is not None:
             dns.stop()
 
@@ -338,9 +341,20 @@ def _start_dns_proxy(env: Mapping[str, str], proxy_type: str) -> dnsproxy.DnsPro
         dns.start()
     except OSError as exc:
         raise AgentError(f"cannot serve the pod's DNS on {dns.host}:{dns.port}: {exc}") from exc
-    # Filesystem xDS carries no name table: until istiod's arrives over NDS, every name goes to the cluster DNS.
+    # Until istiod's table arrives over NDS, every name goes to the cluster DNS.
     dns.update(NameTable())
     return dns
+
+
+def _subscribe_name_table(env: Mapping[str, str], config: Mapping[str, Any], dns: dnsproxy.DnsProxy) -> Any:
+    """Keep the DNS proxy's table current from istiod (NDS); gRPC is imported only by agents that need it."""
+    from labkit.emulator.envoy import nds  # noqa: PLC0415 - gRPC costs start time; only DNS-capturing agents pay
+
+    subscription = nds.NameTableSubscription(
+        config["node"]["id"], config["node"]["metadata"], nds.discovery_address(env),
+        (dns.upstream, tuple(env.get("LABKIT_DNS_SEARCH", "").split())), dns.update)
+    subscription.start()
+    return subscription
 
 
 def _run_envoy(process: subprocess.Popen[bytes], directory: Path, config: dict[str, Any]) -> int:

@@ -82,6 +82,7 @@ def parse_mesh_config(text: str | None, proxy_metadata_defaults: Mapping[str, st
         outbound_traffic_policy=((data.get("outboundTrafficPolicy") or {}).get("mode") or "ALLOW_ANY"),
         proxy_metadata=metadata,
         access_log_file=data.get("accessLogFile", "/dev/stdout"),
+        discovery_address=str(default_config.get("discoveryAddress") or "istiod.istio-system.svc:15012"),
     )
 
 

@@ -42,6 +42,7 @@ from aiohttp import web
 
 from labkit.core.contract import ISTIOD_CA_PROBLEM as CA_PROBLEM
 from labkit.core.wire import Obj
+from labkit.emulator.envoy.protocol import CLUSTER, NAME_TABLE
 from labkit.emulator.mesh import ca as mesh_ca
 from labkit.emulator.mesh.discovery import ClusterView, build_snapshot, parse_mesh_config, proxy_of
 from labkit.emulator.mesh.injection import sidecar_patch
@@ -52,6 +53,7 @@ from labkit.emulator.mesh.serving import AuthenticationError, Caller, Control, X
 from labkit.emulator.mesh.validating import WEBHOOK_CONFIGURATIONS, Screen, WebhookArming, review
 from labkit.emulator.mesh.xds import generate
 from labkit.emulator.mesh.xds.ads import ads_resources
+from labkit.emulator.mesh.xds.nametable import build_name_table, dns_capture, to_wire
 from labkit.errors import KubeApiError
 from labkit.pki import request_identities
 
@@ -400,15 +402,20 @@ class Istiod:
         chain = [c for c in ca.authority.cert_chain_pem.split("-----END CERTIFICATE-----") if c.strip()]
         return [leaf, *(c.strip() + "\n-----END CERTIFICATE-----\n" for c in chain)]
 
-    def _ads_resources(self, node_id: str, metadata: Any) -> Any:
+    def _ads_resources(self, node_id: str, metadata: Any, types: frozenset[str]) -> Any:
         proxy = self.proxies.get(node_id)
         if proxy is None or self.snapshot is None:
             return None
         cached = self._ads_cache.get(node_id)
-        if cached is not None and cached[0] is self.snapshot:
-            return cached[1]
-        resources = ads_resources(generate(proxy, self.snapshot))
-        self._ads_cache[node_id] = (self.snapshot, resources)
+        if cached is None or cached[0] is not self.snapshot:
+            cached = self._ads_cache[node_id] = (self.snapshot, {})
+        resources = cached[1]
+        if types - {NAME_TABLE} and CLUSTER not in resources:  # the mesh's resources only for a proxy that asks
+            resources.update(ads_resources(generate(proxy, self.snapshot)))
+        if NAME_TABLE in types and NAME_TABLE not in resources:
+            # Istio sends the name table only to agents that answer DNS.
+            resources[NAME_TABLE] = {"": to_wire(build_name_table(proxy, self.snapshot))} if dns_capture(proxy) \
+                else {}
         return resources
 
     # --- HTTP: webhook, debug, readiness --------------------------------------------------------------------------

@@ -171,6 +171,8 @@ class MeshConfig:
     outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
     proxy_metadata: Mapping[str, str] = field(default_factory=dict)
     access_log_file: str = "/dev/stdout"
+    # defaultConfig.discoveryAddress: where agents dial istiod (xDS and, by default, the CA).
+    discovery_address: str = "istiod.istio-system.svc:15012"
 
 
 @dataclass(frozen=True)

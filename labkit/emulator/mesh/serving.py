@@ -63,12 +63,13 @@ class Control:
 
     Args:
         authenticate: ``(token, claimed cluster ID) → Caller``; raises :class:`AuthenticationError`.
-        resources: ``(node id, node metadata) → Resources`` for that proxy, ``None`` if istiod knows no such proxy.
+        resources: ``(node id, node metadata, type URLs wanted) → Resources`` for that proxy (at least the wanted
+            types), ``None`` if istiod knows no such proxy.
         sign: ``(CSR PEM, caller, requested lifetime in seconds) → certificate chain, leaf first, root last``.
     """
 
     authenticate: Callable[[str, str], Awaitable[Caller]]
-    resources: Callable[[str, Mapping[str, Any]], Resources | None]
+    resources: Callable[[str, Mapping[str, Any], frozenset[str]], Resources | None]
     sign: Callable[[str, Caller, int], list[str]]
 
 
@@ -298,7 +299,7 @@ class XdsServer:
             wanted = [type_url]
         else:
             wanted = list(connection.types)
-        resources = self.control.resources(connection.node_id, connection.metadata)
+        resources = self.control.resources(connection.node_id, connection.metadata, frozenset(wanted))
         if resources is None:
             return []
         responses = []

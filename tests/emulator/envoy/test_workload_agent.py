@@ -52,7 +52,7 @@ def _ips(count: int) -> list[str]:
     return [str(next(hosts)) for _ in range(count)]
 
 
-def _resources(node_id: str, metadata: Any) -> Any:
+def _resources(node_id: str, metadata: Any, types: frozenset[str]) -> Any:
     cluster = {"name": UPSTREAM, "type": "STATIC", "connect_timeout": "1s",
                "load_assignment": {"cluster_name": UPSTREAM, "endpoints": [{"lb_endpoints": [{"endpoint": {
                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 9}}}}]}]},

@@ -48,7 +48,7 @@ class World:
                                                     _cluster("outbound|80||a.sample.svc.cluster.local")}
         self.version = 1
 
-    def resources(self, node_id: str, metadata: Mapping[str, Any]) -> Any:
+    def resources(self, node_id: str, metadata: Mapping[str, Any], types: frozenset[str]) -> Any:
         if node_id.split("~")[2].split(".", maxsplit=1)[0] == "unknown":
             return None
         return {protocol.CLUSTER: self.clusters,
