@@ -229,6 +229,10 @@ class Cluster:
                           max_interval=0.5)
         return istio.remote_clusters(self.context, quiet=quiet)
 
+    def proxy_status(self, *, quiet: bool = False) -> list[istio.ProxyStatus]:
+        """``istioctl proxy-status``: each proxy's CDS/LDS/EDS/RDS/ECDS state as its istiod sees it (printed too)."""
+        return istio.proxy_status(self.context, quiet=quiet)
+
     def endpoints(self, workload: str, *, envoy_cluster: str | None = None) -> istio.EndpointTable:
         """``istioctl proxy-config endpoints <workload> [--cluster …]`` (``deploy/sleep.sample``)."""
         return istio.proxy_endpoints(self.context, workload, cluster=envoy_cluster)

@@ -11,6 +11,7 @@ from labkit.istio.installing import InstallResult, install, load_operator, rende
 from labkit.istio.multicluster import connect, control_plane, eastwest_gateway, install_multi_primary, plug_in_ca
 from labkit.istio.operator import GatewaySpec, InstallSettings, check_operator, settings_of, unsupported_fields
 from labkit.istio.proxy_config import EndpointRow, EndpointTable, endpoint_table, proxy_endpoints
+from labkit.istio.proxy_status import ProxyStatus, proxy_status
 from labkit.istio.remote_clusters import RemoteCluster, parse_clusterz, parse_istioctl, remote_clusters
 from labkit.istio.remote_secrets import (
     RemoteAccess,
@@ -32,6 +33,7 @@ __all__ = [
     "GatewaySpec",
     "InstallResult",
     "InstallSettings",
+    "ProxyStatus",
     "RemoteAccess",
     "RemoteCluster",
     "RenderedInstall",
@@ -53,6 +55,7 @@ __all__ = [
     "plug_in_ca",
     "proxy_access_log",
     "proxy_endpoints",
+    "proxy_status",
     "redact_kubeconfig",
     "remote_access",
     "remote_clusters",

@@ -162,6 +162,17 @@ def test_istiod_serves_a_proxys_cds_and_certificate_over_grpc_to_a_plain_client(
     asyncio.run(scenario())
 
 
+
+def test_proxy_status_shows_every_proxy_of_each_cluster_synced(mesh: Path) -> None:
+    for cluster in CLUSTERS:
+        def synced(cluster: str = cluster) -> list[istio.ProxyStatus] | None:
+            rows = istio.proxy_status(cluster, quiet=True)
+            names = {row.name.split("-")[0] for row in rows}
+            return rows if {"sleep", "helloworld", "istio"} <= names and all(row.synced for row in rows) else None
+        rows = eventually(synced, 30, f"every proxy of {cluster} SYNCED")
+        assert {row.cluster for row in rows} == {cluster}
+        assert all(row.status("CDS") == row.status("LDS") == "SYNCED" for row in rows)
+
 def test_strict_mtls_refuses_plaintext_and_shows_the_callers_identity(mesh: Path) -> None:
     kube.apply("cluster1", [{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
                              "metadata": {"name": "default", "namespace": "sample"},

@@ -504,7 +504,38 @@ class Istiod:
         return web.json_response({"configs": configs, "failing": failing, "skipped": skipped})
 
     async def _syncz(self, request: web.Request) -> web.Response:
-        return web.json_response(self.publisher.sync_status())
+        return web.json_response(self.sync_status())
+
+    def sync_status(self) -> list[Obj]:
+        """``/debug/syncz``: one row per proxy this istiod configures, per type, as istioctl proxy-status reads it.
+
+        Rows: ``proxy`` (``pod.namespace``), ``cluster_id``, ``istiod``, ``version``, ``types`` (CDS, LDS, EDS, RDS,
+        ECDS, NDS → SYNCED, STALE, NOT SENT, ERROR for a NACK, IGNORED when not subscribed) and ``errors``.
+        Proxies configured through their xDS files get CDS, LDS, EDS and RDS from that one publication (endpoints
+        and routes travel inside clusters and listeners there); streams over ADS report each type on its own.
+        """
+        words = {"SYNCED": "SYNCED", "NACK": "ERROR", "STALE": "STALE", "ERROR": "NOT SENT"}
+        istiod = os.environ.get("POD_NAME", f"istiod.{ROOT}")
+        versions = {f"{p.name}.{p.namespace}": str(p.metadata.get("ISTIO_VERSION", "")) for p in self.proxies.values()}
+        rows: dict[str, Obj] = {}
+        for row in self.publisher.sync_status():
+            if row["status"] not in words:  # NOT CONNECTED: istioctl lists only proxies that are connected
+                continue
+            word = words[row["status"]]
+            rows[row["proxy"]] = {
+                "proxy": row["proxy"], "cluster_id": row["cluster_id"], "istiod": istiod,
+                "version": versions.get(row["proxy"], ""),
+                "types": {"CDS": word, "LDS": word, "EDS": word, "RDS": word, "ECDS": "IGNORED", "NDS": "IGNORED"},
+                "errors": {"CDS": row["error"]} if word == "ERROR" else {}}
+        for row in self.xds.sync_status():
+            merged = rows.setdefault(row["proxy"], {"proxy": row["proxy"], "cluster_id": row["cluster_id"],
+                                                    "istiod": istiod, "version": row["version"], "types": {},
+                                                    "errors": {}})
+            merged["types"].update({k: v for k, v in row["types"].items() if v != "IGNORED" or k not in
+                                    merged["types"]})
+            merged["errors"].update(row["errors"])
+            merged["version"] = merged["version"] or row["version"]
+        return [rows[key] for key in sorted(rows)]
 
     async def _readiness(self, request: web.Request) -> web.Response:
         if not self._ready:

@@ -9,7 +9,8 @@ answers each type the proxy subscribes to — CDS, LDS, EDS, RDS, and Istio's Na
 with ``DNS_CAPTURE`` — with a version and a fresh nonce, and reads Envoy's next request for that type as its
 verdict: the same nonce without ``error_detail`` is an ACK, with ``error_detail`` a NACK whose message is
 Envoy's reason. The verdicts are kept per proxy and type for ``/debug/syncz`` and ``istioctl proxy-status``
-(SYNCED, NOT SENT, STALE, NACK); a NACK is also logged as :class:`~labkit.errors.XdsRejectedError`.
+(SYNCED, NOT SENT, STALE, and ERROR for a NACK, as istiod's ``debugSyncStatus`` says); a NACK is also logged
+as :class:`~labkit.errors.XdsRejectedError`.
 
 What each proxy gets, and who a token stands for, are istiod's business: this module asks through the
 callbacks of :class:`Control`, so it knows nothing of clusters, informers or the mesh model.
@@ -102,12 +103,15 @@ class Connection:
         return str(self.metadata.get("CLUSTER_ID", ""))
 
     def status(self, type_url: str) -> str:
-        """istioctl proxy-status' word for one type."""
+        """istiod's word for one type (``debugSyncStatus``): a NACK is ``ERROR``; a type never asked for is
+        ``IGNORED``, as istioctl proxy-status prints it."""
         state = self.types.get(type_url)
-        if state is None or not state.sent_nonce:
-            return "NOT SENT"
+        if state is None:
+            return "IGNORED"
         if state.error:
-            return "NACK"
+            return "ERROR"
+        if not state.sent_nonce:
+            return "NOT SENT"
         return "SYNCED" if state.acked_nonce == state.sent_nonce else "STALE"
 
 
@@ -333,20 +337,16 @@ class XdsServer:
     # --- reporting ------------------------------------------------------------------------------------------------
 
     def sync_status(self) -> list[dict[str, Any]]:
-        """One row per connected proxy, in ``/debug/syncz``'s shape (istioctl proxy-status reads it)."""
+        """One row per connected proxy: ``proxy`` (``pod.namespace``), ``cluster_id``, ``version`` (the proxy's
+        ``ISTIO_VERSION``), ``types`` (short type name → status) and ``errors`` (short type name → Envoy's reason)."""
         rows = []
         for node_id, connection in sorted(self.connections.items()):
-            row: dict[str, Any] = {"proxy": _pod(node_id), "node_id": node_id, "cluster_id": connection.cluster,
-                                   "connected": True}
-            for type_url, short in protocol.SHORT_NAMES.items():
-                if type_url == protocol.SECRET:
-                    continue
-                state = connection.types.get(type_url)
-                row[f"{short.lower()}_status"] = connection.status(type_url)
-                row[f"{short.lower()}_version"] = state.acked_version if state else ""
-                if state and state.error:
-                    row.setdefault("errors", {})[short] = state.error
-            rows.append(row)
+            types = {short: connection.status(url) for url, short in protocol.SHORT_NAMES.items() if short != "SDS"}
+            errors = {protocol.SHORT_NAMES[url]: state.error for url, state in connection.types.items()
+                      if state.error and url in protocol.SHORT_NAMES}
+            rows.append({"proxy": _pod(node_id), "node_id": node_id, "cluster_id": connection.cluster,
+                         "version": str(connection.metadata.get("ISTIO_VERSION", "")), "types": types,
+                         "errors": errors})
         return rows
 
 

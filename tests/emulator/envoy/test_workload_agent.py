@@ -123,7 +123,7 @@ async def _scenario(pod: Path) -> None:
                                   "--disable-hot-restart"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         first = await _until(lambda: _certs((pod_ip, 15000)), "Envoy to hold the workload certificate from SDS")
         assert agent.identity is not None and describe(agent.identity.cert_chain_pem)[0].uris == (SPIFFE,)
-        assert [r["cds_status"] for r in server.sync_status()] == ["SYNCED"]  # ADS reached istiod through the agent
+        assert [r["types"]["CDS"] for r in server.sync_status()] == ["SYNCED"]  # ADS reached istiod through the agent
         # Rotation at half-life: a new certificate reaches Envoy before the first one expires.
         expires = agent.identity.not_after
         await _until(lambda: (now := _certs((pod_ip, 15000))) and now != first, "a rotated certificate", 10)

@@ -170,19 +170,20 @@ async def _scenario(tmp_path) -> None:
         await _until(lambda: "outbound|80||a.sample.svc.cluster.local::127.0.0.1:9" in _clusters(ip, 15000),
                      "Envoy to apply the EDS cluster with its endpoint")
         await _until(lambda: [r for r in server.sync_status() if r["node_id"] == NODE
-                              and r["cds_status"] == r["eds_status"] == "SYNCED"], "CDS and EDS ACKed")
+                              and r["types"]["CDS"] == r["types"]["EDS"] == "SYNCED"], "CDS and EDS ACKed")
         world.clusters["bad"] = _cluster("bad", lb_policy="CLUSTER_PROVIDED")
         world.version += 1
         server.push()
-        row = await _until(lambda: [r for r in server.sync_status() if r["cds_status"] == "NACK"], "the NACK")
-        assert "bad" in row[0]["errors"]["CDS"]
+        row = await _until(lambda: [r for r in server.sync_status() if r["types"]["CDS"] == "ERROR"], "the NACK")
+        assert "bad" in row[0]["errors"]["CDS"] and row[0]["types"]["LDS"] == "SYNCED"
         del world.clusters["bad"]
         world.clusters["outbound|81||b.sample.svc.cluster.local"] = _cluster("outbound|81||b.sample.svc.cluster.local")
         world.version += 1
         server.push()
         await _until(lambda: "outbound|81||b.sample.svc.cluster.local::127.0.0.1:9" in _clusters(ip, 15000),
                      "the next good update to be applied after the NACK")
-        await _until(lambda: [r for r in server.sync_status() if r["cds_status"] == "SYNCED"], "SYNCED again")
+        await _until(lambda: [r for r in server.sync_status() if r["types"]["CDS"] == "SYNCED" and not r["errors"]],
+                     "SYNCED again")
     finally:
         if envoy is not None:
             envoy.terminate()
