@@ -26,6 +26,8 @@ TOKEN = "valid-token"
 CA = new_root()
 SERVING = CA.issue_server("istiod", dns_names=["istiod.istio-system.svc"])
 NODE = "sidecar~10.0.0.9~sleep-abc.sample~sample.svc.cluster.local"
+A_CLUSTER = "outbound|80||a.sample.svc.cluster.local"
+OTHER = "sidecar~10.0.0.10~httpbin-def.sample~sample.svc.cluster.local"
 
 
 def _ip() -> str:
@@ -47,11 +49,12 @@ class World:
         self.clusters: dict[str, dict[str, Any]] = {"outbound|80||a.sample.svc.cluster.local":
                                                     _cluster("outbound|80||a.sample.svc.cluster.local")}
         self.version = 1
+        self.broken: dict[str, dict[str, Any]] = {}  # only NODE gets these
 
     def resources(self, node_id: str, metadata: Mapping[str, Any], types: frozenset[str]) -> Any:
         if node_id.split("~")[2].split(".", maxsplit=1)[0] == "unknown":
             return None
-        return {protocol.CLUSTER: self.clusters,
+        return {protocol.CLUSTER: {**self.clusters, **(self.broken if node_id == NODE else {})},
                 protocol.ENDPOINT: {name: {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": 9}}}}]}]}
                     for name in self.clusters},
@@ -124,7 +127,7 @@ async def _scenario(tmp_path) -> None:
     world = World()
     server = XdsServer(Control(_authenticate, world.resources, _sign), lambda: str(world.version))
     await server.start(ip, tls=(SERVING.cert_chain_pem, SERVING.key_pem))
-    envoy = None
+    envoy: list[subprocess.Popen[bytes]] | None = None
     try:
         credentials = grpc.ssl_channel_credentials(root_certificates=CA.root_pem.encode())
         options = [("grpc.ssl_target_name_override", "istiod.istio-system.svc")]
@@ -161,31 +164,42 @@ async def _scenario(tmp_path) -> None:
                 assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
                 assert refused.value.details() == "request authenticate failure"
 
-        # A real Envoy over ADS (plaintext 15010): gets CDS + EDS, ACKs; a bad cluster is NACKed and named.
-        bootstrap = tmp_path / "bootstrap.json"
-        bootstrap.write_text(json.dumps(_envoy_bootstrap(ip, 15000, NODE)))
-        envoy = subprocess.Popen([str(find_envoy().path), "-c", str(bootstrap), "--log-level", "warning",
-                                  "--base-id-path", str(tmp_path / "base-id"), "--use-dynamic-base-id"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        await _until(lambda: "outbound|80||a.sample.svc.cluster.local::127.0.0.1:9" in _clusters(ip, 15000),
-                     "Envoy to apply the EDS cluster with its endpoint")
-        await _until(lambda: [r for r in server.sync_status() if r["node_id"] == NODE
-                              and r["types"]["CDS"] == r["types"]["EDS"] == "SYNCED"], "CDS and EDS ACKed")
-        world.clusters["bad"] = _cluster("bad", lb_policy="CLUSTER_PROVIDED")
+        # Two real Envoys over ADS (plaintext 15010): CDS + EDS applied and ACKed; a bad cluster sent to one is
+        # NACKed and named, while the other keeps taking updates.
+        envoys = []
+        for number, (node, port) in enumerate(((NODE, 15000), (OTHER, 15001))):
+            bootstrap = tmp_path / f"bootstrap{number}.json"
+            bootstrap.write_text(json.dumps(_envoy_bootstrap(ip, port, node)))
+            envoys.append(subprocess.Popen([str(find_envoy().path), "-c", str(bootstrap), "--log-level", "warning",
+                                            "--disable-hot-restart"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        envoy = envoys
+        for port in (15000, 15001):
+            await _until(lambda port=port: f"{A_CLUSTER}::127.0.0.1:9" in _clusters(ip, port),
+                         "Envoy to apply the EDS cluster with its endpoint")
+        await _until(lambda: len([r for r in server.sync_status()
+                                  if r["types"]["CDS"] == r["types"]["EDS"] == r["types"]["LDS"] == "SYNCED"]) == 2,
+                     "CDS, EDS and LDS ACKed by both")
+        world.broken["bad"] = _cluster("bad", lb_policy="CLUSTER_PROVIDED")
         world.version += 1
         server.push()
         row = await _until(lambda: [r for r in server.sync_status() if r["types"]["CDS"] == "ERROR"], "the NACK")
-        assert "bad" in row[0]["errors"]["CDS"] and row[0]["types"]["LDS"] == "SYNCED"
-        del world.clusters["bad"]
+        assert row[0]["proxy"] == "sleep-abc.sample" and "bad" in row[0]["errors"]["CDS"]
         world.clusters["outbound|81||b.sample.svc.cluster.local"] = _cluster("outbound|81||b.sample.svc.cluster.local")
+        world.version += 1
+        server.push()
+        await _until(lambda: "outbound|81||b.sample.svc.cluster.local::127.0.0.1:9" in _clusters(ip, 15001),
+                     "the other proxy to keep updating")
+        assert [r["types"]["CDS"] for r in server.sync_status() if r["proxy"] == "httpbin-def.sample"] == ["SYNCED"]
+        del world.broken["bad"]
         world.version += 1
         server.push()
         await _until(lambda: "outbound|81||b.sample.svc.cluster.local::127.0.0.1:9" in _clusters(ip, 15000),
                      "the next good update to be applied after the NACK")
-        await _until(lambda: [r for r in server.sync_status() if r["types"]["CDS"] == "SYNCED" and not r["errors"]],
+        await _until(lambda: all(r["types"]["CDS"] == "SYNCED" and not r["errors"] for r in server.sync_status()),
                      "SYNCED again")
     finally:
-        if envoy is not None:
-            envoy.terminate()
-            envoy.wait(5)
+        for process in envoy or []:
+            process.terminate()
+            process.wait(5)
         await server.stop()
