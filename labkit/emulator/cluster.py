@@ -245,10 +245,13 @@ class Cluster:
         return self.authenticator.issue_legacy_token(namespace, service_account, secret_name,
                                                      account["metadata"]["uid"])
 
-    def _issue_pod_token(self, namespace: str, service_account: str) -> str:
+    def _issue_pod_token(self, namespace: str, service_account: str, audiences: tuple[str, ...] = (),
+                         seconds: int | None = None) -> str:
+        """The node's TokenRequest: a token bound to the ServiceAccount, for ``audiences`` (the API server's if
+        none), living ``seconds`` (the service-account directory's default if ``None``)."""
         account = self.store.get("", "serviceaccounts", service_account, namespace)
         token, _ = self.authenticator.issue_bound_token(namespace, service_account, account["metadata"]["uid"],
-                                                        POD_TOKEN_SECONDS)
+                                                        seconds or POD_TOKEN_SECONDS, audiences)
         return token
 
     def _resource_infos(self) -> list[ResourceInfo]:

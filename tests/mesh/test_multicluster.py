@@ -106,7 +106,7 @@ def _istiod_token(cluster: str, account: str = "sleep", audience: str = "istio-c
 
 
 def test_istiod_serves_a_proxys_cds_and_certificate_over_grpc_to_a_plain_client(mesh: Path) -> None:
-    """Dial istiod's 15012 as any gRPC client would: the pod's istio-ca token buys its CDS and a certificate;
+    """Dial istiod's 15012 as any gRPC client would: the pod's projected istio-ca token buys its CDS and a certificate;
     a token of the wrong audience, another cluster's token claimed as this cluster's, or a CSR for another
     identity is refused with Istio's words. cluster2's token is accepted when it says it is cluster2's: istiod
     reviews it through cluster2's remote secret."""
@@ -122,7 +122,10 @@ def test_istiod_serves_a_proxys_cds_and_certificate_over_grpc_to_a_plain_client(
     sleep = kube.get_object("cluster1", "v1", "Pod", kube.pods("cluster1", "sample", "app=sleep")[0].name, "sample")
     node = (f"sidecar~{sleep['status']['podIP']}~{sleep['metadata']['name']}.sample~sample.svc.cluster.local")
     root = (mesh / "certs" / "root-cert.pem").read_text()
-    token = _istiod_token("cluster1")
+    # The pod's own projected istio-token (the injector's volume, written by the node from a TokenRequest).
+    token = kube.exec_("cluster1", "sample", sleep["metadata"]["name"], ["cat", "var/run/secrets/tokens/istio-token"],
+                       container="istio-proxy").stdout.strip()
+    assert token.count(".") == 2
 
     async def scenario() -> None:
         credentials = grpc.ssl_channel_credentials(root_certificates=root.encode())

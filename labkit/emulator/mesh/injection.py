@@ -34,6 +34,11 @@ STATUS_ANNOTATION = "sidecar.istio.io/status"
 INJECT_ANNOTATION = "sidecar.istio.io/inject"
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 PROXY_CONTAINER = "istio-proxy"
+# Istio's istio-token volume: what the agent presents to istiod (audience istio-ca, 12 h, refreshed by the kubelet).
+TOKEN_VOLUME = "istio-token"
+TOKEN_MOUNT = "/var/run/secrets/tokens"
+TOKEN_AUDIENCE = "istio-ca"
+TOKEN_SECONDS = 43200
 # The agent's ports (status and app-probe rewrite, readiness, Prometheus): served on the pod IP, not the app's.
 AGENT_PORTS = (15020, 15021, 15090)
 
@@ -135,6 +140,7 @@ def sidecar_container(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig,
         "startupProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}, "initialDelaySeconds": 0,
                          "periodSeconds": 1, "timeoutSeconds": 3, "failureThreshold": 600},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT}],
         "imagePullPolicy": "IfNotPresent",
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
@@ -172,7 +178,7 @@ def sidecar_patch(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig, val
     if network:
         new_labels.setdefault("topology.istio.io/network", network)
     new_annotations = {
-        STATUS_ANNOTATION: json.dumps({"initContainers": None, "containers": ["istio-proxy"], "volumes": None,
+        STATUS_ANNOTATION: json.dumps({"initContainers": None, "containers": ["istio-proxy"], "volumes": [TOKEN_VOLUME],
                                        "imagePullSecrets": None, "revision": "default"}, separators=(",", ":")),
         "kubectl.kubernetes.io/default-container": apps[0] if apps else "istio-proxy",
         "istio.io/rev": "default",
@@ -187,4 +193,11 @@ def sidecar_patch(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig, val
             ops += [{"op": "add", "path": f"/metadata/{member}/{_escape(k)}", "value": v} for k, v in fresh.items()]
     container = sidecar_container(pod, cluster=cluster, network=network, mesh=mesh, image=image)
     ops.append({"op": "add", "path": "/spec/containers/-", "value": container})
+    # The token the agent presents to istiod (Istio's template): a projected service-account token for istio-ca.
+    volume = {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+        "audience": TOKEN_AUDIENCE, "expirationSeconds": TOKEN_SECONDS, "path": TOKEN_VOLUME}}]}}
+    if (pod.get("spec") or {}).get("volumes"):
+        ops.append({"op": "add", "path": "/spec/volumes/-", "value": volume})
+    else:
+        ops.append({"op": "add", "path": "/spec/volumes", "value": [volume]})
     return ops

@@ -65,7 +65,9 @@ GRACE_CAP = 2.0
 FOLLOW_POLL = 0.05
 
 StatusCallback = Callable[[str, str, dict[str, Any]], None]
-TokenIssuer = Callable[[str, str], str]
+# (namespace, service account, audiences, lifetime in seconds or None for the default) -> a bound token,
+# what the API server's TokenRequest (serviceaccounts/<name>/token) hands a kubelet.
+TokenIssuer = Callable[[str, str, tuple[str, ...], int | None], str]
 
 INSTALL_HINTS = {
     "curl": "labkit runs the machine's curl inside pods: install it (Debian/Ubuntu: sudo apt-get install curl; "
@@ -88,8 +90,9 @@ class NodeRuntime:
         dns_server: the cluster DNS as ``(ip, port)`` for the curl shim (see :mod:`.resolving`).
         ca_file: the cluster CA certificate (PEM file): ``ca.crt`` of the service-account directory and
             ``LABKIT_KUBERNETES_CA_FILE``.
-        issue_token: ``(namespace, service account) -> token`` for the projected service-account token; without
-            it pods get no service-account directory.
+        issue_token: ``(namespace, service account, audiences, seconds) -> token`` (a TokenRequest) for the
+            service-account directory and for ``projected`` volumes' ``serviceAccountToken`` sources; without it
+            pods get neither.
         xds_root: where the mesh publishes Envoy configuration (``LABKIT_XDS_ROOT`` in every container).
         resolver: the cluster DNS as an object; served on loopback for the shim when ``dns_server`` is not given.
         resolve_ref: ``(namespace, kind, name, key) -> value`` for ``secretKeyRef`` (kind ``Secret``) and
@@ -371,10 +374,14 @@ class NodeRuntime:
             return True
         account = pod.spec.get("serviceAccountName") or pod.spec.get("serviceAccount") or "default"
         try:
-            token = self.issue_token(pod.namespace, account)
+            token = self.issue_token(pod.namespace, account, (), None)
+            projected = self._projected_tokens(pod, account)
         except Exception as exc:  # the ServiceAccount may not exist yet: the kubelet retries the mount too
             logger.info("MountVolume.SetUp failed for pod %s/%s: %s", pod.namespace, pod.name, exc)
             return False
+        for path, value in projected:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_private(path, value)
         folder = pod.dir / SERVICEACCOUNT_DIR
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_private(folder / "token", token)
@@ -384,6 +391,31 @@ class NodeRuntime:
         pod.account_dir = folder
         pod.mounted.set()
         return True
+
+    def _projected_tokens(self, pod: PodRecord, account: str) -> list[tuple[Path, str]]:
+        """The files of every ``projected`` volume's ``serviceAccountToken`` source, where containers mount them.
+
+        A pod's containers share its folder (their working directory), so ``mountPath`` is taken inside it:
+        Istio's ``istio-token`` volume at ``/var/run/secrets/tokens`` becomes ``var/run/secrets/tokens/istio-token``
+        there. Each token is a TokenRequest for the volume's ``audience`` and ``expirationSeconds``.
+        """
+        assert self.issue_token is not None
+        mounts = {mount.get("name"): mount.get("mountPath", "")
+                  for container in [*(pod.spec.get("initContainers") or []), *(pod.spec.get("containers") or [])]
+                  for mount in container.get("volumeMounts") or []}
+        files: list[tuple[Path, str]] = []
+        for volume in pod.spec.get("volumes") or []:
+            mount_path = mounts.get(volume.get("name"))
+            if not mount_path:
+                continue
+            for source in (volume.get("projected") or {}).get("sources") or []:
+                request = source.get("serviceAccountToken")
+                if not request:
+                    continue
+                audiences = (request["audience"],) if request.get("audience") else ()
+                token = self.issue_token(pod.namespace, account, audiences, request.get("expirationSeconds") or 3600)
+                files.append((pod.dir / mount_path.lstrip("/") / request.get("path", "token"), token))
+        return files
 
     async def _retry_mount(self, pod: PodRecord) -> None:
         delay = MOUNT_RETRY

@@ -250,7 +250,7 @@ def test_every_pod_gets_its_projected_token_unless_it_opts_out(tmp_path: Path) -
     ca_file.write_text("cluster CA\n")
     issued: list[tuple[str, str]] = []
 
-    def issue(namespace: str, account: str) -> str:
+    def issue(namespace: str, account: str, audiences: tuple[str, ...] = (), seconds: int | None = None) -> str:
         issued.append((namespace, account))
         return JWT
 
@@ -273,10 +273,35 @@ def test_every_pod_gets_its_projected_token_unless_it_opts_out(tmp_path: Path) -
     run(tmp_path, body, ca_file=ca_file, issue_token=issue)
 
 
+def test_a_projected_service_account_token_volume_is_written_where_containers_mount_it(tmp_path: Path) -> None:
+    """The generic Kubernetes projected volume (Istio's ``istio-token``): a TokenRequest for its audience and
+    lifetime, at ``mountPath/path`` inside the pod's folder, readable only by the pod."""
+    issued: list[tuple[str, str, tuple[str, ...], int | None]] = []
+
+    def issue(namespace: str, account: str, audiences: tuple[str, ...] = (), seconds: int | None = None) -> str:
+        issued.append((namespace, account, audiences, seconds))
+        return f"{JWT}-{','.join(audiences) or 'api'}"
+
+    volume = {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
+        "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}}
+
+    async def body(node: Node) -> None:
+        await node.runtime.sync_pod(a_pod("meshed", sleeper(volumeMounts=[
+            {"name": "istio-token", "mountPath": "/var/run/secrets/tokens"}]), volumes=[volume]))
+        await node.running("meshed")
+        folder = Path((await node.env("meshed", "curl"))["LABKIT_SERVICEACCOUNT_DIR"]).parent
+        token = folder / "var/run/secrets/tokens/istio-token"
+        assert token.read_text() == f"{JWT}-istio-ca"
+        assert token.stat().st_mode & 0o077 == 0
+        assert ("sample", "default", ("istio-ca",), 43200) in issued
+
+    run(tmp_path, body, issue_token=issue)
+
+
 def test_containers_wait_for_a_token_the_cluster_cannot_issue_yet(tmp_path: Path) -> None:
     accounts: set[str] = set()
 
-    def issue(namespace: str, account: str) -> str:
+    def issue(namespace: str, account: str, audiences: tuple[str, ...] = (), seconds: int | None = None) -> str:
         if account not in accounts:
             raise LookupError(f'serviceaccounts "{account}" not found')
         return JWT
