@@ -9,12 +9,19 @@ From the sleep pod, one curl makes N sequential keep-alive requests (default 1,0
           Envoy AUTO_PASSTHROUGH) → helloworld's sidecar → helloworld;
 - direct: curl → helloworld's own address (no Envoy, no TLS).
 
-It prints requests/s of both and their ratio, plus the time to bring the mesh up.
+- floor:  the same three Envoys' work with nothing of the mesh: three fresh Envoys configured by hand with a static
+          config (sidecar HTTP proxy → mTLS with SNI → gateway TLS passthrough → backend sidecar terminating mTLS →
+          the same helloworld process), certificates from a CA of their own (same key type, same ALPN), no control
+          plane. The physical floor of the path: ``mesh / floor`` says what the mesh adds on top.
+
+It prints requests/s of each, the ratios, plus the time to bring the mesh up.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,14 +30,98 @@ from pathlib import Path
 
 from labkit import istio, kube
 from labkit.emulator import launching
+from labkit.emulator.envoy.binary import find_envoy
+from labkit.pki import new_root
+from labkit.testing import address_plan
 
 SAMPLES = Path(__file__).resolve().parents[1] / "manifests" / "samples"
 
 
-def timed_calls(url: str, n: int, *, proxy: bool) -> tuple[float, int]:
-    """Seconds for ``n`` sequential requests from one curl in cluster1's sleep pod, and how many got 200."""
+HELLO_SNI = "outbound_.5000_._.helloworld.sample.svc.cluster.local"
+TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+ALPN = ["istio-peer-exchange", "istio"]
+
+
+def _address(ip: str, port: int) -> dict:
+    return {"socket_address": {"address": ip, "port_value": port}}
+
+
+def _static_cluster(name: str, ip: str, port: int, **extra: object) -> dict:
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s", **extra,
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": _address(ip, port)}}]}]}}
+
+
+def _http_listener(name: str, ip: str, port: int, cluster: str, **extra: object) -> dict:
+    return {"name": name, "address": _address(ip, port), "filter_chains": [{**extra, "filters": [{
+        "name": "envoy.filters.network.http_connection_manager", "typed_config": {
+            "@type": HCM, "stat_prefix": name, "route_config": {"virtual_hosts": [{
+                "name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
+                                                             "route": {"cluster": cluster, "timeout": "0s"}}]}]},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}}]}]}
+
+
+def _tls_context(credential: object, root_pem: str, peer: str) -> dict:
+    return {"tls_certificates": [{"certificate_chain": {"inline_string": credential.cert_chain_pem},  # type: ignore[attr-defined]
+                                  "private_key": {"inline_string": credential.key_pem}}],  # type: ignore[attr-defined]
+            "validation_context": {"trusted_ca": {"inline_string": root_pem}, "match_typed_subject_alt_names": [
+                {"san_type": "URI", "matcher": {"exact": peer}}]},
+            "alpn_protocols": ALPN}
+
+
+def floor_envoys(app_ip: str, folder: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """Three Envoys configured by hand as the mesh path is; returns the client sidecar's proxy URL."""
+    hosts = address_plan().pod_network(1).hosts()
+    next(hosts)
+    client, gateway, backend = (str(next(hosts)) for _ in range(3))
+    root = new_root()
+    ca = root.issue_intermediate("floor", key="ec-p256")
+    sleep_id, hello_id = "spiffe://cluster.local/ns/sample/sa/sleep", "spiffe://cluster.local/ns/sample/sa/default"
+    sleep, hello = ca.issue_workload(sleep_id), ca.issue_workload(hello_id)
+    configs = {
+        "client": {"listeners": [_http_listener("proxy", client, 15080, "helloworld")],
+                   "clusters": [_static_cluster("helloworld", gateway, 15443, transport_socket={
+                       "name": "tls", "typed_config": {"@type": TLS + "UpstreamTlsContext", "sni": HELLO_SNI,
+                                                       "common_tls_context": _tls_context(sleep, root.root_pem,
+                                                                                          hello_id)}})]},
+        "gateway": {"listeners": [{"name": "passthrough", "address": _address(gateway, 15443),
+                                   "listener_filters": [{"name": "tls_inspector",
+                                                         "typed_config": {"@type": INSPECTOR}}],
+                                   "filter_chains": [{"filter_chain_match": {"server_names": [HELLO_SNI]},
+                                                      "filters": [{"name": "tcp", "typed_config": {
+                                                          "@type": TCP_PROXY, "stat_prefix": "passthrough",
+                                                          "cluster": "backend"}}]}]}],
+                    "clusters": [_static_cluster("backend", backend, 5000)]},
+        "backend": {"listeners": [_http_listener("inbound", backend, 5000, "app", transport_socket={
+                        "name": "tls", "typed_config": {"@type": TLS + "DownstreamTlsContext",
+                                                        "require_client_certificate": True,
+                                                        "common_tls_context": _tls_context(hello, root.root_pem,
+                                                                                           sleep_id)}})],
+                    "clusters": [_static_cluster("app", app_ip, 5000)]},
+    }
+    processes = []
+    for number, (name, resources) in enumerate(configs.items()):
+        path = folder / f"floor-{name}.json"
+        admin = {"address": _address({"client": client, "gateway": gateway, "backend": backend}[name], 15000)}
+        path.write_text(json.dumps({"admin": admin, "static_resources": resources}))
+        processes.append(subprocess.Popen([str(find_envoy().path), "-c", str(path), "--concurrency", "1",
+                                           "--disable-hot-restart", "--log-level", "error",
+                                           "--base-id", str(900 + number)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return f"http://{client}:15080", processes
+
+
+def timed_calls(url: str, n: int, *, proxy: bool | str) -> tuple[float, int]:
+    """Seconds for ``n`` sequential requests from one curl in cluster1's sleep pod, and how many got 200.
+
+    ``proxy``: through the pod's sidecar (``True``), straight (``False``), or through this HTTP proxy URL.
+    """
     urls = " ".join([url] * n)
-    flags = "" if proxy else "--noproxy '*'"
+    flags = f"-x {proxy}" if isinstance(proxy, str) else "" if proxy else "--noproxy '*'"
     script = (f"s=$(date +%s%N); curl -s {flags} -o /dev/null -w '%{{http_code}}\\n' {urls} > /tmp/codes.$$; "
               f"e=$(date +%s%N); echo $(( (e - s) / 1000 )); grep -c '^200$' /tmp/codes.$$; rm -f /tmp/codes.$$")
     result = kube.exec_("cluster1", "sample", "deploy/sleep", ["sh", "-c", script], container="sleep", timeout=300)
@@ -67,14 +158,28 @@ def main() -> None:
             direct_url = f"http://{app}:5000/hello"
             timed_calls(mesh_url, 50, proxy=True)  # warm both paths (connections, TLS sessions)
             timed_calls(direct_url, 50, proxy=False)
-            mesh_seconds, mesh_ok = timed_calls(mesh_url, n, proxy=True)
-            direct_seconds, direct_ok = timed_calls(direct_url, n, proxy=False)
+            floor_proxy, floor = floor_envoys(app, state)
+            try:
+                deadline = time.monotonic() + 30
+                while timed_calls(mesh_url, 1, proxy=floor_proxy)[1] != 1:  # the floor's Envoys are up
+                    assert time.monotonic() < deadline, "the floor's three Envoys never answered"
+                    time.sleep(0.2)
+                timed_calls(mesh_url, 50, proxy=floor_proxy)
+                mesh_seconds, mesh_ok = timed_calls(mesh_url, n, proxy=True)
+                floor_seconds, floor_ok = timed_calls(mesh_url, n, proxy=floor_proxy)
+                direct_seconds, direct_ok = timed_calls(direct_url, n, proxy=False)
+            finally:
+                for process in floor:
+                    process.terminate()
+                    process.wait(5)
         finally:
             launching.down(state)
-    mesh_rps, direct_rps = n / mesh_seconds, n / direct_seconds
+    mesh_rps, floor_rps, direct_rps = n / mesh_seconds, n / floor_seconds, n / direct_seconds
     print(f"two-cluster mesh ready (up, install, workloads, first cross-cluster answer): {ready:.1f} s")
     print(f"{n} sequential cross-cluster calls through the mesh: {mesh_rps:7.0f} req/s ({mesh_ok} × 200)")
+    print(f"{n} sequential calls, same path, static Envoys (floor): {floor_rps:7.0f} req/s ({floor_ok} × 200)")
     print(f"{n} sequential calls straight to the backend:       {direct_rps:7.0f} req/s ({direct_ok} × 200)")
+    print(f"ratio mesh / floor: {mesh_rps / floor_rps:.2f}   (the mesh should add nothing the floor lacks: ≥ 0.9)")
     print(f"ratio mesh / direct: {mesh_rps / direct_rps:.2f}")
 
 
