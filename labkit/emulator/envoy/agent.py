@@ -19,6 +19,9 @@ through; on such a line it asks Envoy's admin which subscriptions' ``update_reje
 ``version_info`` of the file each one refused, and records that in ``rejections.json``
 (:func:`labkit.emulator.envoy.files.record_rejections`), where istiod finds the reason to name.
 
+With ``ISTIO_META_DNS_CAPTURE`` the agent also runs the DNS proxy (:mod:`.dnsproxy`) and keeps its name table
+current from istiod over an ADS stream (:mod:`.nds`, imported only then: gRPC costs start time).
+
 Envoy is started with ``PR_SET_PDEATHSIG``: if the agent dies, even by SIGKILL, Envoy goes too.
 """
 

@@ -12,7 +12,11 @@ doors:
   certificate from the mesh CA), and switches the validating webhook to fail-closed once it answers;
 - it turns the mesh into Envoy configuration for every proxy of its cluster and publishes it as
   filesystem xDS, then reads back from each Envoy whether it was accepted (ACK) or rejected (NACK),
-  which ``/debug/syncz`` reports (as ``istioctl proxy-status`` shows).
+  which ``/debug/syncz`` reports (as ``istioctl proxy-status`` shows);
+- it serves the same resources over gRPC (:mod:`.serving`): ADS and the CA service on 15012 (TLS, callers
+  authenticated by a TokenReview of their projected ``istio-ca`` token against their own cluster) and 15010
+  (plaintext), with the DNS proxy's name table (NDS) for agents that capture DNS. Sidecars' Envoys still read
+  their files; agents take their name table over gRPC.
 
 Scale it to 0 and proxies keep their last configuration but learn nothing new — as with a real istiod.
 Run: ``python -m labkit.emulator.mesh.istiod discovery …`` (container args) or
