@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import http.client
 import json
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -61,7 +63,22 @@ def _resources(node_id: str, metadata: Any, types: frozenset[str]) -> Any:
                    "common_tls_context": {
                        "tls_certificate_sds_secret_configs": [{"name": "default", "sds_config": SDS}],
                        "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": SDS}}}}}
-    return {protocol.CLUSTER: {UPSTREAM: cluster}, protocol.LISTENER: {}}
+    listener = {"name": "mtls", "address": {"socket_address": {"address": metadata.get("IP", "127.0.0.1"),
+                                                                "port_value": 15443}},
+                "filter_chains": [{"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "require_client_certificate": True, "common_tls_context": {
+                        "tls_certificate_sds_secret_configs": [{"name": "default", "sds_config": SDS}],
+                        "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": SDS}}}},
+                    "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                                 "HttpConnectionManager",
+                        "stat_prefix": "mtls", "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
+                                                                         "direct_response": {"status": 200}}]}]},
+                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}
+    return {protocol.CLUSTER: {UPSTREAM: cluster}, protocol.LISTENER: {"mtls": listener}}
 
 
 async def _authenticate(token: str, cluster: str) -> Caller:
@@ -112,7 +129,7 @@ async def _scenario(pod: Path) -> None:
     stop = asyncio.Event()
     running = asyncio.create_task(agent.run(stop))
     node = f"sidecar~{pod_ip}~sleep-abc.sample~sample.svc.cluster.local"
-    config = bootstrap(node_id=node, cluster="sleep.sample", metadata={"CLUSTER_ID": "cluster1"},
+    config = bootstrap(node_id=node, cluster="sleep.sample", metadata={"CLUSTER_ID": "cluster1", "IP": pod_ip},
                        admin_address=(pod_ip, 15000), xds_dir=pod, status_address=None, access_log=False,
                        sockets=(pod / XDS_SOCKET, pod / SDS_SOCKET))
     (pod / "bootstrap.json").write_text(json.dumps(config))
@@ -124,11 +141,20 @@ async def _scenario(pod: Path) -> None:
         first = await _until(lambda: _certs((pod_ip, 15000)), "Envoy to hold the workload certificate from SDS")
         assert agent.identity is not None and describe(agent.identity.cert_chain_pem)[0].uris == (SPIFFE,)
         assert [r["types"]["CDS"] for r in server.sync_status()] == ["SYNCED"]  # ADS reached istiod through the agent
-        # Rotation at half-life: a new certificate reaches Envoy before the first one expires.
+        # Rotation at half-life: a new certificate reaches Envoy before the first one expires, and mTLS calls made
+        # all along (a new handshake each) never fail.
         expires = agent.identity.not_after
-        await _until(lambda: (now := _certs((pod_ip, 15000))) and now != first, "a rotated certificate", 10)
+        client = _client_context(pod)
+        failures, calls = 0, 0
+        end = time.monotonic() + 12
+        while time.monotonic() < end and not ((now := _certs((pod_ip, 15000))) and now != first and calls > 20):
+            calls += 1
+            failures += not await asyncio.to_thread(_call, client, pod_ip)
+            await asyncio.sleep(0.05)
+        assert _certs((pod_ip, 15000)) != first, "no rotated certificate reached Envoy"
         assert dt.datetime.now(dt.UTC) < expires
         assert agent.renewals >= 2
+        assert (failures, calls > 20) == (0, True)
         # Someone else serving the SDS socket (SPIRE's agent) is left alone.
         other = WorkloadAgent(pod, lambda: Istiod(f"{istiod_ip}:15012", CA.root_pem),
                               Credentials(pod / TOKEN_PATH, "cluster1"), SPIFFE)
@@ -144,6 +170,27 @@ async def _scenario(pod: Path) -> None:
         stop.set()
         await running
         await server.stop()
+
+
+def _client_context(folder: Path) -> ssl.SSLContext:
+    peer = CA.issue_workload("spiffe://cluster.local/ns/sample/sa/client")
+    (folder / "client.pem").write_text(peer.cert_chain_pem)
+    (folder / "client.key").write_text(peer.key_pem)
+    context = ssl.create_default_context(cadata=CA.root_pem)
+    context.check_hostname = False  # workload certificates carry a SPIFFE URI, no DNS name
+    context.load_cert_chain(folder / "client.pem", folder / "client.key")
+    return context
+
+
+def _call(context: ssl.SSLContext, ip: str) -> bool:
+    connection = http.client.HTTPSConnection(ip, 15443, context=context, timeout=2)
+    try:
+        connection.request("GET", "/")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
 
 
 async def _noop(*_: Any) -> None:
