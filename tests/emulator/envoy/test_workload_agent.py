@@ -140,11 +140,15 @@ async def _scenario(pod: Path) -> None:
                                   "--disable-hot-restart"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         first = await _until(lambda: _certs((pod_ip, 15000)), "Envoy to hold the workload certificate from SDS")
         assert agent.identity is not None and describe(agent.identity.cert_chain_pem)[0].uris == (SPIFFE,)
-        assert [r["types"]["CDS"] for r in server.sync_status()] == ["SYNCED"]  # ADS reached istiod through the agent
+        # ADS reached istiod through the agent: both types ACKed there.
+        await _until(lambda: [(r["types"]["CDS"], r["types"]["LDS"]) for r in server.sync_status()] == [
+            ("SYNCED", "SYNCED")], "CDS and LDS SYNCED at istiod")
         # Rotation at half-life: a new certificate reaches Envoy before the first one expires, and mTLS calls made
         # all along (a new handshake each) never fail.
         expires = agent.identity.not_after
         client = _client_context(pod)
+        await _until(lambda: _call(client, pod_ip), "the mTLS listener to answer")
+        first = _certs((pod_ip, 15000))  # the listener's certificate included now
         failures, calls = 0, 0
         end = time.monotonic() + 12
         while time.monotonic() < end and not ((now := _certs((pod_ip, 15000))) and now != first and calls > 20):
