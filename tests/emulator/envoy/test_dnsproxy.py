@@ -44,8 +44,15 @@ class _Upstream(BaseResolver):  # type: ignore[misc]
 @pytest.fixture
 def upstream() -> Iterator[tuple[_Upstream, tuple[str, int]]]:
     resolver, quiet = _Upstream(), DNSLogger("-recv,-send,-request,-reply,-truncated,-data,-error", prefix=False)
-    udp = DNSServer(resolver, address="127.0.0.1", port=0, logger=quiet)
-    tcp = DNSServer(resolver, address="127.0.0.1", port=udp.server.server_address[1], tcp=True, logger=quiet)
+    for _ in range(20):  # the UDP port's TCP twin may be taken by another program on a shared machine: pick again
+        udp = DNSServer(resolver, address="127.0.0.1", port=0, logger=quiet)
+        try:
+            tcp = DNSServer(resolver, address="127.0.0.1", port=udp.server.server_address[1], tcp=True, logger=quiet)
+            break
+        except OSError:
+            udp.server.server_close()
+    else:
+        pytest.fail("no port free for both UDP and TCP on 127.0.0.1")
     for server in (udp, tcp):
         threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
