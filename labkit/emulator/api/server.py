@@ -20,7 +20,6 @@ import copy
 import datetime as dt
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -28,7 +27,8 @@ from typing import Any, Protocol
 import yaml
 from aiohttp import web
 
-from labkit.emulator import status
+from labkit.core.names import name_errors, name_rule
+from labkit.emulator import schemas, status
 from labkit.emulator.api import discovery, openapi, protobuf, tables
 from labkit.emulator.api.auth import Authenticator, Authorizer, Request, User
 from labkit.emulator.api.resources import Registry, ResourceType
@@ -51,11 +51,9 @@ _log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 JSON = "application/json"
 _MAX_BODY = 16 * 1024 * 1024
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-# Kinds whose names must be DNS-1035 labels (Service names become DNS labels and env var prefixes).
-_LABEL_NAMED = {("", "services"), ("", "namespaces")}
+# Request-scoped keys: the body's duplicate keys and the Warning headers of the response.
+_DUPLICATES = web.RequestKey("labkit.duplicates", list)
+_WARNINGS = web.RequestKey("labkit.warnings", list)
 
 
 class PodIO(Protocol):
@@ -131,6 +129,7 @@ class ApiServer:
         self.authorizer = Authorizer(store)
         self.hooks = hooks
         self.webhooks = Webhooks(store)
+        self.definitions = schemas.definitions(discovery.KUBERNETES_VERSION)  # read on first use
         self.server_address = server_address
         self._stream_handlers: dict[str, Callable[[web.Request, Target, User], Awaitable[web.StreamResponse]]] = {}
 
@@ -152,7 +151,11 @@ class ApiServer:
             if request.path in ("/healthz", "/readyz", "/livez"):
                 return web.Response(text="ok")
             user = self.authenticator.authenticate(request.headers.get("Authorization"))
-            return await self._route(request, user)
+            response = await self._route(request, user)
+            for warning in request.get(_WARNINGS, ()):
+                # RFC 7234 warn-code 299, as the API server sends them; kubectl prints "Warning: <text>".
+                response.headers.add("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+            return response
         except InvalidSelectorError as exc:
             error = status.bad_request(str(exc))
             return _json_response(error.to_status(), error.code)
@@ -277,7 +280,10 @@ class ApiServer:
         if content_type == protobuf.CONTENT_TYPE:
             return protobuf.decode_object(raw)
         try:
-            body = yaml.safe_load(raw) if "yaml" in content_type else json.loads(raw or b"{}")
+            if "yaml" in content_type:
+                body, _ = schemas.decoding.loads_yaml(raw)
+            else:
+                body, request[_DUPLICATES] = schemas.decoding.loads_json(raw or b"{}")
         except (ValueError, yaml.YAMLError) as exc:
             raise status.bad_request(f"the request body is not valid {content_type}: {exc}") from exc
         if not isinstance(body, dict):
@@ -304,6 +310,8 @@ class ApiServer:
         return self.store.get(group, plural, name, namespace)
 
     def _encode(self, request: web.Request, target: Target, obj: Obj, code: int = 200) -> web.Response:
+        if target.rt.crd:
+            obj = schemas.served_as(target.rt.group_version, obj)
         version = tables.table_version(request.headers.get("Accept", ""))
         if version and not target.subresource:
             table = tables.render_table(target.rt, obj, now=dt.datetime.now(dt.UTC), api_version=version,
@@ -321,6 +329,8 @@ class ApiServer:
         result = self.store.list(target.group, target.plural, namespace=target.namespace,
                                  label_selector=request.query.get("labelSelector", ""),
                                  field_selector=request.query.get("fieldSelector", ""))
+        if target.rt.crd:
+            result = replace(result, items=[schemas.served_as(target.rt.group_version, item) for item in result.items])
         version = tables.table_version(request.headers.get("Accept", ""))
         if version:
             table = tables.render_table(target.rt, result.items, now=dt.datetime.now(dt.UTC), api_version=version,
@@ -360,6 +370,8 @@ class ApiServer:
                     break
                 try:
                     event = await asyncio.wait_for(queue.get(), timeout=min(remaining, 30.0))
+                    if target.rt.crd:
+                        event = replace(event, object=schemas.served_as(target.rt.group_version, event.object))
                 except TimeoutError:
                     if bookmarks:
                         mark = {"kind": target.rt.kind, "apiVersion": target.rt.group_version,
@@ -418,16 +430,30 @@ class ApiServer:
         name = obj["metadata"].get("name") or ""
         if not name:
             return  # generateName or missing: the store reports it
-        pattern, what = (_DNS_1035, "a DNS-1035 label") if (target.group, target.plural) in _LABEL_NAMED \
-            else (_DNS_SUBDOMAIN, "a lowercase RFC 1123 subdomain")
-        if target.plural == "namespaces":
-            pattern, what = _DNS_LABEL, "a lowercase RFC 1123 label"
-        if not pattern.match(name) or len(name) > 253:
-            raise status.invalid(target.rt.kind, name, [(
-                "metadata.name",
-                f'Invalid value: "{name}": {what} must consist of lower case alphanumeric characters or \'-\', '
-                f"and must start and end with an alphanumeric character (e.g. 'my-name')",
-            )], target.group)
+        errors = name_errors(name, name_rule(target.group, target.plural))
+        if errors:
+            raise status.invalid(target.rt.kind, name, [("metadata.name", f'Invalid value: "{name}": {error}')
+                                                        for error in errors], target.group)
+
+    def _strictly(self, request: web.Request, target: Target, obj: Obj, operation: str, patch: Any = None) -> Obj:
+        """Field validation of a write to the main resource (see :mod:`labkit.emulator.schemas`).
+
+        Returns the object without the fields a real server would drop; queues the response's warnings.
+        """
+        if target.subresource:
+            return obj
+        rt = target.rt
+        try:
+            how = schemas.directive(request.query.get("fieldValidation"))
+        except ValueError as exc:
+            raise status.bad_request(str(exc)) from exc
+        checked, warnings = schemas.check_body(
+            self.definitions, group=rt.group, version=rt.version, kind=rt.kind, crd_schema=rt.schema,
+            custom=bool(rt.crd), obj=obj, duplicates=request.get(_DUPLICATES, []), how=how, operation=operation,
+            patch=patch)
+        if warnings:
+            request.setdefault(_WARNINGS, []).extend(warnings)
+        return checked
 
     def _check_namespace(self, target: Target, obj: Obj) -> None:
         if not target.rt.namespaced:
@@ -452,7 +478,7 @@ class ApiServer:
                       dry_run: bool) -> web.Response:
         if target.name and not target.subresource:
             raise status.method_not_allowed("POST is not allowed on a named resource; use PUT or PATCH")
-        obj = self._prepare(target, body, None)
+        obj = self._prepare(target, self._strictly(request, target, body, "create"), None)
         self._check_namespace(target, obj)
         created = await self._store_new(target, obj, self._manager(request, "unknown"), user, dry_run)
         return self._encode(request, target, created, 201)
@@ -466,6 +492,9 @@ class ApiServer:
         if mutated is not obj:
             obj = mutated
             self.hooks.default(target.rt, obj)  # a patched object is decoded, and so defaulted, once more
+        if target.rt.crd:
+            schemas.check_custom(target.rt.kind, obj["metadata"].get("name", ""), target.rt.group, target.rt.schema,
+                                 obj)
         self.hooks.admit(target.rt, obj, old, dry_run=dry_run)
         await self.webhooks.validate(replace(attributes, obj=obj))
         return obj
@@ -502,7 +531,7 @@ class ApiServer:
             new = copy.deepcopy(live)
             new.setdefault("spec", {})["replicas"] = replicas
             return _json_response(_scale_of(target.rt, await self._write(request, target, live, new, user, dry_run)))
-        obj = self._prepare(target, body, target.name)
+        obj = self._prepare(target, self._strictly(request, target, body, "update"), target.name)
         live = self._load(target)
         written = await self._write(request, target, live, obj, user, dry_run)
         return self._encode(request, target, written)
@@ -530,7 +559,7 @@ class ApiServer:
         if content_type == "application/apply-patch+yaml":
             return await self._apply(request, target, raw, user, dry_run)
         try:
-            patch = json.loads(raw or b"{}")
+            patch, request[_DUPLICATES] = schemas.decoding.loads_json(raw or b"{}")
         except ValueError as exc:
             raise status.bad_request(f"the patch is not valid JSON: {exc}") from exc
         live = self._load(target)
@@ -551,13 +580,13 @@ class ApiServer:
             new = copy.deepcopy(live)
             new.setdefault("spec", {})["replicas"] = (patched.get("spec") or {}).get("replicas")
             return _json_response(_scale_of(rt, await self._write(request, target, live, new, user, dry_run)))
-        new = self._prepare(target, patched, target.name)
+        new = self._prepare(target, self._strictly(request, target, patched, "patch", patch), target.name)
         return self._encode(request, target, await self._write(request, target, live, new, user, dry_run))
 
     async def _apply(self, request: web.Request, target: Target, raw: bytes, user: User,
                      dry_run: bool) -> web.Response:
         try:
-            applied = yaml.safe_load(raw)
+            applied, request[_DUPLICATES] = schemas.decoding.loads_yaml(raw)
         except yaml.YAMLError as exc:
             raise status.bad_request(f"the applied configuration is not valid YAML: {exc}") from exc
         if not isinstance(applied, dict):
@@ -566,7 +595,7 @@ class ApiServer:
         if not manager:
             raise status.bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set")
         force = request.query.get("force") in ("true", "1")
-        applied = self._prepare(target, applied, target.name)
+        applied = self._prepare(target, self._strictly(request, target, applied, "apply"), target.name)
         group, plural, name, namespace = self._key(target)
         live = self.store.find(group, plural, name, namespace)
         merged = apply(live, applied, manager, kind_key=(target.group, target.rt.kind), force=force, now=_now(),
