@@ -6,8 +6,8 @@ ships them per Kubernetes release as JSON Schema (draft 2020-12: nullable types 
 ``$ref`` into ``#/$defs/…``, ``enum`` pinned on every ``apiVersion``/``kind``, int-or-string as ``oneOf``);
 :func:`convert` turns each definition back into the OpenAPI v3 shape a v1.32 server publishes
 (``"type": "string"``, ``allOf: [{$ref}]`` where a reference carries its own description, IntOrString as
-``format: int-or-string``) and keeps every ``x-kubernetes-*`` extension kubectl reads (patch merge keys,
-list types, group/version/kind).
+``format: int-or-string`` with its ``oneOf`` alternatives) and keeps every ``x-kubernetes-*`` extension
+kubectl reads (patch merge keys, list types, group/version/kind).
 
 The file holds ~640 definitions (1.3 MB of JSON, ~26 MB as Python objects). Nothing is read until a
 schema is first needed; then the file is parsed once, converted, and kept as one compact JSON blob per
@@ -93,11 +93,19 @@ def convert(schema: Any, *, top: bool = True) -> Any:
 
 
 def _scalar_union(name: str, schema: Schema) -> Schema:
-    # The two union types of the API: both travel as strings in the published document.
+    # The two union types of the API, published as a v1.32 server publishes them: no single type, the
+    # alternatives under oneOf (kubectl explain then names them <IntOrString>, <Quantity>).
     described = {"description": schema["description"]} if "description" in schema else {}
+    alternatives = [{"type": t} for option in schema["oneOf"] for t in _types(option)]
     if name == INT_OR_STRING:
-        return {**described, "type": "string", "format": "int-or-string"}
-    return {**described, "type": "string"}
+        return {**described, "format": "int-or-string", "oneOf": alternatives}
+    return {**described, "oneOf": alternatives}
+
+
+def _types(option: Schema) -> list[str]:
+    kinds = option.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    return [kind for kind in kinds if kind and kind != "null"]
 
 
 @functools.cache

@@ -179,7 +179,7 @@ def test_builtin_schemas_are_kubernetes_own_so_kubectl_computes_patches_from_the
     replicas = core["components"]["schemas"]["io.k8s.api.core.v1.ServicePort"]["properties"]["targetPort"]
     assert replicas["allOf"] == [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.util.intstr.IntOrString"}]
     assert core["components"]["schemas"]["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] == {
-        "type": "string", "format": "int-or-string"}
+        "format": "int-or-string", "oneOf": [{"type": "string"}, {"type": "integer"}]}
     spec = apps["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]
     assert spec["replicas"]["type"] == "integer" and spec["replicas"]["format"] == "int32"
     assert "description" in spec["replicas"]
