@@ -36,7 +36,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 $(ROOT_ARGS) $(JUPYTER_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check labkit tests bench
+	$(BIN)/ruff check labkit tests bench tools
 	$(BIN)/lint-imports
 
 test: lint

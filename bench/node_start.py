@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labkit.emulator.addresses import AddressPlan, IpPool
+from labkit.emulator.network.addresses import AddressPlan, IpPool
 from labkit.emulator.node import NodeRuntime
 from labkit.emulator.node.runtime import PROGRAMS_DIR
 

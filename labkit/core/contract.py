@@ -22,6 +22,12 @@ APP_ADDRESS_ANNOTATION = "labkit.io/app-address"
 """On an injected pod: the address its application listens on, behind the sidecar's inbound listener. Written
 by the injector, so the pod object alone says how to reach the app."""
 
+SIDECAR_ANNOTATION = "labkit.io/sidecar"
+"""On an injected pod: what the embedded node must know of its sidecar, as JSON, so the node knows no mesh —
+``{"container": "istio-proxy", "httpProxyPort": 15080, "podIPPorts": [15020, 15021, 15090]}``: the proxy
+container (it keeps the pod IP; the apps get an address of their own), its HTTP proxy listener (the other
+containers' ``http_proxy``) and the ports it serves on the pod IP (probes aimed there go to the pod IP)."""
+
 # --- load balancers ------------------------------------------------------------------------------------------------
 
 LOAD_BALANCER_IP_ANNOTATION = "labkit.io/load-balancer-ip"

@@ -1,7 +1,8 @@
 """One embedded cluster: its API server, controllers, node, DNS and service proxy, wired together.
 
-The store is the only shared state. The API server writes what clients send; the controllers make
-the cluster react; two small loops here connect the store to the machine:
+The store is the only shared state. The API server writes what clients send, through its admission
+chain (:mod:`labkit.emulator.api.admission`); the controllers make the cluster react; two small loops here
+connect the store to the machine:
 
 - the **kubelet loop** hands pods bound to this cluster's node to the :class:`NodeRuntime` and writes
   the status the node reports back (what ``kubectl get pods`` shows);
@@ -29,25 +30,18 @@ from typing import Any
 from aiohttp import web
 
 from labkit.core.contract import AddressPlan
-from labkit.emulator import admission, captures
-from labkit.emulator.addresses import IpPool
 from labkit.emulator.api import streams
+from labkit.emulator.api.admission import AdmissionChain
 from labkit.emulator.api.auth import Authenticator, User, bootstrap_roles
 from labkit.emulator.api.discovery import KUBERNETES_VERSION
-from labkit.emulator.api.resources import Registry, ResourceType
-from labkit.emulator.api.server import ApiServer, PodIO
-from labkit.emulator.captures import Captures
-from labkit.emulator.controllers import (
-    LoadBalancerPool,
-    ResourceInfo,
-    ServiceAllocator,
-    cluster_controllers,
-    default_object,
-    finalizers_for_delete,
-)
-from labkit.emulator.network import ClusterDns, ClusterNames, ServiceProxy
+from labkit.emulator.api.resources import Registry
+from labkit.emulator.api.server import ApiServer
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.controllers import ResourceInfo, cluster_controllers
+from labkit.emulator.network import ClusterDns, ClusterNames, ServiceProxy, captures
+from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
+from labkit.emulator.network.captures import Captures
 from labkit.emulator.node.runtime import NodeRuntime
-from labkit.emulator.status import StatusError
 from labkit.emulator.store import Store, WatchEvent
 from labkit.emulator.store.objects import DEFAULT_HISTORY
 from labkit.pki import new_root
@@ -97,7 +91,8 @@ class Cluster:
                                                               plan.dns_service_ip(index)}), "ClusterIP")
         self.pod_ips = IpPool(plan.pod_network(index), frozenset({self.address}), "pod IP")
         self.load_balancers = load_balancers
-        self.allocator = ServiceAllocator(self.cluster_ips, load_balancers, name)
+        self.admission = AdmissionChain(self.store, node_name=self.node_name, cluster_ips=self.cluster_ips,
+                                        load_balancers=load_balancers, cluster=name)
         self.names = ClusterNames()
         self.dns = ClusterDns(self.names, host=plan.dns_service_ip(index), port=53, fallback_port=5353)
         self.proxy = ServiceProxy()
@@ -108,7 +103,8 @@ class Cluster:
             issue_token=self._issue_token, load_balancers=load_balancers, resources=self._resource_infos,
             create_pod=self._create_pod)
         self.api = ApiServer(cluster=name, store=self.store, registry=self.registry,
-                             authenticator=self.authenticator, hooks=self, server_address=f"{self.address}:{API_PORT}")
+                             authenticator=self.authenticator, admission=self.admission,
+                             server_address=f"{self.address}:{API_PORT}")
         self._runner: web.AppRunner | None = None
         self._events: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
@@ -203,8 +199,7 @@ class Cluster:
     def _create(self, group: str, plural: str, obj: Obj) -> None:
         rt = self.registry.get(group, "v1", plural)
         assert rt is not None
-        self.default(rt, obj)
-        self.admit(rt, obj, None, dry_run=False)
+        self.admission.admit_builtin(rt, obj)
         self.store.create(group, plural, obj)
 
     def _node(self) -> Obj:
@@ -226,38 +221,6 @@ class Cluster:
                              "machineID": self._node_uid.replace("-", ""), "systemUUID": self._node_uid},
             },
         }
-
-    # --- hooks the API server calls (ClusterHooks) ----------------------------------------------------------------
-
-    def default(self, rt: ResourceType, obj: Obj) -> None:
-        """Kubernetes' defaulting for built-in kinds."""
-        if not rt.crd:
-            defaulted = default_object(obj)
-            obj.clear()
-            obj.update(defaulted)
-
-    def admit(self, rt: ResourceType, obj: Obj, old: Obj | None, *, dry_run: bool) -> None:
-        """Validation, scheduling of bare pods and Service address allocation."""
-        if rt.crd:
-            return
-        admission.validate(rt.group, rt.kind, obj)
-        if (rt.group, rt.plural) == ("", "pods") and not (obj.get("spec") or {}).get("nodeName"):
-            obj.setdefault("spec", {})["nodeName"] = self.node_name
-        if (rt.group, rt.plural) == ("", "services"):
-            allocated = self.allocator.allocate(obj, old)
-            if dry_run and old is None:
-                self.allocator.release(allocated)
-            obj.clear()
-            obj.update(allocated)
-
-    def deleting(self, rt: ResourceType, obj: Obj, propagation: str) -> Obj | None:
-        """Propagation policy → finalizers, as the garbage collector expects them."""
-        return finalizers_for_delete(obj, propagation)
-
-    @property
-    def pod_io(self) -> PodIO | None:
-        """Exec and logs."""
-        return self.runtime
 
     # --- glue -----------------------------------------------------------------------------------------------------
 
@@ -332,7 +295,7 @@ class Cluster:
                 await self.runtime.sync_pod(obj)
         elif event.resource == "services":
             if deleted:
-                self.allocator.release(obj)
+                self.admission.deleted("", "services", obj)
                 self.names.remove_service(namespace, name)
                 await self.proxy.remove_service(namespace, name)
             else:

@@ -28,9 +28,8 @@ from typing import Any
 import yaml
 
 from labkit.core.contract import KUBECONFIG_FILE, STATE_FILE, AddressPlan
-from labkit.emulator.addresses import IpPool
 from labkit.emulator.cluster import Cluster
-from labkit.emulator.controllers import LoadBalancerPool
+from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
 from labkit.emulator.store.objects import DEFAULT_HISTORY
 
 _log = logging.getLogger("labkit.emulator")

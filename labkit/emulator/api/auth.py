@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from labkit.emulator import status
+from labkit.emulator.apimachinery import status
 from labkit.emulator.store import Store
 
 MASTERS = "system:masters"

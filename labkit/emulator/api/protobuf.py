@@ -7,11 +7,13 @@ decodes exactly those bodies, with the standard library only.
 
 A body is the 4-byte magic ``k8s\\x00`` followed by a ``runtime.Unknown`` message: its ``typeMeta``
 names the apiVersion and kind, and ``raw`` holds the typed object's own protobuf. The typed object is
-decoded with the declarative tables below (``_MESSAGES``: per message, field number → :class:`Field`),
-whose numbers are those of Kubernetes' ``generated.proto`` files (``k8s.io/api/core/v1``, ``apps/v1``,
-``rbac/v1``, ``k8s.io/apimachinery`` ``meta/v1``, ``util/intstr``, ``api/resource``, ``runtime``).
-Field numbers missing from a table are skipped, as protobuf requires, so newer clients still decode;
-the fields they carry are lost, which is harmless for what the ``kubectl create`` family sends.
+decoded with declarative tables (per message, field number → :class:`Field`) generated from Kubernetes'
+own definitions by ``tools/generate_protobuf_tables.py`` into :mod:`.protobuf_tables`: the numbers and types
+of the ``generated.proto`` files (``k8s.io/api/core/v1``, ``apps/v1``, ``rbac/v1``, ``k8s.io/apimachinery``
+``meta/v1``) and the JSON names, ``omitempty``, pointers and inlined structs of the ``types.go`` files next
+to them. Field numbers missing from a table are skipped, as protobuf requires, so newer clients still
+decode; the fields they carry are lost, which is harmless for what the ``kubectl create`` family sends.
+The ``runtime.Unknown`` envelope and ``TypeMeta`` (four and two fields) are read by hand below.
 
 Zero values. Kubernetes' gogo-generated marshallers write every non-pointer field, so an empty
 ``generateName`` or a ``false`` ``stdin`` is on the wire although kubectl's JSON (``omitempty``) would
@@ -35,7 +37,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from labkit.emulator.status import bad_request
+from labkit.core import kubetime
+from labkit.emulator.api.protobuf_tables import MESSAGES
+from labkit.emulator.apimachinery.status import bad_request
 
 MAGIC = b"k8s\x00"
 CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
@@ -69,386 +73,11 @@ class Field:
     keep: bool = False
 
 
-def _one(json: str, kind: str = "string") -> Field:
-    return Field(json, kind)
-
-
-def _keep(json: str, kind: str = "string") -> Field:
-    return Field(json, kind, keep=True)
-
-
-def _many(json: str, kind: str = "string") -> Field:
-    return Field(json, kind, "many")
-
-
-def _map(json: str, kind: str = "string") -> Field:
-    return Field(json, kind, "map")
-
-
-def _inline(kind: str) -> Field:
-    return Field("", kind, "inline")
-
-
-_META: dict[str, dict[int, Field]] = {
-    # managedFields (17) is deliberately absent: kubectl does not send it and the server owns it.
-    "ObjectMeta": {
-        1: _one("name"),
-        2: _one("generateName"),
-        3: _one("namespace"),
-        4: _one("selfLink"),
-        5: _one("uid"),
-        6: _one("resourceVersion"),
-        7: _one("generation", "int64"),
-        8: _one("creationTimestamp", "time"),
-        9: _one("deletionTimestamp", "time"),
-        10: _keep("deletionGracePeriodSeconds", "int64"),
-        11: _map("labels"),
-        12: _map("annotations"),
-        13: _many("ownerReferences", "OwnerReference"),
-        14: _many("finalizers"),
-    },
-    "OwnerReference": {
-        5: _keep("apiVersion"),
-        1: _keep("kind"),
-        3: _keep("name"),
-        4: _keep("uid"),
-        6: _keep("controller", "bool"),
-        7: _keep("blockOwnerDeletion", "bool"),
-    },
-    "LabelSelector": {
-        1: _map("matchLabels"),
-        2: _many("matchExpressions", "LabelSelectorRequirement"),
-    },
-    "LabelSelectorRequirement": {
-        1: _keep("key"),
-        2: _keep("operator"),
-        3: _many("values"),
-    },
+# Per message, field number → Field: generated from Kubernetes' generated.proto and types.go files.
+_MESSAGES: dict[str, dict[int, Field]] = {
+    message: {number: Field(json, kind, label, keep) for number, (json, kind, label, keep) in fields.items()}
+    for message, fields in MESSAGES.items()
 }
-
-_CORE: dict[str, dict[int, Field]] = {
-    "Namespace": {1: _one("metadata", "ObjectMeta"), 2: _one("spec", "NamespaceSpec"),
-                  3: _one("status", "NamespaceStatus")},
-    "NamespaceSpec": {1: _many("finalizers")},
-    "NamespaceStatus": {1: _one("phase")},
-    "Secret": {
-        1: _one("metadata", "ObjectMeta"),
-        5: _keep("immutable", "bool"),
-        2: _map("data", "bytes"),
-        4: _map("stringData"),
-        3: _one("type"),
-    },
-    "ConfigMap": {
-        1: _one("metadata", "ObjectMeta"),
-        4: _keep("immutable", "bool"),
-        2: _map("data"),
-        3: _map("binaryData", "bytes"),
-    },
-    "ServiceAccount": {
-        1: _one("metadata", "ObjectMeta"),
-        2: _many("secrets", "ObjectReference"),
-        3: _many("imagePullSecrets", "LocalObjectReference"),
-        4: _keep("automountServiceAccountToken", "bool"),
-    },
-    "ObjectReference": {
-        1: _one("kind"),
-        2: _one("namespace"),
-        3: _one("name"),
-        4: _one("uid"),
-        5: _one("apiVersion"),
-        6: _one("resourceVersion"),
-        7: _one("fieldPath"),
-    },
-    "LocalObjectReference": {1: _one("name")},
-    "Service": {1: _one("metadata", "ObjectMeta"), 2: _one("spec", "ServiceSpec"),
-                3: _one("status", "ServiceStatus")},
-    "ServiceSpec": {
-        1: _many("ports", "ServicePort"),
-        2: _map("selector"),
-        3: _one("clusterIP"),
-        18: _many("clusterIPs"),
-        4: _one("type"),
-        5: _many("externalIPs"),
-        7: _one("sessionAffinity"),
-        8: _one("loadBalancerIP"),
-        9: _many("loadBalancerSourceRanges"),
-        10: _one("externalName"),
-        11: _one("externalTrafficPolicy"),
-        12: _one("healthCheckNodePort", "int32"),
-        13: _one("publishNotReadyAddresses", "bool"),
-        14: _one("sessionAffinityConfig", "SessionAffinityConfig"),
-        19: _many("ipFamilies"),
-        17: _keep("ipFamilyPolicy"),
-        20: _keep("allocateLoadBalancerNodePorts", "bool"),
-        21: _keep("loadBalancerClass"),
-        22: _keep("internalTrafficPolicy"),
-    },
-    "ServicePort": {
-        1: _one("name"),
-        2: _one("protocol"),
-        6: _keep("appProtocol"),
-        3: _keep("port", "int32"),
-        4: _one("targetPort", "intstr"),
-        5: _one("nodePort", "int32"),
-    },
-    "SessionAffinityConfig": {1: _one("clientIP", "ClientIPConfig")},
-    "ClientIPConfig": {1: _keep("timeoutSeconds", "int32")},
-    "ServiceStatus": {1: _one("loadBalancer", "LoadBalancerStatus")},
-    "LoadBalancerStatus": {1: _many("ingress", "LoadBalancerIngress")},
-    "LoadBalancerIngress": {1: _one("ip"), 2: _one("hostname")},
-    "PodTemplateSpec": {1: _one("metadata", "ObjectMeta"), 2: _one("spec", "PodSpec")},
-    "PodSpec": {
-        1: _many("volumes", "Volume"),
-        20: _many("initContainers", "Container"),
-        2: _many("containers", "Container"),
-        3: _one("restartPolicy"),
-        4: _keep("terminationGracePeriodSeconds", "int64"),
-        5: _keep("activeDeadlineSeconds", "int64"),
-        6: _one("dnsPolicy"),
-        7: _map("nodeSelector"),
-        8: _one("serviceAccountName"),
-        9: _one("serviceAccount"),
-        21: _keep("automountServiceAccountToken", "bool"),
-        10: _one("nodeName"),
-        11: _one("hostNetwork", "bool"),
-        12: _one("hostPID", "bool"),
-        13: _one("hostIPC", "bool"),
-        27: _keep("shareProcessNamespace", "bool"),
-        14: _one("securityContext", "PodSecurityContext"),
-        15: _many("imagePullSecrets", "LocalObjectReference"),
-        16: _one("hostname"),
-        17: _one("subdomain"),
-        19: _one("schedulerName"),
-        22: _many("tolerations", "Toleration"),
-        23: _many("hostAliases", "HostAlias"),
-        24: _one("priorityClassName"),
-        25: _keep("priority", "int32"),
-        29: _keep("runtimeClassName"),
-        30: _keep("enableServiceLinks", "bool"),
-        31: _keep("preemptionPolicy"),
-        35: _keep("setHostnameAsFQDN", "bool"),
-    },
-    "PodSecurityContext": {
-        2: _keep("runAsUser", "int64"),
-        6: _keep("runAsGroup", "int64"),
-        3: _keep("runAsNonRoot", "bool"),
-        4: _many("supplementalGroups", "int64"),
-        5: _keep("fsGroup", "int64"),
-        7: _many("sysctls", "Sysctl"),
-        9: _keep("fsGroupChangePolicy"),
-        10: _one("seccompProfile", "SeccompProfile"),
-    },
-    "Sysctl": {1: _keep("name"), 2: _keep("value")},
-    "SeccompProfile": {1: _keep("type"), 2: _keep("localhostProfile")},
-    "Toleration": {
-        1: _one("key"),
-        2: _one("operator"),
-        3: _one("value"),
-        4: _one("effect"),
-        5: _keep("tolerationSeconds", "int64"),
-    },
-    "HostAlias": {1: _one("ip"), 2: _many("hostnames")},
-    "Container": {
-        1: _keep("name"),
-        2: _one("image"),
-        3: _many("command"),
-        4: _many("args"),
-        5: _one("workingDir"),
-        6: _many("ports", "ContainerPort"),
-        19: _many("envFrom", "EnvFromSource"),
-        7: _many("env", "EnvVar"),
-        8: _one("resources", "ResourceRequirements"),
-        9: _many("volumeMounts", "VolumeMount"),
-        10: _one("livenessProbe", "Probe"),
-        11: _one("readinessProbe", "Probe"),
-        22: _one("startupProbe", "Probe"),
-        12: _one("lifecycle", "Lifecycle"),
-        13: _one("terminationMessagePath"),
-        20: _one("terminationMessagePolicy"),
-        14: _one("imagePullPolicy"),
-        15: _one("securityContext", "SecurityContext"),
-        16: _one("stdin", "bool"),
-        17: _one("stdinOnce", "bool"),
-        18: _one("tty", "bool"),
-    },
-    "ContainerPort": {
-        1: _one("name"),
-        2: _one("hostPort", "int32"),
-        3: _keep("containerPort", "int32"),
-        4: _one("protocol"),
-        5: _one("hostIP"),
-    },
-    "EnvVar": {1: _keep("name"), 2: _one("value"), 3: _one("valueFrom", "EnvVarSource")},
-    "EnvVarSource": {
-        1: _one("fieldRef", "ObjectFieldSelector"),
-        2: _one("resourceFieldRef", "ResourceFieldSelector"),
-        3: _one("configMapKeyRef", "ConfigMapKeySelector"),
-        4: _one("secretKeyRef", "SecretKeySelector"),
-    },
-    "ObjectFieldSelector": {1: _one("apiVersion"), 2: _keep("fieldPath")},
-    "ResourceFieldSelector": {1: _one("containerName"), 2: _keep("resource"), 3: _one("divisor", "quantity")},
-    "ConfigMapKeySelector": {1: _inline("LocalObjectReference"), 2: _keep("key"),
-                             3: _keep("optional", "bool")},
-    "SecretKeySelector": {1: _inline("LocalObjectReference"), 2: _keep("key"), 3: _keep("optional", "bool")},
-    "EnvFromSource": {
-        1: _one("prefix"),
-        2: _one("configMapRef", "ConfigMapEnvSource"),
-        3: _one("secretRef", "SecretEnvSource"),
-    },
-    "ConfigMapEnvSource": {1: _inline("LocalObjectReference"), 2: _keep("optional", "bool")},
-    "SecretEnvSource": {1: _inline("LocalObjectReference"), 2: _keep("optional", "bool")},
-    "ResourceRequirements": {1: _map("limits", "quantity"), 2: _map("requests", "quantity")},
-    "VolumeMount": {
-        1: _keep("name"),
-        2: _one("readOnly", "bool"),
-        3: _keep("mountPath"),
-        4: _one("subPath"),
-        5: _keep("mountPropagation"),
-        6: _one("subPathExpr"),
-    },
-    "Probe": {
-        1: _inline("ProbeHandler"),
-        2: _one("initialDelaySeconds", "int32"),
-        3: _one("timeoutSeconds", "int32"),
-        4: _one("periodSeconds", "int32"),
-        5: _one("successThreshold", "int32"),
-        6: _one("failureThreshold", "int32"),
-        7: _keep("terminationGracePeriodSeconds", "int64"),
-    },
-    # Older generated.proto files call it Handler; the numbers are the same. grpc (4) is not decoded.
-    "ProbeHandler": {
-        1: _one("exec", "ExecAction"),
-        2: _one("httpGet", "HTTPGetAction"),
-        3: _one("tcpSocket", "TCPSocketAction"),
-    },
-    "Lifecycle": {1: _one("postStart", "ProbeHandler"), 2: _one("preStop", "ProbeHandler")},
-    "ExecAction": {1: _many("command")},
-    "HTTPGetAction": {
-        1: _one("path"),
-        2: _keep("port", "intstr"),
-        3: _one("host"),
-        4: _one("scheme"),
-        5: _many("httpHeaders", "HTTPHeader"),
-    },
-    "HTTPHeader": {1: _keep("name"), 2: _keep("value")},
-    "TCPSocketAction": {1: _keep("port", "intstr"), 2: _one("host")},
-    "SecurityContext": {
-        1: _one("capabilities", "Capabilities"),
-        2: _keep("privileged", "bool"),
-        4: _keep("runAsUser", "int64"),
-        8: _keep("runAsGroup", "int64"),
-        5: _keep("runAsNonRoot", "bool"),
-        6: _keep("readOnlyRootFilesystem", "bool"),
-        7: _keep("allowPrivilegeEscalation", "bool"),
-        9: _keep("procMount"),
-        11: _one("seccompProfile", "SeccompProfile"),
-    },
-    "Capabilities": {1: _many("add"), 2: _many("drop")},
-    "Volume": {1: _keep("name"), 2: _inline("VolumeSource")},
-    "VolumeSource": {
-        1: _one("hostPath", "HostPathVolumeSource"),
-        2: _one("emptyDir", "EmptyDirVolumeSource"),
-        6: _one("secret", "SecretVolumeSource"),
-        10: _one("persistentVolumeClaim", "PersistentVolumeClaimVolumeSource"),
-        16: _one("downwardAPI", "DownwardAPIVolumeSource"),
-        19: _one("configMap", "ConfigMapVolumeSource"),
-        26: _one("projected", "ProjectedVolumeSource"),
-    },
-    "HostPathVolumeSource": {1: _keep("path"), 2: _keep("type")},
-    "EmptyDirVolumeSource": {1: _one("medium"), 2: _one("sizeLimit", "quantity")},
-    "SecretVolumeSource": {
-        1: _one("secretName"),
-        2: _many("items", "KeyToPath"),
-        3: _keep("defaultMode", "int32"),
-        4: _keep("optional", "bool"),
-    },
-    "ConfigMapVolumeSource": {
-        1: _inline("LocalObjectReference"),
-        2: _many("items", "KeyToPath"),
-        3: _keep("defaultMode", "int32"),
-        4: _keep("optional", "bool"),
-    },
-    "KeyToPath": {1: _keep("key"), 2: _keep("path"), 3: _keep("mode", "int32")},
-    "PersistentVolumeClaimVolumeSource": {1: _keep("claimName"), 2: _one("readOnly", "bool")},
-    "DownwardAPIVolumeSource": {1: _many("items", "DownwardAPIVolumeFile"), 2: _keep("defaultMode", "int32")},
-    "DownwardAPIVolumeFile": {
-        1: _keep("path"),
-        2: _one("fieldRef", "ObjectFieldSelector"),
-        3: _one("resourceFieldRef", "ResourceFieldSelector"),
-        4: _keep("mode", "int32"),
-    },
-    "ProjectedVolumeSource": {1: _many("sources", "VolumeProjection"), 2: _keep("defaultMode", "int32")},
-    "VolumeProjection": {
-        1: _one("secret", "SecretProjection"),
-        2: _one("downwardAPI", "DownwardAPIProjection"),
-        3: _one("configMap", "ConfigMapProjection"),
-        4: _one("serviceAccountToken", "ServiceAccountTokenProjection"),
-    },
-    "SecretProjection": {1: _inline("LocalObjectReference"), 2: _many("items", "KeyToPath"),
-                         4: _keep("optional", "bool")},
-    "ConfigMapProjection": {1: _inline("LocalObjectReference"), 2: _many("items", "KeyToPath"),
-                            4: _keep("optional", "bool")},
-    "DownwardAPIProjection": {1: _many("items", "DownwardAPIVolumeFile")},
-    "ServiceAccountTokenProjection": {1: _one("audience"), 2: _keep("expirationSeconds", "int64"),
-                                      3: _keep("path")},
-}
-
-_APPS: dict[str, dict[int, Field]] = {
-    "Deployment": {1: _one("metadata", "ObjectMeta"), 2: _one("spec", "DeploymentSpec"),
-                   3: _one("status", "DeploymentStatus")},
-    "DeploymentSpec": {
-        1: _keep("replicas", "int32"),
-        2: _one("selector", "LabelSelector"),
-        3: _one("template", "PodTemplateSpec"),
-        4: _one("strategy", "DeploymentStrategy"),
-        5: _one("minReadySeconds", "int32"),
-        6: _keep("revisionHistoryLimit", "int32"),
-        7: _one("paused", "bool"),
-        9: _keep("progressDeadlineSeconds", "int32"),
-    },
-    "DeploymentStrategy": {1: _one("type"), 2: _one("rollingUpdate", "RollingUpdateDeployment")},
-    "RollingUpdateDeployment": {1: _keep("maxUnavailable", "intstr"), 2: _keep("maxSurge", "intstr")},
-    "DeploymentStatus": {
-        1: _one("observedGeneration", "int64"),
-        2: _one("replicas", "int32"),
-        3: _one("updatedReplicas", "int32"),
-        7: _one("readyReplicas", "int32"),
-        4: _one("availableReplicas", "int32"),
-        5: _one("unavailableReplicas", "int32"),
-        6: _many("conditions", "DeploymentCondition"),
-        8: _keep("collisionCount", "int32"),
-    },
-    "DeploymentCondition": {
-        1: _keep("type"),
-        2: _keep("status"),
-        6: _one("lastUpdateTime", "time"),
-        7: _one("lastTransitionTime", "time"),
-        4: _one("reason"),
-        5: _one("message"),
-    },
-}
-
-_RBAC: dict[str, dict[int, Field]] = {
-    "Role": {1: _one("metadata", "ObjectMeta"), 2: _many("rules", "PolicyRule")},
-    "ClusterRole": {1: _one("metadata", "ObjectMeta"), 2: _many("rules", "PolicyRule"),
-                    3: _one("aggregationRule", "AggregationRule")},
-    "AggregationRule": {1: _many("clusterRoleSelectors", "LabelSelector")},
-    "PolicyRule": {
-        1: _many("verbs"),
-        2: _many("apiGroups"),
-        3: _many("resources"),
-        4: _many("resourceNames"),
-        5: _many("nonResourceURLs"),
-    },
-    "RoleBinding": {1: _one("metadata", "ObjectMeta"), 2: _many("subjects", "Subject"),
-                    3: _one("roleRef", "RoleRef")},
-    "ClusterRoleBinding": {1: _one("metadata", "ObjectMeta"), 2: _many("subjects", "Subject"),
-                           3: _one("roleRef", "RoleRef")},
-    "Subject": {1: _keep("kind"), 2: _one("apiGroup"), 3: _keep("name"), 4: _one("namespace")},
-    "RoleRef": {1: _keep("apiGroup"), 2: _keep("kind"), 3: _keep("name")},
-}
-
-_MESSAGES: dict[str, dict[int, Field]] = {**_META, **_CORE, **_APPS, **_RBAC}
 
 _RBAC_V1 = "rbac.authorization.k8s.io/v1"
 # (apiVersion, kind) → top-level message; the kind is also the message name.
@@ -594,7 +223,7 @@ def _decode_time(raw: bytes, where: str) -> str | None:
         moment = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise _WireError(f"{where}: {seconds} seconds is not a representable time") from exc
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return kubetime.format_time(moment)
 
 
 def _decode_intstr(raw: bytes, where: str) -> int | str:
@@ -800,12 +429,9 @@ def _json_keys(name: str) -> set[str]:
 def _encode_time(value: str | None, where: str) -> bytes:
     if value is None:
         return b""
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {value!r} is not an RFC 3339 time") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
+    moment = kubetime.parse_time(value)
+    if moment is None:
+        raise ValueError(f"{where}: {value!r} is not an RFC 3339 time")
     return _tag(1, _VARINT) + _varint_bytes(int(moment.timestamp()))
 
 

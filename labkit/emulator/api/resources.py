@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from labkit.emulator.status import invalid
+from labkit.emulator.apimachinery.status import invalid
 
 # Verb lists exactly as a real server advertises them: built-ins are sorted, CRDs use the
 # apiextensions server's own (unsorted) order, and kubectl only ever tests membership.

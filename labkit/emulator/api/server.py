@@ -2,14 +2,15 @@
 
 Everything a request needs is decided here in a fixed order, as a real API server does it:
 authenticate → route (discovery, OpenAPI, or ``/api[s]/…`` resources) → authorize (RBAC) → decode the
-body (JSON, YAML for apply, protobuf from kubectl) → defaulting, mutating webhooks, validation and
-allocation (the cluster's hooks), validating webhooks → one store write → encode (JSON or a server-side
-Table). Webhooks are HTTPS calls (:mod:`.webhooks`), which is why the write paths are coroutines.
+body (JSON, YAML for apply, protobuf from kubectl) → the admission chain (:mod:`.admission`: defaulting,
+mutating webhooks, validation, allocation, validating webhooks) → one store write → encode (JSON or a
+server-side Table, :mod:`.tables`). Webhooks are HTTPS calls, which is why the write paths are coroutines.
 Failures anywhere are :class:`StatusError` and leave as a ``Status`` body with the right code, so
 clients branch on ``reason`` as they would on a real cluster.
 
-The server owns no cluster behaviour: defaulting, allocation (ClusterIPs), exec and logs come from
-:class:`ClusterHooks`, so this module stays the protocol and nothing else.
+The server owns no cluster behaviour: what happens to an object before it is stored is the
+:class:`~.admission.AdmissionChain`'s, exec and logs are the node's (:mod:`.streams`), so this module stays
+the protocol and nothing else.
 """
 
 from __future__ import annotations
@@ -27,23 +28,15 @@ from typing import Any, Protocol
 import yaml
 from aiohttp import web
 
-from labkit.core.names import name_errors, name_rule
-from labkit.emulator import schemas, status
+from labkit.core import kubetime
+from labkit.emulator import schemas
 from labkit.emulator.api import discovery, openapi, protobuf, tables
+from labkit.emulator.api.admission import AdmissionChain, validate_name
 from labkit.emulator.api.auth import Authenticator, Authorizer, Request, User
 from labkit.emulator.api.resources import Registry, ResourceType
-from labkit.emulator.api.webhooks import Attributes, Webhooks
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import (
-    Store,
-    WatchEvent,
-    WatchFilter,
-    apply,
-    json_patch,
-    merge_patch,
-    record_update,
-    strategic_merge_patch,
-)
+from labkit.emulator.apimachinery import apply, json_patch, merge_patch, record_update, status, strategic_merge_patch
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store, WatchEvent, WatchFilter
 from labkit.errors import InvalidSelectorError
 
 _log = logging.getLogger(__name__)
@@ -66,22 +59,6 @@ class PodIO(Protocol):
              previous: bool) -> bytes: ...
 
 
-class ClusterHooks(Protocol):
-    """What the cluster adds to plain storage: defaulting, admission, side effects, pod I/O."""
-
-    def default(self, rt: ResourceType, obj: Obj) -> None:
-        """Fill the defaults a real API server fills (in place)."""
-
-    def admit(self, rt: ResourceType, obj: Obj, old: Obj | None, *, dry_run: bool) -> None:
-        """Validate and allocate (in place), or raise :class:`StatusError` (422 naming the field)."""
-
-    def deleting(self, rt: ResourceType, obj: Obj, propagation: str) -> Obj | None:
-        """Prepare a delete: return a replacement to write first (finalizers), or ``None``."""
-
-    @property
-    def pod_io(self) -> PodIO | None: ...
-
-
 @dataclass(frozen=True)
 class Target:
     """What a resource URL points at."""
@@ -100,10 +77,6 @@ class Target:
         return self.rt.plural
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _json_response(body: Obj, code: int = 200) -> web.Response:
     return web.Response(body=json.dumps(body, separators=(",", ":")), status=code, content_type=JSON)
 
@@ -116,19 +89,18 @@ class ApiServer:
         store: its objects.
         registry: the resource types it serves (built-ins and CRDs).
         authenticator: bearer-token checks.
-        hooks: defaulting, admission, delete preparation and pod I/O.
+        admission: the admission chain every write passes through.
         server_address: ``host:port`` advertised in ``/api``.
     """
 
     def __init__(self, *, cluster: str, store: Store, registry: Registry, authenticator: Authenticator,
-                 hooks: ClusterHooks, server_address: str):
+                 admission: AdmissionChain, server_address: str):
         self.cluster = cluster
         self.store = store
         self.registry = registry
         self.authenticator = authenticator
         self.authorizer = Authorizer(store)
-        self.hooks = hooks
-        self.webhooks = Webhooks(store)
+        self.admission = admission
         self.definitions = schemas.definitions(discovery.KUBERNETES_VERSION)  # read on first use
         self.server_address = server_address
         self._stream_handlers: dict[str, Callable[[web.Request, Target, User], Awaitable[web.StreamResponse]]] = {}
@@ -423,17 +395,8 @@ class ApiServer:
             metadata["namespace"] = namespace
         else:
             metadata.pop("namespace", None)
-        self._validate_name(target, obj)
+        validate_name(rt, obj)
         return obj
-
-    def _validate_name(self, target: Target, obj: Obj) -> None:
-        name = obj["metadata"].get("name") or ""
-        if not name:
-            return  # generateName or missing: the store reports it
-        errors = name_errors(name, name_rule(target.group, target.plural))
-        if errors:
-            raise status.invalid(target.rt.kind, name, [("metadata.name", f'Invalid value: "{name}": {error}')
-                                                        for error in errors], target.group)
 
     def _strictly(self, request: web.Request, target: Target, obj: Obj, operation: str, patch: Any = None) -> Obj:
         """Field validation of a write to the main resource (see :mod:`labkit.emulator.schemas`).
@@ -455,18 +418,6 @@ class ApiServer:
             request.setdefault(_WARNINGS, []).extend(warnings)
         return checked
 
-    def _check_namespace(self, target: Target, obj: Obj) -> None:
-        if not target.rt.namespaced:
-            return
-        namespace = obj["metadata"]["namespace"]
-        found = self.store.find("", "namespaces", namespace)
-        if found is None:
-            raise status.not_found("namespaces", namespace)
-        if (found.get("metadata") or {}).get("deletionTimestamp"):
-            raise status.forbidden(f"{target.plural} \"{obj['metadata'].get('name', '')}\" is forbidden: unable "
-                                   f"to create new content in namespace {namespace} because it is being terminated",
-                                   target.plural, obj["metadata"].get("name", ""), target.group)
-
     def _manager(self, request: web.Request, default: str) -> str:
         manager = request.query.get("fieldManager")
         if manager:
@@ -479,25 +430,12 @@ class ApiServer:
         if target.name and not target.subresource:
             raise status.method_not_allowed("POST is not allowed on a named resource; use PUT or PATCH")
         obj = self._prepare(target, self._strictly(request, target, body, "create"), None)
-        self._check_namespace(target, obj)
+        self.admission.check_namespace(target.rt, obj)
         created = await self._store_new(target, obj, self._manager(request, "unknown"), user, dry_run)
         return self._encode(request, target, created, 201)
 
     async def _admit(self, target: Target, obj: Obj, old: Obj | None, user: User, dry_run: bool) -> Obj:
-        """Defaulting, mutating webhooks, validation and allocation, validating webhooks: a real server's order."""
-        self.hooks.default(target.rt, obj)
-        attributes = Attributes(target.rt, "CREATE" if old is None else "UPDATE", obj, old, user, dry_run,
-                                target.subresource)
-        mutated = await self.webhooks.mutate(attributes)
-        if mutated is not obj:
-            obj = mutated
-            self.hooks.default(target.rt, obj)  # a patched object is decoded, and so defaulted, once more
-        if target.rt.crd:
-            schemas.check_custom(target.rt.kind, obj["metadata"].get("name", ""), target.rt.group, target.rt.schema,
-                                 obj)
-        self.hooks.admit(target.rt, obj, old, dry_run=dry_run)
-        await self.webhooks.validate(replace(attributes, obj=obj))
-        return obj
+        return await self.admission.admit(target.rt, obj, old, user, dry_run=dry_run, subresource=target.subresource)
 
     async def create_as(self, user: User, group: str, version: str, plural: str, obj: Obj, manager: str) -> Obj:
         """Create an object on behalf of an in-process client (a controller), through full admission.
@@ -511,12 +449,12 @@ class ApiServer:
         namespace = (obj.get("metadata") or {}).get("namespace") if rt.namespaced else None
         target = Target(rt, namespace, "", "")
         prepared = self._prepare(target, obj, None)
-        self._check_namespace(target, prepared)
+        self.admission.check_namespace(target.rt, prepared)
         return await self._store_new(target, prepared, manager, user, False)
 
     async def _store_new(self, target: Target, obj: Obj, manager: str, user: User, dry_run: bool) -> Obj:
         obj = await self._admit(target, obj, None, user, dry_run)
-        obj = record_update(None, obj, manager, _now(), status_subresource=self._has_status(target))
+        obj = record_update(None, obj, manager, kubetime.now(), status_subresource=self._has_status(target))
         if dry_run:
             return obj
         created = self.store.create(target.group, target.plural, obj)
@@ -541,7 +479,7 @@ class ApiServer:
         subresource = "status" if target.subresource in ("status", "finalize") else ""
         if not subresource:
             new = await self._admit(target, new, live, user, dry_run)
-        new = record_update(live, new, self._manager(request, "unknown"), _now(), subresource=subresource,
+        new = record_update(live, new, self._manager(request, "unknown"), kubetime.now(), subresource=subresource,
                             status_subresource=self._has_status(target))
         if dry_run:
             return new
@@ -598,10 +536,10 @@ class ApiServer:
         applied = self._prepare(target, self._strictly(request, target, applied, "apply"), target.name)
         group, plural, name, namespace = self._key(target)
         live = self.store.find(group, plural, name, namespace)
-        merged = apply(live, applied, manager, kind_key=(target.group, target.rt.kind), force=force, now=_now(),
+        merged = apply(live, applied, manager, kind_key=(target.group, target.rt.kind), force=force, now=kubetime.now(),
                        status_subresource=self._has_status(target))
         if live is None:
-            self._check_namespace(target, merged)
+            self.admission.check_namespace(target.rt, merged)
             merged = await self._admit(target, merged, None, user, dry_run)
             if dry_run:
                 return self._encode(request, target, merged, 201)
@@ -622,7 +560,7 @@ class ApiServer:
         propagation = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else
                                                             "Background")
         preconditions = options.get("preconditions") or {}
-        prepared = self.hooks.deleting(target.rt, live, propagation)
+        prepared = self.admission.deleting(live, propagation)
         if prepared is not None:
             live = self.store.replace_with(target.group, target.plural, prepared)
         deleted = self.store.delete(target.group, target.plural, target.name, target.namespace or "",
@@ -650,7 +588,7 @@ class ApiServer:
         audiences = (body.get("spec") or {}).get("audiences") or []
         token, expires = self.authenticator.issue_bound_token(target.namespace or "", target.name,
                                                               account["metadata"]["uid"], seconds, audiences)
-        stamp = dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = kubetime.format_time(expires)
         return _json_response({
             "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
             "metadata": {"name": target.name, "namespace": target.namespace},
@@ -686,7 +624,7 @@ class ApiServer:
             self.store.set_status_subresource(rt.group, rt.plural, rt.subresource("status") is not None)
         names = crd["spec"]["names"]
         established = {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-                       "message": "the initial names have been accepted", "lastTransitionTime": _now()}
+                       "message": "the initial names have been accepted", "lastTransitionTime": kubetime.now()}
         accepted = dict(established, type="NamesAccepted", reason="NoConflicts", message="no conflicts found")
         new_status = {"conditions": [accepted, established], "acceptedNames": names,
                       "storedVersions": [v["name"] for v in crd["spec"]["versions"] if v.get("storage")]}

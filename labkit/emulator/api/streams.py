@@ -17,9 +17,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from labkit.emulator import status
 from labkit.emulator.api.auth import User
 from labkit.emulator.api.server import ApiServer, PodIO, Target
+from labkit.emulator.apimachinery import status
 
 STDIN, STDOUT, STDERR, ERROR, CLOSE = 0, 1, 2, 3, 255
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")

@@ -2,17 +2,13 @@
 
 Each controller watches the cluster's :class:`~labkit.emulator.store.Store` and writes back to it,
 so the API layer stays a thin HTTP front: it stores what clients send and the controllers make the
-cluster react (Deployments get ReplicaSets and pods, Services get endpoints and addresses,
-namespaces get their defaults and are emptied before they go).
+cluster react (Deployments get ReplicaSets and pods, Services get endpoints and load-balancer addresses,
+namespaces get their defaults and are emptied before they go, owners' dependents are collected).
 
-What the API layer calls directly, inside requests, because a real API server does it there:
+What a real API server does inside a request (defaulting, validation, ClusterIP allocation, the finalizers
+of a DELETE) is not here but in the API server's admission chain, :mod:`labkit.emulator.api.admission`.
 
-* :func:`default_object` on every create and update of a built-in kind (:mod:`.defaults`);
-* :class:`ServiceAllocator` on Service create/update/delete (ClusterIPs and node ports);
-* :func:`finalizers_for_delete` on every DELETE (propagation policy → finalizers, see
-  :mod:`.garbage`).
-
-Everything else runs in a :class:`ControllerManager`; :func:`cluster_controllers` builds the set one
+Everything here runs in a :class:`ControllerManager`; :func:`cluster_controllers` builds the set one
 cluster needs.
 """
 
@@ -21,41 +17,34 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from labkit.emulator.network.addresses import LoadBalancerPool
 from labkit.emulator.store import Store
 
-from .defaults import default_object, image_pull_policy
 from .deployments import DeploymentController, pod_template_hash
 from .endpoints import EndpointsController
 from .framework import Controller, ControllerManager, ResourceCatalog, ResourceInfo, WorkQueue
-from .garbage import FOREGROUND, ORPHAN, GarbageCollector, finalizers_for_delete
+from .garbage import FOREGROUND, ORPHAN, GarbageCollector
 from .namespaces import NamespaceController
 from .replicasets import ReplicaSetController
 from .serviceaccounts import ServiceAccountTokenController
-from .services import LOAD_BALANCER_IP_ANNOTATION, LoadBalancerPool, ServiceAllocator, ServiceController, ServiceRef
+from .services import ServiceController
 
 __all__ = [
     "FOREGROUND",
-    "LOAD_BALANCER_IP_ANNOTATION",
     "ORPHAN",
     "Controller",
     "ControllerManager",
     "DeploymentController",
     "EndpointsController",
     "GarbageCollector",
-    "LoadBalancerPool",
     "NamespaceController",
     "ReplicaSetController",
     "ResourceCatalog",
     "ResourceInfo",
     "ServiceAccountTokenController",
-    "ServiceAllocator",
     "ServiceController",
-    "ServiceRef",
     "WorkQueue",
     "cluster_controllers",
-    "default_object",
-    "finalizers_for_delete",
-    "image_pull_policy",
     "pod_template_hash",
 ]
 

@@ -26,8 +26,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import LabelSelector, Store, WatchEvent, label_selector_from_dict, rfc3339_now
+from labkit.core import kubetime
+from labkit.core.selectors import LabelSelector, label_selector_from_dict
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store, WatchEvent
 
 from .framework import (
     Controller,
@@ -416,7 +418,7 @@ class DeploymentController(Controller):
         status: Obj = {"observedGeneration": fresh["metadata"].get("generation", 1)}
         # Zero counts are omitted on the wire (omitempty), as a real server sends them.
         status.update({field: value for field, value in counts.items() if value})
-        now = rfc3339_now()
+        now = kubetime.now()
         conditions = list(old.get("conditions") or [])
         if available >= desired - max_unavailable(deployment):
             available_condition = _condition("Available", "True", "MinimumReplicasAvailable",

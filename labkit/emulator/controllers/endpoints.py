@@ -25,8 +25,9 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import Store, WatchEvent, selector_from_labels
+from labkit.core.selectors import selector_from_labels
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store, WatchEvent
 
 from .framework import Controller, Key, is_deleting, namespace_terminating, new_controller_ref, pod_ready
 

@@ -24,11 +24,12 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import BUILTIN_KINDS, Store, WatchEvent
+from labkit.core import kubetime
+from labkit.emulator.apimachinery import BUILTIN_KINDS
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store, WatchEvent
 
 _log = logging.getLogger(__name__)
 
@@ -564,9 +565,4 @@ def pod_active(pod: dict[str, Any]) -> bool:
 
 def epoch(timestamp: str | None) -> float:
     """Seconds since the epoch of an RFC 3339 timestamp (0 when absent or malformed)."""
-    if not timestamp:
-        return 0.0
-    try:
-        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
+    return kubetime.timestamp(timestamp) or 0.0

@@ -23,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import Store, WatchEvent, rfc3339_now
+from labkit.core import kubetime
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store, WatchEvent
 
 from .framework import Controller, Key, ResourceCatalog, ResourceInfo, is_deleting, set_condition
 
@@ -204,7 +205,7 @@ class NamespaceController(Controller):
         else:
             condition = {"type": "NamespaceContentRemaining", "status": "False", "reason": "ContentRemoved",
                          "message": "All content successfully removed"}
-        status["conditions"] = set_condition(list(old.get("conditions") or []), condition, rfc3339_now())
+        status["conditions"] = set_condition(list(old.get("conditions") or []), condition, kubetime.now())
         if status != old:
             fresh["status"] = status
             self.store.update_status("", "namespaces", fresh)

@@ -21,10 +21,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import LabelSelector, Store, WatchEvent, label_selector_from_dict, rfc3339_now
+from labkit.core import kubetime
+from labkit.core.selectors import LabelSelector, label_selector_from_dict
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store, WatchEvent
 
-from .defaults import default_pod
 from .framework import (
     Controller,
     Key,
@@ -142,7 +143,8 @@ class ReplicaSetController(Controller):
         metadata["ownerReferences"] = [new_controller_ref(rs)]
         spec = dict(template.get("spec") or {})
         spec["nodeName"] = self.node_name
-        pod = default_pod({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
+        # The template was defaulted when its ReplicaSet was stored, so the pod needs no defaulting of its own.
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
         if self._admit_and_create is not None:
             created = await self._admit_and_create(pod)
         else:
@@ -152,7 +154,7 @@ class ReplicaSetController(Controller):
             "phase": "Pending",
             "conditions": [
                 {"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                 "lastTransitionTime": rfc3339_now()},
+                 "lastTransitionTime": kubetime.now()},
             ],
             "qosClass": qos_class(created["spec"]),
         }

@@ -20,7 +20,7 @@ import base64
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from labkit.emulator.status import StatusError
+from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import DELETED, Store, WatchEvent
 
 from .framework import Controller, Key, is_deleting

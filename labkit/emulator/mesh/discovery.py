@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from labkit.core.contract import APP_ADDRESS_ANNOTATION
 from labkit.emulator.mesh.model import (
     DEFAULT_DOMAIN,
     ROOT_NAMESPACE,
@@ -43,7 +44,6 @@ Obj = dict[str, Any]
 NETWORK_LABEL = "topology.istio.io/network"
 GATEWAY_PORT_LABEL = "networking.istio.io/gatewayPort"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
-APP_ADDRESS_ANNOTATION = "labkit.io/app-address"
 CONFIG_KINDS = ("VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "Sidecar", "PeerAuthentication",
                 "WorkloadEntry", "AuthorizationPolicy")
 

@@ -7,6 +7,11 @@ the agent and Envoy need, and the labels and annotations Istio puts on injected 
 (``security.istio.io/tlsMode: istio``, ``sidecar.istio.io/status`` …). ``kubectl get pods`` then shows
 2/2 containers, and ``kubectl describe`` the same sidecar a real cluster shows — without the
 ``istio-init`` container, since the embedded node has no iptables to program (DESIGN decision 5).
+
+Instead, the patch declares what the node must do in place of iptables, in the annotation
+``labkit.io/sidecar`` (the node knows no mesh; it reads only that): ``istio-proxy`` keeps the pod IP, the
+apps move to an address of their own and use the sidecar's HTTP proxy listener (``proxyHttpPort``, 15080)
+as ``http_proxy``, and probes of the agent's ports (15020, 15021, 15090) go to the pod IP.
 """
 
 from __future__ import annotations
@@ -15,12 +20,22 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from labkit.core.contract import PROXY_HTTP_PORT, SIDECAR_ANNOTATION
 from labkit.emulator.mesh.model import MeshConfig
 
 Obj = dict[str, Any]
 DEFAULT_PROXY_IMAGE = "docker.io/istio/proxyv2:1.30.0"
 STATUS_ANNOTATION = "sidecar.istio.io/status"
 INJECT_ANNOTATION = "sidecar.istio.io/inject"
+PROXY_CONTAINER = "istio-proxy"
+# The agent's ports (status and app-probe rewrite, readiness, Prometheus): served on the pod IP, not the app's.
+AGENT_PORTS = (15020, 15021, 15090)
+
+
+def sidecar_declaration() -> str:
+    """The ``labkit.io/sidecar`` annotation of an injected pod: what the node does in place of iptables."""
+    return json.dumps({"container": PROXY_CONTAINER, "httpProxyPort": PROXY_HTTP_PORT,
+                       "podIPPorts": list(AGENT_PORTS)}, separators=(",", ":"))
 
 
 def wants_injection(pod: Obj) -> bool:
@@ -58,7 +73,7 @@ def sidecar_container(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig,
         _field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
         _field("HOST_IP", "status.hostIP"),
         {"name": "ISTIO_CPU_LIMIT", "value": "0"},
-        {"name": "PROXY_CONFIG", "value": json.dumps({"proxyHttpPort": 15080, "proxyMetadata": dict(
+        {"name": "PROXY_CONFIG", "value": json.dumps({"proxyHttpPort": PROXY_HTTP_PORT, "proxyMetadata": dict(
             mesh.proxy_metadata)}, separators=(",", ":"))},
         {"name": "ISTIO_META_POD_PORTS", "value": json.dumps(ports, separators=(",", ":"))},
         {"name": "ISTIO_META_APP_CONTAINERS", "value": ",".join(apps)},
@@ -73,7 +88,7 @@ def sidecar_container(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig,
         env.append({"name": "ISTIO_META_NETWORK", "value": network})
     env += [{"name": key, "value": str(value)} for key, value in sorted(mesh.proxy_metadata.items())]
     return {
-        "name": "istio-proxy",
+        "name": PROXY_CONTAINER,
         "image": image,
         "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local", "--proxyLogLevel=warning",
                  "--proxyComponentLogLevel=misc:error", "--log_output_level=default:info"],
@@ -125,6 +140,7 @@ def sidecar_patch(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig, val
                                        "imagePullSecrets": None, "revision": "default"}, separators=(",", ":")),
         "kubectl.kubernetes.io/default-container": apps[0] if apps else "istio-proxy",
         "istio.io/rev": "default",
+        SIDECAR_ANNOTATION: sidecar_declaration(),
     }
     ops: list[Obj] = []
     for member, current, additions in (("labels", labels, new_labels), ("annotations", annotations, new_annotations)):

@@ -19,13 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from labkit.core.contract import PROXY_HTTP_PORT
+
 DEFAULT_DOMAIN = "cluster.local"
 ROOT_NAMESPACE = "istio-system"
 
 # Istio's well-known ports.
 INBOUND_PASSTHROUGH = 15006
 OUTBOUND = 15001
-HTTP_PROXY_PORT = 15080  # meshConfig.defaultConfig.proxyHttpPort: the sidecar's HTTP proxy listener
+HTTP_PROXY_PORT = PROXY_HTTP_PORT  # meshConfig.defaultConfig.proxyHttpPort: the sidecar's HTTP proxy listener
 ADMIN_PORT = 15000
 STATUS_PORT = 15021  # /healthz/ready
 MTLS_GATEWAY_PORT = 15443

@@ -46,7 +46,10 @@ class Program:
         image: the canonical image reference, as shown in the list of known images.
         env: environment the real image sets (its Dockerfile ``ENV``), as ``(name, value)`` pairs.
         site: whether it needs site-packages; such programs run as ``python -m <module>``, the others as
-            a script with ``-S``.
+            a script with ``-S``. Their images also carry them as a command (``pilot-agent request …`` in
+            ``kubectl exec``), so the node puts a shim of that name on the pod's ``PATH``.
+        port_env: an environment variable that, set to a number, moves the program's port (helloworld's
+            ``SERVICE_PORT``); empty when the port is fixed.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Program:
     image: str = ""
     env: tuple[tuple[str, str], ...] = ()
     site: bool = False
+    port_env: str = ""
 
     @property
     def mesh_proxy(self) -> bool:
@@ -86,9 +90,9 @@ class _Rule:
     program: Program
 
 
-def _program(name: str, ports: tuple[int, ...], image: str, **env: str) -> Program:
+def _program(name: str, ports: tuple[int, ...], image: str, port_env: str = "", **env: str) -> Program:
     module = f"{PROGRAMS_PACKAGE}.{name}" if name else ""
-    return Program(name, module, ports, image, tuple(env.items()))
+    return Program(name, module, ports, image, tuple(env.items()), port_env=port_env)
 
 
 SLEEP = _program("sleep", (), "labkit/sleep")
@@ -98,9 +102,11 @@ ISTIOD = Program("pilot-discovery", ISTIOD_MODULE, (), "docker.io/istio/pilot", 
 
 _RULES: tuple[_Rule, ...] = (
     _Rule(("examples-helloworld-v1",),
-          _program("helloworld", (5000,), "registry.istio.io/release/examples-helloworld-v1", SERVICE_VERSION="v1")),
+          _program("helloworld", (5000,), "registry.istio.io/release/examples-helloworld-v1", "SERVICE_PORT",
+                   SERVICE_VERSION="v1")),
     _Rule(("examples-helloworld-v2",),
-          _program("helloworld", (5000,), "registry.istio.io/release/examples-helloworld-v2", SERVICE_VERSION="v2")),
+          _program("helloworld", (5000,), "registry.istio.io/release/examples-helloworld-v2", "SERVICE_PORT",
+                   SERVICE_VERSION="v2")),
     _Rule(("curlimages/curl", "governmentpaas/curl-ssl", "appropriate/curl", "curl"), CURL),
     _Rule(("istio/base", "busybox", "alpine", "ubuntu", "debian"), _program("sleep", (), "docker.io/istio/base")),
     _Rule(("nginx", "library/nginx", "nginxinc/nginx-unprivileged"), _program("nginx", (80,), "nginx")),

@@ -1,17 +1,29 @@
-"""Readiness checks: the kubelet's ``httpGet``, ``tcpSocket`` and ``exec`` probes, one attempt each.
+"""Readiness: the kubelet's ``httpGet``, ``tcpSocket`` and ``exec`` probes, and the loop that runs them.
 
 Probes go to the address the *app* listens on, not necessarily the pod IP: once a sidecar owns
 ``<pod IP>:<port>`` the kubelet's plaintext probe would meet Envoy (and mTLS), which is why Istio
 rewrites probes to its agent; probing the app directly gives the same answer without that detour.
+Probes of the declared proxy, and probes aimed at the ports it declares it serves on the pod IP (Istio's
+rewritten ``/app-health/…`` on 15020), go to the pod IP (:func:`probe_host`).
+
+Without a readiness probe a container is ready once it runs and, if it serves, once it accepts connections,
+so Endpoints never lead to a port nobody listens on yet. A startup probe holds readiness probing back until it
+has succeeded once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from labkit.emulator.node import spawning
+from labkit.emulator.node.pods import ContainerRecord, PodRecord
+
+PORT_POLL = 0.005
 
 
 def resolve_port(port: Any, container: dict[str, Any]) -> int | None:
@@ -98,3 +110,100 @@ async def check(probe: dict[str, Any], container: dict[str, Any], host: str,
     if "exec" in probe:
         return await run_exec(list(probe["exec"].get("command") or []), timeout)
     return True
+
+
+def probe_host(pod: PodRecord, container: ContainerRecord, app_address: str) -> str:
+    """Where a container's readiness is checked: the app's address, or the pod IP for what the proxy serves.
+
+    Args:
+        pod: the pod's record.
+        container: the container's record.
+        app_address: where the pod's apps listen.
+    """
+    if pod.sidecar is None:
+        return app_address
+    if pod.is_proxy(container):
+        return pod.ip
+    probe = container.spec.get("readinessProbe") or {}
+    action = probe.get("httpGet") or probe.get("tcpSocket") or {}
+    return pod.ip if resolve_port(action.get("port"), container.spec) in pod.sidecar.pod_ip_ports else app_address
+
+
+async def run_exec(pod: PodRecord, container: ContainerRecord, argv: list[str], timeout: float) -> bool:
+    """An ``exec`` probe: ``argv`` run as the pod, successful when it exits 0 within ``timeout``.
+
+    Args:
+        pod: the pod's record.
+        container: the container whose environment the command gets.
+        argv: the command.
+        timeout: the probe's ``timeoutSeconds``.
+    """
+    if not argv:
+        return False
+    program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=container.env.get("PATH"))
+    if program is None:
+        return False
+    process = await spawning.spawn([program, *argv[1:]], env=container.env, cwd=pod.dir,
+                                   stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        return await asyncio.wait_for(process.wait(), timeout) == 0
+    except TimeoutError:
+        return False
+    finally:
+        await spawning.terminate(process, 0)
+
+
+async def readiness(pod: PodRecord, container: ContainerRecord, process: asyncio.subprocess.Process, host: str,
+                    listen_port: int | None, *, scale: float, set_ready: Callable[[bool], None]) -> None:
+    """Probe one running container until it stops (the caller cancels this when the process ends).
+
+    Args:
+        pod: the pod's record.
+        container: the container's record.
+        process: its process.
+        host: where to probe (:func:`probe_host`).
+        listen_port: the port its program binds, for containers without a probe.
+        scale: multiplies ``periodSeconds`` and ``initialDelaySeconds`` (tests make probes fast).
+        set_ready: records a readiness change.
+    """
+    probe = container.spec.get("readinessProbe")
+    if not probe:
+        declared = [int(p["containerPort"]) for p in container.spec.get("ports") or [] if "containerPort" in p]
+        port = declared[0] if declared else listen_port
+        while port is not None and not await tcp_open(host, port, 1.0):
+            if process.returncode is not None:
+                return
+            await asyncio.sleep(PORT_POLL)
+        set_ready(True)
+        return
+    started = asyncio.get_running_loop().time()
+
+    async def exec_in_pod(argv: list[str], timeout: float) -> bool:
+        return await run_exec(pod, container, argv, timeout)
+
+    startup = container.spec.get("startupProbe")
+    if startup:
+        # As the kubelet: readiness is not probed until the startup probe has succeeded once; a fast startup
+        # period (Istio's sidecar: 1 s) is what makes a pod Ready soon after its proxy is.
+        await asyncio.sleep(float(startup.get("initialDelaySeconds") or 0) * scale)
+        while not await check(startup, container.spec, host, exec_in_pod):
+            if process.returncode is not None:
+                return
+            await asyncio.sleep(float(startup.get("periodSeconds") or 10) * scale)
+    delay = float(probe.get("initialDelaySeconds") or 0) * scale
+    await asyncio.sleep(max(0.0, started + delay - asyncio.get_running_loop().time()))
+    period = float(probe.get("periodSeconds") or 10) * scale
+    success_threshold = int(probe.get("successThreshold") or 1)
+    failure_threshold = int(probe.get("failureThreshold") or 3)
+    successes = failures = 0
+
+    while True:
+        if await check(probe, container.spec, host, exec_in_pod):
+            successes, failures = successes + 1, 0
+            if successes >= success_threshold:
+                set_ready(True)
+        else:
+            successes, failures = 0, failures + 1
+            if failures >= failure_threshold:
+                set_ready(False)
+        await asyncio.sleep(period)

@@ -8,7 +8,7 @@
 
 :func:`check_body` is the one call the API server makes per written body; it returns the object as it
 will be stored (unknown fields dropped) and the warnings for the response, or raises the
-:class:`~labkit.emulator.status.StatusError` a real server sends.
+:class:`~labkit.emulator.apimachinery.status.StatusError` a real server sends.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from labkit.emulator import status
+from labkit.emulator.apimachinery import status
 from labkit.emulator.schemas import decoding, fields, structural
 from labkit.emulator.schemas.fields import IGNORE, STRICT, WARN, FieldReport, directive
 from labkit.emulator.schemas.upstream import Definitions, definitions

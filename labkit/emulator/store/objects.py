@@ -29,9 +29,9 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
+from labkit.core import kubetime
 from labkit.core.selectors import (
     ALL_FIELDS,
     EVERYTHING,
@@ -40,9 +40,8 @@ from labkit.core.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from labkit.emulator.status import already_exists, bad_request, conflict, expired, invalid, not_found
-
-from .schemas import STATUS_RESOURCES
+from labkit.emulator.apimachinery.schemas import STATUS_RESOURCES
+from labkit.emulator.apimachinery.status import already_exists, bad_request, conflict, expired, invalid, not_found
 
 ObjectKey = tuple[str, str, str, str]
 """``(group, resource plural, namespace or "", name)``."""
@@ -60,11 +59,6 @@ _log = logging.getLogger(__name__)
 
 # What generateName appends in Kubernetes: no vowels, no look-alike digits.
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-
-
-def rfc3339_now() -> str:
-    """The current UTC time as Kubernetes writes timestamps: whole seconds, ``Z``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -202,7 +196,7 @@ class Store:
         self,
         *,
         history: int = DEFAULT_HISTORY,
-        clock: Callable[[], str] = rfc3339_now,
+        clock: Callable[[], str] = kubetime.now,
         new_uid: Callable[[], str] = lambda: str(uuid.uuid4()),
         status_resources: Iterable[tuple[str, str]] = STATUS_RESOURCES,
     ):

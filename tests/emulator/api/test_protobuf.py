@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from labkit.emulator.api.protobuf import CONTENT_TYPE, MAGIC, SUPPORTED_KINDS, decode_object, encode_object
-from labkit.emulator.status import StatusError
+from labkit.emulator.apimachinery.status import StatusError
 
 # ---------------------------------------------------------------------------------------------------------
 # Hand-made wire bytes

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from labkit.emulator.api.resources import CRD_VERBS, Registry, version_priority
-from labkit.emulator.status import StatusError
+from labkit.emulator.apimachinery.status import StatusError
 
 
 def virtual_service_crd() -> dict[str, Any]:

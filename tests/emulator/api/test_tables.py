@@ -22,7 +22,7 @@ from labkit.emulator.api.tables import (
     table_watch_event,
     wants_table,
 )
-from labkit.emulator.status import StatusError
+from labkit.emulator.apimachinery.status import StatusError
 
 NOW = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
 REGISTRY = Registry()

@@ -13,15 +13,12 @@ from typing import Any
 
 import pytest
 
-from labkit.emulator.addresses import IpPool
-from labkit.emulator.controllers import (
-    LoadBalancerPool,
-    ServiceAllocator,
-    cluster_controllers,
-    default_object,
-    finalizers_for_delete,
-)
-from labkit.emulator.store import BUILTIN_KINDS, Store, kind_key_of, rfc3339_now
+from labkit.core import kubetime
+from labkit.emulator.api.admission import ServiceAllocator, default_object, finalizers_for_delete
+from labkit.emulator.apimachinery import BUILTIN_KINDS, kind_key_of
+from labkit.emulator.controllers import cluster_controllers
+from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
+from labkit.emulator.store import Store
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB-test-ca\n-----END CERTIFICATE-----\n"
 NODE = "cluster1-control-plane"
@@ -111,7 +108,7 @@ class Cluster:
         pod = self.get("", "pods", pod["metadata"]["name"], pod["metadata"]["namespace"])
         status = pod.get("status") or {}
         ip = status.get("podIP") or f"127.9.{self._index}.{next(self._pod_ips)}"
-        now = rfc3339_now()
+        now = kubetime.now()
         flag = "True" if ready else "False"
         pod["status"] = {
             **status,

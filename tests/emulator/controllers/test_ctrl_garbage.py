@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.emulator.controllers import finalizers_for_delete
-from labkit.emulator.status import StatusError
+from labkit.emulator.api.admission import finalizers_for_delete
+from labkit.emulator.apimachinery.status import StatusError
 
 
 def test_finalizers_for_delete_translate_the_propagation_policy() -> None:

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
+from labkit.emulator.apimachinery import json_patch
 from labkit.emulator.mesh import ca as mesh_ca
 from labkit.emulator.mesh.discovery import ClusterView, build_snapshot, parse_mesh_config, proxy_of
 from labkit.emulator.mesh.injection import sidecar_patch, wants_injection
 from labkit.emulator.mesh.model import MeshConfig
-from labkit.emulator.store import json_patch
 from labkit.errors import PkiError
 from labkit.pki import make_mesh
 

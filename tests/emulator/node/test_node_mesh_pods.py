@@ -1,8 +1,9 @@
 """Sidecar pods and what the kubelet mounts: app addresses, env, service-account tokens, the curl shim, probes.
 
 The real agent (``labkit.emulator.envoy.agent``) is not started here: the ``istio-proxy`` containers
-below override the command with ``sleep infinity`` and keep Istio's ``args``, so the node treats them
-as sidecars while fake servers in the test stand where Envoy would listen (pod IP:15080, :15021).
+below override the command with ``sleep infinity`` and keep Istio's ``args``; their pods carry the
+declaration the injector writes (``labkit.io/sidecar``), which is all the node reads, while fake servers in
+the test stand where Envoy would listen (pod IP:15080, :15021).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from labkit.core.contract import AddressPlan
-from labkit.emulator.addresses import IpPool
+from labkit.core.contract import SIDECAR_ANNOTATION, AddressPlan
+from labkit.emulator.mesh.injection import sidecar_declaration
+from labkit.emulator.network.addresses import IpPool
 from labkit.emulator.node import NodeRuntime
 
 HELLO_V1 = "registry.istio.io/release/examples-helloworld-v1:1.0"
@@ -36,8 +38,10 @@ def istio_proxy(**extra: Any) -> Obj:
 
 
 def a_pod(name: str, *containers: Obj, namespace: str = "sample", **spec: Any) -> Obj:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())},
+    metadata: Obj = {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())}
+    if any(c["name"] == "istio-proxy" and c.get("args", [None, None])[1] == "sidecar" for c in containers):
+        metadata["annotations"] = {SIDECAR_ANNOTATION: sidecar_declaration()}  # as the injector leaves the pod
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
             "spec": {"containers": list(containers), "serviceAccountName": "default", "nodeName": "node1", **spec}}
 
 
@@ -212,6 +216,18 @@ def test_app_containers_reach_the_mesh_through_the_sidecar_proxy_and_the_agent_d
         assert "http_proxy" not in bare and bare["LABKIT_XDS_ROOT"] == str(tmp_path / "xds")
 
     run(tmp_path, body, ca_file=ca_file, xds_root=tmp_path / "xds", kubernetes_service=("127.0.0.9", 443))
+
+
+def test_the_node_wires_only_what_the_pod_declares(tmp_path: Path) -> None:
+    async def body(node: Node) -> None:
+        undeclared = a_pod("undeclared", sleeper(), istio_proxy())
+        del undeclared["metadata"]["annotations"]  # Istio's container, but no injector's declaration
+        await node.runtime.sync_pod(undeclared)
+        await node.running("undeclared")
+        app_env, proxy_env = await node.env("undeclared", "curl"), await node.env("undeclared", "istio-proxy")
+        assert "http_proxy" not in app_env and "LABKIT_APP_ADDRESS" not in proxy_env
+
+    run(tmp_path, body)
 
 
 def test_gateways_are_not_sidecars(tmp_path: Path) -> None:

@@ -21,10 +21,10 @@ import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from labkit.core.contract import AddressPlan
-from labkit.emulator.addresses import IpPool
-from labkit.emulator.node import APP_ADDRESS_ANNOTATION, NodeRuntime
-from labkit.emulator.status import StatusError
+from labkit.core.contract import APP_ADDRESS_ANNOTATION, AddressPlan
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.network.addresses import IpPool
+from labkit.emulator.node import NodeRuntime
 
 HELLO_V1 = "registry.istio.io/release/examples-helloworld-v1:1.0"
 DEADLINE = 8.0
@@ -404,7 +404,7 @@ def test_pod_processes_die_with_the_emulator_even_when_it_is_sigkilled(tmp_path:
         import asyncio, sys
         from pathlib import Path
         from labkit.core.contract import AddressPlan
-        from labkit.emulator.addresses import IpPool
+        from labkit.emulator.network.addresses import IpPool
         from labkit.emulator.node import NodeRuntime
 
         async def main():

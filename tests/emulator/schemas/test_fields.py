@@ -8,8 +8,8 @@ import pytest
 
 from labkit.emulator import schemas
 from labkit.emulator.api.discovery import KUBERNETES_VERSION
+from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.schemas import decoding
-from labkit.emulator.status import StatusError
 
 DEFS = schemas.definitions(KUBERNETES_VERSION)
 

@@ -8,8 +8,8 @@ import pytest
 
 from labkit.emulator import schemas
 from labkit.emulator.api.discovery import KUBERNETES_VERSION
+from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.schemas import structural
-from labkit.emulator.status import StatusError
 
 SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import ADDED, DELETED, MODIFIED, Store, WatchEvent, WatchFilter, record_update
+from labkit.emulator.apimachinery import record_update
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import ADDED, DELETED, MODIFIED, Store, WatchEvent, WatchFilter
 from labkit.errors import InvalidSelectorError
 
 NOW = "2024-05-01T10:00:00Z"

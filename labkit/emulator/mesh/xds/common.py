@@ -10,9 +10,10 @@ upstream Envoy, so the ALPN ``istio-peer-exchange`` is offered without the filte
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
+from labkit.core.selectors import labels_match  # noqa: F401  (the builders call common.labels_match)
 from labkit.emulator.mesh.xds import names
 from labkit.errors import LabkitError
 
@@ -201,7 +202,3 @@ def locality(value: str) -> dict[str, str]:
 def locality_parts(value: str) -> list[str]:
     """``region/zone/subzone`` → three strings, missing parts empty."""
     return [*value.split("/"), "", "", ""][:3] if value else ["", "", ""]
-
-
-def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in selector.items())

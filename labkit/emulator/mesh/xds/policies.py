@@ -13,8 +13,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from labkit.core.selectors import labels_match
 from labkit.emulator.mesh.model import DEFAULT_DOMAIN, ConfigObject, MeshSnapshot, Proxy, Service, ServicePort
-from labkit.emulator.mesh.xds.common import labels_match
 
 MESH_GATEWAY = "mesh"
 _POLICY_KEYS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")

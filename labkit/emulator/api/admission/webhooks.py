@@ -43,11 +43,12 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from labkit.emulator import status
+from labkit.core.selectors import label_selector_from_dict
 from labkit.emulator.api.auth import User
 from labkit.emulator.api.resources import ResourceType
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import Store, json_patch, label_selector_from_dict
+from labkit.emulator.apimachinery import json_patch, status
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store
 
 _log = logging.getLogger(__name__)
 

@@ -2,9 +2,11 @@
 
 Each function takes the live object and the patch document and returns a new object; inputs are
 never mutated, so the API layer can compare before and after (for no-op detection) and retry
-without defensive copies. Errors are the ``StatusError`` a real API server sends, because kubectl
-prints their messages verbatim: a malformed patch document is a 400, a JSON patch that does not
-apply to this object (missing path, failed ``test``) is a 422 naming the JSON pointer.
+without defensive copies. JSON Patch is the ``jsonpatch`` library's; merge and strategic merge patch are
+written here, because no maintained library follows Kubernetes' strategic rules. Errors are the
+``StatusError`` a real API server sends, because kubectl prints their messages verbatim: a malformed
+patch document is a 400, a JSON patch that does not apply to this object (missing path, failed ``test``)
+is a 422 naming the JSON pointer.
 
 Strategic merge patch follows ``k8s.io/apimachinery/pkg/util/strategicpatch``, including its
 ordering rule for merged lists: items named by the patch keep the patch's (or
@@ -20,7 +22,10 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from labkit.emulator.status import bad_request, invalid, unsupported_media_type
+import jsonpatch
+import jsonpointer
+
+from labkit.emulator.apimachinery.status import bad_request, invalid, unsupported_media_type
 
 from .schemas import BUILTIN_KINDS, Field, KindKey
 
@@ -70,133 +75,14 @@ def _merge_into(target: Any, patch: Any) -> Any:
 # --- JSON patch (RFC 6902) ----------------------------------------------------------------------
 
 
-class _JsonPatch:
-    """Applies operations to a private copy; knows the object for error messages."""
-
-    def __init__(self, obj: Any):
-        self.doc = copy.deepcopy(obj)
-        meta = obj.get("metadata") if isinstance(obj, dict) else None
-        self.kind = str(obj.get("kind") or "Object") if isinstance(obj, dict) else "Object"
-        self.name = str((meta or {}).get("name") or "")
-
-    def fail(self, pointer: str, message: str) -> Exception:
-        return invalid(self.kind, self.name, [(pointer or "/", message)])
-
-    def parent(self, tokens: list[str], pointer: str) -> Any:
-        node = self.doc
-        for depth, token in enumerate(tokens[:-1]):
-            here = _pointer(tokens[: depth + 1])
-            if isinstance(node, dict):
-                if token not in node:
-                    raise self.fail(pointer, f"doc is missing path: {here}")
-                node = node[token]
-            elif isinstance(node, list):
-                node = node[self.index(token, len(node) - 1, pointer)]
-            else:
-                raise self.fail(pointer, f"doc is missing path: {here}")
-        return node
-
-    def index(self, token: str, highest: int, pointer: str) -> int:
-        if not (token == "0" or (token.isdigit() and token.isascii() and not token.startswith("0"))):
-            raise self.fail(pointer, f"invalid array index {token!r}")
-        index = int(token)
-        if index > highest:
-            raise self.fail(pointer, f"array index {index} out of bounds")
-        return index
-
-    def get(self, pointer: str) -> Any:
-        tokens = _tokens(pointer)
-        if not tokens:
-            return self.doc
-        parent, last = self.parent(tokens, pointer), tokens[-1]
-        if isinstance(parent, dict):
-            if last not in parent:
-                raise self.fail(pointer, f"doc is missing path: {pointer}")
-            return parent[last]
-        if isinstance(parent, list):
-            return parent[self.index(last, len(parent) - 1, pointer)]
-        raise self.fail(pointer, f"doc is missing path: {pointer}")
-
-    def add(self, pointer: str, value: Any) -> None:
-        tokens = _tokens(pointer)
-        if not tokens:
-            self.doc = value
-            return
-        parent, last = self.parent(tokens, pointer), tokens[-1]
-        if isinstance(parent, dict):
-            parent[last] = value
-        elif isinstance(parent, list):
-            if last == "-":
-                parent.append(value)
-            else:
-                parent.insert(self.index(last, len(parent), pointer), value)
-        else:
-            raise self.fail(pointer, f"doc is missing path: {pointer}")
-
-    def remove(self, pointer: str) -> Any:
-        tokens = _tokens(pointer)
-        if not tokens:
-            raise self.fail(pointer, "cannot remove the whole document")
-        parent, last = self.parent(tokens, pointer), tokens[-1]
-        if isinstance(parent, dict):
-            if last not in parent:
-                raise self.fail(pointer, f"doc is missing path: {pointer}")
-            return parent.pop(last)
-        if isinstance(parent, list):
-            return parent.pop(self.index(last, len(parent) - 1, pointer))
-        raise self.fail(pointer, f"doc is missing path: {pointer}")
-
-    def replace(self, pointer: str, value: Any) -> None:
-        tokens = _tokens(pointer)
-        if not tokens:
-            self.doc = value
-            return
-        parent, last = self.parent(tokens, pointer), tokens[-1]
-        if isinstance(parent, dict):
-            if last not in parent:
-                raise self.fail(pointer, f"doc is missing path: {pointer}")
-            parent[last] = value
-        elif isinstance(parent, list):
-            parent[self.index(last, len(parent) - 1, pointer)] = value
-        else:
-            raise self.fail(pointer, f"doc is missing path: {pointer}")
-
-    def apply(self, op: Mapping[str, Any]) -> None:
-        name, pointer = op["op"], op["path"]
-        if name == "add":
-            self.add(pointer, copy.deepcopy(op["value"]))
-        elif name == "remove":
-            self.remove(pointer)
-        elif name == "replace":
-            self.replace(pointer, copy.deepcopy(op["value"]))
-        elif name == "move":
-            source = op["from"]
-            if pointer.startswith(source + "/"):
-                raise self.fail(pointer, f"cannot move {source} into its own child {pointer}")
-            if source != pointer:
-                self.add(pointer, self.remove(source))
-        elif name == "copy":
-            self.add(pointer, copy.deepcopy(self.get(op["from"])))
-        elif name == "test":
-            actual = self.get(pointer)
-            if not json_equal(actual, op["value"]):
-                raise self.fail(
-                    pointer, f"test failed: expected {_compact(op['value'])}, found {_compact(actual)}"
-                )
-
-
-_REQUIRED = {
-    "add": ("value",),
-    "remove": (),
-    "replace": ("value",),
-    "move": ("from",),
-    "copy": ("from",),
-    "test": ("value",),
-}
-
-
 def json_patch(obj: Any, ops: Any) -> Any:
-    """Apply an RFC 6902 JSON patch (``application/json-patch+json``).
+    """Apply an RFC 6902 JSON patch (``application/json-patch+json``) with the ``jsonpatch`` library.
+
+    The operations are applied by the library, one at a time on a private copy; what labkit adds is the
+    wording of a real API server (``evanphx/json-patch`` inside kube-apiserver), because kubectl prints it:
+    a malformed document is refused up front, and a failure of the library is explained as Kubernetes does
+    (``doc is missing path: /spec/missing``, ``array index 5 out of bounds``). ``test`` compares as JSON
+    does (``true`` is not ``1``), which Python's ``==``, and so the library, does not.
 
     Args:
         obj: the live object (not modified).
@@ -210,6 +96,22 @@ def json_patch(obj: Any, ops: Any) -> Any:
             ``value``/``from``, a pointer not starting with ``/``); 422 naming the JSON pointer when
             the patch does not apply (missing path, index out of bounds, failed ``test``).
     """
+    _check_document(ops)
+    doc = copy.deepcopy(obj)
+    for op in ops:
+        if op["op"] == "test":
+            _test(obj, doc, op)
+            continue
+        if op["op"] == "move" and op["path"].startswith(op["from"] + "/"):
+            raise _unapplied(obj, op["path"], f"cannot move {op['from']} into its own child {op['path']}")
+        try:
+            doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise _explain(obj, doc, op) from exc
+    return doc
+
+
+def _check_document(ops: Any) -> None:
     if not isinstance(ops, list):
         raise bad_request("json patch: the patch must be a JSON array of operations")
     for position, op in enumerate(ops):
@@ -229,10 +131,80 @@ def json_patch(obj: Any, ops: Any) -> Any:
             if not isinstance(op["from"], str):
                 raise bad_request(f'json patch: operation {position} ({op["op"]}): "from" must be a string')
             _tokens(op["from"])
-    patcher = _JsonPatch(obj)
-    for op in ops:
-        patcher.apply(op)
-    return patcher.doc
+
+
+_REQUIRED = {
+    "add": ("value",),
+    "remove": (),
+    "replace": ("value",),
+    "move": ("from",),
+    "copy": ("from",),
+    "test": ("value",),
+}
+
+
+def _unapplied(obj: Any, pointer: str, message: str) -> Exception:
+    """The 422 of a patch that does not apply, naming the object and the JSON pointer."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    kind = str(obj.get("kind") or "Object") if isinstance(obj, dict) else "Object"
+    return invalid(kind, str((meta or {}).get("name") or ""), [(pointer or "/", message)])
+
+
+def _test(obj: Any, doc: Any, op: Mapping[str, Any]) -> None:
+    pointer = op["path"]
+    try:
+        actual = jsonpointer.resolve_pointer(doc, pointer)
+    except jsonpointer.JsonPointerException:
+        raise _explain(obj, doc, op) from None
+    if not json_equal(actual, op["value"]):
+        raise _unapplied(obj, pointer, f"test failed: expected {_compact(op['value'])}, found {_compact(actual)}")
+
+
+def _explain(obj: Any, doc: Any, op: Mapping[str, Any]) -> Exception:
+    """Why ``op`` does not apply to ``doc``, in the words of a real API server.
+
+    The library says *that* a pointer failed; Kubernetes says which prefix is missing or which index is
+    out of bounds, so the pointers of the operation are walked once more to find it.
+    """
+    name = op["op"]
+    if name in ("move", "copy"):
+        reason = _walk(doc, op["from"], must_exist=True)
+        if reason:
+            return _unapplied(obj, op["path"], reason)
+    pointer = op["path"]
+    if name == "remove" and pointer == "":
+        return _unapplied(obj, pointer, "cannot remove the whole document")
+    reason = _walk(doc, pointer, must_exist=name in ("remove", "replace", "test"), appending=name != "remove")
+    return _unapplied(obj, pointer, reason or f"cannot {name} {pointer}")
+
+
+def _walk(doc: Any, pointer: str, *, must_exist: bool, appending: bool = False) -> str:
+    """The first reason ``pointer`` cannot be reached in ``doc``, or ``""`` when it can."""
+    tokens = _tokens(pointer)
+    node = doc
+    for depth, token in enumerate(tokens):
+        last = depth == len(tokens) - 1
+        here = _pointer(tokens[: depth + 1])
+        if isinstance(node, dict):
+            if token not in node:
+                if last and not must_exist:
+                    return ""
+                return f"doc is missing path: {here}"
+            node = node[token]
+        elif isinstance(node, list):
+            if last and appending and token == "-":
+                return ""
+            if not (token == "0" or (token.isdigit() and token.isascii() and not token.startswith("0"))):
+                return f"invalid array index {token!r}"
+            highest = len(node) if last and appending and not must_exist else len(node) - 1
+            if int(token) > highest:
+                return f"array index {int(token)} out of bounds"
+            if last:
+                return ""
+            node = node[int(token)]
+        else:
+            return f"doc is missing path: {here}"
+    return ""
 
 
 def _tokens(pointer: str) -> list[str]:

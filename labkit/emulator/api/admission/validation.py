@@ -1,21 +1,42 @@
-"""Validation of built-in objects: refuse what a real API server refuses, naming the field.
+"""Admission, validation stage: refuse what a real API server refuses, naming the field.
 
 A learner who forgets a container image or whose Deployment selector does not match its template
 should read the same ``… is invalid: spec.template.metadata.labels: Invalid value …`` a real cluster
 prints, at ``kubectl apply`` time, not discover later that nothing runs. Only the checks the labs can
 trip over are here; everything else is accepted as a real server would accept it.
+
+:func:`validate_name` runs first of all, while the request is decoded (a bad name is refused before the
+namespace is even looked up); :func:`validate` runs after defaulting and the mutating webhooks.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from labkit.emulator import status
-from labkit.emulator.store import label_selector_from_dict
+from labkit.core.names import name_errors, name_rule
+from labkit.core.selectors import label_selector_from_dict
+from labkit.emulator.api.resources import ResourceType
+from labkit.emulator.apimachinery import status
 
 Obj = dict[str, Any]
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+
+
+def validate_name(rt: ResourceType, obj: Obj) -> None:
+    """Raise a 422 ``Invalid`` for a ``metadata.name`` the resource's naming rule refuses, or return.
+
+    Args:
+        rt: the resource type (Services and Namespaces need DNS labels, the rest RFC 1123 subdomains).
+        obj: the object, as checked against the URL.
+    """
+    name = obj["metadata"].get("name") or ""
+    if not name:
+        return  # generateName or missing: the store reports it
+    errors = name_errors(name, name_rule(rt.group, rt.plural))
+    if errors:
+        raise status.invalid(rt.kind, name, [("metadata.name", f'Invalid value: "{name}": {error}')
+                                             for error in errors], rt.group)
 
 
 def validate(group: str, kind: str, obj: Obj) -> None:

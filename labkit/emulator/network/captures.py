@@ -18,14 +18,15 @@ import logging
 import time
 from typing import Any
 
-from labkit.emulator.network import ServiceProxy
-from labkit.emulator.status import StatusError
+from labkit.core.contract import CAPTURE_KIND, LABKIT_GROUP
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.network.proxy import ServiceProxy
 from labkit.emulator.store import Store, WatchEvent
 
 _log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-GROUP, PLURAL = "labkit.io", "packetcaptures"
+GROUP, PLURAL = LABKIT_GROUP, "packetcaptures"
 MAX_SECONDS = 60.0
 DEFAULT_MAX_BYTES = 256 * 1024
 
@@ -36,7 +37,7 @@ CRD: Obj = {
     "spec": {
         "group": GROUP,
         "scope": "Namespaced",
-        "names": {"plural": PLURAL, "singular": "packetcapture", "kind": "PacketCapture", "shortNames": ["pcap"]},
+        "names": {"plural": PLURAL, "singular": "packetcapture", "kind": CAPTURE_KIND, "shortNames": ["pcap"]},
         "versions": [{
             "name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
             "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},

@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import (
+from labkit.emulator.apimachinery import (
     BEFORE_FIRST_APPLY,
-    Store,
     apply,
     fields_v1,
     managed_fields,
     parse_fields_v1,
     record_update,
 )
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.store import Store
 
 DEPLOYMENT = ("apps", "Deployment")
 T0, T1, T2, T3 = (

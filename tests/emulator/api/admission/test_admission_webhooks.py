@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 import socket
 import ssl
@@ -16,11 +17,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from labkit.emulator.api.admission import AdmissionChain, Attributes, Webhooks
 from labkit.emulator.api.auth import Authenticator, User
 from labkit.emulator.api.resources import Registry, ResourceType
 from labkit.emulator.api.server import ApiServer
-from labkit.emulator.api.webhooks import Attributes, Webhooks
-from labkit.emulator.status import StatusError
+from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
 from labkit.emulator.store import Store
 from labkit.pki import new_root
 
@@ -362,21 +364,11 @@ def test_dry_run_refuses_webhooks_with_side_effects() -> None:
 # --- through the API server --------------------------------------------------------------------------------------
 
 
-class _Hooks:
-    """Defaulting and admission that do nothing: the webhooks are what is under test."""
+class _MarkingChain(AdmissionChain):
+    """The real chain whose defaulting only marks the object: the webhooks are what is under test."""
 
     def default(self, rt: ResourceType, obj: Obj) -> None:
         obj.setdefault("metadata", {}).setdefault("annotations", {})["defaulted"] = "true"
-
-    def admit(self, rt: ResourceType, obj: Obj, old: Obj | None, *, dry_run: bool) -> None:
-        pass
-
-    def deleting(self, rt: ResourceType, obj: Obj, propagation: str) -> Obj | None:
-        return None
-
-    @property
-    def pod_io(self) -> None:
-        return None
 
 
 def test_api_server_runs_webhooks_on_create_update_patch_and_apply() -> None:
@@ -395,8 +387,11 @@ def test_api_server_runs_webhooks_on_create_update_patch_and_apply() -> None:
             return patch_answer([{"op": "add", "path": "/data/seen", "value": request["operation"]}])
 
         token = "admin-token"
+        admission = _MarkingChain(store, node_name="n", cluster_ips=IpPool(ipaddress.IPv4Network("127.9.101.0/24")),
+                                  load_balancers=LoadBalancerPool(IpPool(ipaddress.IPv4Network("127.9.200.0/24"))),
+                                  cluster="t")
         api = ApiServer(cluster="t", store=store, registry=Registry(), authenticator=Authenticator(store, token),
-                        hooks=_Hooks(), server_address="127.0.0.1:6443")
+                        admission=admission, server_address="127.0.0.1:6443")
         runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

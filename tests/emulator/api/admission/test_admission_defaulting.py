@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from labkit.emulator.controllers import default_object, image_pull_policy
+from labkit.emulator.api.admission import default_object, image_pull_policy
 
 
 def test_deployment_defaults() -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from labkit.emulator.status import StatusError, bad_request
+from labkit.emulator.apimachinery.status import StatusError, bad_request
 
 from .schemas import BUILTIN_KINDS, Field, KindKey, kind_key_of, schema_for
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from labkit.emulator.status import StatusError
-from labkit.emulator.store import STRATEGIC_MERGE_UNSUPPORTED, json_patch, merge_patch, strategic_merge_patch
+from labkit.emulator.apimachinery import STRATEGIC_MERGE_UNSUPPORTED, json_patch, merge_patch, strategic_merge_patch
+from labkit.emulator.apimachinery.status import StatusError
 
 DEPLOYMENT = ("apps", "Deployment")
 SERVICE = ("", "Service")

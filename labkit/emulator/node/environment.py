@@ -1,0 +1,234 @@
+"""What a container sees: its environment (the Downward API included), its command line, its ``PATH`` shims.
+
+Every container gets what a kubelet gives (``HOSTNAME``, ``KUBERNETES_SERVICE_HOST``/``_PORT``, the ``env`` of its
+spec with ``fieldRef``, ``secretKeyRef`` and ``configMapKeyRef`` resolved and ``$(VAR)`` expanded) plus what the
+emulated node adds in place of mounts and namespaces it cannot make: ``POD_IP``, ``LABKIT_POD_UID``,
+``LABKIT_SERVICEACCOUNT_DIR`` (the projected token, unless ``automountServiceAccountToken: false``),
+``LABKIT_KUBERNETES_CA_FILE``, ``LABKIT_XDS_ROOT`` (where the mesh publishes Envoy configuration) and
+``LABKIT_LISTEN`` (``<address>:<port>`` a labkit program binds).
+
+A pod that declares a sidecar (:class:`~.pods.SidecarDeclaration`) has an *app address* besides its pod IP:
+the proxy container gets ``LABKIT_APP_ADDRESS`` (where its inbound listeners forward); the other containers
+listen on that address and get ``http_proxy``/``HTTP_PROXY`` = ``http://<pod IP>:<declared port>`` and
+``no_proxy``/``NO_PROXY`` for the pod's own addresses, since no iptables rule redirects their traffic (DESIGN
+decision 5). The pod's ``bin/`` comes first on ``PATH``: the curl shim resolves cluster names through the
+cluster DNS, and images whose programs are also commands (``pilot-agent``) get a shim of that name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labkit.emulator.node import images
+from labkit.emulator.node.pods import ContainerRecord, PodRecord
+
+CLUSTER_DOMAIN = "cluster.local"
+PROGRAMS_DIR = images.PROGRAMS_DIR
+
+RefResolver = Callable[[str, str, str, str], "str | None"]
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion: known variables are replaced, ``$$`` escapes, the rest stays.
+
+    Args:
+        value: an ``env`` value, a command or an argument.
+        env: the variables defined so far.
+    """
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", replace, value)
+
+
+@dataclass(frozen=True)
+class NodeEnvironment:
+    """What every container of one node is given, and how the rest is computed from its pod.
+
+    Args:
+        node_name: the node (``spec.nodeName`` fieldRef when the pod names none).
+        host_ip: the node's address (``status.hostIP``).
+        host_path: the machine's ``PATH``, after the pod's ``bin/``.
+        kubernetes_service: ``(host, port)`` of the ``kubernetes`` Service, or None.
+        ca_file: the cluster CA certificate (PEM file), or None.
+        xds_root: where the mesh publishes Envoy configuration, or None.
+        resolve_ref: ``(namespace, kind, name, key) -> value`` for ``secretKeyRef``/``configMapKeyRef``.
+        python: the interpreter for labkit programs.
+    """
+
+    node_name: str
+    host_ip: str
+    host_path: str
+    kubernetes_service: tuple[str, int] | None = None
+    ca_file: Path | None = None
+    xds_root: Path | None = None
+    resolve_ref: RefResolver | None = None
+    python: str = ""
+
+    def container_env(self, pod: PodRecord, container: ContainerRecord, app_address: str) -> dict[str, str]:
+        """The environment of one container (without ``LABKIT_LISTEN``, which needs the port).
+
+        Args:
+            pod: the pod's record.
+            container: the container's record.
+            app_address: where the pod's apps listen (the pod IP unless a sidecar moved them).
+        """
+        env: dict[str, str] = {
+            "PATH": f"{pod.bin_dir}{os.pathsep}{self.host_path}",
+            "HOSTNAME": pod.name,
+            "HOME": str(pod.dir),
+            "POD_IP": pod.ip,
+            "LABKIT_POD_UID": pod.uid,
+        }
+        if self.kubernetes_service is not None:
+            host, port = self.kubernetes_service
+            env.update({
+                "KUBERNETES_SERVICE_HOST": host,
+                "KUBERNETES_SERVICE_PORT": str(port),
+                "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+                "KUBERNETES_PORT": f"tcp://{host}:{port}",
+            })
+        if self.ca_file is not None:
+            env["LABKIT_KUBERNETES_CA_FILE"] = str(self.ca_file)
+        if pod.account_dir is not None:
+            env["LABKIT_SERVICEACCOUNT_DIR"] = str(pod.account_dir)
+        if self.xds_root is not None:
+            env["LABKIT_XDS_ROOT"] = str(self.xds_root)
+        if pod.sidecar is not None:
+            if pod.is_proxy(container):
+                env["LABKIT_APP_ADDRESS"] = app_address
+            elif pod.sidecar.http_proxy_port:
+                proxy = f"http://{pod.ip}:{pod.sidecar.http_proxy_port}"
+                bypass = ",".join(dict.fromkeys(["localhost", "127.0.0.1", pod.ip, app_address]))
+                env.update({"http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": bypass, "NO_PROXY": bypass})
+        if container.launch is not None:
+            if container.launch.program.site:
+                env["PYTHONPATH"] = str(images.SOURCE_ROOT)
+            env.update(dict(container.launch.program.env))
+        for item in container.spec.get("env") or []:
+            value = self.env_value(pod, item)
+            if value is not None and item["name"] != "PATH":  # the shims must stay first on PATH
+                env[item["name"]] = expand(value, env)
+        return env
+
+    def env_value(self, pod: PodRecord, item: dict[str, Any]) -> str | None:
+        """One ``env`` entry's value: literal, Downward API ``fieldRef``, or a Secret/ConfigMap key.
+
+        Args:
+            pod: the pod's record.
+            item: the ``env`` entry.
+        """
+        if "value" in item:
+            return str(item["value"])
+        source = item.get("valueFrom") or {}
+        if "fieldRef" in source:
+            path = source["fieldRef"].get("fieldPath", "")
+            fields = {
+                "metadata.name": pod.name,
+                "metadata.namespace": pod.namespace,
+                "metadata.uid": pod.uid,
+                "status.podIP": pod.ip,
+                "status.podIPs": pod.ip,
+                "status.hostIP": self.host_ip,
+                "spec.serviceAccountName": pod.spec.get("serviceAccountName") or "default",
+                "spec.nodeName": pod.spec.get("nodeName") or self.node_name,
+            }
+            match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+            if match:
+                return (pod.annotations if match.group(1) == "annotations" else pod.labels).get(match.group(2), "")
+            return fields.get(path, "")
+        for key, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
+            if key in source and self.resolve_ref is not None:
+                ref = source[key]
+                return self.resolve_ref(pod.namespace, kind, ref.get("name", ""), ref.get("key", ""))
+        return None
+
+    def argv(self, container: ContainerRecord) -> list[str]:
+        """The command line of a container's program, ``$(VAR)`` expanded against its environment.
+
+        Args:
+            container: the container's record (its ``env`` already computed).
+
+        Raises:
+            FileNotFoundError: a host command that is not on the pod's ``PATH``.
+        """
+        launch = container.launch
+        assert launch is not None
+        if launch.host_argv is not None:
+            argv = [expand(arg, container.env) for arg in launch.host_argv]
+            program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=container.env.get("PATH"))
+            if program is None:
+                raise FileNotFoundError(f'exec: "{argv[0]}": executable file not found in $PATH')
+            return [program, *argv[1:]]
+        # Kubernetes expands $(VAR) in args too (Istio's sidecar passes --domain $(POD_NAMESPACE).svc.cluster.local).
+        expanded = images.Launch(launch.program, tuple(expand(arg, container.env) for arg in launch.args))
+        return images.python_argv(expanded, self.python)
+
+    def write_shims(self, pod: PodRecord, dns: tuple[str, int] | None) -> None:
+        """Write the pod's ``bin/``: a shim per program that is also an image's command, and the curl shim.
+
+        Args:
+            pod: the pod's record (its ``bin/`` exists).
+            dns: the cluster DNS as ``(ip, port)``; without it the machine's curl is the pod's curl.
+        """
+        # The binaries of images whose programs are commands too, so `kubectl exec … -- pilot-agent request GET
+        # clusters` works as in a real container.
+        # By image, not by what runs: a container that overrides its command still carries its image's binaries.
+        programs = {images.match_image(c.image) for c in pod.containers.values()}
+        for program in sorted((p for p in programs if p is not None and p.site), key=lambda p: p.name):
+            shim = pod.bin_dir / program.name
+            shim.write_text(f"#!/bin/sh\n# Written by labkit's node: {program.name} of pod "
+                            f"{pod.namespace}/{pod.name}.\n"
+                            f"PYTHONPATH={shlex.quote(str(images.SOURCE_ROOT))} exec {shlex.quote(self.python)} "
+                            f"-s -m {program.module} \"$@\"\n")
+            shim.chmod(0o755)
+        real_curl = shutil.which("curl", path=self.host_path)
+        if dns is None or real_curl is None:
+            return  # without a cluster DNS the machine's curl is the pod's curl; without curl, exec says so
+        search = f"{pod.namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
+        settings = {
+            "LABKIT_SHIM_DNS": f"{dns[0]}:{dns[1]}",
+            "LABKIT_SHIM_SEARCH": search,
+            "LABKIT_SHIM_SOURCE": pod.ip,
+            "LABKIT_SHIM_CURL": real_curl,
+        }
+        assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in settings.items())
+        script = (f"#!/bin/sh\n# Written by labkit's node: curl as pod {pod.namespace}/{pod.name} runs it "
+                  f"(cluster names resolved through the cluster DNS), then the machine's curl.\n"
+                  f"{assignments} exec {shlex.quote(self.python)} -I -S "
+                  f"{shlex.quote(str(PROGRAMS_DIR / 'curl_shim.py'))} \"$@\"\n")
+        shim = pod.bin_dir / "curl"
+        shim.write_text(script)
+        shim.chmod(0o755)
+
+
+def listen_port(container: ContainerRecord, env: dict[str, str]) -> int | None:
+    """The port a labkit program should bind, or None for host commands and programs that serve nothing.
+
+    The image's own port, unless the program reads its port from the environment (``port_env``) and the spec
+    set it, or the manifest declares exactly one other port (the app listens there: honour it rather than be
+    unreachable).
+
+    Args:
+        container: the container's record.
+        env: its environment.
+    """
+    launch = container.launch
+    declared = [int(p["containerPort"]) for p in container.spec.get("ports") or []
+                if (p.get("protocol") or "TCP") == "TCP" and "containerPort" in p]
+    if launch is None or launch.host_argv is not None or not launch.program.default_ports:
+        return None
+    program = launch.program
+    if program.port_env and env.get(program.port_env, "").isdigit():
+        return int(env[program.port_env])
+    default = program.default_ports[0]
+    return declared[0] if len(declared) == 1 and default not in declared else default
