@@ -19,10 +19,11 @@ the meta types they refer to, not the whole API.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import threading
 from collections.abc import Iterable, Mapping
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 Schema = dict[str, Any]
@@ -110,7 +111,12 @@ def _types(option: Schema) -> list[str]:
 
 @functools.cache
 def _packages(folder: str) -> dict[str, bytes]:
-    source = resources.files(DEFINITIONS_PACKAGE).joinpath(f"kubernetes-json-schema/{folder}/_definitions.json")
+    # Found, not imported: the package's own validator imports jsonschema and friends (a second of start-up)
+    # and only its data files are wanted here.
+    spec = importlib.util.find_spec(DEFINITIONS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"{DEFINITIONS_PACKAGE} is not installed; reinstall labkit (pip install -e .)")
+    source = Path(spec.submodule_search_locations[0]) / "kubernetes-json-schema" / folder / "_definitions.json"
     raw = json.loads(source.read_bytes())["$defs"]
     packages: dict[str, dict[str, Any]] = {}
     for name, schema in raw.items():
