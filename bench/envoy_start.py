@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from labkit.core.contract import AddressPlan
 from labkit.emulator.envoy import find_envoy
 from labkit.emulator.envoy.agent import envoy_argv
-from labkit.emulator.network.addresses import AddressPlan
 
 RUNS = 5
 NEIGHBOURS = 3

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labkit.emulator.network.addresses import AddressPlan, IpPool
+from labkit.core.contract import AddressPlan
+from labkit.emulator.network.addresses import IpPool
 from labkit.emulator.node import NodeRuntime
 from labkit.emulator.node.runtime import PROGRAMS_DIR
 

@@ -19,8 +19,8 @@ import statistics
 import time
 from multiprocessing.connection import Connection
 
+from labkit.core.contract import AddressPlan
 from labkit.emulator.network import ServiceProxy
-from labkit.emulator.network.addresses import AddressPlan
 
 REQUESTS = 2_000
 ROUNDS = 3

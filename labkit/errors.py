@@ -5,13 +5,17 @@ message names the object it is about and the fix, in one or two sentences::
 
     LabkitError
     ├── ToolNotFoundError        a program labkit needs (envoy, kubectl …) is not installed
+    │   └── ExecNotFoundError    ``kubectl exec`` named a program an embedded pod does not have
     ├── EmulatorError            the embedded clusters did not start, or another set is running
     ├── CheckpointFailed         a lab's teaching point does not hold (what was measured is shown)
     ├── MeshError                the embedded mesh: istiod and the Envoys it configures
+    │   ├── XdsError             a mesh that cannot become a consistent config for a proxy (names both)
     │   ├── XdsInconsistentError a proxy config referring to resources it does not contain
     │   ├── XdsRejectedError     Envoy refused a published config (NACK); ``reason`` is Envoy's
-    │   └── XdsTimeoutError      Envoy did not apply a published config in time
+    │   ├── XdsTimeoutError      Envoy did not apply a published config in time
+    │   └── AgentError           an embedded proxy's agent cannot start (names the variable or file)
     ├── KubeApiError             an API server refused a request; carries its Status (code, reason, message)
+    │   └── StatusError          raised inside an embedded API server; it answers with that Status
     ├── ManifestError            a manifest or IstioOperator labkit cannot apply (bad YAML, unknown kind, …)
     ├── InvalidSelectorError     a label or field selector that does not parse (also a ValueError)
     ├── WaitTimeoutError         something did not become ready in time; ``not_ready`` lists what
@@ -49,12 +53,39 @@ class ToolNotFoundError(LabkitError):
         self.hint = hint
 
 
+class ExecNotFoundError(ToolNotFoundError):
+    """``kubectl exec`` named a program that is not on an embedded pod's ``PATH`` (the machine's tools and shims).
+
+    The message is the one a container runtime gives (``OCI runtime exec failed: … executable file not found in
+    $PATH``), followed by what to install.
+
+    Args:
+        tool: the program as given.
+        hint: what to install.
+    """
+
+    def __init__(self, tool: str, hint: str):
+        super().__init__(tool, hint)
+        self.args = (f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{tool}": '
+                     f"executable file not found in $PATH: unknown. {hint}",)
+
+
 class EmulatorError(LabkitError):
     """The embedded clusters could not be started, found or stopped."""
 
 
 class MeshError(LabkitError):
     """The embedded mesh could not configure a proxy."""
+
+
+class XdsError(MeshError):
+    """The mesh cannot be turned into a consistent Envoy configuration for a proxy; the message names the proxy
+    and the missing or conflicting resource.
+    """
+
+
+class AgentError(MeshError):
+    """An embedded proxy's agent (``pilot-agent``) cannot start: the message says which variable or file is missing."""
 
 
 class XdsInconsistentError(MeshError):
@@ -148,6 +179,41 @@ class KubeApiError(LabkitError):
         self.reason = reason
         self.message = message
         self.status = status or {}
+
+
+class StatusError(KubeApiError):
+    """A refusal raised inside an embedded API server, which answers with its ``Status`` (code, reason, details).
+
+    Every layer of the emulator (store, patches, admission, handlers) raises it; the API server turns it into the
+    ``meta/v1 Status`` body and HTTP code a real server sends. Clients branch on ``reason`` (``AlreadyExists``
+    versus ``Conflict``), so ``reason``, ``code`` and the ``details`` block are Kubernetes' own; the builders in
+    ``labkit.emulator.apimachinery.status`` keep them so.
+
+    Args:
+        code: HTTP status code.
+        reason: machine-readable ``StatusReason`` (``NotFound``, ``Conflict`` …).
+        message: what kubectl prints verbatim; name the object and what to do.
+        details: the ``details`` block (``name``, ``group``, ``kind``, ``causes``).
+    """
+
+    def __init__(self, code: int, reason: str, message: str, details: dict | None = None):
+        self.details = details or {}
+        super().__init__(code, reason, message, _failure(code, reason, message, self.details))
+
+    def to_status(self) -> dict:
+        """The ``Status`` object as the API server sends it."""
+        return _failure(self.code, self.reason, self.message, self.details)
+
+    def __repr__(self) -> str:
+        return f"StatusError({self.code}, {self.reason!r}, {self.message!r})"
+
+
+def _failure(code: int, reason: str, message: str, details: dict) -> dict:
+    status: dict = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+                    "reason": reason, "code": code}
+    if details:
+        status["details"] = details
+    return status
 
 
 class ManifestError(LabkitError):

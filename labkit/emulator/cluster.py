@@ -25,11 +25,11 @@ import secrets
 import ssl
 import uuid
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from labkit.core.contract import AddressPlan
+from labkit.core.wire import Obj
 from labkit.emulator.api import streams
 from labkit.emulator.api.admission import AdmissionChain
 from labkit.emulator.api.auth import Authenticator, User, bootstrap_roles
@@ -52,7 +52,6 @@ API_PORT = 6443
 REPLICASET_CONTROLLER = User("system:serviceaccount:kube-system:replicaset-controller",
                              ("system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"),
                              ("kube-system", "replicaset-controller"))
-Obj = dict[str, Any]
 # The kubelet asks for 3607 s projected tokens and kube-apiserver extends them to a year
 # (--service-account-extend-token-expiration): a pod's token outlives any lab, so the node never refreshes it.
 POD_TOKEN_SECONDS = 365 * 24 * 3600

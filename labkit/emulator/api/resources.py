@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from labkit.core.names import name_errors
 from labkit.emulator.apimachinery.status import invalid
 
 # Verb lists exactly as a real server advertises them: built-ins are sorted, CRDs use the
@@ -35,13 +36,6 @@ _CRD_GROUP = "apiextensions.k8s.io"
 _CRD_KIND = "CustomResourceDefinition"
 _COLUMN_TYPES = ("boolean", "date", "integer", "number", "string")
 _SCOPES = ("Cluster", "Namespaced")
-# DNS-1035 label: what Kubernetes requires of resource, kind and version names.
-_DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-_DNS1035_MESSAGE = (
-    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
-    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
-    "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,23 +474,29 @@ def crd_types(crd: Mapping[str, Any]) -> list[ResourceType]:
     return types
 
 
+def _dns1035(value: str) -> str:
+    """Why ``value`` is no DNS-1035 label (what Kubernetes requires of resource, kind and version names), or ``""``."""
+    return "; ".join(name_errors(value, "dns1035"))
+
+
 def _name_causes(names: Mapping[str, Any], plural: str, singular: str, kind: str,
                  short_names: tuple[str, ...]) -> list[tuple[str, str]]:
     causes: list[tuple[str, str]] = []
     if not plural:
         causes.append(("spec.names.plural", "Required value"))
-    elif not _DNS1035.fullmatch(plural):
-        causes.append(("spec.names.plural", f'Invalid value: "{plural}": {_DNS1035_MESSAGE}'))
-    if names.get("singular") and not _DNS1035.fullmatch(singular):
-        causes.append(("spec.names.singular", f'Invalid value: "{singular}": {_DNS1035_MESSAGE}'))
+    elif _dns1035(plural):
+        causes.append(("spec.names.plural", f'Invalid value: "{plural}": {_dns1035(plural)}'))
+    if names.get("singular") and _dns1035(singular):
+        causes.append(("spec.names.singular", f'Invalid value: "{singular}": {_dns1035(singular)}'))
     if not kind:
         causes.append(("spec.names.kind", "Required value"))
-    elif not _DNS1035.fullmatch(kind.lower()):
+    elif _dns1035(kind.lower()):
         causes.append(("spec.names.kind",
-                       f'Invalid value: "{kind}": may have mixed case, but should otherwise match: {_DNS1035_MESSAGE}'))
+                       f'Invalid value: "{kind}": may have mixed case, but should otherwise match: '
+                       f'{_dns1035(kind.lower())}'))
     for index, short in enumerate(short_names):
-        if not _DNS1035.fullmatch(short):
-            causes.append((f"spec.names.shortNames[{index}]", f'Invalid value: "{short}": {_DNS1035_MESSAGE}'))
+        if _dns1035(short):
+            causes.append((f"spec.names.shortNames[{index}]", f'Invalid value: "{short}": {_dns1035(short)}'))
     return causes
 
 
@@ -510,8 +510,8 @@ def _version_causes(versions: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
         vname = str(version.get("name") or "")
         if not vname:
             causes.append((f"{path}.name", "Required value"))
-        elif not _DNS1035.fullmatch(vname):
-            causes.append((f"{path}.name", f'Invalid value: "{vname}": {_DNS1035_MESSAGE}'))
+        elif _dns1035(vname):
+            causes.append((f"{path}.name", f'Invalid value: "{vname}": {_dns1035(vname)}'))
         elif vname in seen:
             causes.append((f"{path}.name", f'Duplicate value: "{vname}"'))
         seen.add(vname)

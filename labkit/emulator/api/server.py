@@ -29,6 +29,7 @@ import yaml
 from aiohttp import web
 
 from labkit.core import kubetime
+from labkit.core.wire import Obj
 from labkit.emulator import schemas
 from labkit.emulator.api import discovery, openapi, protobuf, tables
 from labkit.emulator.api.admission import AdmissionChain, validate_name
@@ -41,7 +42,6 @@ from labkit.errors import InvalidSelectorError
 
 _log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 JSON = "application/json"
 _MAX_BODY = 16 * 1024 * 1024
 # Request-scoped keys: the body's duplicate keys and the Warning headers of the response.

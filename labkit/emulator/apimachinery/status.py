@@ -1,50 +1,22 @@
-"""Kubernetes ``Status`` failures raised inside the emulator.
+"""Builders of the Kubernetes ``Status`` failures raised inside the emulator.
 
 Every layer of the emulator (store, patching, admission, API handlers) reports a failure by raising
-:class:`StatusError`; the API layer turns it into the ``meta/v1 Status`` body and HTTP code a real
-API server sends. Clients branch on ``reason`` (``AlreadyExists`` versus ``Conflict``, for example),
-so the constructors below keep reasons, codes and the ``details`` block exactly as Kubernetes does.
+:class:`~labkit.errors.StatusError` (it lives in the one error tree, under ``KubeApiError``); the API layer turns
+it into the ``meta/v1 Status`` body and HTTP code a real API server sends. Clients branch on ``reason``
+(``AlreadyExists`` versus ``Conflict``, for example), so the constructors below keep reasons, codes and the
+``details`` block exactly as Kubernetes does.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from labkit.errors import StatusError
 
-class StatusError(Exception):
-    """A failure with a Kubernetes ``Status`` body.
-
-    Args:
-        code: HTTP status code.
-        reason: machine-readable ``StatusReason`` (``NotFound``, ``Conflict`` …).
-        message: what kubectl prints verbatim; name the object and what to do.
-        details: the ``details`` block (``name``, ``group``, ``kind``, ``causes``).
-    """
-
-    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.details = details or {}
-
-    def to_status(self) -> dict[str, Any]:
-        """The ``Status`` object as the API server sends it."""
-        status: dict[str, Any] = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        }
-        if self.details:
-            status["details"] = self.details
-        return status
-
-    def __repr__(self) -> str:
-        return f"StatusError({self.code}, {self.reason!r}, {self.message!r})"
+__all__ = [
+    "StatusError", "already_exists", "bad_request", "conflict", "expired", "forbidden", "internal", "invalid",
+    "method_not_allowed", "not_found", "unauthorized", "unsupported_media_type",
+]
 
 
 def _details(resource: str, name: str, group: str = "") -> dict[str, Any]:

@@ -24,10 +24,10 @@ import json
 import math
 import re
 from collections.abc import Iterable
-from typing import Any
 
 from labkit.core import kubetime
 from labkit.core.selectors import LabelSelector, label_selector_from_dict
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import Store, WatchEvent
 
@@ -64,7 +64,6 @@ _NOT_COPIED = frozenset(
 )
 _PERCENT = re.compile(r"^(\d+)%$")
 
-Obj = dict[str, Any]
 
 
 def pod_template_hash(template: Obj, collision_count: int | None = None) -> str:

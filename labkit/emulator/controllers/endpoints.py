@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Any
 
 from labkit.core.selectors import selector_from_labels
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import Store, WatchEvent
 
@@ -42,7 +42,6 @@ HEADLESS_LABEL = "service.kubernetes.io/headless"
 _NOT_MIRRORED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",
                              "endpoints.kubernetes.io/last-change-trigger-time")
 
-Obj = dict[str, Any]
 PortKey = tuple[tuple[str, int, str, str], ...]
 """Resolved ports of one endpoint: ``(name, port, protocol, appProtocol)`` in Service order."""
 

@@ -23,8 +23,8 @@ then carries them out.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import DELETED, ObjectKey, Store, WatchEvent
 
@@ -34,7 +34,6 @@ FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 BACKGROUND_POLICY, FOREGROUND_POLICY, ORPHAN_POLICY = "Background", "Foreground", "Orphan"
 
-Obj = dict[str, Any]
 
 
 class GarbageCollector(Controller):

@@ -21,9 +21,9 @@ it), because the store only waits for metadata finalizers.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from labkit.core import kubetime
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import Store, WatchEvent
 
@@ -38,7 +38,6 @@ _ROOT_CA_DESCRIPTION = (
     "Kubernetes clusters."
 )
 
-Obj = dict[str, Any]
 
 
 class NamespaceController(Controller):

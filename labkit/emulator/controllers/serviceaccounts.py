@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterable
-from typing import Any
 
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import DELETED, Store, WatchEvent
 
@@ -29,7 +29,6 @@ TOKEN_TYPE = "kubernetes.io/service-account-token"
 SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
 SA_UID_ANNOTATION = "kubernetes.io/service-account.uid"
 
-Obj = dict[str, Any]
 
 
 class ServiceAccountTokenController(Controller):

@@ -17,17 +17,15 @@ the loser keeps an empty ingress and gets a Warning Event ``SyncLoadBalancerFail
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from labkit.core import kubetime
 from labkit.core.contract import LOAD_BALANCER_IP_ANNOTATION
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import LoadBalancerPool, ServiceRef
 from labkit.emulator.store import Store, WatchEvent
 
 from .framework import Controller, Key, is_deleting
-
-Obj = dict[str, Any]
 
 
 def requested_load_balancer_ip(service: Obj) -> str | None:

@@ -43,7 +43,7 @@ from urllib.parse import unquote
 from labkit.emulator.envoy import files
 from labkit.emulator.envoy.binary import find_envoy
 from labkit.emulator.envoy.bootstrap import ADMIN_PORT, STATUS_PORT, bootstrap, node_id
-from labkit.errors import LabkitError
+from labkit.errors import AgentError, LabkitError
 
 # Istio's own log format, so ``kubectl logs -c istio-proxy`` reads like a real proxy's.
 LOG_FORMAT = "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v\tthread=%t"
@@ -56,10 +56,6 @@ PR_SET_PDEATHSIG = 1
 
 USAGE = ("usage: pilot-agent proxy sidecar|router [flags …]\n"
          "       pilot-agent request <METHOD> <path> [<body>]\n")
-
-
-class AgentError(Exception):
-    """The agent cannot start: the message says which variable or file is missing."""
 
 
 # ---- environment → bootstrap ------------------------------------------------------------------------------------
@@ -372,7 +368,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return run_proxy(args[1], environ)
         if len(args) >= 3 and args[0] == "request":
             return request(args[1], args[2], environ, args[3] if len(args) > 3 else "")
-    except (AgentError, LabkitError) as exc:
+    except LabkitError as exc:  # AgentError among them
         sys.stderr.write(f"pilot-agent: {exc}\n")
         return 1
     sys.stderr.write(USAGE)

@@ -13,11 +13,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
+from labkit.core.wire import Obj
 from labkit.pki import CertificateAuthority, Credential, describe, new_root, verify_certificate
 
-Obj = dict[str, Any]
 CACERTS = "cacerts"
 SELF_SIGNED = "istio-ca-secret"
 WORKLOAD_LIFETIME = dt.timedelta(hours=24)

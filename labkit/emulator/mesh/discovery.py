@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from labkit.core.contract import APP_ADDRESS_ANNOTATION
+from labkit.core.wire import Obj
 from labkit.emulator.mesh.model import (
     DEFAULT_DOMAIN,
     ROOT_NAMESPACE,
@@ -40,7 +41,6 @@ from labkit.emulator.mesh.model import (
     port_protocol,
 )
 
-Obj = dict[str, Any]
 NETWORK_LABEL = "topology.istio.io/network"
 GATEWAY_PORT_LABEL = "networking.istio.io/gatewayPort"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"

@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from labkit.core.contract import PROXY_HTTP_PORT, SIDECAR_ANNOTATION
+from labkit.core.wire import Obj
 from labkit.emulator.mesh.model import MeshConfig
 
-Obj = dict[str, Any]
 DEFAULT_PROXY_IMAGE = "docker.io/istio/proxyv2:1.30.0"
 STATUS_ANNOTATION = "sidecar.istio.io/status"
 INJECT_ANNOTATION = "sidecar.istio.io/inject"

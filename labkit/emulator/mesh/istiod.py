@@ -39,16 +39,17 @@ from typing import Any
 
 from aiohttp import web
 
+from labkit.core.wire import Obj
 from labkit.emulator.mesh import ca as mesh_ca
 from labkit.emulator.mesh.discovery import ClusterView, build_snapshot, parse_mesh_config, proxy_of
 from labkit.emulator.mesh.injection import sidecar_patch
-from labkit.emulator.mesh.kubeclient import Credentials, Informer, KubeClient, KubeError
+from labkit.emulator.mesh.kubeclient import Credentials, Informer, KubeClient
 from labkit.emulator.mesh.model import MONITORING_PORT, WEBHOOK_PORT, MeshConfig, MeshSnapshot, Proxy
 from labkit.emulator.mesh.publishing import Publisher
+from labkit.errors import KubeApiError
 
 _log = logging.getLogger("istiod")
 
-Obj = dict[str, Any]
 ROOT = "istio-system"
 REMOTE_SECRET_LABEL = "istio/multiCluster"
 READY_PORT = 8080
@@ -99,7 +100,7 @@ class WatchedCluster:
                 try:
                     await self.client.request("GET", "/api/v1/namespaces/kube-system")
                     self.probe_error = None
-                except KubeError as exc:
+                except KubeApiError as exc:
                     self.probe_error = exc.message
                 if before != self.probe_error:
                     on_change()
@@ -201,7 +202,7 @@ class Istiod:
     async def _ensure_ca(self) -> None:
         if self._secret(mesh_ca.CACERTS) is None and self._secret(mesh_ca.SELF_SIGNED) is None:
             _log.info("no cacerts secret: creating the self-signed %s", mesh_ca.SELF_SIGNED)
-            with contextlib.suppress(KubeError):  # another istiod may have won the race: fine
+            with contextlib.suppress(KubeApiError):  # another istiod may have won the race: fine
                 await self.local.client.request("POST", f"/api/v1/namespaces/{ROOT}/secrets",
                                                 body=mesh_ca.new_self_signed_secret(ROOT))
             await self._wait_for(lambda: self._secret(mesh_ca.SELF_SIGNED) is not None, 10)
@@ -393,7 +394,7 @@ _KINDS = {"virtualservices": "VirtualService", "destinationrules": "DestinationR
 def _credentials_or_none(kubeconfig: str) -> Credentials | None:
     try:
         return Credentials.from_kubeconfig(kubeconfig)
-    except (KubeError, ValueError, KeyError, TypeError):
+    except (KubeApiError, ValueError, KeyError, TypeError):
         return None
 
 

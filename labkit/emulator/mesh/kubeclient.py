@@ -7,6 +7,10 @@ emulator may not import the official client, and istiod needs only these few ver
 
 An :class:`Informer` keeps a cache of one resource type by list-then-watch, resuming from the last
 resourceVersion and re-listing after a 410, and calls back on every change.
+
+Failures are the error tree's :class:`~labkit.errors.KubeApiError` carrying the server's ``Status``
+(:class:`labkit.core.wire.Status`), as on the client side; ``code`` 0 means no server answered (unreachable,
+timed out, or a kubeconfig naming none).
 """
 
 from __future__ import annotations
@@ -20,23 +24,29 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import yaml
 
+from labkit.core.wire import Obj, Status
+from labkit.errors import KubeApiError
+
 _log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
+
+def _refused(code: int, text: str) -> KubeApiError:
+    """The server's answer to a failed request: its Status when it sent one, else its text."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    status: Status = body if isinstance(body, dict) else {}
+    return KubeApiError(code, str(status.get("reason", "")), str(status.get("message", text)), dict(status))
 
 
-class KubeError(Exception):
-    """A request failed: HTTP status (0 for a connection failure) and what the server said."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(f"{code}: {message}" if code else message)
-        self.code = code
-        self.message = message
+def _unanswered(message: str) -> KubeApiError:
+    """No server answered (code 0): unreachable, timed out, or no usable kubeconfig."""
+    return KubeApiError(0, "", message)
 
 
 @dataclass(frozen=True)
@@ -58,17 +68,17 @@ class Credentials:
         """The current context of a kubeconfig (what a remote secret holds): server, CA data, bearer token."""
         config = yaml.safe_load(text)
         if not isinstance(config, dict):
-            raise KubeError(0, "the kubeconfig is not a YAML mapping")
+            raise _unanswered("the kubeconfig is not a YAML mapping")
         contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
         current = config.get("current-context") or next(iter(contexts), None)
         context = contexts.get(current or "")
         if context is None:
-            raise KubeError(0, f"the kubeconfig has no context {current!r}")
+            raise _unanswered(f"the kubeconfig has no context {current!r}")
         clusters = {c["name"]: c["cluster"] for c in config.get("clusters") or []}
         users = {u["name"]: u["user"] for u in config.get("users") or []}
         cluster, user = clusters.get(context.get("cluster")), users.get(context.get("user"))
         if not cluster or not user:
-            raise KubeError(0, "the kubeconfig's context names a cluster or user it does not define")
+            raise _unanswered("the kubeconfig's context names a cluster or user it does not define")
         ca = cluster.get("certificate-authority-data")
         return cls(cluster.get("server", ""), user.get("token", ""),
                    base64.b64decode(ca).decode() if ca else "")
@@ -110,7 +120,7 @@ class KubeClient:
 
     async def request(self, method: str, path: str, *, body: Obj | None = None, params: dict[str, str] | None = None,
                       content_type: str = "application/json") -> Obj:
-        """One request; raises :class:`KubeError` with the Status message on failure."""
+        """One request; raises :class:`~labkit.errors.KubeApiError` with the Status message on failure."""
         try:
             async with self._http().request(
                     method, path, params=params, data=json.dumps(body) if body is not None else None,
@@ -118,20 +128,16 @@ class KubeClient:
                     timeout=aiohttp.ClientTimeout(total=self._timeout)) as response:
                 text = await response.text()
                 if response.status >= 400:
-                    try:
-                        message = json.loads(text).get("message", text)
-                    except ValueError:
-                        message = text
-                    raise KubeError(response.status, message)
+                    raise _refused(response.status, text)
                 return json.loads(text) if text else {}
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise KubeError(0, f"{type(exc).__name__}: {exc}") from exc
+            raise _unanswered(f"{type(exc).__name__}: {exc}") from exc
 
     async def get(self, path: str) -> Obj | None:
         """An object, or ``None`` when absent."""
         try:
             return await self.request("GET", path)
-        except KubeError as exc:
+        except KubeApiError as exc:
             if exc.code == 404:
                 return None
             raise
@@ -144,12 +150,12 @@ class KubeClient:
             async with self._http().get(path, params=params, timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=self._timeout)) as response:
                 if response.status >= 400:
-                    raise KubeError(response.status, await response.text())
+                    raise _refused(response.status, await response.text())
                 async for line in response.content:
                     if line.strip():
                         yield json.loads(line)
         except (aiohttp.ClientError, OSError) as exc:
-            raise KubeError(0, f"{type(exc).__name__}: {exc}") from exc
+            raise _unanswered(f"{type(exc).__name__}: {exc}") from exc
 
 
 class Informer:
@@ -199,7 +205,8 @@ class Informer:
                     async for event in self.client.watch(self.path, version):
                         kind, obj = event.get("type"), event.get("object") or {}
                         if kind == "ERROR":
-                            raise KubeError(int(obj.get("code", 0)), obj.get("message", "watch error"))
+                            raise KubeApiError(int(obj.get("code", 0)), str(obj.get("reason", "")),
+                                               str(obj.get("message", "watch error")), obj)
                         version = obj.get("metadata", {}).get("resourceVersion", version)
                         if kind == "BOOKMARK":
                             continue
@@ -210,7 +217,7 @@ class Informer:
                         self.on_change()
             except asyncio.CancelledError:
                 raise
-            except KubeError as exc:
+            except KubeApiError as exc:
                 self.error = exc.message
                 if exc.code != 410:
                     _log.debug("%s: %s; retrying in %.1f s", self.name, exc, delay)

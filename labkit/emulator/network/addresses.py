@@ -16,6 +16,19 @@ from labkit.emulator.apimachinery import status
 from labkit.emulator.apimachinery.status import invalid
 
 
+def is_ipv4(text: str) -> bool:
+    """Whether ``text`` is an IPv4 address (Services and Endpoints may also carry IPv6 ones, or ``None``).
+
+    Args:
+        text: the value from the object.
+    """
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass
 class IpPool:
     """Hands out addresses of one network, lowest free first; a requested address is honoured if free.

@@ -16,16 +16,15 @@ import contextlib
 import copy
 import logging
 import time
-from typing import Any
 
 from labkit.core.contract import CAPTURE_KIND, LABKIT_GROUP
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.proxy import ServiceProxy
 from labkit.emulator.store import Store, WatchEvent
 
 _log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 GROUP, PLURAL = LABKIT_GROUP, "packetcaptures"
 MAX_SECONDS = 60.0
 DEFAULT_MAX_BYTES = 256 * 1024

@@ -20,9 +20,10 @@ show what ``curl helloworld:5000`` would reach from a given namespace.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
+
+from labkit.emulator.network.addresses import is_ipv4
 
 NDOTS = 5
 
@@ -119,7 +120,7 @@ class ClusterNames:
         external_name = None
         if spec.get("type") == "ExternalName" and spec.get("externalName"):
             external_name = _absolute(spec["externalName"])
-        ips = [ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and _is_ipv4(ip)]
+        ips = [ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and is_ipv4(ip)]
         self._services[key] = _Service(
             cluster_ips=tuple(ips),
             headless=spec.get("clusterIP") == "None",
@@ -146,7 +147,7 @@ class ClusterNames:
             for ready, field_name in ((True, "addresses"), (False, "notReadyAddresses")):
                 for address in subset.get(field_name) or ():
                     ip = address.get("ip")
-                    if ip and _is_ipv4(ip) and (ready or ip not in addresses):
+                    if ip and is_ipv4(ip) and (ready or ip not in addresses):
                         addresses[ip] = _Endpoint(ip, (address.get("hostname") or "").lower() or None, ready)
             for port in subset.get("ports") or ():
                 if "port" in port:
@@ -164,7 +165,7 @@ class ClusterNames:
         meta = pod.get("metadata", {})
         key = (meta.get("namespace") or "default", meta["name"])
         ip = (pod.get("status") or {}).get("podIP")
-        if ip and _is_ipv4(ip):
+        if ip and is_ipv4(ip):
             self._pods[key] = ip
         else:
             self._pods.pop(key, None)
@@ -297,7 +298,7 @@ class ClusterNames:
 
     def _lookup_pod(self, name: str, namespace: str, dashed: str) -> Answer | None:
         ip = dashed.replace("-", ".")
-        if _is_ipv4(ip) and any(ns == namespace and pod_ip == ip for (ns, _), pod_ip in self._pods.items()):
+        if is_ipv4(ip) and any(ns == namespace and pod_ip == ip for (ns, _), pod_ip in self._pods.items()):
             return Answer(name, addresses=(ip,))
         return None
 
@@ -319,10 +320,3 @@ def _absolute(name: str) -> str:
 def _dashed(ip: str) -> str:
     return ip.replace(".", "-")
 
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True

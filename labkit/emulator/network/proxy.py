@@ -25,7 +25,6 @@ import asyncio
 import collections
 import contextlib
 import enum
-import ipaddress
 import itertools
 import logging
 import random
@@ -35,6 +34,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from labkit.emulator.network.addresses import is_ipv4
 
 log = logging.getLogger(__name__)
 
@@ -559,7 +560,7 @@ def _parse_service(svc: dict[str, Any]) -> _Service:
     if spec.get("sessionAffinity") == "ClientIP":
         config = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
         affinity = float(config.get("timeoutSeconds") or AFFINITY_TIMEOUT)
-    return _Service(tuple(dict.fromkeys(ip for ip in addresses if ip and _is_ipv4(ip))), ports, affinity)
+    return _Service(tuple(dict.fromkeys(ip for ip in addresses if ip and is_ipv4(ip))), ports, affinity)
 
 
 def _ready_endpoints(ep: dict[str, Any] | None, service_port: _ServicePort) -> tuple[tuple[str, int], ...]:
@@ -576,7 +577,7 @@ def _ready_endpoints(ep: dict[str, Any] | None, service_port: _ServicePort) -> t
         port = _subset_port(subset.get("ports") or [], service_port)
         if port is None:
             continue
-        result.extend((a["ip"], port) for a in subset.get("addresses") or () if a.get("ip") and _is_ipv4(a["ip"]))
+        result.extend((a["ip"], port) for a in subset.get("addresses") or () if a.get("ip") and is_ipv4(a["ip"]))
     return tuple(dict.fromkeys(result))
 
 
@@ -593,11 +594,4 @@ def _subset_port(ports: list[dict[str, Any]], service_port: _ServicePort) -> int
         return int(tcp[0]["port"])
     return None
 
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
 

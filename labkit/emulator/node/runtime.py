@@ -51,7 +51,7 @@ from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.resolving import DnsBridge, Resolver
 from labkit.emulator.node.status import pod_status
 from labkit.emulator.node.supervision import DEFAULT_BACKOFF, supervise
-from labkit.errors import ToolNotFoundError
+from labkit.errors import ExecNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -70,20 +70,6 @@ INSTALL_HINTS = {
     "curl": "labkit runs the machine's curl inside pods: install it (Debian/Ubuntu: sudo apt-get install curl; "
             "Fedora: sudo dnf install curl; macOS: brew install curl).",
 }
-
-
-class ExecNotFoundError(ToolNotFoundError):
-    """``kubectl exec`` named a program that is not on the pod's ``PATH`` (the machine's tools plus shims).
-
-    Args:
-        tool: the program as given.
-        hint: what to install.
-    """
-
-    def __init__(self, tool: str, hint: str):
-        super().__init__(tool, hint)
-        self.args = (f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{tool}": '
-                     f"executable file not found in $PATH: unknown. {hint}",)
 
 
 class NodeRuntime:

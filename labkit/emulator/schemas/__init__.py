@@ -8,7 +8,7 @@
 
 :func:`check_body` is the one call the API server makes per written body; it returns the object as it
 will be stored (unknown fields dropped) and the warnings for the response, or raises the
-:class:`~labkit.emulator.apimachinery.status.StatusError` a real server sends.
+:class:`~labkit.errors.StatusError` a real server sends.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery import status
 from labkit.emulator.schemas import decoding, fields, structural
 from labkit.emulator.schemas.fields import IGNORE, STRICT, WARN, FieldReport, directive
@@ -24,7 +25,6 @@ from labkit.emulator.schemas.upstream import Definitions, definitions
 __all__ = ["IGNORE", "STRICT", "WARN", "Definitions", "FieldReport", "check_body", "check_custom", "decoding",
            "definitions", "directive", "go_repr", "served_as"]
 
-Obj = dict[str, Any]
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 
 

@@ -190,3 +190,16 @@ def test_self_signed_secret_round_trips() -> None:
     loaded = mesh_ca.load_ca(None, secret)
     assert loaded is not None and loaded.source == "istio-ca-secret" and loaded.authority.is_root
     assert mesh_ca.load_ca(None, None) is None
+
+
+def test_injection_declares_to_the_node_what_replaces_iptables() -> None:
+    from labkit.emulator.node import SidecarDeclaration
+
+    plain = {"metadata": {"name": "sleep-1", "namespace": "sample", "labels": {"app": "sleep"}},
+             "spec": {"containers": [{"name": "sleep", "image": "curlimages/curl"}]}}
+    injected = json_patch(plain, sidecar_patch(plain, cluster="cluster1", network="", mesh=MESH, values={}))
+    # The node reads only this annotation: the proxy keeps the pod IP, apps use its HTTP proxy listener, and
+    # probes of the agent's ports go to the pod IP.
+    declared = SidecarDeclaration.of(injected["metadata"]["annotations"])
+    assert declared == SidecarDeclaration("istio-proxy", 15080, frozenset({15020, 15021, 15090}))
+    assert SidecarDeclaration.of(plain["metadata"].get("annotations") or {}) is None

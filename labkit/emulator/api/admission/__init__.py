@@ -24,8 +24,8 @@ The chain owns no HTTP: :class:`~labkit.emulator.api.server.ApiServer` calls it.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
+from labkit.core.wire import Obj
 from labkit.emulator.api.auth import User
 from labkit.emulator.api.resources import ResourceType
 from labkit.emulator.apimachinery import status
@@ -53,7 +53,6 @@ __all__ = [
     "validate_name",
 ]
 
-Obj = dict[str, Any]
 
 
 class AdmissionChain:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Any
 
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError, invalid
 from labkit.emulator.controllers.services import requested_load_balancer_ip
 from labkit.emulator.network.addresses import IpPool, LoadBalancerPool, ServiceRef
@@ -26,7 +26,6 @@ NODE_PORT_RANGE = range(30000, 32768)
 _NEEDS_CLUSTER_IP = ("ClusterIP", "NodePort", "LoadBalancer")
 _NEEDS_NODE_PORTS = ("NodePort", "LoadBalancer")
 
-Obj = dict[str, Any]
 
 
 def schedule(pod: Obj, node_name: str) -> None:

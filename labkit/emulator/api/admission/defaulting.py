@@ -16,9 +16,8 @@ from __future__ import annotations
 import base64
 import copy
 from collections.abc import Callable
-from typing import Any
 
-Obj = dict[str, Any]
+from labkit.core.wire import Obj
 
 DEFAULT_SCHEDULER = "default-scheduler"
 

@@ -11,8 +11,8 @@ to a Namespace's ``metadata.finalizers`` so that the namespace controller can em
 from __future__ import annotations
 
 import copy
-from typing import Any
 
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.controllers.framework import is_deleting
 from labkit.emulator.controllers.garbage import (
@@ -22,8 +22,6 @@ from labkit.emulator.controllers.garbage import (
     ORPHAN,
     ORPHAN_POLICY,
 )
-
-Obj = dict[str, Any]
 
 
 def finalizers_for_delete(

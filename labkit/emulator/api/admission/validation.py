@@ -11,14 +11,12 @@ namespace is even looked up); :func:`validate` runs after defaulting and the mut
 
 from __future__ import annotations
 
-from typing import Any
-
 from labkit.core.names import name_errors, name_rule
 from labkit.core.selectors import label_selector_from_dict
+from labkit.core.wire import Obj
 from labkit.emulator.api.resources import ResourceType
 from labkit.emulator.apimachinery import status
 
-Obj = dict[str, Any]
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 

@@ -38,12 +38,12 @@ import random
 import ssl
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from labkit.core.selectors import label_selector_from_dict
+from labkit.core.wire import Obj
 from labkit.emulator.api.auth import User
 from labkit.emulator.api.resources import ResourceType
 from labkit.emulator.apimachinery import json_patch, status
@@ -52,7 +52,6 @@ from labkit.emulator.store import Store
 
 _log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 GROUP = "admissionregistration.k8s.io"
 REVIEW_API_VERSION = "admission.k8s.io/v1"
 DEFAULT_TIMEOUT = 10

@@ -64,31 +64,38 @@ IMAGES = Column("Images", priority=1, description="Images referenced by each con
 
 
 def created_at(obj: Obj) -> str:
+    """CREATED AT of the generic table: the creation time in RFC 3339, Go's zero time when there is none."""
     when = parse_time(metadata_of(obj).get("creationTimestamp"))
     return format_time(when) if when is not None else ZERO_TIME
 
 
 def metadata_of(obj: Obj) -> Mapping[str, Any]:
+    """``metadata``, empty when missing."""
     return obj.get("metadata") or {}
 
 
 def spec_of(obj: Obj) -> Mapping[str, Any]:
+    """``spec``, empty when missing."""
     return obj.get("spec") or {}
 
 
 def status_of(obj: Obj) -> Mapping[str, Any]:
+    """``status``, empty when missing (objects the controllers have not reached yet)."""
     return obj.get("status") or {}
 
 
 def name_of(obj: Obj) -> str:
+    """The NAME cell."""
     return str(metadata_of(obj).get("name", ""))
 
 
 def age_of(obj: Obj, now: dt.datetime) -> str:
+    """The AGE cell: the object's age at ``now``, as kubectl prints it."""
     return age(metadata_of(obj).get("creationTimestamp"), now)
 
 
 def as_int(value: Any, default: int = 0) -> int:
+    """A count from the object, ``default`` when it is missing or not a number (booleans are not numbers)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return default
     return int(value)
@@ -115,16 +122,19 @@ def format_label_selector(selector: Mapping[str, Any] | None) -> str:
 
 
 def container_cells(template_spec: Mapping[str, Any]) -> list[str]:
+    """The CONTAINERS and IMAGES cells of a pod template's spec (``-o wide``)."""
     containers = template_spec.get("containers") or ()
     return [",".join(str(c.get("name", "")) for c in containers),
             ",".join(str(c.get("image", "")) for c in containers)]
 
 
 def template_spec(obj: Obj) -> Mapping[str, Any]:
+    """The pod template's spec of a workload, empty when missing."""
     return (spec_of(obj).get("template") or {}).get("spec") or {}
 
 
 def join_host_port(host: str, port: Any) -> str:
+    """``host:port``, with brackets around an IPv6 host (Go's ``net.JoinHostPort``)."""
     try:
         if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
             return f"[{host}]:{port}"
@@ -134,6 +144,7 @@ def join_host_port(host: str, port: Any) -> str:
 
 
 def with_more(shown: list[str], total: int, limit: int, empty: str) -> str:
+    """Comma-joined cells cut after ``limit`` with `` + N more...``, or ``empty`` when there are none."""
     text = ",".join(shown)
     if total > limit:
         return f"{text} + {total - limit} more..."

@@ -9,12 +9,12 @@ so the transport (filesystem xDS today, gRPC ADS maybe later) can change without
 """
 
 from labkit.emulator.mesh.xds.clusters import build_clusters
-from labkit.emulator.mesh.xds.common import XdsError
 from labkit.emulator.mesh.xds.endpoints import build_endpoints, build_load_assignment
 from labkit.emulator.mesh.xds.listeners import build_listeners, gateway_conflicts
 from labkit.emulator.mesh.xds.routes import build_routes
 from labkit.emulator.mesh.xds.secrets import build_root_secret, build_secrets, build_tls_secret
 from labkit.emulator.mesh.xds.snapshot import ProxyCredential, check_consistency, generate
+from labkit.errors import XdsError
 
 __all__ = [
     "ProxyCredential",

@@ -15,7 +15,7 @@ from typing import Any
 
 from labkit.core.selectors import labels_match  # noqa: F401  (the builders call common.labels_match)
 from labkit.emulator.mesh.xds import names
-from labkit.errors import LabkitError
+from labkit.errors import XdsError  # noqa: F401  (raised as common.XdsError by the builders)
 
 _API = "type.googleapis.com/envoy"
 CLUSTER = f"{_API}.config.cluster.v3.Cluster"
@@ -54,12 +54,6 @@ ACCESS_LOG_FORMAT = (
     '%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n'
 )
 
-
-
-class XdsError(LabkitError):
-    """The mesh cannot be turned into a consistent Envoy configuration for a proxy; the message names the proxy
-    and the missing or conflicting resource.
-    """
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")

@@ -17,11 +17,11 @@ from typing import Any
 from labkit.emulator.mesh.model import MeshSnapshot, Proxy, ProxyConfig
 from labkit.emulator.mesh.xds import common, names
 from labkit.emulator.mesh.xds.clusters import build_clusters
-from labkit.emulator.mesh.xds.common import XdsError
 from labkit.emulator.mesh.xds.endpoints import build_endpoints
 from labkit.emulator.mesh.xds.listeners import build_listeners
 from labkit.emulator.mesh.xds.routes import build_routes
 from labkit.emulator.mesh.xds.secrets import build_root_secret, build_secrets, build_tls_secret
+from labkit.errors import XdsError
 
 
 @dataclass(frozen=True)
