@@ -48,6 +48,26 @@ def release(kubernetes_version: str) -> str:
     return f"v{major}.{minor}.0-local"
 
 
+def nearest_release(folder: str, available: Iterable[str]) -> str:
+    """``folder`` if the package ships it, else the closest release it ships (older first, then newer).
+
+    Newer ``kubernetes-validate`` releases drop the oldest Kubernetes versions; an API that is a minor
+    version off is still far closer to the truth than no schema at all.
+
+    Args:
+        folder: the wanted folder (``v1.32.0-local``).
+        available: the folder names the package ships.
+    """
+    def minor(name: str) -> int:
+        return int(name.removeprefix("v").split(".")[1])
+
+    local = sorted((name for name in available if name.endswith("-local") and name.count(".") == 2), key=minor)
+    if folder in local or not local:
+        return folder
+    older = [name for name in local if minor(name) < minor(folder)]
+    return older[-1] if older else local[0]
+
+
 def package_of(name: str) -> str:
     """The API package of a definition: ``io.k8s.api.core.v1.Pod`` → ``io.k8s.api.core.v1``."""
     return name.rpartition(".")[0]
@@ -116,7 +136,8 @@ def _packages(folder: str) -> dict[str, bytes]:
     spec = importlib.util.find_spec(DEFINITIONS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(f"{DEFINITIONS_PACKAGE} is not installed; reinstall labkit (pip install -e .)")
-    source = Path(spec.submodule_search_locations[0]) / "kubernetes-json-schema" / folder / "_definitions.json"
+    shipped = Path(spec.submodule_search_locations[0]) / "kubernetes-json-schema"
+    source = shipped / nearest_release(folder, [entry.name for entry in shipped.iterdir()]) / "_definitions.json"
     raw = json.loads(source.read_bytes())["$defs"]
     packages: dict[str, dict[str, Any]] = {}
     for name, schema in raw.items():

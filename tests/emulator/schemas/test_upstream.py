@@ -10,6 +10,13 @@ def test_the_release_folder_follows_the_minor_version() -> None:
     assert upstream.release("v1.32.7") == "v1.32.0-local"
 
 
+def test_a_release_the_package_no_longer_ships_falls_back_to_the_closest() -> None:
+    shipped = ["v1.33.0-local", "v1.33.0-local-strict", "v1.35.0-local", "v1.31.0-local"]
+    assert upstream.nearest_release("v1.33.0-local", shipped) == "v1.33.0-local"
+    assert upstream.nearest_release("v1.34.0-local", shipped) == "v1.33.0-local"
+    assert upstream.nearest_release("v1.29.0-local", shipped) == "v1.31.0-local"
+
+
 def test_conversion_to_openapi_v3() -> None:
     converted = upstream.convert({
         "type": ["object", "null"],
