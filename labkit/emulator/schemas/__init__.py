@@ -20,10 +20,11 @@ from labkit.core.wire import Obj
 from labkit.emulator.apimachinery import status
 from labkit.emulator.schemas import decoding, fields, structural
 from labkit.emulator.schemas.fields import IGNORE, STRICT, WARN, FieldReport, directive
+from labkit.emulator.schemas.structural import apply_defaults
 from labkit.emulator.schemas.upstream import Definitions, definitions
 
-__all__ = ["IGNORE", "STRICT", "WARN", "Definitions", "FieldReport", "check_body", "check_custom", "decoding",
-           "definitions", "directive", "go_repr", "served_as"]
+__all__ = ["IGNORE", "STRICT", "WARN", "Definitions", "FieldReport", "apply_defaults", "check_body", "check_custom",
+           "decoding", "definitions", "directive", "go_repr", "served_as"]
 
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 

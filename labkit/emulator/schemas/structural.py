@@ -1,12 +1,13 @@
 """Custom resources checked against their CRD's structural schema, as the apiextensions server checks them.
 
-Two passes, in a real server's order:
+Three passes, in a real server's order:
 
 1. **Pruning** at decode time: fields the schema does not declare are dropped, except under
    ``x-kubernetes-preserve-unknown-fields: true`` (the whole subtree is then kept) — so a misspelt field
    never reaches storage. Under ``fieldValidation=Strict`` a pruned field fails the request instead
    (see :mod:`.fields`).
-2. **Validation** after mutating admission: types, ``required``, ``enum``, bounds, lengths and patterns,
+2. **Defaulting**, also at decode time: absent fields get the schema's ``default``.
+3. **Validation** after mutating admission: types, ``required``, ``enum``, bounds, lengths and patterns,
    each failure a field error worded as the server words it
    (``spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string"``).
 
@@ -18,6 +19,7 @@ CEL rules) are accepted without checking rather than half-checked.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -79,6 +81,42 @@ def _prune(value: Any, schema: Schema, path: str, dropped: list[str]) -> Any:
             out[key] = item
         else:
             dropped.append(sub)
+    return out
+
+
+def apply_defaults(obj: dict[str, Any], schema: Schema | None) -> dict[str, Any]:
+    """Fill the ``default`` values a structural schema declares for absent fields, as the server does on decode.
+
+    Defaults apply inside objects that are present (a default on ``spec.replicas`` needs a ``spec``), to
+    every item of a list and every value of a map, and never overwrite a value that was given.
+
+    Args:
+        obj: the (pruned) object; not modified.
+        schema: the version's ``openAPIV3Schema``; None adds nothing.
+    """
+    if schema is None:
+        return obj
+    return _defaulted(obj, schema)
+
+
+def _defaulted(value: Any, schema: Schema) -> Any:
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [_defaulted(item, schema["items"]) for item in value]
+    if not isinstance(value, dict):
+        return value
+    properties = schema.get("properties") or {}
+    extra = schema.get("additionalProperties")
+    out = {}
+    for key, item in value.items():
+        if key in properties:
+            out[key] = _defaulted(item, properties[key])
+        elif isinstance(extra, Mapping):
+            out[key] = _defaulted(item, extra)
+        else:
+            out[key] = item
+    for key, sub in properties.items():
+        if key not in out and "default" in sub:
+            out[key] = _defaulted(copy.deepcopy(sub["default"]), sub)
     return out
 
 

@@ -26,7 +26,8 @@ CRD = {
     "spec": {"group": "zoo.example.com", "scope": "Namespaced", "names": {"plural": "pets", "kind": "Pet"},
              "versions": [{"name": name, "served": True, "storage": name == "v1", "schema": {"openAPIV3Schema": {
                  "type": "object", "properties": {"spec": {"type": "object", "properties": {
-                     "legs": {"type": "integer"}}}}}}} for name in ("v1", "v1beta1")]},
+                     "legs": {"type": "integer"}, "tail": {"type": "boolean", "default": True}}}}}}}
+                          for name in ("v1", "v1beta1")]},
 }
 
 
@@ -91,7 +92,9 @@ def test_a_custom_resource_is_served_at_the_version_asked_for_in_get_list_and_wa
             async with http.post(v1beta1, json=pet) as reply:
                 assert reply.status == 201 and (await reply.json())["apiVersion"] == "zoo.example.com/v1beta1"
             async with http.get(f"{v1}/tom") as reply:
-                assert (await reply.json())["apiVersion"] == "zoo.example.com/v1"
+                got = await reply.json()
+                assert got["apiVersion"] == "zoo.example.com/v1"
+                assert got["spec"] == {"legs": 4, "tail": True}  # the schema's default, filled on create
             async with http.get(v1) as reply:
                 assert [item["apiVersion"] for item in (await reply.json())["items"]] == ["zoo.example.com/v1"]
             async with http.get(f"{v1}?watch=true&timeoutSeconds=1") as reply:

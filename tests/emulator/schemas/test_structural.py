@@ -47,6 +47,22 @@ def test_pruning_drops_undeclared_fields_except_where_unknown_fields_are_preserv
     assert structural.prune(obj, None) == (obj, [])
 
 
+def test_defaults_fill_absent_fields_inside_present_objects_and_never_overwrite() -> None:
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "legs": {"type": "integer", "default": 4},
+        "toys": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "size": {"type": "integer", "default": 1}}}},
+        "collar": {"type": "object", "default": {}, "properties": {"color": {"type": "string", "default": "red"}}},
+    }}}}
+    defaulted = structural.apply_defaults(pet(toys=[{"name": "ball"}, {"name": "bone", "size": 3}]), schema)
+    assert defaulted["spec"] == {"legs": 4, "toys": [{"name": "ball", "size": 1}, {"name": "bone", "size": 3}],
+                                 "collar": {"color": "red"}}
+    assert structural.apply_defaults(pet(legs=3), schema)["spec"]["legs"] == 3
+    assert "spec" not in structural.apply_defaults({"metadata": {"name": "x"}}, schema)
+    obj = pet(species="cat")
+    assert structural.apply_defaults(obj, None) is obj
+
+
 def test_validation_names_each_field_in_the_api_servers_words() -> None:
     assert structural.validate(pet(species="cat", legs=4, port="http"), SCHEMA) == []
     assert structural.validate(pet(species="cat", port=8080), SCHEMA) == []

@@ -16,8 +16,8 @@ Two checks come earlier, as a real server runs them while it decodes the request
 new objects in a missing or terminating namespace). On DELETE, :mod:`.finalizers` turns the propagation
 policy into finalizers before the store deletes.
 
-Custom resources skip defaulting and allocation but not the webhooks; their validation is their CRD's
-structural schema (:func:`labkit.emulator.schemas.check_custom`).
+Custom resources skip allocation but not the webhooks; their defaults and validation come from their CRD's
+structural schema (:mod:`labkit.emulator.schemas.structural`).
 The chain owns no HTTP: :class:`~labkit.emulator.api.server.ApiServer` calls it.
 """
 
@@ -30,7 +30,7 @@ from labkit.emulator.api.auth import User
 from labkit.emulator.api.resources import ResourceType
 from labkit.emulator.apimachinery import status
 from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
-from labkit.emulator.schemas import check_custom
+from labkit.emulator.schemas import apply_defaults, check_custom
 from labkit.emulator.store import Store
 
 from .allocation import NODE_PORT_RANGE, ServiceAllocator, schedule
@@ -157,9 +157,9 @@ class AdmissionChain:
             self.allocator.release(obj)
 
     def default(self, rt: ResourceType, obj: Obj) -> None:
-        """Stage 1: fill the defaults of a built-in kind in place (custom resources are left as they are)."""
-        if not rt.crd:
-            defaulted = default_object(obj)
+        """Stage 1: fill the defaults of a built-in kind, or those a custom resource's schema declares, in place."""
+        defaulted = apply_defaults(obj, rt.schema) if rt.crd else default_object(obj)
+        if defaulted is not obj:
             obj.clear()
             obj.update(defaulted)
 
