@@ -48,6 +48,12 @@ KUBECONFIG_FILE = "kubeconfig"
 LOG_FILE = "emulator.log"
 PID_FILE = "emulator.pid"
 
+# --- istiod ---------------------------------------------------------------------------------------------------------
+
+ISTIOD_CA_PROBLEM = "cannot use the CA in istio-system:"
+"""How istiod's log line starts when the plugged-in ``cacerts`` is unusable; istiod then stays not Ready, and
+``labkit.istio.install`` quotes the line instead of waiting out its timeout."""
+
 # --- addresses (DESIGN decision 4) ---------------------------------------------------------------------------------
 
 MAX_CLUSTERS = 99

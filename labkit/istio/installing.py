@@ -19,20 +19,27 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from labkit import kube
-from labkit.errors import LabkitError, ManifestError, ToolNotFoundError
+from labkit.core.contract import ISTIOD_CA_PROBLEM as CA_PROBLEM
+from labkit.core.wire import Obj
+from labkit.errors import LabkitError, ManifestError, MeshError, ToolNotFoundError, WaitTimeoutError
 from labkit.istio.operator import InstallSettings, check_operator, settings_of
-from labkit.istio.rendering import RenderedInstall, ca_secret_object, namespace_object, render
+from labkit.istio.rendering import (
+    RenderedInstall,
+    ca_secret_object,
+    namespace_object,
+    render,
+    validating_webhook_names,
+)
 from labkit.pki import new_root
 
-Obj = dict[str, Any]
 NETWORK_LABEL = "topology.istio.io/network"
 
 
@@ -100,6 +107,8 @@ def install(
             there; every such field is listed.
         ToolNotFoundError: (real) istioctl is not installed.
         WaitTimeoutError: istiod or a gateway did not become ready within ``timeout``.
+        MeshError: istiod runs but cannot become ready because its plugged-in CA is unusable (raised as soon as
+            its log says so, quoting the file and the reason).
         KubeApiError: the API server refused a write.
     """
     operator, origin = load_operator(file)
@@ -116,7 +125,8 @@ def install(
 
     namespace, exists = _namespace_to_apply(context, settings, kubeconfig)
     root_pem, ca_secret = _mesh_root(context, settings, exists, kubeconfig)
-    rendered = render(settings, ca_root_pem=root_pem, namespace=namespace, ca_secret=ca_secret)
+    rendered = render(settings, ca_root_pem=root_pem, namespace=namespace, ca_secret=ca_secret,
+                      failure_policies=_live_failure_policies(context, settings, kubeconfig))
     applied = _apply_groups(context, settings, rendered, say, wait=wait, timeout=timeout, kubeconfig=kubeconfig)
     say("✔ Installation complete")
     return InstallResult(context, True, settings.components, tuple(applied), "\n".join(lines))
@@ -149,7 +159,7 @@ def _apply_groups(context: str, settings: InstallSettings, rendered: RenderedIns
     if rendered.istiod:
         applied += kube.apply(context, list(rendered.istiod), kubeconfig=kubeconfig)
         if wait and settings.pilot:
-            kube.wait_ready(context, ns, "deploy/istiod", timeout=timeout, kubeconfig=kubeconfig)
+            _wait_for_istiod(context, ns, timeout=timeout, kubeconfig=kubeconfig)
         say("✔ Istiod installed 🧠" if settings.pilot else "✔ Istiod remote installed 🧠")
     if rendered.gateways:
         applied += kube.apply(context, list(rendered.gateways), kubeconfig=kubeconfig)
@@ -159,6 +169,59 @@ def _apply_groups(context: str, settings: InstallSettings, rendered: RenderedIns
                                 kubeconfig=kubeconfig)
         say("✔ Ingress gateways installed 🛬")
     return applied
+
+
+def _live_failure_policies(context: str, settings: InstallSettings,
+                           kubeconfig: Path | str | None) -> dict[str, str]:
+    """The ``failurePolicy`` istiod set on its validating webhooks, to keep on a second install (as Helm's
+    upgrade leaves it alone)."""
+    if not settings.pilot:
+        return {}
+    policies = {}
+    for name in validating_webhook_names(settings):
+        live = kube.get_object(context, "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", name,
+                               kubeconfig=kubeconfig)
+        hooks = (live or {}).get("webhooks") or []
+        if hooks:
+            policies[name] = hooks[0].get("failurePolicy") or "Fail"
+    return policies
+
+
+_LOOK_EVERY = 2.0
+
+
+def _wait_for_istiod(context: str, namespace: str, *, timeout: float, kubeconfig: Path | str | None) -> None:
+    """Wait for istiod; when it is running but not Ready because of its CA, fail at once quoting its log."""
+    deadline = time.monotonic() + timeout
+    look_at = time.monotonic() + _LOOK_EVERY
+    while waiting := kube.not_ready(context, namespace, "deploy/istiod", kubeconfig=kubeconfig):
+        if time.monotonic() >= look_at:
+            reason = _istiod_ca_problem(context, namespace, kubeconfig)
+            if reason:
+                raise MeshError(f"istiod in {context} is not ready: {reason} Replace the cacerts Secret (kubectl "
+                                f"delete secret cacerts -n {namespace}, then labkit.istio.plug_in_ca with a good "
+                                f"folder) and restart istiod (kubectl delete pod -n {namespace} -l app=istiod).")
+            look_at = time.monotonic() + _LOOK_EVERY
+        if time.monotonic() >= deadline:
+            lines = "\n".join(f"  - {line}" for line in waiting)
+            raise WaitTimeoutError(f"not ready after {timeout:.0f} s in {context}/{namespace} (deploy/istiod):\n"
+                                   f"{lines}\nLook closer with: kubectl --context {context} -n {namespace} logs "
+                                   f"deploy/istiod", waiting)
+        time.sleep(0.25)
+
+
+def _istiod_ca_problem(context: str, namespace: str, kubeconfig: Path | str | None) -> str:
+    for pod in kube.pods(context, namespace, "app=istiod", kubeconfig=kubeconfig):
+        if pod.phase != "Running":
+            continue
+        try:
+            text = kube.logs(context, namespace, pod.name, container="discovery", tail=200, kubeconfig=kubeconfig)
+        except LabkitError:
+            continue
+        lines = [line for line in text.splitlines() if CA_PROBLEM in line]
+        if lines:
+            return lines[-1][lines[-1].index(CA_PROBLEM):]
+    return ""
 
 
 def _namespace_to_apply(context: str, settings: InstallSettings,

@@ -16,13 +16,23 @@ from pathlib import Path
 from labkit import kube
 from labkit.istio.installing import install
 from labkit.istio.remote_secrets import apply_remote_secret, create_remote_secret
-from labkit.pki import CACERTS_FILES, KeySpec, make_mesh
+from labkit.pki import CACERTS_FILES, KeySpec, make_mesh, read_cacerts
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "multi-primary"
 
 
 def plug_in_ca(context: str, folder: Path, network: str | None = None) -> None:
-    """Create ``istio-system`` (labelled with ``network``) and its ``cacerts`` Secret from a cacerts folder."""
+    """Create ``istio-system`` (labelled with ``network``) and its ``cacerts`` Secret from a cacerts folder.
+
+    The folder is checked first (:func:`labkit.pki.read_cacerts`): a key that does not match its certificate,
+    a chain that does not verify to ``root-cert.pem`` or an expired intermediate is refused, naming the file
+    and the fix, before anything reaches the cluster.
+
+    Raises:
+        PkiError: the folder does not hold a CA istiod could sign with.
+    """
+    folder = Path(folder)
+    read_cacerts(folder)
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}
     if network:
         namespace["metadata"]["labels"] = {"topology.istio.io/network": network}

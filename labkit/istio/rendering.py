@@ -3,12 +3,14 @@
 The names, labels, ports and env follow Istio's charts (``base``, ``istio-discovery``, ``gateway``), so
 ``kubectl get`` on an embedded cluster shows what it shows on a real one and the emulated istiod and
 gateways find what they look for: the ``istio`` mesh ConfigMap, the ``istio-sidecar-injector`` values,
-the ``topology.istio.io/network`` labels, ``CLUSTER_ID`` and ``ISTIO_META_NETWORK``. Images are the
+the ``topology.istio.io/network`` labels, ``CLUSTER_ID`` and ``ISTIO_META_NETWORK``; and the API server
+calls istiod's injection and validation webhooks as on a real cluster. Images are the
 ones the embedded node knows (``<hub>/pilot:<tag>``, ``<hub>/proxyv2:<tag>``).
 
 What is left out is what has no effect without a container runtime (init containers, volumes for
 projected tokens, security contexts, HPAs, PDBs); the CRDs carry no schema (``x-kubernetes-preserve-
-unknown-fields``): validation of Istio resources is istiod's job here, as its analysis is on a real mesh.
+unknown-fields``): validation of Istio resources is istiod's ``validation.istio.io`` webhook's job here,
+which refuses what the structural schemas of Istio's CRDs and its own rules would.
 
 Everything is rendered the same way every time (no timestamps, no random names), so a second install
 is a no-op apply.
@@ -17,18 +19,18 @@ is a no-op apply.
 from __future__ import annotations
 
 import base64
+import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import yaml
 
+from labkit.core.contract import PROXY_HTTP_PORT
+from labkit.core.wire import Obj
 from labkit.istio.operator import GatewaySpec, InstallSettings
 
-Obj = dict[str, Any]
 REVISION = "default"
-PROXY_HTTP_PORT = 15080  # the sidecar's HTTP proxy port on embedded clusters (DESIGN decision 5: no iptables)
 
 # group, kind, plural, singular, short names, versions (first is the storage version), namespaced, extra columns.
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
@@ -114,6 +116,9 @@ _ISTIOD_RULES: tuple[Obj, ...] = (
     {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": _READ},
 )
 _ISTIOD_NAMESPACE_RULES: tuple[Obj, ...] = (
+    # A dry-run create of a known-bad Gateway proves the validating webhook refuses it before istiod makes it
+    # fail-closed (nothing is stored).
+    {"apiGroups": ["networking.istio.io"], "resources": ["gateways"], "verbs": ["create"]},
     # Its own namespace: the CA secret, the root-cert ConfigMaps it writes everywhere, leader-election leases.
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "watch", "update", "patch",
                                                                "delete"]},
@@ -149,7 +154,7 @@ class RenderedInstall:
 
 
 def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj | None = None,
-           ca_secret: Obj | None = None) -> RenderedInstall:
+           ca_secret: Obj | None = None, failure_policies: Mapping[str, str] | None = None) -> RenderedInstall:
     """Render an install.
 
     Args:
@@ -157,6 +162,8 @@ def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj |
         ca_root_pem: the mesh root, for the injector webhook's ``caBundle`` (empty: left unset).
         namespace: the control-plane Namespace to apply (None when it exists and needs no label).
         ca_secret: the ``istio-ca-secret`` to create (None when ``cacerts`` or an existing one is used).
+        failure_policies: the live ``failurePolicy`` of validating webhook configurations that exist already, by
+            name: kept as istiod set them, so installing again does not reopen validation.
     """
     core: list[Obj] = []
     if settings.base:
@@ -177,6 +184,8 @@ def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj |
             istiod += _remote_istiod(settings)
     if settings.pilot or settings.remote:
         istiod.append(injector_webhook(settings, ca_root_pem))
+    if settings.pilot:
+        istiod += validating_webhooks(settings, ca_root_pem, failure_policies=failure_policies)
     gateways: list[Obj] = []
     for gateway in settings.gateways:
         gateways += _gateway(settings, gateway)
@@ -463,6 +472,57 @@ def injector_webhook(settings: InstallSettings, ca_root_pem: str = "") -> Obj:
                  [{"key": "sidecar.istio.io/inject", "operator": "In", "values": ["true"]}, no_rev]),
         ],
     }
+
+
+VALIDATION_GROUPS = ["security.istio.io", "networking.istio.io", "telemetry.istio.io", "extensions.istio.io"]
+
+
+def validating_webhook_names(settings: InstallSettings) -> tuple[str, str]:
+    """The names of istiod's ValidatingWebhookConfigurations (revision-specific, then the default one)."""
+    return f"istio-validator-{settings.namespace}", "istiod-default-validator"
+
+
+def validating_webhooks(settings: InstallSettings, ca_root_pem: str = "", *,
+                        failure_policies: Mapping[str, str] | None = None) -> list[Obj]:
+    """Istio's ``validation.istio.io`` webhooks, as the charts render them for the default revision.
+
+    ``istio-validator-<namespace>`` (``rev.validation.istio.io``) checks objects labelled ``istio.io/rev:
+    default``; ``istiod-default-validator`` (``validation.istio.io``, the name kubectl's refusals quote) checks
+    every Istio object. Both start with ``failurePolicy: Ignore``, so config applied while istiod is not up yet
+    is not locked out; istiod switches them to ``Fail`` once its endpoint refuses a known-bad object.
+
+    Args:
+        settings: the resolved IstioOperator.
+        ca_root_pem: the mesh root, for ``caBundle`` (empty: istiod fills it in).
+        failure_policies: configuration name → its live ``failurePolicy``, kept on a second install.
+    """
+    revision_name, default_name = validating_webhook_names(settings)
+    client_config: Obj = {"service": {"name": "istiod", "namespace": settings.namespace, "path": "/validate",
+                                      "port": 443}}
+    if ca_root_pem:
+        client_config["caBundle"] = base64.b64encode(ca_root_pem.encode()).decode()
+    labels = {"app": "istiod", "istio": "istiod", "istio.io/rev": REVISION, "release": "istio",
+              "app.kubernetes.io/name": "istiod"}
+
+    def hook(configuration: str, name: str, object_selector: Obj | None) -> Obj:
+        webhook: Obj = {"name": name, "clientConfig": copy.deepcopy(client_config),
+                        "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": list(VALIDATION_GROUPS),
+                                   "apiVersions": ["*"], "resources": ["*"]}],
+                        "failurePolicy": (failure_policies or {}).get(configuration, "Ignore"),
+                        "sideEffects": "None", "admissionReviewVersions": ["v1"]}
+        if object_selector is not None:
+            webhook["objectSelector"] = object_selector
+        return webhook
+
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+         "metadata": {"name": revision_name, "labels": dict(labels)},
+         "webhooks": [hook(revision_name, "rev.validation.istio.io", {"matchExpressions": [
+             {"key": "istio.io/rev", "operator": "In", "values": [REVISION]}]})]},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+         "metadata": {"name": default_name, "labels": dict(labels)},
+         "webhooks": [hook(default_name, "validation.istio.io", None)]},
+    ]
 
 
 def _gateway(settings: InstallSettings, gateway: GatewaySpec) -> list[Obj]:

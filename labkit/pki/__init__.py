@@ -9,6 +9,7 @@ plain values, so the layers above (and the emulator) never need it.
 - :mod:`~labkit.pki.verifying`: chain verification that says why it fails
 - :mod:`~labkit.pki.describing`: the fields a learner reads off a certificate
 - :mod:`~labkit.pki.layouts`: Istio's ``cacerts`` and workload file layouts, a whole mesh folder
+- :mod:`~labkit.pki.plugging`: whether ``cacerts`` files form a CA istiod can sign with
 """
 
 from labkit.pki.authorities import CertificateAuthority, Credential, KeySpec, generate_key, new_root
@@ -27,6 +28,7 @@ from labkit.pki.layouts import (
     write_root,
     write_workload,
 )
+from labkit.pki.plugging import check_cacerts
 from labkit.pki.spiffe import SpiffeId
 from labkit.pki.verifying import VerifiedChain, verify_certificate
 
@@ -42,6 +44,7 @@ __all__ = [
     "SpiffeId",
     "TrustBundle",
     "VerifiedChain",
+    "check_cacerts",
     "check_folder",
     "describe",
     "generate_key",

@@ -24,15 +24,13 @@ from labkit.errors import PkiError
 from labkit.pki.authorities import CertificateAuthority, Credential, KeySpec, new_root
 from labkit.pki.pem import (
     check_key_matches,
-    dump_certificates,
     load_certificate,
-    load_certificates,
     load_private_key,
     read_source,
 )
+from labkit.pki.plugging import CACERTS_FILES, check_cacerts
 from labkit.pki.verifying import verify_certificate
 
-CACERTS_FILES = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
 WORKLOAD_FILES = ("cert-chain.pem", "key.pem", "root-cert.pem")
 ROOT_FILES = ("root-cert.pem", "root-key.pem")
 _PRIVATE = {"ca-key.pem", "key.pem", "root-key.pem"}
@@ -77,16 +75,15 @@ def write_cacerts(folder: Path, ca: CertificateAuthority) -> list[Path]:
 
 
 def read_cacerts(folder: Path) -> CertificateAuthority:
-    """Read a ``cacerts`` folder, checking the key pair and that the chain reaches ``root-cert.pem``."""
+    """Read a ``cacerts`` folder, checking that its files form a CA istiod can sign with
+    (:func:`~labkit.pki.plugging.check_cacerts`); errors name the file and the fix.
+    """
     missing = [name for name in CACERTS_FILES if not (folder / name).is_file()]
     if missing:
         raise PkiError(f"{folder}: missing {', '.join(missing)}; a cacerts folder holds {', '.join(CACERTS_FILES)} "
                        f"(make one with labkit certs mesh).")
     text = {name: read_source(folder / name).decode() for name in CACERTS_FILES}
-    ca = CertificateAuthority.load(text["ca-cert.pem"], text["ca-key.pem"], _chain_above(text["cert-chain.pem"]),
-                                   source=str(folder / "ca-cert.pem"))
-    verify_certificate(text["cert-chain.pem"], text["root-cert.pem"], source=str(folder / "cert-chain.pem"))
-    return ca
+    return check_cacerts(text, {name: str(folder / name) for name in CACERTS_FILES})
 
 
 def write_workload(folder: Path, credential: Credential) -> list[Path]:
@@ -189,9 +186,4 @@ def check_folder(folder: Path, root: Path | None = None) -> list[FileCheck]:
         except PkiError as exc:
             checks.append(FileCheck(name, False, str(exc).removeprefix(f"{name}: ")))
     return checks
-
-
-def _chain_above(cert_chain_pem: str) -> str:
-    """The part of a ``cert-chain.pem`` above its first certificate."""
-    return dump_certificates(load_certificates(cert_chain_pem, "cert-chain.pem")[1:])
 

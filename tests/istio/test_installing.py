@@ -41,7 +41,9 @@ def test_control_plane_renders_core_istiod_and_no_gateway(control_plane: Rendere
         ("ClusterRoleBinding", "istiod-clusterrole-istio-system"), ("Role", "istiod-istio-system"),
         ("RoleBinding", "istiod-istio-system")]
     assert [(o["kind"], o["metadata"]["name"]) for o in control_plane.istiod] == [
-        ("Deployment", "istiod"), ("Service", "istiod"), ("MutatingWebhookConfiguration", "istio-sidecar-injector")]
+        ("Deployment", "istiod"), ("Service", "istiod"), ("MutatingWebhookConfiguration", "istio-sidecar-injector"),
+        ("ValidatingWebhookConfiguration", "istio-validator-istio-system"),
+        ("ValidatingWebhookConfiguration", "istiod-default-validator")]
     assert control_plane.gateways == ()  # profile: minimal
     namespace = _find(control_plane.core, "Namespace", "istio-system")
     assert namespace["metadata"]["labels"] == {"topology.istio.io/network": "network1"}
@@ -187,7 +189,7 @@ def test_default_profile_brings_the_ingress_gateway() -> None:
     assert service["metadata"]["annotations"] == {"example.com/lb": "internal"}
     # Only gateways labelled with a network are network gateways: the ingress gateway Service is not one.
     assert "topology.istio.io/network" not in service["metadata"]["labels"]
-    assert len(rendered.istiod) == 3 and rendered.core
+    assert len(rendered.istiod) == 5 and rendered.core  # istiod, its Service, injection and two validation webhooks
 
 
 def test_remote_profile_points_istiod_at_the_primary() -> None:
@@ -264,3 +266,20 @@ def test_a_real_cluster_streams_istioctl(monkeypatch: pytest.MonkeyPatch, tmp_pa
     out = capsys.readouterr().out
     assert f"args: install -y --context prod-east -f {DATA / 'cluster1.yaml'}" in out
     assert not result.embedded and result.components == ("Istio core installed ⛵️", "Installation complete")
+
+
+def test_validation_webhooks_are_registered_fail_open_until_istiod_closes_them(control_plane: RenderedInstall) -> None:
+    default = _find(control_plane.istiod, "ValidatingWebhookConfiguration", "istiod-default-validator")
+    (hook,) = default["webhooks"]
+    assert hook["name"] == "validation.istio.io"
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
+    assert hook["clientConfig"]["service"] == {"name": "istiod", "namespace": "istio-system", "path": "/validate",
+                                               "port": 443}
+    assert hook["rules"][0]["apiGroups"] == ["security.istio.io", "networking.istio.io", "telemetry.istio.io",
+                                             "extensions.istio.io"]
+    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    revision = _find(control_plane.istiod, "ValidatingWebhookConfiguration", "istio-validator-istio-system")
+    assert revision["webhooks"][0]["name"] == "rev.validation.istio.io"
+    assert revision["webhooks"][0]["objectSelector"]["matchExpressions"] == [
+        {"key": "istio.io/rev", "operator": "In", "values": ["default"]}]
+    assert default["metadata"]["labels"]["istio.io/rev"] == "default"

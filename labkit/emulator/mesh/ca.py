@@ -15,7 +15,8 @@ import datetime as dt
 from dataclasses import dataclass
 
 from labkit.core.wire import Obj
-from labkit.pki import CertificateAuthority, Credential, describe, new_root, verify_certificate
+from labkit.errors import PkiError
+from labkit.pki import CACERTS_FILES, CertificateAuthority, Credential, check_cacerts, describe, new_root
 
 CACERTS = "cacerts"
 SELF_SIGNED = "istio-ca-secret"
@@ -48,13 +49,15 @@ def load_ca(cacerts: Obj | None, self_signed: Obj | None) -> MeshCa | None:
         labkit.errors.PkiError: the plugged-in files do not form a working CA (the message says why).
     """
     if cacerts is not None:
-        chain = _data(cacerts, "cert-chain.pem")
-        certificate = _data(cacerts, "ca-cert.pem")
-        above = chain.replace(certificate.strip(), "", 1).strip()
-        authority = CertificateAuthority.load(certificate, _data(cacerts, "ca-key.pem"),
-                                              (above + "\n") if above else _data(cacerts, "root-cert.pem"),
-                                              source="cacerts ca-cert.pem")
-        verify_certificate(chain, _data(cacerts, "root-cert.pem"), source="cacerts cert-chain.pem")
+        meta = cacerts.get("metadata") or {}
+        where = f"secret {meta.get('namespace', 'istio-system')}/{meta.get('name', CACERTS)}"
+        files = {}
+        for name in CACERTS_FILES:
+            try:
+                files[name] = base64.b64decode((cacerts.get("data") or {}).get(name) or "").decode()
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise PkiError(f"{where} {name}: not base64-encoded PEM text ({exc})") from exc
+        authority = check_cacerts(files, {name: f"{where} {name}" for name in CACERTS_FILES})
         return MeshCa(authority, CACERTS)
     if self_signed is not None:
         return MeshCa(CertificateAuthority.load(_data(self_signed, "ca-cert.pem"), _data(self_signed, "ca-key.pem"),

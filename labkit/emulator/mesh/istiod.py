@@ -8,7 +8,8 @@ doors:
   server address or a revoked token really fails, shows as ``timeout`` in ``/debug/clusterz`` (what
   ``istioctl remote-clusters`` reads) and takes that cluster's endpoints out of the mesh;
 - it signs workload certificates with the plugged-in ``cacerts`` or its self-signed ``istio-ca-secret``;
-- it serves the sidecar-injection webhook on 15017 (HTTPS, certificate from the mesh CA);
+- it serves the sidecar-injection webhook and the ``validation.istio.io`` webhook on 15017 (HTTPS,
+  certificate from the mesh CA), and switches the validating webhook to fail-closed once it answers;
 - it turns the mesh into Envoy configuration for every proxy of its cluster and publishes it as
   filesystem xDS, then reads back from each Envoy whether it was accepted (ACK) or rejected (NACK),
   which ``/debug/syncz`` reports (as ``istioctl proxy-status`` shows).
@@ -39,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from labkit.core.contract import ISTIOD_CA_PROBLEM as CA_PROBLEM
 from labkit.core.wire import Obj
 from labkit.emulator.mesh import ca as mesh_ca
 from labkit.emulator.mesh.discovery import ClusterView, build_snapshot, parse_mesh_config, proxy_of
@@ -46,6 +48,7 @@ from labkit.emulator.mesh.injection import sidecar_patch
 from labkit.emulator.mesh.kubeclient import Credentials, Informer, KubeClient
 from labkit.emulator.mesh.model import MONITORING_PORT, WEBHOOK_PORT, MeshConfig, MeshSnapshot, Proxy
 from labkit.emulator.mesh.publishing import Publisher
+from labkit.emulator.mesh.validating import WEBHOOK_CONFIGURATIONS, Screen, WebhookArming, review
 from labkit.errors import KubeApiError
 
 _log = logging.getLogger("istiod")
@@ -155,6 +158,8 @@ class Istiod:
         self._version = 0
         self._runners: list[web.AppRunner] = []
         self._ca_problem: str | None = None
+        self._screen = Screen()
+        self._arm_wanted = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -166,6 +171,10 @@ class Istiod:
                                     "configmaps")
         self._secrets.start()
         self._configmaps.start()
+        self._webhook_configurations = Informer(self.local.client, WEBHOOK_CONFIGURATIONS, self._arm_wanted.set,
+                                                "validatingwebhookconfigurations")
+        self._webhook_configurations.start()
+        self._arming = WebhookArming(self.local.client, ROOT, self._webhook_configurations)
         for resource, path in CONFIG_RESOURCES.items():
             self.config_informers[resource] = Informer(self.local.client, path, self._changed, resource)
             self.config_informers[resource].start()
@@ -174,19 +183,22 @@ class Istiod:
         await self._ensure_ca()
         await self._serve()
         pusher = asyncio.create_task(self._push_loop(), name="push")
+        arming = asyncio.create_task(self._arming_loop(), name="arm validation")
         self._ready = True
         _log.info("istiod %s ready", self.cluster_id)
         try:
             await stop.wait()
         finally:
-            pusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pusher
+            for task in (pusher, arming):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for runner in self._runners:
                 await runner.cleanup()
             for remote in list(self.remotes.values()):
                 await remote.stop()
-            for informer in [*self.config_informers.values(), self._secrets, self._configmaps]:
+            for informer in [*self.config_informers.values(), self._secrets, self._configmaps,
+                             self._webhook_configurations]:
                 await informer.stop()
             await self.local.stop()
             await self.publisher.close()
@@ -213,7 +225,9 @@ class Istiod:
             loaded = mesh_ca.load_ca(self._secret(mesh_ca.CACERTS), self._secret(mesh_ca.SELF_SIGNED))
         except Exception as exc:  # labkit.errors.PkiError and friends: report and keep the previous CA
             if self._ca_problem != str(exc):
-                _log.error("cannot use the CA in istio-system: %s", exc)
+                # Without a CA istiod cannot sign, so it stays not Ready (as a real istiod with a broken cacerts
+                # never becomes Ready); the log line names the file, and labkit.istio.install quotes it.
+                _log.error("%s %s", CA_PROBLEM, exc)
             self._ca_problem = str(exc)
             return
         self._ca_problem = None
@@ -284,6 +298,27 @@ class Istiod:
             except Exception:
                 _log.exception("push failed")
 
+    async def _arming_loop(self) -> None:
+        """Keep ``validation.istio.io`` fail-closed, apart from pushes: waiting for the webhook to answer (istiod's
+        own pod must be Ready first) retries with backoff and never costs a push."""
+        delay = 1.0
+        self._arm_wanted.set()
+        while True:
+            await self._arm_wanted.wait()
+            self._arm_wanted.clear()
+            ca = self.certificates.ca
+            try:
+                done = await self._arming.reconcile(ca.root_pem if ca else "")
+            except Exception:
+                _log.exception("updating the validating webhook failed")
+                done = False
+            if done:
+                delay = 1.0
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            self._arm_wanted.set()
+
     def _configmap(self, name: str) -> Obj:
         return self._configmaps.items.get((ROOT, name)) or {}
 
@@ -294,11 +329,13 @@ class Istiod:
         network = ((self.values.get("global") or {}).get("network")) or ""
         local = self.local.view()
         views = [local] + [r.view() for _, r in sorted(self.remotes.items()) if r.status == "synced"]
-        configs = [obj for informer in self.config_informers.values() for obj in informer.values()]
         for resource, informer in self.config_informers.items():
             kind = _KINDS[resource]
+            api_version = CONFIG_RESOURCES[resource].removeprefix("/apis/").rpartition("/")[0]
             for obj in informer.values():
                 obj.setdefault("kind", kind)
+                obj.setdefault("apiVersion", api_version)
+        configs = self._screen.admit([obj for informer in self.config_informers.values() for obj in informer.values()])
         self._version += 1
         self.snapshot = build_snapshot(views, self.mesh, configs, local_network=network, version=str(self._version))
         nodes = {n["metadata"]["name"]: n for n in local.nodes}
@@ -319,6 +356,8 @@ class Istiod:
         webhook = web.Application()
         webhook.router.add_post("/inject", self._inject)
         webhook.router.add_post("/inject/{tail:.*}", self._inject)
+        webhook.router.add_post("/validate", self._validate)
+        webhook.router.add_post("/validate/{tail:.*}", self._validate)
         monitoring = web.Application()
         monitoring.router.add_get("/debug/clusterz", self._clusterz)
         monitoring.router.add_get("/debug/syncz", self._syncz)
@@ -368,6 +407,15 @@ class Istiod:
         return web.json_response({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                                   "response": response})
 
+    async def _validate(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            return web.Response(status=415, text="invalid Content-Type, want `application/json`")
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            return web.Response(status=400, text=f"could not decode body: {exc}")
+        return web.json_response(review(body))
+
     async def _clusterz(self, request: web.Request) -> web.Response:
         return web.json_response(self.cluster_status())
 
@@ -375,7 +423,8 @@ class Istiod:
         """The Istio config this istiod is using, and any informer that is failing."""
         configs = [c.key for c in self.snapshot.configs] if self.snapshot else []
         failing = {name: informer.error for name, informer in self.config_informers.items() if informer.error}
-        return web.json_response({"configs": configs, "failing": failing})
+        skipped = {**self._screen.rejected, **self.publisher.untranslatable_configs()}
+        return web.json_response({"configs": configs, "failing": failing, "skipped": skipped})
 
     async def _syncz(self, request: web.Request) -> web.Response:
         return web.json_response(self.publisher.sync_status())
@@ -383,6 +432,8 @@ class Istiod:
     async def _readiness(self, request: web.Request) -> web.Response:
         if not self._ready:
             return web.Response(status=503, text="not ready")
+        if self.certificates.ca is None:
+            return web.Response(status=503, text=f"{CA_PROBLEM} {self._ca_problem or 'no CA loaded'}")
         return web.Response(text="ok")
 
 

@@ -28,8 +28,9 @@ from labkit.emulator.mesh.model import MeshSnapshot, Proxy, Service, ServicePort
 from labkit.emulator.mesh.xds import common, names, policies
 from labkit.emulator.mesh.xds.endpoints import build_load_assignment
 
-_LB_POLICIES = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST", "LEAST_CONN": "LEAST_REQUEST",
-                "RANDOM": "RANDOM"}
+# PASSTHROUGH (original destination) has no counterpart without iptables: it is refused by name, not guessed.
+_LB_POLICIES = {"UNSPECIFIED": "LEAST_REQUEST", "ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST",
+                "LEAST_CONN": "LEAST_REQUEST", "RANDOM": "RANDOM"}
 
 
 def build_clusters(proxy: Proxy, snapshot: MeshSnapshot) -> list[dict[str, Any]]:
@@ -146,11 +147,12 @@ def _identities(service: Service, snapshot: MeshSnapshot) -> list[str]:
 
 
 def _transport(snapshot: MeshSnapshot, service: Service, port: ServicePort, subset: str,
-               tls: dict[str, Any] | None) -> dict[str, Any]:
+               tls: dict[str, Any] | None, where: str = "DestinationRule") -> dict[str, Any]:
     """``transport_socket`` / ``transport_socket_matches`` keys for an outbound cluster."""
     server_name = names.sni(port.port, subset, service.hostname)
     if tls is not None:
-        mode = str(tls.get("mode", "DISABLE")).upper()
+        mode = common.enum_value(tls.get("mode"), ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"),
+                                 f"{where}: trafficPolicy.tls.mode", "DISABLE")
         if mode == "ISTIO_MUTUAL":
             return {"transport_socket": common.istio_mutual_upstream(tls.get("sni") or server_name,
                                                                      _identities(service, snapshot))}
@@ -221,8 +223,10 @@ def _outbound(proxy: Proxy, snapshot: MeshSnapshot, service: Service, port: Serv
         cluster = _base(name, "EDS", connect_timeout=common.duration(timeout) if timeout else
                         common.DEFAULT_CONNECT_TIMEOUT)
         cluster["eds_cluster_config"] = _eds(name)
-    simple = str((policy.get("loadBalancer") or {}).get("simple", "LEAST_REQUEST")).upper()
-    cluster["lb_policy"] = _LB_POLICIES.get(simple, "LEAST_REQUEST")
+    where = f"DestinationRule {rule.namespace}/{rule.name}" if rule is not None else "DestinationRule"
+    simple = common.enum_value((policy.get("loadBalancer") or {}).get("simple"), _LB_POLICIES,
+                               f"{where}: trafficPolicy.loadBalancer.simple", "UNSPECIFIED")
+    cluster["lb_policy"] = _LB_POLICIES[simple]
     cluster["circuit_breakers"] = _circuit_breakers(pool)
     common_lb: dict[str, Any] = {}
     if policy.get("outlierDetection"):
@@ -233,7 +237,7 @@ def _outbound(proxy: Proxy, snapshot: MeshSnapshot, service: Service, port: Serv
     if port.protocol in ("HTTP2", "GRPC"):
         cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": common.HTTP_PROTOCOL_OPTIONS, "explicit_http_config": {"http2_protocol_options": {}}}}
-    cluster.update(_transport(snapshot, service, port, subset, policy.get("tls")))
+    cluster.update(_transport(snapshot, service, port, subset, policy.get("tls"), where))
     meta: dict[str, Any] = {"services": [{"host": service.hostname, "name": service.name or service.hostname,
                                           "namespace": service.namespace}],
                             "default_original_port": port.port}

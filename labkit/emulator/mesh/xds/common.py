@@ -15,7 +15,7 @@ from typing import Any
 
 from labkit.core.selectors import labels_match  # noqa: F401  (the builders call common.labels_match)
 from labkit.emulator.mesh.xds import names
-from labkit.errors import XdsError  # noqa: F401  (raised as common.XdsError by the builders)
+from labkit.errors import XdsError
 
 _API = "type.googleapis.com/envoy"
 CLUSTER = f"{_API}.config.cluster.v3.Cluster"
@@ -54,6 +54,29 @@ ACCESS_LOG_FORMAT = (
     '%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n'
 )
 
+
+
+def enum_value(value: Any, allowed: Iterable[str], where: str, default: str) -> str:
+    """An Istio enum value exactly as written (protobuf JSON is case-sensitive), ``default`` when unset.
+
+    An unknown value is an error naming ``where`` — never a fallback: ``ISTIO_MUTUALL`` read as "no TLS"
+    would turn mesh mTLS into plaintext without a word.
+
+    Args:
+        value: the value as written (``None`` when unset).
+        allowed: the values the builders implement.
+        where: the object and field, e.g. ``DestinationRule sample/helloworld: trafficPolicy.tls.mode``.
+        default: the meaning of an unset field (the enum's zero value).
+
+    Raises:
+        XdsError: ``value`` is not one of ``allowed``.
+    """
+    if value is None or value == "":
+        return default
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise XdsError(f"{where}: unsupported value {value!r}; use one of {', '.join(allowed)}")
+    return str(value)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")

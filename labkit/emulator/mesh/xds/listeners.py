@@ -26,7 +26,7 @@ from typing import Any
 from labkit.emulator.mesh.model import HTTP_PROXY_PORT, ConfigObject, MeshSnapshot, Proxy
 from labkit.emulator.mesh.xds import common, names, policies
 from labkit.emulator.mesh.xds.clusters import auto_passthrough_targets, inbound_ports
-from labkit.emulator.mesh.xds.routes import DestinationResolver, gateway_route_name
+from labkit.emulator.mesh.xds.routes import DestinationResolver, gateway_route_name, server_tls_mode
 
 _HTTP = ("HTTP", "HTTP2", "GRPC")
 _SERVER_ALPN = ("h2", "http/1.1")
@@ -191,7 +191,7 @@ def _server_chains(proxy: Proxy, snapshot: MeshSnapshot, gateway: ConfigObject, 
     port = int(server["port"]["number"])
     protocol = str(server["port"].get("protocol", "")).upper()
     tls = server.get("tls") or {}
-    mode = str(tls.get("mode", "")).upper()
+    mode = server_tls_mode(gateway, server)
     hosts = [policies.split_namespaced_host(str(h), gateway.namespace)[1] for h in server.get("hosts") or ()]
     server_names = sorted({h for h in hosts if h != "*"}) if "*" not in hosts else []
     if mode == "AUTO_PASSTHROUGH":

@@ -15,6 +15,7 @@ from typing import Any
 
 from labkit.core.selectors import labels_match
 from labkit.emulator.mesh.model import DEFAULT_DOMAIN, ConfigObject, MeshSnapshot, Proxy, Service, ServicePort
+from labkit.emulator.mesh.xds.common import enum_value
 
 MESH_GATEWAY = "mesh"
 _POLICY_KEYS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
@@ -155,16 +156,21 @@ def traffic_policy(rule: ConfigObject | None, port: int, subset: str = "") -> di
     return merged
 
 
+_PEER_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
+
+
 def _peer_mode(config: ConfigObject | None, port: int | None) -> str:
     if config is None:
         return "UNSET"
+    where = f"PeerAuthentication {config.namespace}/{config.name}"
     if port is not None:
         for key, value in (config.spec.get("portLevelMtls") or {}).items():
             if str(key) == str(port):
-                mode = str((value or {}).get("mode", "UNSET")).upper()
+                mode = enum_value((value or {}).get("mode"), _PEER_MODES, f"{where}: portLevelMtls[{key}].mode",
+                                  "UNSET")
                 if mode != "UNSET":
                     return mode
-    return str((config.spec.get("mtls") or {}).get("mode", "UNSET")).upper()
+    return enum_value((config.spec.get("mtls") or {}).get("mode"), _PEER_MODES, f"{where}: mtls.mode", "UNSET")
 
 
 def _has_selector(config: ConfigObject) -> bool:

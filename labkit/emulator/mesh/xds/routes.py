@@ -245,7 +245,11 @@ def _route_body(http: Mapping[str, Any], vs: ConfigObject, clusters: Destination
             out["path_redirect"] = redirect["uri"]
         if redirect.get("authority"):
             out["host_redirect"] = redirect["authority"]
-        out["response_code"] = _REDIRECT_CODES.get(int(redirect.get("redirectCode", 301)), "MOVED_PERMANENTLY")
+        code = int(redirect.get("redirectCode", 301))
+        if code not in _REDIRECT_CODES:
+            raise common.XdsError(f"VirtualService {vs.namespace}/{vs.name}: redirect.redirectCode {code} is not a "
+                                  f"redirect code; use one of {', '.join(map(str, _REDIRECT_CODES))}")
+        out["response_code"] = _REDIRECT_CODES[code]
         return {"redirect": out}
     if http.get("directResponse"):
         direct = http["directResponse"]
@@ -367,7 +371,9 @@ def _http_proxy(proxy: Proxy, snapshot: MeshSnapshot) -> dict[str, Any]:
 
 
 def _catch_all(snapshot: MeshSnapshot) -> dict[str, Any]:
-    if snapshot.mesh.outbound_traffic_policy == "REGISTRY_ONLY":
+    mode = common.enum_value(snapshot.mesh.outbound_traffic_policy, ("ALLOW_ANY", "REGISTRY_ONLY"),
+                             "meshConfig.outboundTrafficPolicy.mode", "ALLOW_ANY")
+    if mode == "REGISTRY_ONLY":
         return {"name": names.BLOCK_ALL_VHOST, "domains": ["*"], "routes": [
             {"name": names.BLOCK_ALL_VHOST, "match": {"prefix": "/"}, "direct_response": {"status": 502}}],
             "include_request_attempt_count": True}
@@ -391,14 +397,27 @@ def _inbound(proxy: Proxy, snapshot: MeshSnapshot, port: int) -> dict[str, Any]:
 def gateway_route_name(gateway: ConfigObject, server: Mapping[str, Any]) -> str | None:
     """The RDS name of a Gateway server that terminates HTTP, ``None`` for TLS/TCP passthrough servers."""
     port = server.get("port") or {}
-    protocol = str(port.get("protocol", "")).upper()
-    mode = str((server.get("tls") or {}).get("mode", "")).upper()
+    protocol = str(port.get("protocol", "")).upper()  # Istio parses protocols case-insensitively, not TLS modes
+    mode = server_tls_mode(gateway, server)
     if protocol in ("HTTP", "HTTP2", "GRPC") and mode in ("", "PASSTHROUGH"):
         return names.gateway_http_route_name(int(port["number"]))
     if protocol == "HTTPS" and mode in ("SIMPLE", "MUTUAL", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"):
         return names.gateway_https_route_name(int(port["number"]), str(port.get("name", "https")), gateway.name,
                                               gateway.namespace)
     return None
+
+
+SERVER_TLS_MODES = ("PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL")
+
+
+def server_tls_mode(gateway: ConfigObject, server: Mapping[str, Any]) -> str:
+    """A Gateway server's ``tls.mode`` (``""`` without ``tls``; PASSTHROUGH when ``tls`` names no mode)."""
+    tls = server.get("tls")
+    if tls is None:
+        return ""
+    name = (server.get("port") or {}).get("name", "")
+    return common.enum_value(tls.get("mode"), SERVER_TLS_MODES,
+                             f"Gateway {gateway.namespace}/{gateway.name}: server {name} tls.mode", "PASSTHROUGH")
 
 
 def _gateway_routes(proxy: Proxy, snapshot: MeshSnapshot) -> list[dict[str, Any]]:
