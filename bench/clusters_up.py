@@ -10,7 +10,6 @@ the time ``labkit down`` takes to leave nothing running.
 
 from __future__ import annotations
 
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         state = Path(home)
         started = time.perf_counter()
-        emulator = launching.up(["cluster1", "cluster2", "cluster3"], state, block=random.randint(150, 249))
+        emulator = launching.up(["cluster1", "cluster2", "cluster3"], state)
         up_seconds = time.perf_counter() - started
         api = config.new_client_from_config(str(emulator.kubeconfig), context="cluster1")
         v1 = client.CoreV1Api(api)

@@ -15,7 +15,6 @@ It prints requests/s of both and their ratio, plus the time to bring the mesh up
 from __future__ import annotations
 
 import os
-import random
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         state = Path(home)
         started = time.perf_counter()
-        emulator = launching.up(["cluster1", "cluster2"], state, block=random.randint(150, 249))
+        emulator = launching.up(["cluster1", "cluster2"], state)
         os.environ["KUBECONFIG"] = str(emulator.kubeconfig)
         try:
             istio.install_multi_primary(["cluster1", "cluster2"], state / "certs")

@@ -5,8 +5,8 @@ message is, for each field number: the JSON name, the kind of value, whether it 
 value is meaningful. Kubernetes states all of it in two upstream places, and this script reads both instead
 of copying numbers by hand:
 
-* ``generated.proto`` (``k8s.io/api/{core,apps,rbac}/v1``, ``k8s.io/apimachinery`` ``meta/v1``): field
-  numbers, protobuf types, ``repeated`` and ``map<…>``;
+* ``generated.proto`` (``k8s.io/api/{core,apps,rbac,authentication,authorization}/v1``, ``k8s.io/apimachinery``
+  ``meta/v1``): field numbers, protobuf types, ``repeated`` and ``map<…>``;
 * ``types.go`` next to it: the Go struct tags, which give the JSON name (``json:"port"``), ``omitempty``,
   embedded structs flattened into their parent (``json:",inline"``) and pointer fields (``*int32``). A field
   whose zero value JSON would show — a pointer, or a field without ``omitempty`` — is marked ``keep``.
@@ -35,6 +35,8 @@ PACKAGES = (
     ("api", "core/v1"),
     ("api", "apps/v1"),
     ("api", "rbac/v1"),
+    ("api", "authentication/v1"),
+    ("api", "authorization/v1"),
     ("apimachinery", "pkg/apis/meta/v1"),
 )
 
@@ -45,6 +47,10 @@ ROOTS = {
     ("apps/v1", "Deployment"),
     ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "ClusterRole"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    # ``kubectl create token``, ``auth whoami``, ``auth can-i`` and ``auth can-i --list``. (SubjectAccessReview and
+    # TokenReview come from other clients as JSON; their ExtraValue would clash with authentication's.)
+    ("authentication.k8s.io/v1", "TokenRequest"), ("authentication.k8s.io/v1", "SelfSubjectReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"), ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
 }
 
 # Messages that are scalars in JSON: the decoder has a reader for each.
@@ -57,7 +63,10 @@ SPECIAL = {
 SCALARS = {"string", "bytes", "bool", "int32", "int64"}
 
 # Fields left out on purpose: the server owns managedFields, and kubectl never sends them.
-SKIPPED = {("ObjectMeta", "managedFields")}
+# UserInfo.extra and TokenRequestSpec.attestations map to named Go slices (``[]string``) with no struct to read
+# tags from; the first lives in a SelfSubjectReview's status, which the server fills and kubectl sends empty, the
+# second is an alpha field kubectl does not send.
+SKIPPED = {("ObjectMeta", "managedFields"), ("UserInfo", "extra"), ("TokenRequestSpec", "attestations")}
 
 _MESSAGE = re.compile(r"^message (\w+) \{")
 _FIELD = re.compile(r"^\s*(optional|repeated)?\s*(map<\s*string\s*,\s*([\w.]+)\s*>|[\w.]+)\s+(\w+)\s*=\s*(\d+);")
@@ -210,7 +219,9 @@ def _version_of(qualified: str) -> str:
     group, version = parts[-3], parts[-2]
     if group == "core":
         return version
-    return f"{'rbac.authorization.k8s.io' if group == 'rbac' else group}/{version}"
+    groups = {"rbac": "rbac.authorization.k8s.io", "authentication": "authentication.k8s.io",
+              "authorization": "authorization.k8s.io"}
+    return f"{groups.get(group, group)}/{version}"
 
 
 def _render(tables: dict[str, list[tuple[int, str, str, str, bool]]], sources: dict[str, str]) -> str:

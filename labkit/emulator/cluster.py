@@ -32,12 +32,13 @@ from labkit.core.contract import AddressPlan
 from labkit.core.wire import Obj
 from labkit.emulator.api import streams
 from labkit.emulator.api.admission import AdmissionChain
-from labkit.emulator.api.auth import Authenticator, User, bootstrap_roles
+from labkit.emulator.api.auth import Authenticator, User, bootstrap_role_bindings, bootstrap_roles
 from labkit.emulator.api.discovery import KUBERNETES_VERSION
 from labkit.emulator.api.resources import Registry
 from labkit.emulator.api.server import ApiServer
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.controllers import ResourceInfo, cluster_controllers
+from labkit.emulator.events import NORMAL, EventExpiry, EventRecorder
 from labkit.emulator.network import ClusterDns, ClusterNames, ServiceProxy, captures
 from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
 from labkit.emulator.network.captures import Captures
@@ -97,6 +98,9 @@ class Cluster:
         self.proxy = ServiceProxy()
         self.captures = Captures(self.store, self.proxy)
         self.runtime: NodeRuntime | None = None
+        self.event_expiry = EventExpiry(self.store)
+        self._scheduler_events = EventRecorder(self.store, "default-scheduler", f"default-scheduler-{self.node_name}",
+                                               series=True)
         self.controllers = cluster_controllers(
             self.store, cluster=name, node_name=self.node_name, ca_pem=self.ca.cert_pem,
             issue_token=self._issue_token, load_balancers=load_balancers, resources=self._resource_infos,
@@ -120,13 +124,15 @@ class Cluster:
             kubernetes_service=(self.plan.kubernetes_service_ip(self.index), 443),
             dns_server=(dns_address.host, dns_address.port), resolve_ref=self._resolve_ref,
             ca_file=self.state_dir / "ca.crt", issue_token=self._issue_pod_token,
-            xds_root=self.state_dir.parent.parent / "xds")
+            xds_root=self.state_dir.parent.parent / "xds",
+            record_event=EventRecorder(self.store, "kubelet", self.node_name))
         streams.install(self.api, self.runtime)
         self._unsubscribe = self.store.subscribe(self._events.put_nowait)
         self._pump = asyncio.create_task(self._apply_events(), name=f"{self.name}-events")
         self._bootstrap()
         self.api.register_crd(copy.deepcopy(captures.CRD))
         await self.controllers.start()
+        self.event_expiry.start()
         # A loop of calls is one exec with every URL in its argv, so request lines get long; a real API
         # server accepts up to 1 MiB of headers (Go's default), aiohttp only 8 KiB unless told.
         self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0,
@@ -140,6 +146,7 @@ class Cluster:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.controllers.stop()
+        await self.event_expiry.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self._pump is not None:
@@ -174,6 +181,8 @@ class Cluster:
             self._create("", "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         for role in bootstrap_roles():
             self.store.create("rbac.authorization.k8s.io", "clusterroles", role)
+        for binding in bootstrap_role_bindings():
+            self.store.create("rbac.authorization.k8s.io", "clusterrolebindings", binding)
         node = self._node()
         created = self.store.create("", "nodes", node)  # the store drops status on create, as a real server does
         self.store.update_status("", "nodes", {**created, "status": node["status"]})
@@ -284,6 +293,10 @@ class Cluster:
         if event.resource == "pods":
             if (obj.get("spec") or {}).get("nodeName") != self.node_name or self.runtime is None:
                 return
+            if event.type == "ADDED" and not meta.get("deletionTimestamp"):
+                # Binding happens at admission here (one node); the scheduler's report of it is made now.
+                self._scheduler_events(obj, NORMAL, "Scheduled", f"Successfully assigned {namespace}/{name} to "
+                                       f"{self.node_name}", action="Binding")
             if deleted:
                 self.names.remove_pod(namespace, name)
                 await self.runtime.remove_pod(namespace, name, meta.get("uid", ""))

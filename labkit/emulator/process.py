@@ -17,9 +17,7 @@ import contextlib
 import json
 import logging
 import os
-import random
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -29,26 +27,10 @@ import yaml
 
 from labkit.core.contract import KUBECONFIG_FILE, STATE_FILE, AddressPlan
 from labkit.emulator.cluster import Cluster
-from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
+from labkit.emulator.network.addresses import IpPool, LoadBalancerPool, claim_block
 from labkit.emulator.store.objects import DEFAULT_HISTORY
 
 _log = logging.getLogger("labkit.emulator")
-
-
-def choose_block(preferred: int | None = None) -> int:
-    """An address block (second octet of 127.X) no other emulator on this machine is using."""
-    candidates = [preferred] if preferred else random.sample(range(20, 250), 230)
-    for block in candidates:
-        plan = AddressPlan(block)
-        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            probe.bind((plan.api_server_address(1), 0))
-            return block
-        except OSError:
-            continue
-        finally:
-            probe.close()
-    raise RuntimeError("no free 127.X.0.0/16 block for the emulator")
 
 
 def kubeconfig(clusters: list[Cluster], current: str) -> dict[str, Any]:
@@ -114,5 +96,6 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     names = [n for n in args.clusters.split(",") if n]
-    asyncio.run(serve(args.state_dir, names, choose_block(args.block), args.watch_history))
+    with claim_block(args.block) as claim:  # held while the clusters run; the kernel frees it if we die
+        asyncio.run(serve(args.state_dir, names, claim.block, args.watch_history))
     return 0

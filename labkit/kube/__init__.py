@@ -16,6 +16,7 @@ from labkit.kube.applying import (
 )
 from labkit.kube.clients import client_for, dynamic_for, forget_clients, is_embedded, server_version
 from labkit.kube.contexts import ClusterEndpoint, KubeContext, cluster_endpoint, list_contexts
+from labkit.kube.events import Event, events_for, warnings_about
 from labkit.kube.execing import ExecResult, Pod, exec_, logs, parse_target, pods, resolve_pod
 from labkit.kube.reading import delete_object, get_object, list_objects
 from labkit.kube.tables import table
@@ -26,6 +27,7 @@ __all__ = [
     "AppliedObjects",
     "ClusterEndpoint",
     "Document",
+    "Event",
     "ExecResult",
     "KubeContext",
     "Pod",
@@ -35,6 +37,7 @@ __all__ = [
     "delete",
     "delete_object",
     "dynamic_for",
+    "events_for",
     "exec_",
     "forget_clients",
     "get_object",
@@ -51,4 +54,5 @@ __all__ = [
     "server_version",
     "table",
     "wait_ready",
+    "warnings_about",
 ]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import WaitTimeoutError
+from labkit.kube.events import warning_lines
 from labkit.kube.execing import parse_target, pods, selector_text
 from labkit.kube.reading import get_object
 
@@ -60,6 +61,7 @@ def wait_ready(
         if time.monotonic() >= deadline:
             waited = ", ".join(names + ([f"pods -l {selector}"] if selector else []))
             lines = "\n".join(f"  - {line}" for line in not_ready)
+            lines += "".join(f"\n  - {line}" for line in warning_lines(context, namespace, names, selector, kubeconfig))
             raise WaitTimeoutError(f"not ready after {timeout:.0f} s in {context}/{namespace} ({waited}):\n{lines}\n"
                                    f"Look closer with: kubectl --context {context} -n {namespace} get pods; "
                                    f"kubectl describe pod …", not_ready)

@@ -8,7 +8,6 @@ touched; at the end ``down`` must leave none of its processes behind.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ WATCH_HISTORY = 300
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launching.Emulator]:
     state = tmp_path_factory.mktemp("labkit-home")
-    running = launching.up(CLUSTERS, state, block=random.randint(150, 249), watch_history=WATCH_HISTORY)
+    running = launching.up(CLUSTERS, state, watch_history=WATCH_HISTORY)
     try:
         yield running
     finally:

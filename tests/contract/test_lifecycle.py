@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -60,7 +59,7 @@ def test_killed_workload_process_restarts(kubectl: Any) -> None:
 
 def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
     state = tmp_path / "home"
-    emulator = launching.up(["solo"], state, block=random.randint(150, 249))
+    emulator = launching.up(["solo"], state)
     env = dict(os.environ, KUBECONFIG=str(emulator.kubeconfig))
     kubectl = [sys.executable, "-c", "import sys; from kubernetes import config, client, utils; "
                "api = config.new_client_from_config(context='solo'); "

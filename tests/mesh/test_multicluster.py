@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
 import time
 from collections import Counter
@@ -48,7 +47,7 @@ def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "con
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("mesh-home")
-    emulator = launching.up(CLUSTERS, state, block=random.randint(150, 249))
+    emulator = launching.up(CLUSTERS, state)
     saved = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(emulator.kubeconfig)
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import random
 import shutil
 import subprocess
 import time
@@ -57,7 +56,7 @@ def operator(cluster: str, network: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("validation-home")
-    running = launching.up(CLUSTERS, state, block=random.randint(150, 249))
+    running = launching.up(CLUSTERS, state)
     saved = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(running.kubeconfig)
     try:

@@ -31,6 +31,8 @@ from labkit.emulator.store import Store
 MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
 ISSUER = "kubernetes/serviceaccount"
+API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+"""The API server's own audience (``--api-audiences`` defaults to the issuer): bound tokens must name it."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class User:
     name: str
     groups: tuple[str, ...] = field(default=(AUTHENTICATED,))
     service_account: tuple[str, str] | None = None  # (namespace, name)
+    uid: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -86,10 +89,10 @@ class Authenticator:
         now = int(time.time())
         expires = now + seconds
         token = self._sign({
-            "aud": list(audiences) or ["https://kubernetes.default.svc.cluster.local"],
+            "aud": list(audiences) or [API_AUDIENCE],
             "exp": expires,
             "iat": now,
-            "iss": "https://kubernetes.default.svc.cluster.local",
+            "iss": API_AUDIENCE,
             "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": service_account, "uid": sa_uid}},
             "sub": f"system:serviceaccount:{namespace}:{service_account}",
         })
@@ -104,15 +107,34 @@ class Authenticator:
         if not authorization or not authorization.startswith("Bearer "):
             raise status.unauthorized()
         token = authorization.removeprefix("Bearer ").strip()
-        if hmac.compare_digest(token, self._admin_token):
-            return User("kubernetes-admin", (MASTERS, AUTHENTICATED))
-        claims = self._verify(token)
-        if claims is None:
-            raise status.unauthorized()
-        user = self._service_account_user(token, claims)
+        user, _ = self.review(token)
         if user is None:
             raise status.unauthorized()
         return user
+
+    def review(self, token: str, audiences: Iterable[str] = ()) -> tuple[User | None, list[str]]:
+        """Who a token stands for, and the audiences it was accepted for (a TokenReview).
+
+        A bound token is accepted only for an audience it names: the API server's own by default, so a
+        token made for another audience (``kubectl create token --audience istio-ca``) opens nothing here.
+
+        Args:
+            token: the bearer token.
+            audiences: the audiences the caller wants the token checked against; the API server's by default.
+        """
+        wanted = list(audiences) or [API_AUDIENCE]
+        if hmac.compare_digest(token, self._admin_token):
+            return User("kubernetes-admin", (MASTERS, AUTHENTICATED)), wanted
+        claims = self._verify(token)
+        if claims is None:
+            return None, []
+        if "aud" in claims:
+            accepted = [audience for audience in wanted if audience in (claims.get("aud") or [])]
+            if not accepted:
+                return None, []
+        else:
+            accepted = wanted
+        return self._service_account_user(token, claims), accepted
 
     def _sign(self, claims: dict[str, Any]) -> str:
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
@@ -155,8 +177,13 @@ class Authenticator:
         account = self._store.find("", "serviceaccounts", name, namespace)
         if not account or account["metadata"]["uid"] != uid:
             return None
-        groups = ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", AUTHENTICATED)
-        return User(f"system:serviceaccount:{namespace}:{name}", groups, (namespace, name))
+        return service_account_user(namespace, name, uid)
+
+
+def service_account_user(namespace: str, name: str, uid: str = "") -> User:
+    """The user a ServiceAccount authenticates as, with the groups Kubernetes gives it."""
+    groups = ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", AUTHENTICATED)
+    return User(f"system:serviceaccount:{namespace}:{name}", groups, (namespace, name), uid)
 
 
 @dataclass(frozen=True)
@@ -182,19 +209,32 @@ class Authorizer:
     def __init__(self, store: Store):
         self._store = store
 
+    def allows(self, user: User, request: Request) -> bool:
+        """Whether ``user`` may do ``request`` (a SubjectAccessReview's answer)."""
+        if user.is_admin:
+            return True
+        if not request.resource:
+            return request.path.startswith(_PUBLIC_PATHS) or self._allows_path(user, request)
+        return any(self._rule_allows(rule, request) for rule in self._rules_for(user, request.namespace))
+
+    def rules(self, user: User, namespace: str) -> list[dict[str, Any]]:
+        """Every rule that applies to ``user`` in ``namespace`` (a SelfSubjectRulesReview's answer)."""
+        if user.is_admin:
+            return [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                    {"nonResourceURLs": ["*"], "verbs": ["*"]}]
+        return list(self._rules_for(user, namespace))
+
     def authorize(self, user: User, request: Request) -> None:
         """Raise 403 with Kubernetes' wording unless ``user`` may do ``request``."""
-        if user.is_admin:
+        if self.allows(user, request):
             return
         if not request.resource:
-            if request.path.startswith(_PUBLIC_PATHS) or self._allows_path(user, request):
-                return
             raise status.forbidden(f'forbidden: User "{user.name}" cannot {request.verb} path "{request.path}"')
-        if any(self._rule_allows(rule, request) for rule in self._rules_for(user, request.namespace)):
-            return
         resource = request.resource + (f"/{request.subresource}" if request.subresource else "")
         where = f' in the namespace "{request.namespace}"' if request.namespace else " at the cluster scope"
-        subject = f'{request.resource} "{request.name}"' if request.name else request.resource
+        # Kubernetes names the resource with its group: deployments.apps "web" is forbidden …
+        qualified = f"{request.resource}.{request.group}" if request.group else request.resource
+        subject = f'{qualified} "{request.name}"' if request.name else qualified
         raise status.forbidden(
             f'{subject} is forbidden: User "{user.name}" cannot {request.verb} resource "{resource}" '
             f'in API group "{request.group}"{where}',
@@ -270,4 +310,24 @@ def bootstrap_roles() -> list[dict[str, Any]]:
         cluster_role("edit", [{"apiGroups": ["", "apps", "discovery.k8s.io", "networking.istio.io",
                                              "security.istio.io"], "resources": ["*"], "verbs": read + write}]),
         cluster_role("view", [{"apiGroups": ["", "apps", "discovery.k8s.io"], "resources": ["*"], "verbs": read}]),
+        # What every authenticated user may do on a real cluster: ask what it may do, and read discovery.
+        cluster_role("system:basic-user", [
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews",
+                                                                  "selfsubjectrulesreviews"], "verbs": ["create"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]}]),
+        cluster_role("system:discovery", [{"nonResourceURLs": [
+            "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
+            "/version", "/version/"], "verbs": ["get"]}]),
+        cluster_role("system:public-info-viewer", [{"nonResourceURLs": [
+            "/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
     ]
+
+
+def bootstrap_role_bindings() -> list[dict[str, Any]]:
+    """The ClusterRoleBindings every cluster starts with: the self-reviews and discovery for every user."""
+    return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                          "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": AUTHENTICATED}]}
+            for name in ("system:basic-user", "system:discovery", "system:public-info-viewer")]

@@ -89,6 +89,8 @@ _KINDS: dict[tuple[str, str], str] = {
         ("apps/v1", "Deployment"),
         (_RBAC_V1, "Role"), (_RBAC_V1, "ClusterRole"), (_RBAC_V1, "RoleBinding"),
         (_RBAC_V1, "ClusterRoleBinding"),
+        ("authentication.k8s.io/v1", "TokenRequest"), ("authentication.k8s.io/v1", "SelfSubjectReview"),
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview"), ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
     ]
 }
 

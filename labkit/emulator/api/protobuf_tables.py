@@ -45,6 +45,12 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         2: ("shareName", "string", "one", True),
         3: ("readOnly", "bool", "one", False),
     },
+    "BoundObjectReference": {
+        1: ("kind", "string", "one", False),
+        2: ("apiVersion", "string", "one", False),
+        3: ("name", "string", "one", False),
+        4: ("uid", "string", "one", False),
+    },
     "CSIVolumeSource": {
         1: ("driver", "string", "one", True),
         2: ("readOnly", "bool", "one", True),
@@ -295,6 +301,15 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         4: ("readOnly", "bool", "one", False),
         5: ("wwids", "string", "many", False),
     },
+    "FieldSelectorAttributes": {
+        1: ("rawSelector", "string", "one", False),
+        2: ("requirements", "FieldSelectorRequirement", "many", False),
+    },
+    "FieldSelectorRequirement": {
+        1: ("key", "string", "one", True),
+        2: ("operator", "string", "one", True),
+        3: ("values", "string", "many", False),
+    },
     "FileKeySelector": {
         1: ("volumeName", "string", "one", True),
         2: ("path", "string", "one", True),
@@ -380,6 +395,10 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         1: ("matchLabels", "string", "map", False),
         2: ("matchExpressions", "LabelSelectorRequirement", "many", False),
     },
+    "LabelSelectorAttributes": {
+        1: ("rawSelector", "string", "one", False),
+        2: ("requirements", "LabelSelectorRequirement", "many", False),
+    },
     "LabelSelectorRequirement": {
         1: ("key", "string", "one", True),
         2: ("operator", "string", "one", True),
@@ -447,6 +466,14 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
     "NodeSelectorTerm": {
         1: ("matchExpressions", "NodeSelectorRequirement", "many", False),
         2: ("matchFields", "NodeSelectorRequirement", "many", False),
+    },
+    "NonResourceAttributes": {
+        1: ("path", "string", "one", False),
+        2: ("verb", "string", "one", False),
+    },
+    "NonResourceRule": {
+        1: ("verbs", "string", "many", False),
+        2: ("nonResourceURLs", "string", "many", False),
     },
     "ObjectFieldSelector": {
         1: ("apiVersion", "string", "one", False),
@@ -683,6 +710,17 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         7: ("secretRef", "LocalObjectReference", "one", False),
         8: ("readOnly", "bool", "one", False),
     },
+    "ResourceAttributes": {
+        1: ("namespace", "string", "one", False),
+        2: ("verb", "string", "one", False),
+        3: ("group", "string", "one", False),
+        4: ("version", "string", "one", False),
+        5: ("resource", "string", "one", False),
+        6: ("subresource", "string", "one", False),
+        7: ("name", "string", "one", False),
+        8: ("fieldSelector", "FieldSelectorAttributes", "one", False),
+        9: ("labelSelector", "LabelSelectorAttributes", "one", False),
+    },
     "ResourceClaim": {
         1: ("name", "string", "one", True),
         2: ("request", "string", "one", False),
@@ -696,6 +734,12 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         1: ("limits", "quantity", "map", False),
         2: ("requests", "quantity", "map", False),
         3: ("claims", "ResourceClaim", "many", False),
+    },
+    "ResourceRule": {
+        1: ("verbs", "string", "many", False),
+        2: ("apiGroups", "string", "many", False),
+        3: ("resources", "string", "many", False),
+        4: ("resourceNames", "string", "many", False),
     },
     "Role": {
         1: ("metadata", "ObjectMeta", "one", False),
@@ -779,6 +823,30 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         11: ("seccompProfile", "SeccompProfile", "one", False),
         12: ("appArmorProfile", "AppArmorProfile", "one", False),
     },
+    "SelfSubjectAccessReview": {
+        1: ("metadata", "ObjectMeta", "one", False),
+        2: ("spec", "SelfSubjectAccessReviewSpec", "one", False),
+        3: ("status", "SubjectAccessReviewStatus", "one", False),
+    },
+    "SelfSubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "ResourceAttributes", "one", False),
+        2: ("nonResourceAttributes", "NonResourceAttributes", "one", False),
+    },
+    "SelfSubjectReview": {
+        1: ("metadata", "ObjectMeta", "one", False),
+        2: ("status", "SelfSubjectReviewStatus", "one", False),
+    },
+    "SelfSubjectReviewStatus": {
+        1: ("userInfo", "UserInfo", "one", False),
+    },
+    "SelfSubjectRulesReview": {
+        1: ("metadata", "ObjectMeta", "one", False),
+        2: ("spec", "SelfSubjectRulesReviewSpec", "one", False),
+        3: ("status", "SubjectRulesReviewStatus", "one", False),
+    },
+    "SelfSubjectRulesReviewSpec": {
+        1: ("namespace", "string", "one", False),
+    },
     "Service": {
         1: ("metadata", "ObjectMeta", "one", False),
         2: ("spec", "ServiceSpec", "one", False),
@@ -849,6 +917,18 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         3: ("name", "string", "one", True),
         4: ("namespace", "string", "one", False),
     },
+    "SubjectAccessReviewStatus": {
+        1: ("allowed", "bool", "one", True),
+        2: ("reason", "string", "one", False),
+        3: ("evaluationError", "string", "one", False),
+        4: ("denied", "bool", "one", False),
+    },
+    "SubjectRulesReviewStatus": {
+        1: ("resourceRules", "ResourceRule", "many", False),
+        2: ("nonResourceRules", "NonResourceRule", "many", False),
+        3: ("incomplete", "bool", "one", True),
+        4: ("evaluationError", "string", "one", False),
+    },
     "Sysctl": {
         1: ("name", "string", "one", True),
         2: ("value", "string", "one", True),
@@ -856,6 +936,20 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
     "TCPSocketAction": {
         1: ("port", "intstr", "one", True),
         2: ("host", "string", "one", False),
+    },
+    "TokenRequest": {
+        1: ("metadata", "ObjectMeta", "one", False),
+        2: ("spec", "TokenRequestSpec", "one", False),
+        3: ("status", "TokenRequestStatus", "one", False),
+    },
+    "TokenRequestSpec": {
+        1: ("audiences", "string", "many", False),
+        3: ("boundObjectRef", "BoundObjectReference", "one", False),
+        4: ("expirationSeconds", "int64", "one", True),
+    },
+    "TokenRequestStatus": {
+        1: ("token", "string", "one", True),
+        2: ("expirationTimestamp", "time", "one", False),
     },
     "Toleration": {
         1: ("key", "string", "one", False),
@@ -884,6 +978,11 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         2: ("kind", "string", "one", True),
         3: ("name", "string", "one", True),
         4: ("namespace", "string", "one", True),
+    },
+    "UserInfo": {
+        1: ("username", "string", "one", False),
+        2: ("uid", "string", "one", False),
+        3: ("groups", "string", "many", False),
     },
     "Volume": {
         1: ("name", "string", "one", True),

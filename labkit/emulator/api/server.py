@@ -32,11 +32,13 @@ from labkit.core import kubetime
 from labkit.core.wire import Obj
 from labkit.emulator import schemas
 from labkit.emulator.api import discovery, openapi, protobuf, tables
+from labkit.emulator.api.access import REVIEWS, impersonate, review
 from labkit.emulator.api.admission import AdmissionChain, validate_name
 from labkit.emulator.api.auth import Authenticator, Authorizer, Request, User
 from labkit.emulator.api.resources import Registry, ResourceType
 from labkit.emulator.apimachinery import apply, json_patch, merge_patch, record_update, status, strategic_merge_patch
 from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.events import EventsView
 from labkit.emulator.store import Store, WatchEvent, WatchFilter
 from labkit.errors import InvalidSelectorError
 
@@ -96,7 +98,7 @@ class ApiServer:
     def __init__(self, *, cluster: str, store: Store, registry: Registry, authenticator: Authenticator,
                  admission: AdmissionChain, server_address: str):
         self.cluster = cluster
-        self.store = store
+        self.store = EventsView(store)  # events.k8s.io/v1 is another face of the core/v1 Events
         self.registry = registry
         self.authenticator = authenticator
         self.authorizer = Authorizer(store)
@@ -122,7 +124,8 @@ class ApiServer:
         try:
             if request.path in ("/healthz", "/readyz", "/livez"):
                 return web.Response(text="ok")
-            user = self.authenticator.authenticate(request.headers.get("Authorization"))
+            user = impersonate(self.authenticator.authenticate(request.headers.get("Authorization")),
+                               request.headers, self.authorizer)
             response = await self._route(request, user)
             for warning in request.get(_WARNINGS, ()):
                 # RFC 7234 warn-code 299, as the API server sends them; kubectl prints "Warning: <text>".
@@ -235,6 +238,9 @@ class ApiServer:
         if verb == "get":
             return self._get(request, target)
         if verb == "create":
+            if (target.group, target.plural) in REVIEWS:
+                return _json_response(review(target.group, target.plural, await self._body(request), user,
+                                             self.authorizer, self.authenticator), 201)
             if target.subresource == "token":
                 return self._token_request(target, await self._body(request))
             return await self._create(request, target, await self._body(request), user, dry_run)
@@ -585,6 +591,10 @@ class ApiServer:
     def _token_request(self, target: Target, body: Obj) -> web.Response:
         account = self._load(target)
         seconds = int((body.get("spec") or {}).get("expirationSeconds") or 3600)
+        if seconds < 600:
+            raise status.invalid("TokenRequest", target.name, [(
+                "spec.expirationSeconds", f"Invalid value: {seconds}: may not specify a duration less than 10 minutes",
+            )], "authentication.k8s.io")
         audiences = (body.get("spec") or {}).get("audiences") or []
         token, expires = self.authenticator.issue_bound_token(target.namespace or "", target.name,
                                                               account["metadata"]["uid"], seconds, audiences)

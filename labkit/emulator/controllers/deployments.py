@@ -29,6 +29,7 @@ from labkit.core import kubetime
 from labkit.core.selectors import LabelSelector, label_selector_from_dict
 from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.events import NORMAL, EventRecorder
 from labkit.emulator.store import Store, WatchEvent
 
 from .framework import (
@@ -147,6 +148,7 @@ class DeploymentController(Controller):
 
     def __init__(self, store: Store):
         super().__init__(store)
+        self.events = EventRecorder(store, "deployment-controller")
 
     def keys_for(self, event: WatchEvent) -> Iterable[Key]:
         if (event.group, event.resource) == ("apps", "deployments"):
@@ -273,6 +275,9 @@ class DeploymentController(Controller):
             self.store.update_status("apps", "deployments", fresh)
             raise
         self._annotate_revision(deployment, int(revision))
+        if replicas > 0:
+            self.events(deployment, NORMAL, "ScalingReplicaSet",
+                        f"Scaled up replica set {created['metadata']['name']} from 0 to {replicas}")
         return created
 
     def _annotate_revision(self, deployment: Obj, revision: int) -> None:
@@ -302,12 +307,18 @@ class DeploymentController(Controller):
         ):
             return fresh
         annotations.update(wanted)
+        before = _spec_replicas(fresh)
         fresh["spec"]["replicas"] = replicas
         if min_ready:
             fresh["spec"]["minReadySeconds"] = min_ready
         else:
             fresh["spec"].pop("minReadySeconds", None)
-        return self.store.update("apps", "replicasets", fresh)
+        updated = self.store.update("apps", "replicasets", fresh)
+        if before != replicas:
+            self.events(deployment, NORMAL, "ScalingReplicaSet",
+                        f"Scaled {'up' if replicas > before else 'down'} replica set {fresh['metadata']['name']} "
+                        f"from {before} to {replicas}")
+        return updated
 
     # --- strategies --------------------------------------------------------------------------------
 

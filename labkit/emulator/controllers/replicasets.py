@@ -24,6 +24,7 @@ from typing import Any
 from labkit.core import kubetime
 from labkit.core.selectors import LabelSelector, label_selector_from_dict
 from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.events import NORMAL, WARNING, EventRecorder
 from labkit.emulator.store import Store, WatchEvent
 
 from .framework import (
@@ -66,6 +67,7 @@ class ReplicaSetController(Controller):
         # A real controller creates pods through the API server, so admission (defaulting, sidecar
         # injection webhooks, validation) sees them; without the seam (unit tests) the store is written directly.
         self._admit_and_create = create_pod
+        self.events = EventRecorder(store, "replicaset-controller")
 
     def keys_for(self, event: WatchEvent) -> Iterable[Key]:
         if (event.group, event.resource) == ("apps", "replicasets"):
@@ -101,6 +103,8 @@ class ReplicaSetController(Controller):
                     except StatusError as exc:
                         if exc.code != 404:
                             raise
+                    else:
+                        self.events(rs, NORMAL, "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}")
                 gone = {pod["metadata"]["uid"] for pod in doomed}
                 active = [pod for pod in active if pod["metadata"]["uid"] not in gone]
         self._write_status(rs, active)
@@ -145,10 +149,16 @@ class ReplicaSetController(Controller):
         spec["nodeName"] = self.node_name
         # The template was defaulted when its ReplicaSet was stored, so the pod needs no defaulting of its own.
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
-        if self._admit_and_create is not None:
-            created = await self._admit_and_create(pod)
-        else:
-            created = self.store.create("", "pods", pod)
+        try:
+            if self._admit_and_create is not None:
+                created = await self._admit_and_create(pod)
+            else:
+                created = self.store.create("", "pods", pod)
+        except StatusError as exc:
+            # The reason a pod never appears (a dead injection webhook) belongs where users look: on the RS.
+            self.events(rs, WARNING, "FailedCreate", f"Error creating: {exc.message}")
+            raise
+        self.events(rs, NORMAL, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
         # What the API server's pod strategy and the scheduler's binding would have written.
         created["status"] = {
             "phase": "Pending",

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from labkit.core import kubetime
 from labkit.core.contract import LOAD_BALANCER_IP_ANNOTATION
 from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.events import NORMAL, WARNING, EventRecorder
 from labkit.emulator.network.addresses import LoadBalancerPool, ServiceRef
 from labkit.emulator.store import Store, WatchEvent
 
@@ -50,6 +50,7 @@ class ServiceController(Controller):
         super().__init__(store)
         self.load_balancers = load_balancers
         self.cluster = cluster
+        self.events = EventRecorder(store, "service-controller")
         self._blocked: set[Key] = set()
         self._stop_listening: Callable[[], None] | None = None
 
@@ -95,14 +96,20 @@ class ServiceController(Controller):
             if service is not None and not is_deleting(service):
                 self._publish(service, None)
             return
+        published = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
         try:
             address = self.load_balancers.acquire(ref, requested_load_balancer_ip(service))
         except StatusError as exc:
-            self._warn(service, exc.message)
+            self.events(service, NORMAL, "EnsuringLoadBalancer", "Ensuring load balancer")
+            self.events(service, WARNING, "SyncLoadBalancerFailed",
+                        f"Error syncing load balancer: failed to ensure load balancer: {exc.message}")
             self._publish(service, None)
             # Not retried on a timer: a changed Service or a released address wakes it again.
             self._blocked.add(key)
             return
+        if published != [{"ip": address}]:
+            self.events(service, NORMAL, "EnsuringLoadBalancer", "Ensuring load balancer")
+            self.events(service, NORMAL, "EnsuredLoadBalancer", "Ensured load balancer")
         self._publish(service, address)
 
     def _publish(self, service: Obj, address: str | None) -> None:
@@ -114,34 +121,3 @@ class ServiceController(Controller):
         status["loadBalancer"] = {"ingress": ingress} if ingress else {}
         service["status"] = status
         self.store.update_status("", "services", service)
-
-    def _warn(self, service: Obj, message: str) -> None:
-        """Record a Warning Event on the Service, counted up when it repeats (as the event recorder does)."""
-        metadata = service["metadata"]
-        namespace = metadata.get("namespace", "")
-        name = f"{metadata['name']}.lb-failed"
-        text = f"Error syncing load balancer: failed to ensure load balancer: {message}"
-        now = kubetime.now()
-        existing = self.store.find("", "events", name, namespace)
-        if existing is not None:
-            if existing.get("message") == text:
-                return
-            existing.update({"message": text, "lastTimestamp": now, "count": int(existing.get("count", 1)) + 1})
-            self.store.update("", "events", existing)
-            return
-        self.store.create("", "events", {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Service", "namespace": namespace,
-                               "name": metadata["name"], "uid": metadata.get("uid"),
-                               "resourceVersion": metadata.get("resourceVersion")},
-            "reason": "SyncLoadBalancerFailed",
-            "message": text,
-            "type": "Warning",
-            "source": {"component": "service-controller"},
-            "reportingComponent": "service-controller",
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        })

@@ -4,16 +4,90 @@ Which ranges exist is :class:`~labkit.core.contract.AddressPlan` (the client nee
 load-balancer address); this module allocates inside them, refusing what a real cluster refuses. The
 load-balancer pool is shared by every cluster of an emulator, as a cloud account's address pool is shared by its
 clusters; who holds which address is recorded here so a second request for it is refused naming the holder.
+
+Which ``127.X.0.0/16`` an emulator takes is claimed here too, with a lock file per block that the kernel releases
+when the process dies: a trainer's lab, a test run and a notebook started at the same moment can never pick the
+same block (binding a probe socket cannot tell, since any loopback address accepts a bind to port 0).
 """
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import os
+import random
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from labkit.core.contract import AddressPlan
 from labkit.emulator.apimachinery import status
 from labkit.emulator.apimachinery.status import invalid
+from labkit.errors import EmulatorError
+
+
+@dataclass
+class BlockClaim:
+    """An address block held by this process until :meth:`release` (or until the process dies).
+
+    Args:
+        block: the second octet ``X`` of the claimed ``127.X.0.0/16``.
+        fd: the open, locked lock file that holds the claim.
+    """
+
+    block: int
+    fd: int
+
+    @property
+    def plan(self) -> AddressPlan:
+        """The address ranges of the claimed block."""
+        return AddressPlan(self.block)
+
+    def release(self) -> None:
+        """Give the block back (idempotent)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> BlockClaim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def block_lock_dir() -> Path:
+    """Where block claims live: one world-writable folder per machine, beside the other temporary files."""
+    folder = Path(tempfile.gettempdir()) / "labkit-blocks"
+    folder.mkdir(mode=0o777, exist_ok=True)
+    return folder
+
+
+def claim_block(preferred: int | None = None) -> BlockClaim:
+    """Claim a ``127.X.0.0/16`` no other emulator (or test) on this machine holds.
+
+    Args:
+        preferred: the block to take; it must be free. ``None`` picks a free one at random.
+
+    Raises:
+        EmulatorError: ``preferred`` is held by another process, or every block is taken.
+    """
+    candidates = [preferred] if preferred else random.sample(range(20, 250), 230)
+    folder = block_lock_dir()
+    for block in candidates:
+        AddressPlan(block)  # validates the range
+        fd = os.open(folder / f"127.{block}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return BlockClaim(block, fd)
+    if preferred:
+        raise EmulatorError(f"address block 127.{preferred}.0.0/16 is held by another emulator on this machine; "
+                            f"stop it (labkit down) or leave the block to labkit")
+    raise EmulatorError("every 127.X.0.0/16 block is held by another emulator; stop some with `labkit down`")
 
 
 def is_ipv4(text: str) -> bool:

@@ -154,7 +154,8 @@ async def run_exec(pod: PodRecord, container: ContainerRecord, argv: list[str], 
 
 
 async def readiness(pod: PodRecord, container: ContainerRecord, process: asyncio.subprocess.Process, host: str,
-                    listen_port: int | None, *, scale: float, set_ready: Callable[[bool], None]) -> None:
+                    listen_port: int | None, *, scale: float, set_ready: Callable[[bool], None],
+                    failed: Callable[[], None] | None = None) -> None:
     """Probe one running container until it stops (the caller cancels this when the process ends).
 
     Args:
@@ -165,6 +166,7 @@ async def readiness(pod: PodRecord, container: ContainerRecord, process: asyncio
         listen_port: the port its program binds, for containers without a probe.
         scale: multiplies ``periodSeconds`` and ``initialDelaySeconds`` (tests make probes fast).
         set_ready: records a readiness change.
+        failed: called on every failed readiness check (the kubelet's ``Unhealthy`` Event).
     """
     probe = container.spec.get("readinessProbe")
     if not probe:
@@ -204,6 +206,8 @@ async def readiness(pod: PodRecord, container: ContainerRecord, process: asyncio
                 set_ready(True)
         else:
             successes, failures = 0, failures + 1
+            if failed is not None:
+                failed()
             if failures >= failure_threshold:
                 set_ready(False)
         await asyncio.sleep(period)

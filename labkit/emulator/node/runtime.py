@@ -48,6 +48,7 @@ from labkit.emulator.network.addresses import IpPool
 from labkit.emulator.node import probing, spawning
 from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
+from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
 from labkit.emulator.node.resolving import DnsBridge, Resolver
 from labkit.emulator.node.status import pod_status
 from labkit.emulator.node.supervision import DEFAULT_BACKOFF, supervise
@@ -98,6 +99,7 @@ class NodeRuntime:
         probe_period_scale: multiplies probes' ``periodSeconds`` and ``initialDelaySeconds`` (tests: 0.05).
         grace_cap: the longest a terminating container gets between SIGTERM and SIGKILL.
         python: the interpreter for labkit programs.
+        record_event: where the kubelet's Events go (``Pulled``, ``Started``, ``BackOff`` …); none by default.
     """
 
     def __init__(self, cluster: str, node_name: str, state_dir: Path, pod_ips: IpPool, on_status: StatusCallback,
@@ -106,7 +108,7 @@ class NodeRuntime:
                  resolve_ref: RefResolver | None = None, ca_file: Path | None = None,
                  issue_token: TokenIssuer | None = None, xds_root: Path | None = None,
                  restart_backoff: float = DEFAULT_BACKOFF, probe_period_scale: float = 1.0,
-                 grace_cap: float = GRACE_CAP, python: str = sys.executable):
+                 grace_cap: float = GRACE_CAP, python: str = sys.executable, record_event: EventSink | None = None):
         self.cluster = cluster
         self.node_name = node_name
         self.state_dir = Path(state_dir)
@@ -124,6 +126,7 @@ class NodeRuntime:
         self.probe_period_scale = probe_period_scale
         self.grace_cap = grace_cap
         self.python = python
+        self.events = KubeletEvents(record_event)
         self._pods: dict[str, PodRecord] = {}
         self._app_addresses: dict[str, str] = {}
         self._bridge: DnsBridge | None = None
@@ -187,6 +190,9 @@ class NodeRuntime:
         if pod.mounting is not None:
             pod.mounting.cancel()
         grace = min(float(pod.spec.get("terminationGracePeriodSeconds", 30)), self.grace_cap)
+        for container in pod.containers.values():
+            if container.process is not None:
+                self.events.killing(PodRef(pod.namespace, pod.name, pod.uid), container.name)
         processes = [c.process for c in pod.containers.values() if c.process is not None]
         processes += list(pod.execs)
         await asyncio.gather(*(spawning.terminate(process, grace) for process in processes))
@@ -405,7 +411,7 @@ class NodeRuntime:
 
     async def _supervise(self, pod: PodRecord, container: ContainerRecord) -> None:
         await supervise(pod, container, run_once=lambda: self._run_once(pod, container),
-                        publish=lambda: self._publish(pod), restart_backoff=self.restart_backoff)
+                        publish=lambda: self._publish(pod), restart_backoff=self.restart_backoff, events=self.events)
 
     async def _run_once(self, pod: PodRecord, container: ContainerRecord) -> tuple[int, str, str]:
         """Start the container's process and wait for it; returns ``(exitCode, reason, message)``."""
@@ -425,15 +431,25 @@ class NodeRuntime:
                 process = await spawning.spawn(argv, env=container.env, cwd=pod.dir, stdout=log,
                                                stderr=asyncio.subprocess.STDOUT)
         except OSError as exc:
-            return 128, "StartError", (f"failed to create containerd task: failed to create shim task: OCI runtime "
-                                       f"create failed: unable to start container process: {exc}: unknown")
+            message = (f"failed to create containerd task: failed to create shim task: OCI runtime "
+                       f"create failed: unable to start container process: {exc}: unknown")
+            self.events.start_failed(PodRef(pod.namespace, pod.name, pod.uid), container.name, message)
+            return 128, "StartError", message
+        ref = PodRef(pod.namespace, pod.name, pod.uid)
+        self.events.created(ref, container.name)
+        self.events.started(ref, container.name)
         container.process = process
         container.started = True
         container.state = {"running": {"startedAt": format_time(time.time())}}
         self._publish(pod)
+        host = probing.probe_host(pod, container, app_address)
+        probe = container.spec.get("readinessProbe") or {}
+        action = probe.get("httpGet") or probe.get("tcpSocket") or {}
+        target = f"{host}:{probing.resolve_port(action.get('port'), container.spec)}"
         readiness = asyncio.create_task(probing.readiness(
-            pod, container, process, probing.probe_host(pod, container, app_address), port,
-            scale=self.probe_period_scale, set_ready=lambda ready: self._set_ready(pod, container, ready)))
+            pod, container, process, host, port, scale=self.probe_period_scale,
+            set_ready=lambda ready: self._set_ready(pod, container, ready),
+            failed=lambda: self.events.unhealthy(ref, container.name, probe, target)))
         try:
             code = await process.wait()
         finally:

@@ -66,6 +66,8 @@ def test_a_racing_request_waits_with_a_warning_until_the_address_is_free(two_clu
 
     async def scenario() -> None:
         wanted = "127.9.200.60"
+        # Events go only into namespaces that exist, as on a real cluster.
+        cluster2.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
         cluster1.create(cluster1.service("a", None, type="LoadBalancer", loadBalancerIP=wanted))
         # Both admitted before the cloud controller ran (the store is written directly here).
         cluster2.store.create("", "services", cluster2.allocator.allocate(
@@ -74,7 +76,7 @@ def test_a_racing_request_waits_with_a_warning_until_the_address_is_free(two_clu
         await cluster2.settle()
         b = cluster2.get("", "services", "b", "default")
         assert b["status"]["loadBalancer"] == {}
-        (event,) = cluster2.list("", "events", "default")
+        (event,) = [e for e in cluster2.list("", "events", "default") if e["type"] == "Warning"]
         assert event["type"] == "Warning" and event["reason"] == "SyncLoadBalancerFailed"
         assert wanted in event["message"] and "cluster1" in event["message"]
 

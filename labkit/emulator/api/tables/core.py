@@ -329,7 +329,7 @@ def event_cells(event: Obj, now: dt.datetime) -> list[Any]:
         count = 1
     kind = str(involved.get("kind", "")).lower()
     target = f"{kind}/{involved['name']}" if involved.get("name") else kind
-    component = source.get("component") or event.get("reportingController") or ""
+    component = source.get("component") or event.get("reportingController") or event.get("reportingComponent") or ""
     instance = source.get("host") or event.get("reportingInstance") or ""
     message = str(event.get("message") or event.get("note") or "").strip()
     return [last, str(event.get("type", "")), str(event.get("reason", "")), target,
