@@ -11,7 +11,6 @@ and later requests only the lookups. Run it on an older checkout (PYTHONPATH=<tr
 
 from __future__ import annotations
 
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ def timed(call) -> float:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as home:
-        emulator = launching.up(["bench"], Path(home), block=random.randint(150, 249))
+        emulator = launching.up(["bench"], Path(home))
         try:
             api = config.new_client_from_config(str(emulator.kubeconfig), context="bench")
             v1 = client.CoreV1Api(api)
