@@ -23,6 +23,7 @@ before and after: a server does not bump it for a no-op apply.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
