@@ -15,6 +15,7 @@ emulated istiod first serves it.
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import subprocess
 import sys
@@ -168,17 +169,21 @@ def _apply_groups(context: kube.ContextRef, settings: InstallSettings, rendered:
     return applied
 
 
-def _live_failure_policies(context: kube.ContextRef, settings: InstallSettings) -> dict[str, str]:
-    """The ``failurePolicy`` istiod set on its validating webhooks, to keep on a second install (as Helm's
-    upgrade leaves it alone)."""
+def _live_failure_policies(context: kube.ContextRef, settings: InstallSettings) -> dict[str, str | None]:
+    """For each validating webhook configuration that exists: its ``failurePolicy`` to keep on a second install,
+    or None once istiod owns it (it switched the policy to ``Fail``; server-side apply then leaves the field to
+    its owner, as Helm's upgrade leaves istiod's patch alone)."""
     if not settings.pilot:
         return {}
-    policies = {}
+    policies: dict[str, str | None] = {}
     for name in validating_webhook_names(settings):
         live = kube.get_object(context, "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", name)
         hooks = (live or {}).get("webhooks") or []
-        if hooks:
-            policies[name] = hooks[0].get("failurePolicy") or "Fail"
+        if not hooks:
+            continue
+        owners = {entry.get("manager") for entry in (live or {}).get("metadata", {}).get("managedFields") or []
+                  if '"f:failurePolicy"' in json.dumps(entry.get("fieldsV1") or {})}
+        policies[name] = None if owners - {kube.FIELD_MANAGER} else hooks[0].get("failurePolicy") or "Fail"
     return policies
 
 

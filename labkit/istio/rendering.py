@@ -154,7 +154,7 @@ class RenderedInstall:
 
 
 def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj | None = None,
-           ca_secret: Obj | None = None, failure_policies: Mapping[str, str] | None = None) -> RenderedInstall:
+           ca_secret: Obj | None = None, failure_policies: Mapping[str, str | None] | None = None) -> RenderedInstall:
     """Render an install.
 
     Args:
@@ -483,7 +483,7 @@ def validating_webhook_names(settings: InstallSettings) -> tuple[str, str]:
 
 
 def validating_webhooks(settings: InstallSettings, ca_root_pem: str = "", *,
-                        failure_policies: Mapping[str, str] | None = None) -> list[Obj]:
+                        failure_policies: Mapping[str, str | None] | None = None) -> list[Obj]:
     """Istio's ``validation.istio.io`` webhooks, as the charts render them for the default revision.
 
     ``istio-validator-<namespace>`` (``rev.validation.istio.io``) checks objects labelled ``istio.io/rev:
@@ -494,7 +494,8 @@ def validating_webhooks(settings: InstallSettings, ca_root_pem: str = "", *,
     Args:
         settings: the resolved IstioOperator.
         ca_root_pem: the mesh root, for ``caBundle`` (empty: istiod fills it in).
-        failure_policies: configuration name → its live ``failurePolicy``, kept on a second install.
+        failure_policies: configuration name → its live ``failurePolicy``, kept on a second install; None leaves
+            the field out (istiod owns it once it has switched it to ``Fail``).
     """
     revision_name, default_name = validating_webhook_names(settings)
     client_config: Obj = {"service": {"name": "istiod", "namespace": settings.namespace, "path": "/validate",
@@ -510,6 +511,8 @@ def validating_webhooks(settings: InstallSettings, ca_root_pem: str = "", *,
                                    "apiVersions": ["*"], "resources": ["*"]}],
                         "failurePolicy": (failure_policies or {}).get(configuration, "Ignore"),
                         "sideEffects": "None", "admissionReviewVersions": ["v1"]}
+        if webhook["failurePolicy"] is None:
+            del webhook["failurePolicy"]
         if object_selector is not None:
             webhook["objectSelector"] = object_selector
         return webhook

@@ -8,6 +8,7 @@ the client library's objects or exceptions.
 from labkit.core.names import ClusterName, ContextName
 from labkit.kube.access import AccessRule, AccessRules, access_rules, can_i
 from labkit.kube.applying import (
+    FIELD_MANAGER,
     AppliedObject,
     AppliedObjects,
     Document,
@@ -34,6 +35,7 @@ from labkit.kube.tables import table
 from labkit.kube.waiting import not_ready, wait_ready
 
 __all__ = [
+    "FIELD_MANAGER",
     "AccessRule",
     "AccessRules",
     "AppliedObject",

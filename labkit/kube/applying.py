@@ -23,6 +23,7 @@ before and after: a server does not bump it for a no-op apply.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,9 +178,33 @@ def _read(source: str | Path) -> tuple[str, str]:
         raise ManifestError(f"{path}: cannot read the manifest ({exc.strerror or exc}); check the path.") from exc
 
 
+class _DuplicateKeyLoader(yaml.SafeLoader):
+    """SafeLoader that notes a key given twice in one mapping.
+
+    PyYAML keeps the last value silently, and so does kubectl's YAML reader: a second ``replicas:`` further
+    down a Deployment wins unseen. Noting it lets the error name the line before anything is applied.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str) and key in first:
+                self.duplicates.append(f'line {line}: key "{key}" is given twice (first at line {first[key]}); '
+                                       f"keep one of them")
+            first.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse(text: str, origin: str) -> list[Document]:
-    loader = yaml.SafeLoader(text)
+    loader = _DuplicateKeyLoader(text)
     documents: list[Document] = []
+    duplicates: list[str] = []
     index = 0
     try:
         while loader.check_node():
@@ -191,7 +216,10 @@ def _parse(text: str, origin: str) -> list[Document]:
             if body is None:
                 index -= 1  # an empty document (a trailing ---) is not counted, as kubectl does not
                 continue
-            documents.append(Document(body, origin, index, node.start_mark.line + 1))
+            document = Document(body, origin, index, node.start_mark.line + 1)
+            duplicates += [f"{document.where}: {line}" for line in loader.duplicates]
+            loader.duplicates.clear()
+            documents.append(document)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -203,6 +231,8 @@ def _parse(text: str, origin: str) -> list[Document]:
         raise ManifestError(message) from exc
     finally:
         loader.dispose()
+    if duplicates:
+        raise ManifestError(_listing("the manifest has problems", duplicates), duplicates)
     return documents
 
 
@@ -418,11 +448,26 @@ def _dry_run(dyn: DynamicClient, plan: list[_Planned], field_manager: str) -> No
                                   dry_run="All")
         except ApiException as exc:
             first = first or exc
+            message = api_error(exc).message
             problems.append(f"{item.document.where} ({_describe(item.kind, item.namespace, item.document.name)}): "
-                            f"the server refused it: {api_error(exc).message}")
+                            f"the server refused it: {message}{_field_hint(item.kind, message)}")
     if problems:
         message = _listing("nothing was applied: the server's dry run refused", problems)
         raise ManifestError(message, problems) from first
+
+
+_UNDECLARED = re.compile(r"\.([\w.\[\]-]+): field not declared in schema")
+
+
+def _field_hint(kind: str, message: str) -> str:
+    # The server names the field it does not know; say where the fields it does know are listed.
+    match = _UNDECLARED.search(message)
+    if match is None:
+        return ""
+    path = re.sub(r"\[\d+\]", "", match[1])
+    parent = path.rpartition(".")[0]
+    where = f"{kind.lower()}.{parent}" if parent else kind.lower()
+    return f" (check the spelling of {path.rpartition('.')[2]!r}: `kubectl explain {where}` lists the fields there)"
 
 
 def _write(dyn: DynamicClient, resource: Resource, item: _Planned, field_manager: str) -> Obj:

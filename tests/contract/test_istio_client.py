@@ -23,6 +23,7 @@ from labkit import kube
 from labkit.emulator import launching
 from labkit.errors import ManifestError, WaitTimeoutError
 from labkit.istio import apply_remote_secret, create_remote_secret, install, kubeconfig_of
+from labkit.testing import eventually
 
 # The official client leaves pooled TLS sockets to the garbage collector after watch and exec
 # streams; those warnings are about the client library, not about the behaviour tested here.
@@ -222,6 +223,13 @@ def test_install_on_an_embedded_cluster_writes_what_istioctl_would(kc: Path, cap
     assert _lines(kube.apply("cluster3", [expose], kubeconfig=kc)) == [
         "gateway.networking.istio.io/cross-network-gateway created"]
 
+    # istiod arms its validating webhooks once it serves them (failurePolicy Ignore → Fail), and a second install
+    # keeps what it set; wait for that, so the comparison below is not a race with istiod's own update.
+    eventually(lambda: all(hook["failurePolicy"] == "Fail"
+                           for name in ("istio-validator-istio-system", "istiod-default-validator")
+                           for hook in get("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration",
+                                           name)["webhooks"]),
+               timeout=60, what="istiod armed its validating webhooks")
     # Installing again changes nothing, and keeps the mesh CA.
     for operator in (_cluster3_operator(), _east_west_operator()):
         again = install(kube.Context("cluster3", kc), copy.deepcopy(operator), wait=False, quiet=True)

@@ -45,6 +45,26 @@ def test_bad_yaml_names_the_file_the_document_and_the_line(tmp_path: Path) -> No
     assert "is not valid YAML" in message and "indentation" in message
 
 
+def test_a_key_given_twice_is_refused_naming_both_lines() -> None:
+    text = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n"
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n"
+            "  selector: {}\n  replicas: 3\n")
+    with pytest.raises(ManifestError) as refused:
+        load_documents(text)
+    assert refused.value.problems == ('<string>: document 2 (line 5): line 12: key "replicas" is given twice '
+                                      '(first at line 10); keep one of them',)
+
+
+def test_an_undeclared_field_points_at_kubectl_explain() -> None:
+    from labkit.kube.applying import _field_hint
+
+    message = ("failed to create typed patch object (sample/web; /v1, Kind=Service): .spec.ports[0].nodeport: "
+               "field not declared in schema")
+    assert _field_hint("Service", message) == (" (check the spelling of 'nodeport': `kubectl explain "
+                                               "service.spec.ports` lists the fields there)")
+    assert _field_hint("Service", 'Service "x" is invalid: spec.ports[0].port: Invalid value: 0') == ""
+
+
 def test_yaml_text_and_file_names_are_told_apart() -> None:
     assert load_documents("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")[0].origin == "<string>"
     with pytest.raises(ManifestError, match=r"missing\.yaml: cannot read the manifest"):

@@ -18,18 +18,25 @@ on the server anyway. What kubectl 1.32 reads (``k8s.io/cli-runtime`` ``query_pa
    sends ``application/merge-patch+json``; that is why CRD operations here omit that content type. If
    it does, kubectl then looks for a ``components.schemas`` entry whose ``x-kubernetes-group-version-kind``
    (a list) names the kind, and computes the patch from that schema's ``properties`` and
-   ``x-kubernetes-patch-merge-key`` extensions. A schema without properties makes that computation fail
-   with ``unable to find api field "metadata"`` and a warning on every apply, so built-in schemas here
-   carry no GVK: kubectl then uses its compiled-in Go types, whose merge keys are exact. Custom resource
-   schemas do carry it (their patch is never computed from a schema), so tools that map kinds to
-   schemas, like ``kubectl explain``, still find them.
+   ``x-kubernetes-patch-merge-key`` extensions. A schema without properties would make that computation
+   fail (``unable to find api field "metadata"``), which is why built-in schemas are Kubernetes' own
+   definitions (:mod:`labkit.emulator.schemas.upstream`), complete with merge keys, patch strategies and
+   list types, with every definition they refer to.
+4. ``kubectl explain``: the GVK of the resource's operations, then the component schema whose
+   ``x-kubernetes-group-version-kind`` lists it, then ``properties`` down the field path, following
+   ``$ref`` and single-element ``allOf``. Custom resources are described by their CRD version's
+   ``openAPIV3Schema`` with ``apiVersion``, ``kind`` and ``metadata`` added, as the apiextensions server
+   publishes them.
 
-Documents are pure functions of the registry; the index carries a hash of each document so that
-clients' caches notice when a CRD changes a group.
+Documents are pure functions of the registry and the upstream definitions, built on first request and
+cached per group/version; the index carries a hash of each document so that clients' caches notice when a
+CRD changes a group.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import re
@@ -37,6 +44,7 @@ from typing import Any
 
 from labkit.emulator.api.discovery import KUBERNETES_VERSION
 from labkit.emulator.api.resources import Registry, ResourceType
+from labkit.emulator.schemas.upstream import Definitions, definitions
 
 OPENAPI_PREFIX = "/openapi/v3"
 _META = "io.k8s.apimachinery.pkg.apis.meta.v1"
@@ -44,6 +52,8 @@ _PATCH_SCHEMA = f"{_META}.Patch"
 _DELETE_OPTIONS = f"{_META}.DeleteOptions"
 _STATUS_SCHEMA = f"{_META}.Status"
 _SCALE_SCHEMA = "io.k8s.api.autoscaling.v1.Scale"
+_OBJECT_META = f"{_META}.ObjectMeta"
+_LIST_META = f"{_META}.ListMeta"
 _BUILTIN_PATCH_TYPES = ("application/apply-patch+yaml", "application/json-patch+json",
                         "application/merge-patch+json", "application/strategic-merge-patch+json")
 _CRD_PATCH_TYPES = ("application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json")
@@ -68,10 +78,10 @@ def openapi_index(registry: Registry) -> dict[str, Any]:
     paths = {}
     for group, versions in registry.groups().items():
         for version in versions:
-            document = openapi_document(registry, group, version)
-            if document is not None:
+            cached = _cached(registry, group, version)
+            if cached is not None:
                 key = gv_path(group, version)
-                paths[key] = {"serverRelativeURL": f"{OPENAPI_PREFIX}/{key}?hash={document_hash(document)}"}
+                paths[key] = {"serverRelativeURL": f"{OPENAPI_PREFIX}/{key}?hash={cached[1]}"}
     return {"paths": paths}
 
 
@@ -109,9 +119,27 @@ def openapi_document(registry: Registry, group: str, version: str) -> dict[str, 
         group: API group, ``""`` for core.
         version: API version.
     """
-    types = registry.resources(group, version)
+    cached = _cached(registry, group, version)
+    return cached[0] if cached is not None else None
+
+
+def _cached(registry: Registry, group: str, version: str) -> tuple[dict[str, Any], str] | None:
+    types = tuple(registry.resources(group, version))
     if not types:
         return None
+    # Types compare without their CRD schema; its JSON joins the key so that a changed schema is a new document.
+    crd_schemas = tuple(json.dumps(rt.schema, sort_keys=True) if rt.schema is not None else "" for rt in types)
+    return _build(group, version, types, crd_schemas)
+
+
+@functools.lru_cache(maxsize=64)
+def _build(group: str, version: str, types: tuple[ResourceType, ...],
+           crd_schemas: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    document = _document(definitions(KUBERNETES_VERSION), types)
+    return document, document_hash(document)
+
+
+def _document(defs: Definitions, types: tuple[ResourceType, ...]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {
         _PATCH_SCHEMA: {"type": "object", "description": "A patch document; its format is the Content-Type's."},
@@ -120,9 +148,11 @@ def openapi_document(registry: Registry, group: str, version: str) -> dict[str, 
         _STATUS_SCHEMA: {"type": "object", "description": "The result of an operation that returns no object.",
                          "x-kubernetes-preserve-unknown-fields": True},
     }
+    # Kubernetes' own where it has them (it has all three); the stand-ins above only if it does not.
+    schemas.update(defs.closure([_PATCH_SCHEMA, _DELETE_OPTIONS, _STATUS_SCHEMA]))
     for rt in types:
         paths.update(_resource_paths(rt))
-        schemas.update(_resource_schemas(rt))
+        schemas.update(_resource_schemas(defs, rt))
     return {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
@@ -229,23 +259,56 @@ def _resource_paths(rt: ResourceType) -> dict[str, Any]:
     return paths
 
 
-def _resource_schemas(rt: ResourceType) -> dict[str, Any]:
+def _resource_schemas(defs: Definitions, rt: ResourceType) -> dict[str, Any]:
+    if rt.crd:
+        return _custom_schemas(defs, rt)
     schemas: dict[str, Any] = {}
     for kind in (rt.kind, rt.list_kind):
-        schema: dict[str, Any] = {
-            "type": "object",
-            "description": f"{kind} ({rt.group_version}); fields are validated by the server.",
-            "x-kubernetes-preserve-unknown-fields": True,
-        }
-        if rt.crd:
-            # See the module docstring: a GVK on a built-in's property-less schema would make kubectl
-            # apply compute its strategic merge patch from it, and fail.
-            schema["x-kubernetes-group-version-kind"] = [{"group": rt.group, "version": rt.version, "kind": kind}]
-        schemas[schema_name(rt, kind)] = schema
+        found = defs.kind(rt.group, rt.version, kind)
+        if found is not None:
+            schemas.update(defs.closure([found[0]]))
+        else:  # not in this release's definitions: open, and without a GVK kubectl would patch from
+            schemas[schema_name(rt, kind)] = {
+                "type": "object", "description": f"{kind} ({rt.group_version}); fields are validated by the server.",
+                "x-kubernetes-preserve-unknown-fields": True}
     if any(sub.name == "scale" for sub in rt.subresources):
-        schemas[_SCALE_SCHEMA] = {"type": "object", "description": "Scale of a scalable resource.",
-                                  "x-kubernetes-preserve-unknown-fields": True}
+        schemas.update(defs.closure([_SCALE_SCHEMA]) or {_SCALE_SCHEMA: {
+            "type": "object", "description": "Scale of a scalable resource.",
+            "x-kubernetes-preserve-unknown-fields": True}})
     return schemas
+
+
+def _custom_schemas(defs: Definitions, rt: ResourceType) -> dict[str, Any]:
+    # As the apiextensions server publishes a CRD version: its schema (open when it gave none) with the
+    # object's apiVersion, kind and metadata added, and a list kind around it.
+    schema: dict[str, Any] = copy.deepcopy(dict(rt.schema)) if rt.schema else {
+        "type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    schema.setdefault("type", "object")
+    schema["properties"] = {**_TYPE_META, "metadata": {
+        "description": "Standard object's metadata.", "allOf": [_ref(_OBJECT_META)]},
+        **(schema.get("properties") or {})}
+    schema["x-kubernetes-group-version-kind"] = [{"group": rt.group, "version": rt.version, "kind": rt.kind}]
+    listing = {
+        "description": f"{rt.list_kind} is a list of {rt.kind}",
+        "type": "object",
+        "required": ["items"],
+        "properties": {**_TYPE_META,
+                       "items": {"description": f"List of {rt.plural}.", "type": "array",
+                                 "items": _ref(schema_name(rt))},
+                       "metadata": {"description": "Standard list metadata.", "allOf": [_ref(_LIST_META)]}},
+        "x-kubernetes-group-version-kind": [{"group": rt.group, "version": rt.version, "kind": rt.list_kind}],
+    }
+    schemas = {schema_name(rt): schema, schema_name(rt, rt.list_kind): listing}
+    schemas.update(defs.closure([_OBJECT_META, _LIST_META]))
+    return schemas
+
+
+_TYPE_META = {
+    "apiVersion": {"description": "APIVersion defines the versioned schema of this representation of an object.",
+                   "type": "string"},
+    "kind": {"description": "Kind is a string value representing the REST resource this object represents.",
+             "type": "string"},
+}
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -22,14 +22,15 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import yaml
 from aiohttp import web
 
 from labkit.core import kubetime
 from labkit.core.wire import Obj
+from labkit.emulator import schemas
 from labkit.emulator.api import discovery, openapi, protobuf, tables
 from labkit.emulator.api.access import REVIEWS, impersonate, review
 from labkit.emulator.api.admission import AdmissionChain, validate_name
@@ -45,6 +46,9 @@ _log = logging.getLogger(__name__)
 
 JSON = "application/json"
 _MAX_BODY = 16 * 1024 * 1024
+# Request-scoped keys: the body's duplicate keys and the Warning headers of the response.
+_DUPLICATES = web.RequestKey("labkit.duplicates", list)
+_WARNINGS = web.RequestKey("labkit.warnings", list)
 
 
 class PodIO(Protocol):
@@ -99,6 +103,7 @@ class ApiServer:
         self.authenticator = authenticator
         self.authorizer = Authorizer(store)
         self.admission = admission
+        self.definitions = schemas.definitions(discovery.KUBERNETES_VERSION)  # read on first use
         self.server_address = server_address
         self._stream_handlers: dict[str, Callable[[web.Request, Target, User], Awaitable[web.StreamResponse]]] = {}
 
@@ -121,7 +126,11 @@ class ApiServer:
                 return web.Response(text="ok")
             user = impersonate(self.authenticator.authenticate(request.headers.get("Authorization")),
                                request.headers, self.authorizer)
-            return await self._route(request, user)
+            response = await self._route(request, user)
+            for warning in request.get(_WARNINGS, ()):
+                # RFC 7234 warn-code 299, as the API server sends them; kubectl prints "Warning: <text>".
+                response.headers.add("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+            return response
         except InvalidSelectorError as exc:
             error = status.bad_request(str(exc))
             return _json_response(error.to_status(), error.code)
@@ -249,7 +258,10 @@ class ApiServer:
         if content_type == protobuf.CONTENT_TYPE:
             return protobuf.decode_object(raw)
         try:
-            body = yaml.safe_load(raw) if "yaml" in content_type else json.loads(raw or b"{}")
+            if "yaml" in content_type:
+                body, _ = schemas.decoding.loads_yaml(raw)
+            else:
+                body, request[_DUPLICATES] = schemas.decoding.loads_json(raw or b"{}")
         except (ValueError, yaml.YAMLError) as exc:
             raise status.bad_request(f"the request body is not valid {content_type}: {exc}") from exc
         if not isinstance(body, dict):
@@ -276,6 +288,8 @@ class ApiServer:
         return self.store.get(group, plural, name, namespace)
 
     def _encode(self, request: web.Request, target: Target, obj: Obj, code: int = 200) -> web.Response:
+        if target.rt.crd:
+            obj = schemas.served_as(target.rt.group_version, obj)
         version = tables.table_version(request.headers.get("Accept", ""))
         if version and not target.subresource:
             table = tables.render_table(target.rt, obj, now=dt.datetime.now(dt.UTC), api_version=version,
@@ -293,6 +307,8 @@ class ApiServer:
         result = self.store.list(target.group, target.plural, namespace=target.namespace,
                                  label_selector=request.query.get("labelSelector", ""),
                                  field_selector=request.query.get("fieldSelector", ""))
+        if target.rt.crd:
+            result = replace(result, items=[schemas.served_as(target.rt.group_version, item) for item in result.items])
         version = tables.table_version(request.headers.get("Accept", ""))
         if version:
             table = tables.render_table(target.rt, result.items, now=dt.datetime.now(dt.UTC), api_version=version,
@@ -332,6 +348,8 @@ class ApiServer:
                     break
                 try:
                     event = await asyncio.wait_for(queue.get(), timeout=min(remaining, 30.0))
+                    if target.rt.crd:
+                        event = replace(event, object=schemas.served_as(target.rt.group_version, event.object))
                 except TimeoutError:
                     if bookmarks:
                         mark = {"kind": target.rt.kind, "apiVersion": target.rt.group_version,
@@ -386,6 +404,26 @@ class ApiServer:
         validate_name(rt, obj)
         return obj
 
+    def _strictly(self, request: web.Request, target: Target, obj: Obj, operation: str, patch: Any = None) -> Obj:
+        """Field validation of a write to the main resource (see :mod:`labkit.emulator.schemas`).
+
+        Returns the object without the fields a real server would drop; queues the response's warnings.
+        """
+        if target.subresource:
+            return obj
+        rt = target.rt
+        try:
+            how = schemas.directive(request.query.get("fieldValidation"))
+        except ValueError as exc:
+            raise status.bad_request(str(exc)) from exc
+        checked, warnings = schemas.check_body(
+            self.definitions, group=rt.group, version=rt.version, kind=rt.kind, crd_schema=rt.schema,
+            custom=bool(rt.crd), obj=obj, duplicates=request.get(_DUPLICATES, []), how=how, operation=operation,
+            patch=patch)
+        if warnings:
+            request.setdefault(_WARNINGS, []).extend(warnings)
+        return checked
+
     def _manager(self, request: web.Request, default: str) -> str:
         manager = request.query.get("fieldManager")
         if manager:
@@ -397,7 +435,7 @@ class ApiServer:
                       dry_run: bool) -> web.Response:
         if target.name and not target.subresource:
             raise status.method_not_allowed("POST is not allowed on a named resource; use PUT or PATCH")
-        obj = self._prepare(target, body, None)
+        obj = self._prepare(target, self._strictly(request, target, body, "create"), None)
         self.admission.check_namespace(target.rt, obj)
         created = await self._store_new(target, obj, self._manager(request, "unknown"), user, dry_run)
         return self._encode(request, target, created, 201)
@@ -437,7 +475,7 @@ class ApiServer:
             new = copy.deepcopy(live)
             new.setdefault("spec", {})["replicas"] = replicas
             return _json_response(_scale_of(target.rt, await self._write(request, target, live, new, user, dry_run)))
-        obj = self._prepare(target, body, target.name)
+        obj = self._prepare(target, self._strictly(request, target, body, "update"), target.name)
         live = self._load(target)
         written = await self._write(request, target, live, obj, user, dry_run)
         return self._encode(request, target, written)
@@ -465,7 +503,7 @@ class ApiServer:
         if content_type == "application/apply-patch+yaml":
             return await self._apply(request, target, raw, user, dry_run)
         try:
-            patch = json.loads(raw or b"{}")
+            patch, request[_DUPLICATES] = schemas.decoding.loads_json(raw or b"{}")
         except ValueError as exc:
             raise status.bad_request(f"the patch is not valid JSON: {exc}") from exc
         live = self._load(target)
@@ -486,13 +524,13 @@ class ApiServer:
             new = copy.deepcopy(live)
             new.setdefault("spec", {})["replicas"] = (patched.get("spec") or {}).get("replicas")
             return _json_response(_scale_of(rt, await self._write(request, target, live, new, user, dry_run)))
-        new = self._prepare(target, patched, target.name)
+        new = self._prepare(target, self._strictly(request, target, patched, "patch", patch), target.name)
         return self._encode(request, target, await self._write(request, target, live, new, user, dry_run))
 
     async def _apply(self, request: web.Request, target: Target, raw: bytes, user: User,
                      dry_run: bool) -> web.Response:
         try:
-            applied = yaml.safe_load(raw)
+            applied, request[_DUPLICATES] = schemas.decoding.loads_yaml(raw)
         except yaml.YAMLError as exc:
             raise status.bad_request(f"the applied configuration is not valid YAML: {exc}") from exc
         if not isinstance(applied, dict):
@@ -501,7 +539,7 @@ class ApiServer:
         if not manager:
             raise status.bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set")
         force = request.query.get("force") in ("true", "1")
-        applied = self._prepare(target, applied, target.name)
+        applied = self._prepare(target, self._strictly(request, target, applied, "apply"), target.name)
         group, plural, name, namespace = self._key(target)
         live = self.store.find(group, plural, name, namespace)
         merged = apply(live, applied, manager, kind_key=(target.group, target.rt.kind), force=force, now=kubetime.now(),

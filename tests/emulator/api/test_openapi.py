@@ -140,13 +140,54 @@ def test_builtins_get_strategic_merge_patch_and_crds_merge_patch() -> None:
                             "application/merge-patch+json"}
 
 
-def test_builtin_schemas_leave_the_patch_to_kubectls_compiled_in_types() -> None:
+def patch_meta(document: dict[str, Any], gvk: GVK, path: list[str]) -> tuple[str, str]:
+    """kubectl's ``PatchMetaFromOpenAPIV3``: follow ``path`` from the kind's schema; its merge key and strategy.
+
+    Each step is ``traverse`` (the property must exist, else kubectl fails with ``unable to find api field``)
+    then ``resolve`` (items of a list, first ``allOf``, then ``$ref`` into ``components.schemas``).
+    """
+    schemas = document["components"]["schemas"]
+    [name] = schemas_for(document, gvk)
+    schema = schemas[name]
+    meta = ("", "")
+    for key in path:
+        assert key in (schema.get("properties") or {}), f'unable to find api field "{key}"'
+        schema = schema["properties"][key]
+        meta = (schema.get("x-kubernetes-patch-merge-key", ""), schema.get("x-kubernetes-patch-strategy", ""))
+        if "items" in schema:
+            schema = schema["items"]
+        if schema.get("allOf"):
+            schema = schema["allOf"][0]
+        if "$ref" in schema:
+            schema = schemas[schema["$ref"].removeprefix("#/components/schemas/")]
+    return meta
+
+
+def test_builtin_schemas_are_kubernetes_own_so_kubectl_computes_patches_from_them() -> None:
     registry = Registry()
     registry.add_crd(gateway_crd())
     core = fetch(registry, "", "v1")
-    assert "io.k8s.api.core.v1.Pod" in core["components"]["schemas"]
-    assert schemas_for(core, ("", "v1", "Pod")) == []
-    assert schemas_for(fetch(registry, "apps", "v1"), ("apps", "v1", "Deployment")) == []
+    assert schemas_for(core, ("", "v1", "Pod")) == ["io.k8s.api.core.v1.Pod"]
+    assert patch_meta(core, ("", "v1", "Pod"), ["spec", "containers"]) == ("name", "merge")
+    assert patch_meta(core, ("", "v1", "Service"), ["spec", "ports"]) == ("port", "merge")
+    assert patch_meta(core, ("", "v1", "Pod"), ["metadata", "ownerReferences"]) == ("uid", "merge")
+    apps = fetch(registry, "apps", "v1")
+    assert patch_meta(apps, ("apps", "v1", "Deployment"), ["spec", "template", "spec", "containers", "env"]) == \
+        ("name", "merge")
+    assert patch_meta(apps, ("apps", "v1", "Deployment"), ["spec", "template", "spec", "volumes"]) == \
+        ("name", "merge,retainKeys")
+    replicas = core["components"]["schemas"]["io.k8s.api.core.v1.ServicePort"]["properties"]["targetPort"]
+    assert replicas["allOf"] == [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.util.intstr.IntOrString"}]
+    assert core["components"]["schemas"]["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] == {
+        "format": "int-or-string", "oneOf": [{"type": "string"}, {"type": "integer"}]}
+    spec = apps["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]
+    assert spec["replicas"]["type"] == "integer" and spec["replicas"]["format"] == "int32"
+    assert "description" in spec["replicas"]
+
+
+def test_custom_resource_schemas_carry_the_crd_schema_and_metadata() -> None:
+    registry = Registry()
+    registry.add_crd(gateway_crd())
     gateways = fetch(registry, "networking.istio.io", "v1beta1")
     assert schemas_for(gateways, ("networking.istio.io", "v1beta1", "Gateway")) == [
         "io.istio.networking.v1beta1.Gateway"]
@@ -154,6 +195,17 @@ def test_builtin_schemas_leave_the_patch_to_kubectls_compiled_in_types() -> None
         "io.istio.networking.v1beta1.GatewayList"]
     schema = gateways["components"]["schemas"]["io.istio.networking.v1beta1.Gateway"]
     assert schema["type"] == "object" and schema["x-kubernetes-preserve-unknown-fields"] is True
+    assert schema["properties"]["metadata"]["allOf"] == [
+        {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}]
+
+    crd = gateway_crd()
+    crd["spec"]["versions"][0]["schema"] = {"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "description": "The gateway.", "properties": {
+            "servers": {"type": "array", "items": {"type": "object", "properties": {"port": {"type": "integer"}}}}}}}}}
+    registry.add_crd(crd)
+    v1 = fetch(registry, "networking.istio.io", "v1")["components"]["schemas"]["io.istio.networking.v1.Gateway"]
+    assert set(v1["properties"]) == {"apiVersion", "kind", "metadata", "spec"}
+    assert v1["properties"]["spec"]["properties"]["servers"]["items"]["properties"]["port"] == {"type": "integer"}
 
 
 def test_paths_operations_and_parameters() -> None:

@@ -10,6 +10,7 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
+from labkit.core.contract import AddressPlan
 from labkit.emulator.envoy.dnsproxy import DnsProxy, LookupTable, from_environment
 from labkit.emulator.envoy.nametables import NameInfo, NameTable
 from labkit.errors import AgentError
@@ -41,22 +42,22 @@ class _Upstream(BaseResolver):  # type: ignore[misc]
         return reply
 
 
+@pytest.fixture(scope="module")
+def plan() -> AddressPlan:
+    """Addresses of a block of this module's own: nothing else binds there, so port 0 is free on UDP and TCP."""
+    return address_plan()
+
+
 @pytest.fixture
-def upstream() -> Iterator[tuple[_Upstream, tuple[str, int]]]:
+def upstream(plan: AddressPlan) -> Iterator[tuple[_Upstream, tuple[str, int]]]:
     resolver, quiet = _Upstream(), DNSLogger("-recv,-send,-request,-reply,-truncated,-data,-error", prefix=False)
-    for _ in range(20):  # the UDP port's TCP twin may be taken by another program on a shared machine: pick again
-        udp = DNSServer(resolver, address="127.0.0.1", port=0, logger=quiet)
-        try:
-            tcp = DNSServer(resolver, address="127.0.0.1", port=udp.server.server_address[1], tcp=True, logger=quiet)
-            break
-        except OSError:
-            udp.server.server_close()
-    else:
-        pytest.fail("no port free for both UDP and TCP on 127.0.0.1")
+    host = plan.dns_service_ip(1)
+    udp = DNSServer(resolver, address=host, port=0, logger=quiet)
+    tcp = DNSServer(resolver, address=host, port=udp.server.server_address[1], tcp=True, logger=quiet)
     for server in (udp, tcp):
         threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
-        yield resolver, ("127.0.0.1", udp.server.server_address[1])
+        yield resolver, (host, udp.server.server_address[1])
     finally:
         for server in (udp, tcp):
             server.server.shutdown()
@@ -64,9 +65,8 @@ def upstream() -> Iterator[tuple[_Upstream, tuple[str, int]]]:
 
 
 @pytest.fixture
-def proxy(upstream: tuple[_Upstream, tuple[str, int]]) -> Iterator[DnsProxy]:
-    pod_ip = str(address_plan().pod_network(1).network_address + 5)
-    dns = DnsProxy(pod_ip, "sample", upstream[1], SEARCH, port=0)
+def proxy(plan: AddressPlan, upstream: tuple[_Upstream, tuple[str, int]]) -> Iterator[DnsProxy]:
+    dns = DnsProxy(str(plan.pod_network(1).network_address + 5), "sample", upstream[1], SEARCH, port=0)
     dns.start()
     try:
         yield dns
@@ -131,10 +131,9 @@ def test_a_new_table_replaces_the_old_one(proxy: DnsProxy) -> None:
     assert _ask(proxy, "helloworld.sample").header.rcode == RCODE.NXDOMAIN
 
 
-def test_an_upstream_that_does_not_answer_gives_servfail() -> None:
-    plan = address_plan()
+def test_an_upstream_that_does_not_answer_gives_servfail(plan: AddressPlan) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
-        silent.bind(("127.0.0.1", 0))
+        silent.bind((plan.dns_service_ip(1), 0))
         dns = DnsProxy(str(plan.pod_network(1).network_address + 6), "sample", silent.getsockname(), SEARCH,
                        port=0, upstream_timeout=0.2)
         dns.start()

@@ -16,8 +16,9 @@ Two checks come earlier, as a real server runs them while it decodes the request
 new objects in a missing or terminating namespace). On DELETE, :mod:`.finalizers` turns the propagation
 policy into finalizers before the store deletes.
 
-Custom resources skip defaulting, validation and allocation (a CRD's schema is not enforced here) but not
-the webhooks. The chain owns no HTTP: :class:`~labkit.emulator.api.server.ApiServer` calls it.
+Custom resources skip allocation but not the webhooks; their defaults and validation come from their CRD's
+structural schema (:mod:`labkit.emulator.schemas.structural`).
+The chain owns no HTTP: :class:`~labkit.emulator.api.server.ApiServer` calls it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from labkit.emulator.api.auth import User
 from labkit.emulator.api.resources import ResourceType
 from labkit.emulator.apimachinery import status
 from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
+from labkit.emulator.schemas import apply_defaults, check_custom
 from labkit.emulator.store import Store
 
 from .allocation import NODE_PORT_RANGE, ServiceAllocator, schedule
@@ -95,7 +97,9 @@ class AdmissionChain:
         if mutated is not obj:
             obj = mutated
             self.default(rt, obj)  # a patched object is decoded, and so defaulted, once more
-        if not rt.crd:
+        if rt.crd:
+            check_custom(rt.kind, obj["metadata"].get("name", ""), rt.group, rt.schema, obj)
+        else:
             validate(rt.group, rt.kind, obj)
             self._allocate(rt, obj, old, dry_run=dry_run)
         await self.webhooks.validate(replace(attributes, obj=obj))
@@ -153,9 +157,9 @@ class AdmissionChain:
             self.allocator.release(obj)
 
     def default(self, rt: ResourceType, obj: Obj) -> None:
-        """Stage 1: fill the defaults of a built-in kind in place (custom resources are left as they are)."""
-        if not rt.crd:
-            defaulted = default_object(obj)
+        """Stage 1: fill the defaults of a built-in kind, or those a custom resource's schema declares, in place."""
+        defaulted = apply_defaults(obj, rt.schema) if rt.crd else default_object(obj)
+        if defaulted is not obj:
             obj.clear()
             obj.update(defaulted)
 

@@ -109,6 +109,10 @@ def _service(spec: Obj) -> list[tuple[str, str]]:
         if not isinstance(number, int) or not 1 <= number <= 65535:
             causes.append((f"spec.ports[{i}].port", f"Invalid value: {number!r}: must be between 1 and 65535, "
                                                     f"inclusive"))
+        target = port.get("targetPort")
+        if isinstance(target, int) and not isinstance(target, bool) and not 1 <= target <= 65535:
+            causes.append((f"spec.ports[{i}].targetPort", f"Invalid value: {target}: must be between 1 and 65535, "
+                                                          f"inclusive"))
         if len(ports) > 1 and not port.get("name"):
             causes.append((f"spec.ports[{i}].name", "Required value"))
         elif port.get("name") and names.count(port.get("name")) > 1:

@@ -23,8 +23,9 @@ The DNS messages are built with ``struct`` rather than dnslib because this runs 
 without site-packages (``python -I -S``: ~12 ms), and an A query is a few dozen bytes.
 
 Configuration comes from the wrapper the node writes into the pod's ``bin/``: ``LABKIT_SHIM_DNS``
-(``ip:port``), ``LABKIT_SHIM_SEARCH`` (the search list), ``LABKIT_SHIM_SOURCE`` (the pod IP),
-``LABKIT_SHIM_CURL`` (the real curl).
+(``ip:port`` of the pod's resolver: the cluster DNS, or its sidecar's DNS proxy when the pod declares one, which
+answers names of other clusters and ServiceEntries too), ``LABKIT_SHIM_SEARCH`` (the search list),
+``LABKIT_SHIM_SOURCE`` (the pod IP), ``LABKIT_SHIM_CURL`` (the real curl).
 """
 
 from __future__ import annotations
