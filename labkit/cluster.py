@@ -32,6 +32,59 @@ ISTIO_NAMESPACE = "istio-system"
 NETWORK_LABEL = "topology.istio.io/network"
 
 Manifest = str | Path | Sequence[Mapping[str, Any]]
+LINE_WIDTH = 100
+"""What a printed line may take: a notebook's text output shows about 100 columns before wrapping."""
+
+
+class Applied(kube.AppliedObjects):
+    """What :meth:`Cluster.apply` touched. It was printed already (one line), so a cell ending with it shows
+    nothing more; ``print(applied)`` still gives kubectl's lines, one per object."""
+
+    def _ipython_display_(self) -> None:
+        return None
+
+
+def summary_line(cluster: str, applied: Sequence[kube.AppliedObject], *, width: int = LINE_WIDTH) -> str:
+    """One line for an apply, prefixed with its cluster, fitting ``width`` columns or saying how many it leaves out.
+
+    ``cluster1: service/helloworld created``; for several objects, grouped by what happened:
+    ``cluster1: created serviceaccount/sleep, service/sleep, deployment.apps/sleep``.
+
+    Args:
+        cluster: the cluster's name.
+        applied: what one apply (or delete) touched.
+        width: the longest line wanted.
+    """
+    if not applied:
+        return f"{cluster}: nothing to apply"
+    if len(applied) == 1:
+        return f"{cluster}: {applied[0]}"
+    by_action: dict[str, list[str]] = {}
+    for item in applied:
+        by_action.setdefault(item.action + (" (server dry run)" if item.dry_run else ""), []).append(
+            f"{item.resource}/{item.name}")
+    groups = list(by_action.items())
+    shown = [list(names) for _, names in groups]
+    total = len(applied)
+
+    def render() -> str:
+        parts = []
+        for (action, _), names in zip(groups, shown, strict=True):
+            if names:
+                parts.append(f"{action} {', '.join(names)}")
+        left = total - sum(len(names) for names in shown)
+        more = f" … and {left} more" if left else ""
+        counts = " + ".join(f"{len(names)} {action}" for action, names in groups)
+        return f"{cluster}: {'; '.join(parts)}{more}" if not left else \
+            f"{cluster} ({counts}): {'; '.join(parts)}{more}"
+
+    line = render()
+    while len(line) > width and any(len(names) > 1 for names in shown):
+        longest = max(shown, key=len)
+        longest.pop()
+        line = render()
+    return line
+
 
 
 class Cluster:
@@ -65,8 +118,11 @@ class Cluster:
     # --- Kubernetes ---------------------------------------------------------------------------------------------
 
     def apply(self, manifest: Manifest, *, namespace: str | None = None, selector: str | None = None,
-              values: Mapping[str, str] | None = None, quiet: bool = False) -> kube.AppliedObjects:
+              values: Mapping[str, str] | None = None, quiet: bool = False) -> Applied:
         """Server-side apply a manifest (a file name of this lab, YAML text or objects); prints what changed.
+
+        What changed is printed as one line prefixed with the cluster (:func:`summary_line`); the returned
+        objects show nothing more in a notebook (``print()`` them for kubectl's line per object).
 
         Args:
             manifest: a file of this lab (or a shared sample), YAML text, or objects.
@@ -80,17 +136,17 @@ class Cluster:
             documents = self._path(manifest)
             if values:
                 documents = string.Template(documents.read_text()).substitute(values)
-        applied = kube.apply(self.context, documents, namespace=namespace, selector=selector)
+        applied = Applied(kube.apply(self.context, documents, namespace=namespace, selector=selector))
         if self._applied is not None:
             self._applied(self, applied)
         if not quiet:
-            print(applied)
+            print(summary_line(self.name, applied))
         return applied
 
-    def delete(self, manifest: str | Path) -> kube.AppliedObjects:
-        """Delete what a manifest of this lab describes (``kubectl delete -f``); prints what went."""
-        deleted = kube.delete(self.context, self._path(manifest))
-        print(deleted)
+    def delete(self, manifest: str | Path) -> Applied:
+        """Delete what a manifest of this lab describes (``kubectl delete -f``); prints what went, in one line."""
+        deleted = Applied(kube.delete(self.context, self._path(manifest)))
+        print(summary_line(self.name, deleted))
         return deleted
 
     def namespace(self, name: str, *, labels: Mapping[str, str] | None = None) -> None:
@@ -145,6 +201,21 @@ class Cluster:
         where = traffic.Source.parse(source)
         result = kube.exec_(self.context, where.namespace, where.target, list(command), container=container)
         return result.stdout + result.stderr
+
+    def logs(self, target: str, *, container: str | None = None, tail: int | None = 200,
+             grep: str | None = None) -> str:
+        """A container's log (``kubectl logs "deploy/x" -n ns | grep …``): ``"istio-system/deploy/istio-ingressgateway"``.
+
+        Args:
+            target: ``namespace/pod`` or ``namespace/deploy/name``.
+            container: the container; the pod's first by default.
+            tail: only the last lines.
+            grep: keep only lines containing this text.
+        """
+        where = traffic.Source.parse(target)
+        text = kube.logs(self.context, where.namespace, where.target, container=container, tail=tail)
+        lines = [line for line in text.splitlines() if grep is None or grep in line]
+        return "\n".join(lines)
 
     def gateway_address(self, name: str = "istio-eastwestgateway", namespace: str = ISTIO_NAMESPACE) -> str:
         """The external address of a gateway's LoadBalancer Service (empty while ``<pending>``)."""

@@ -99,7 +99,7 @@ def wire_chart(panels: Sequence[WirePanel], *, rows_per_stream: int = 6, title: 
         A figure with one axes per panel.
     """
     most = max((len(p.streams) for p in panels), default=1) or 1
-    figure = style.new_figure(max(7.0, 7.6 * max(len(panels), 1)), 2.2 + (0.42 * rows_per_stream + 0.8) * most)
+    figure = style.new_figure(max(7.0, 6.6 * max(len(panels), 1)), 2.2 + (0.42 * rows_per_stream + 0.8) * most)
     figure.suptitle(title or "What crossed the wire: each client connection's bytes",
                     fontsize=style.TITLE_SIZE, color=style.INK)
     if not panels:
