@@ -204,10 +204,10 @@ class Cluster:
 
     def logs(self, target: str, *, container: str | None = None, tail: int | None = 200,
              grep: str | None = None) -> str:
-        """A container's log (``kubectl logs "deploy/x" -n ns | grep …``): ``"istio-system/deploy/istio-ingressgateway"``.
+        """A container's log, as ``kubectl logs -n <ns> deploy/x | grep …`` prints it.
 
         Args:
-            target: ``namespace/pod`` or ``namespace/deploy/name``.
+            target: ``namespace/pod`` or ``namespace/deploy/name`` (``"istio-system/deploy/istio-ingressgateway"``).
             container: the container; the pod's first by default.
             tail: only the last lines.
             grep: keep only lines containing this text.
