@@ -218,7 +218,12 @@ class LiveDistribution(widgets.VBox):
             return
         from IPython.display import update_display  # noqa: PLC0415 - only inside notebooks
 
-        picture = {"image/png": base64.b64encode(self._frame).decode(), "text/plain": self.status.value}
+        # The still carries the status line in its title: the buttons and the label go with the widget.
+        calls = self.calls
+        title = f"{self._title or f'Which {self._by} answered'}: {self.status.value}"
+        figure = distribution_chart(calls if not calls.empty else _EMPTY, by=self._by, expected=self._expected,
+                                    title=title, width=self._width / style.DPI)
+        picture = {"image/png": base64.b64encode(style.to_png(figure)).decode(), "text/plain": self.status.value}
         update_display(picture, raw=True, display_id=self._display_id,
                        metadata={"image/png": {"width": self._width}})
         self._shown = False  # Start again shows a fresh widget in the cell that calls it

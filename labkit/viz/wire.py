@@ -15,6 +15,7 @@ Inputs are frozen values (:class:`WirePanel`, :class:`WireStream`) holding the b
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -99,7 +100,7 @@ def wire_chart(panels: Sequence[WirePanel], *, rows_per_stream: int = 6, title: 
         A figure with one axes per panel.
     """
     most = max((len(p.streams) for p in panels), default=1) or 1
-    figure = style.new_figure(max(7.0, 6.6 * max(len(panels), 1)), 2.2 + (0.42 * rows_per_stream + 0.8) * most)
+    figure = style.new_figure(max(7.0, 7.6 * max(len(panels), 1)), 1.6 + (0.42 * rows_per_stream + 0.8) * most)
     figure.suptitle(title or "What crossed the wire: each client connection's bytes",
                     fontsize=style.TITLE_SIZE, color=style.INK)
     if not panels:
@@ -122,6 +123,7 @@ def _panel(ax: Axes, panel: WirePanel, rows: int, most: int) -> None:
                  color=style.DANGER if panel.readable else style.SAFE)
     ax.set_axis_off()
     ax.set_aspect("equal")
+    ax.set_anchor("N")  # right under its title, whatever room the other panel takes
     height = most * (rows + 2)
     ax.set_xlim(-0.2, COLUMNS + 0.2)
     ax.set_ylim(height + 0.2, -0.2)
@@ -135,7 +137,8 @@ def _panel(ax: Axes, panel: WirePanel, rows: int, most: int) -> None:
 def _stream(ax: Axes, stream: WireStream, top: int, rows: int) -> None:
     data = stream.data[:rows * COLUMNS]
     kinds = stream.kinds[:len(data)]
-    ax.text(0, top + 1.0, f"{stream.title}\n{stream.caption}", fontsize=style.SMALL_SIZE, color=style.INK,
+    caption = textwrap.fill(stream.caption, 46, break_long_words=False)
+    ax.text(0, top + 1.0, f"{stream.title}\n{caption}", fontsize=style.SMALL_SIZE, color=style.INK,
             va="bottom", clip_on=False)
     image = np.ones((rows, COLUMNS, 3))
     for index, (value, kind) in enumerate(zip(data, kinds, strict=True)):
@@ -150,4 +153,4 @@ def _stream(ax: Axes, stream: WireStream, top: int, rows: int) -> None:
         if 32 < value < 127 and kind == "plaintext":
             row, column = divmod(index, COLUMNS)
             ax.text(column + 0.5, first + row + 0.5, chr(value), ha="center", va="center",
-                    fontsize=style.SMALL_SIZE - 1, family="monospace", color=style.INK)
+                    fontsize=style.SMALL_SIZE, family="monospace", color=style.INK)
