@@ -84,6 +84,11 @@ def to_png(figure: Figure, *, dpi: float | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def png_size(png: bytes) -> tuple[int, int]:
+    """Width and height in pixels of PNG bytes (from the IHDR chunk), e.g. to check a chart is not scaled up."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 def displayed_text_px(figure: Figure, *, column_px: float = NOTEBOOK_WIDTH_PX) -> dict[str, float]:
     """Every visible text of a figure and its height in CSS pixels as a notebook shows it.
 
