@@ -110,10 +110,24 @@ def open_notebook(page, workshop, name: str) -> None:
     url, _ = workshop
     page.goto(url.split("/lab?")[0] + f"/lab/tree/{name}?reset")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    # The kernel is connected when the status bar says so; a Run All before that may run nothing.
+    page.wait_for_function("() => document.querySelector('.jp-StatusBar-Widget') && "
+                           "document.body.innerText.includes('(ipykernel) | Idle')", timeout=120_000)
+    accept_dialogs(page)
+
+
+def accept_dialogs(page) -> list[str]:
+    """Accept whatever dialog JupyterLab put up (a kernel choice on a slow start); what they said."""
+    said = []
+    while page.locator(".jp-Dialog").count():
+        said.append(page.locator(".jp-Dialog").first.inner_text())
+        page.locator(".jp-Dialog .jp-mod-accept").first.click()
+    return said
 
 
 def run_all(page) -> None:
+    dialogs = accept_dialogs(page)
+    assert not any("Error" in text for text in dialogs), dialogs
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
@@ -137,10 +151,10 @@ def started(page) -> bool:
 def run_until_finished(page, name: str, timeout: float) -> None:
     """Run All and wait for the last cell; on a timeout, a screenshot of the page says where it stopped."""
     try:
-        for _ in range(3):  # a click that lands before the kernel is connected runs nothing: press again
+        for _ in range(2):  # a click that lands before the kernel is connected runs nothing: press again
             run_all(page)
             try:
-                eventually(lambda: started(page), 20, f"Run All of {name} to start", interval=0.5)
+                eventually(lambda: started(page), 60, f"Run All of {name} to start", interval=0.5)
                 break
             except AssertionError:
                 continue
