@@ -14,6 +14,7 @@ at or to chart. What spans clusters (preflight, credentials, checkpoints, cleanu
 from __future__ import annotations
 
 import contextlib
+import re
 import string
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,38 @@ NETWORK_LABEL = "topology.istio.io/network"
 Manifest = str | Path | Sequence[Mapping[str, Any]]
 LINE_WIDTH = 100
 """What a printed line may take: a notebook's text output shows about 100 columns before wrapping."""
+
+
+def fit_table(text: str, width: int = LINE_WIDTH) -> str:
+    """A kubectl-style table (columns three spaces apart) cut to ``width`` columns, saying what it cut.
+
+    The first column (the names) is never cut; the widest other column is shortened first, its cells ending in
+    ``…``, until the table fits or no column can shrink below its header.
+
+    Args:
+        text: the table, header first.
+        width: the widest line wanted.
+    """
+    lines = text.splitlines()
+    if not lines or max(len(line) for line in lines) <= width:
+        return text
+    starts = [0] + [match.end() for match in re.finditer(r"\s{2,}", lines[0].rstrip())]
+    rows = [[line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)] for line in lines]
+    sizes = [max(len(row[i]) for row in rows) for i in range(len(starts))]
+    cut: set[int] = set()
+    while sum(sizes) + 3 * (len(sizes) - 1) > width:
+        index = max(range(1, len(sizes)), key=lambda i: sizes[i] - len(rows[0][i]), default=0)
+        if index == 0 or sizes[index] <= max(len(rows[0][index]), 4):
+            break
+        sizes[index] = max(len(rows[0][index]), 4, sizes[index] - (sum(sizes) + 3 * (len(sizes) - 1) - width))
+        cut.add(index)
+
+    def cell(value: str, size: int) -> str:
+        return value if len(value) <= size else value[:size - 1] + "…"
+
+    out = ["   ".join(cell(v, n).ljust(n) for v, n in zip(row, sizes, strict=True)).rstrip() for row in rows]
+    names = ", ".join(rows[0][i] for i in sorted(cut))
+    return "\n".join(out) + (f"\n({names} cut to fit {width} columns)" if cut else "")
 
 
 class Applied(kube.AppliedObjects):
@@ -156,8 +189,12 @@ class Cluster:
 
     def get(self, resource: str, namespace: str | None = None, *, selector: str | None = None,
             wide: bool = False) -> None:
-        """Print what ``kubectl get`` prints (``namespace="*"`` for all namespaces)."""
-        print(kube.table(self.context, resource, namespace, selector=selector, wide=wide))
+        """Print what ``kubectl get`` prints (``namespace="*"`` for all namespaces), cut to fit a notebook.
+
+        A table wider than :data:`LINE_WIDTH` would wrap in the notebook and become unreadable; its widest
+        columns are shortened with ``…`` and a last line says which (see :func:`fit_table`).
+        """
+        print(fit_table(kube.table(self.context, resource, namespace, selector=selector, wide=wide)))
 
     def object(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """One object as the server sends it, or None when it does not exist."""

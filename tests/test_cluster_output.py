@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labkit.cluster import LINE_WIDTH, Applied, summary_line
+from labkit.cluster import LINE_WIDTH, Applied, fit_table, summary_line
 from labkit.kube.applying import AppliedObject
 
 
@@ -33,3 +33,22 @@ def test_the_returned_objects_are_not_echoed_again_but_print_as_kubectl_does() -
     applied = Applied([made("Service", "helloworld"), made("Deployment", "sleep", group="apps")])
     assert applied._ipython_display_() is None  # a cell ending with it shows nothing more
     assert str(applied) == "service/helloworld created\ndeployment.apps/sleep created"
+
+
+TABLE = """\
+NAME                    TYPE           CLUSTER-IP      EXTERNAL-IP     PORT(S)                                                           AGE
+istio-eastwestgateway   LoadBalancer   127.167.102.4   127.167.200.5   15021:30003/TCP,15443:30004/TCP,15012:30005/TCP,15017:30006/TCP   3s
+istiod                  ClusterIP      127.167.102.2   <none>          15010/TCP,15012/TCP,443/TCP,15014/TCP                             10s"""  # noqa: E501 - as kubectl prints it
+
+
+def test_a_wide_table_is_cut_to_the_width_and_says_which_column() -> None:
+    fitted = fit_table(TABLE).splitlines()
+    assert all(len(line) <= LINE_WIDTH for line in fitted)
+    assert fitted[-1] == f"(PORT(S) cut to fit {LINE_WIDTH} columns)"
+    assert fitted[1].split()[:4] == ["istio-eastwestgateway", "LoadBalancer", "127.167.102.4", "127.167.200.5"]
+    assert "15021:30003/TCP,15443:…" in fitted[1] and fitted[1].endswith("3s")
+
+
+def test_a_narrow_table_is_left_as_kubectl_printed_it() -> None:
+    narrow = "NAME      TYPE     DATA   AGE\ncacerts   Opaque   4      1s"
+    assert fit_table(narrow) == narrow
