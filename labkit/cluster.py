@@ -239,21 +239,6 @@ class Cluster:
         result = kube.exec_(self.context, where.namespace, where.target, list(command), container=container)
         return result.stdout + result.stderr
 
-    def logs(self, target: str, *, container: str | None = None, tail: int | None = 200,
-             grep: str | None = None) -> str:
-        """A container's log, as ``kubectl logs -n <ns> deploy/x | grep …`` prints it.
-
-        Args:
-            target: ``namespace/pod`` or ``namespace/deploy/name`` (``"istio-system/deploy/istio-ingressgateway"``).
-            container: the container; the pod's first by default.
-            tail: only the last lines.
-            grep: keep only lines containing this text.
-        """
-        where = traffic.Source.parse(target)
-        text = kube.logs(self.context, where.namespace, where.target, container=container, tail=tail)
-        lines = [line for line in text.splitlines() if grep is None or grep in line]
-        return "\n".join(lines)
-
     def gateway_address(self, name: str = "istio-eastwestgateway", namespace: str = ISTIO_NAMESPACE) -> str:
         """The external address of a gateway's LoadBalancer Service (empty while ``<pending>``)."""
         service = kube.get_object(self.context, "v1", "Service", name, namespace) or {}

@@ -63,3 +63,12 @@ def test_a_readable_request_is_drawn_before_a_connection_left_over_from_the_tls_
     plain = Capture(nlb_headless.LOAD_BALANCER, 3.0, (leftover, request))
     panel = nlb_headless.panel("DISABLE", plain, streams=1)
     assert [s.caption for s in panel.streams] == ["GET / HTTP/1.1"]
+
+
+def test_outcomes_says_what_curl_saw_once_per_distinct_answer() -> None:
+    import pandas as pd
+
+    reset = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+    calls = pd.DataFrame({"status": [503, 503, 503, 200], "error": [reset, reset, reset, None]})
+    assert nlb_headless.outcomes(calls) == f"3 × 503  {reset}\n1 × 200"
+    assert nlb_headless.outcomes(calls.iloc[0:0]) == "no calls"
