@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.labkit-installed
 # Extra options for JupyterLab, e.g. `make lab JUPYTER_ARGS="--port 9999 --no-browser"`.
 JUPYTER_ARGS ?=
+# Where attendees work: copies of notebooks/, ignored by git, so JupyterLab's autosave never dirties the checkout.
+WORKSHOP ?= workshop
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
 # JupyterLab refuses to start as root unless told; containers and CI machines often are root.
 ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
@@ -30,10 +33,15 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
+# A notebook already in $(WORKSHOP) is the attendee's: it is never overwritten (delete it to start afresh).
 lab: $(STAMP)
+	@mkdir -p $(LAB_SETTINGS) "$(WORKSHOP)"
+	@cp jupyter/overrides.json $(LAB_SETTINGS)/overrides.json
+	@for file in notebooks/*; do [ -e "$(WORKSHOP)/$${file##*/}" ] || cp "$$file" "$(WORKSHOP)/"; done
 	@echo "Opening the workshop. Point your browser at the http://127.0.0.1:… URL JupyterLab prints below."
-	@echo "Stop it with Ctrl-C."
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 $(ROOT_ARGS) $(JUPYTER_ARGS)
+	@echo "Your copies of the notebooks are in $(WORKSHOP)/ (git ignores them); to start a lab afresh, delete"
+	@echo "its notebook there and run make lab again. Stop JupyterLab with Ctrl-C."
+	$(BIN)/jupyter lab --notebook-dir="$(WORKSHOP)" --ServerApp.ip=127.0.0.1 $(ROOT_ARGS) $(JUPYTER_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check labkit tests bench tools

@@ -14,6 +14,7 @@ at or to chart. What spans clusters (preflight, credentials, checkpoints, cleanu
 from __future__ import annotations
 
 import contextlib
+import re
 import string
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,91 @@ ISTIO_NAMESPACE = "istio-system"
 NETWORK_LABEL = "topology.istio.io/network"
 
 Manifest = str | Path | Sequence[Mapping[str, Any]]
+LINE_WIDTH = 100
+"""What a printed line may take: a notebook's text output shows about 100 columns before wrapping."""
+
+
+def fit_table(text: str, width: int = LINE_WIDTH) -> str:
+    """A kubectl-style table (columns three spaces apart) cut to ``width`` columns, saying what it cut.
+
+    The first column (the names) is never cut; the widest other column is shortened first, its cells ending in
+    ``…``, until the table fits or no column can shrink below its header.
+
+    Args:
+        text: the table, header first.
+        width: the widest line wanted.
+    """
+    lines = text.splitlines()
+    if not lines or max(len(line) for line in lines) <= width:
+        return text
+    starts = [0] + [match.end() for match in re.finditer(r"\s{2,}", lines[0].rstrip())]
+    rows = [[line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)] for line in lines]
+    sizes = [max(len(row[i]) for row in rows) for i in range(len(starts))]
+    cut: set[int] = set()
+    while sum(sizes) + 3 * (len(sizes) - 1) > width:
+        index = max(range(1, len(sizes)), key=lambda i: sizes[i] - len(rows[0][i]), default=0)
+        if index == 0 or sizes[index] <= max(len(rows[0][index]), 4):
+            break
+        sizes[index] = max(len(rows[0][index]), 4, sizes[index] - (sum(sizes) + 3 * (len(sizes) - 1) - width))
+        cut.add(index)
+
+    def cell(value: str, size: int) -> str:
+        return value if len(value) <= size else value[:size - 1] + "…"
+
+    out = ["   ".join(cell(v, n).ljust(n) for v, n in zip(row, sizes, strict=True)).rstrip() for row in rows]
+    names = ", ".join(rows[0][i] for i in sorted(cut))
+    return "\n".join(out) + (f"\n({names} cut to fit {width} columns)" if cut else "")
+
+
+class Applied(kube.AppliedObjects):
+    """What :meth:`Cluster.apply` touched. It was printed already (one line), so a cell ending with it shows
+    nothing more; ``print(applied)`` still gives kubectl's lines, one per object."""
+
+    def _ipython_display_(self) -> None:
+        return None
+
+
+def summary_line(cluster: str, applied: Sequence[kube.AppliedObject], *, width: int = LINE_WIDTH) -> str:
+    """One line for an apply, prefixed with its cluster, fitting ``width`` columns or saying how many it leaves out.
+
+    ``cluster1: service/helloworld created``; for several objects, grouped by what happened:
+    ``cluster1: created serviceaccount/sleep, service/sleep, deployment.apps/sleep``.
+
+    Args:
+        cluster: the cluster's name.
+        applied: what one apply (or delete) touched.
+        width: the longest line wanted.
+    """
+    if not applied:
+        return f"{cluster}: nothing to apply"
+    if len(applied) == 1:
+        return f"{cluster}: {applied[0]}"
+    by_action: dict[str, list[str]] = {}
+    for item in applied:
+        by_action.setdefault(item.action + (" (server dry run)" if item.dry_run else ""), []).append(
+            f"{item.resource}/{item.name}")
+    groups = list(by_action.items())
+    shown = [list(names) for _, names in groups]
+    total = len(applied)
+
+    def render() -> str:
+        parts = []
+        for (action, _), names in zip(groups, shown, strict=True):
+            if names:
+                parts.append(f"{action} {', '.join(names)}")
+        left = total - sum(len(names) for names in shown)
+        more = f" … and {left} more" if left else ""
+        counts = " + ".join(f"{len(names)} {action}" for action, names in groups)
+        return f"{cluster}: {'; '.join(parts)}{more}" if not left else \
+            f"{cluster} ({counts}): {'; '.join(parts)}{more}"
+
+    line = render()
+    while len(line) > width and any(len(names) > 1 for names in shown):
+        longest = max(shown, key=len)
+        longest.pop()
+        line = render()
+    return line
+
 
 
 class Cluster:
@@ -65,8 +151,11 @@ class Cluster:
     # --- Kubernetes ---------------------------------------------------------------------------------------------
 
     def apply(self, manifest: Manifest, *, namespace: str | None = None, selector: str | None = None,
-              values: Mapping[str, str] | None = None, quiet: bool = False) -> kube.AppliedObjects:
+              values: Mapping[str, str] | None = None, quiet: bool = False) -> Applied:
         """Server-side apply a manifest (a file name of this lab, YAML text or objects); prints what changed.
+
+        What changed is printed as one line prefixed with the cluster (:func:`summary_line`); the returned
+        objects show nothing more in a notebook (``print()`` them for kubectl's line per object).
 
         Args:
             manifest: a file of this lab (or a shared sample), YAML text, or objects.
@@ -80,17 +169,17 @@ class Cluster:
             documents = self._path(manifest)
             if values:
                 documents = string.Template(documents.read_text()).substitute(values)
-        applied = kube.apply(self.context, documents, namespace=namespace, selector=selector)
+        applied = Applied(kube.apply(self.context, documents, namespace=namespace, selector=selector))
         if self._applied is not None:
             self._applied(self, applied)
         if not quiet:
-            print(applied)
+            print(summary_line(self.name, applied))
         return applied
 
-    def delete(self, manifest: str | Path) -> kube.AppliedObjects:
-        """Delete what a manifest of this lab describes (``kubectl delete -f``); prints what went."""
-        deleted = kube.delete(self.context, self._path(manifest))
-        print(deleted)
+    def delete(self, manifest: str | Path) -> Applied:
+        """Delete what a manifest of this lab describes (``kubectl delete -f``); prints what went, in one line."""
+        deleted = Applied(kube.delete(self.context, self._path(manifest)))
+        print(summary_line(self.name, deleted))
         return deleted
 
     def namespace(self, name: str, *, labels: Mapping[str, str] | None = None) -> None:
@@ -100,8 +189,12 @@ class Cluster:
 
     def get(self, resource: str, namespace: str | None = None, *, selector: str | None = None,
             wide: bool = False) -> None:
-        """Print what ``kubectl get`` prints (``namespace="*"`` for all namespaces)."""
-        print(kube.table(self.context, resource, namespace, selector=selector, wide=wide))
+        """Print what ``kubectl get`` prints (``namespace="*"`` for all namespaces), cut to fit a notebook.
+
+        A table wider than :data:`LINE_WIDTH` would wrap in the notebook and become unreadable; its widest
+        columns are shortened with ``…`` and a last line says which (see :func:`fit_table`).
+        """
+        print(fit_table(kube.table(self.context, resource, namespace, selector=selector, wide=wide)))
 
     def object(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """One object as the server sends it, or None when it does not exist."""

@@ -137,7 +137,11 @@ class Lab:
     # --- looking ------------------------------------------------------------------------------------------------
 
     def preflight(self) -> pd.DataFrame:
-        """A table of every cluster: reachable, Kubernetes and Istio versions, ready pods. Raises with a remedy."""
+        """A table of every cluster: reachable, Kubernetes and Istio versions, ready pods. Raises with a remedy.
+
+        On a fresh cluster the Istio column says ``not installed yet`` and the pods column ``no pods yet``:
+        what a lab expects before its install step.
+        """
         rows = [self._check(cluster) for cluster in self.clusters]
         frame = pd.DataFrame([r.__dict__ for r in rows]).set_index("cluster")
         unreachable = [r for r in rows if not r.reachable]
@@ -159,8 +163,10 @@ class Lab:
         istiod = kube.get_object(context, "apps/v1", "Deployment", "istiod", "istio-system")
         image = ((istiod or {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers") or
                  [{}])[0].get("image", "")
-        return ClusterCheck(cluster, context.name, True, version, image.rsplit(":", 1)[-1] if image else "-",
-                            f"{ready}/{len(pods)}")
+        # Before the lab installs Istio this is expected, and should read so (not as a dash or 0/0, a failure).
+        return ClusterCheck(cluster, context.name, True, version,
+                            image.rsplit(":", 1)[-1] if image else "not installed yet",
+                            f"{ready}/{len(pods)}" if pods else "no pods yet")
 
     def show(self, name: str | Path) -> Any:
         """A manifest, syntax-highlighted (in Jupyter) or printed."""

@@ -27,7 +27,8 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_make_lab_prints_a_url_that_opens_the_workshop(tmp_path: Path) -> None:
     port = _free_port()
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"))
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               WORKSHOP=str(tmp_path / "workshop"))  # the working copies, here not in the checkout
     log = tmp_path / "make-lab.log"
     with log.open("w") as out:
         process = subprocess.Popen(["make", "-s", "lab", f"JUPYTER_ARGS=--no-browser --port={port}"], cwd=ROOT,

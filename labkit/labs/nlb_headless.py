@@ -11,6 +11,7 @@ before it is named in the caption with its SNI. So both panels show the request,
 
 from __future__ import annotations
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from labkit import traffic, viz
@@ -65,3 +66,15 @@ def _tls_caption(stream: traffic.Stream, start: int) -> str:
     hello = next((r for r in records if r.handshake == "ClientHello"), None)
     opening = f"TLS ClientHello (SNI {hello.sni})" if hello and hello.sni else f"TLS {records[0].type}"
     return f"{opening}, then application data (drawn from byte {start})" if start else opening
+
+
+def outcomes(calls: pd.DataFrame) -> str:
+    """What curl saw, one line per distinct answer: ``3 × 503 upstream connect error … connection termination``.
+
+    Args:
+        calls: rows as :meth:`labkit.cluster.Cluster.call` returns them.
+    """
+    if calls.empty:
+        return "no calls"
+    answers = calls.assign(error=calls["error"].fillna("")).groupby(["status", "error"], sort=False).size()
+    return "\n".join(f"{count} × {status}{'  ' + error if error else ''}" for (status, error), count in answers.items())

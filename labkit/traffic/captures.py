@@ -98,23 +98,42 @@ class Capture:
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(self.render())
 
-    def render(self, *, bytes_per_stream: int = 96) -> str:
-        """ngrep's view: a header per connection and direction, a hex/ASCII dump, and what the bytes are."""
+    def render(self, *, bytes_per_stream: int = 96, alike: int = 2) -> str:
+        """ngrep's view: a header per connection and direction, a hex/ASCII dump, and what the bytes are.
+
+        Connections repeat (three calls make three identical ``GET`` dumps), so only the first ``alike`` of a
+        kind are dumped, then ``… N more like this``; connections opened before the capture (still busy from an
+        earlier step, no client address known) are counted, not dumped.
+
+        Args:
+            bytes_per_stream: bytes dumped per connection and direction.
+            alike: connections dumped per kind of content and direction.
+        """
         if not self.streams:
             return f"{self.target}: nothing crossed during {self.seconds:.0f} s"
         lines = [f"{self.target}: {len(self.outbound)} connection(s) in {self.seconds:.0f} s"
                  + (" (truncated)" if self.truncated else "")]
+        earlier = {s.connection for s in self.streams if s.client == "?" and s.data}
+        if earlier:
+            lines.append(f"({len(earlier)} connection(s) opened before the capture began, not shown: "
+                         "their first bytes were sent earlier)")
+        shown: dict[tuple[str, str], int] = {}
         for stream in self.streams:
-            if not stream.data:
+            if not stream.data or stream.client == "?":
+                continue
+            kind = (stream.direction, _describe(stream))
+            shown[kind] = shown.get(kind, 0) + 1
+            if shown[kind] > alike:
                 continue
             arrow = f"{stream.client} -> {stream.endpoint}" if stream.direction == TO_ENDPOINT else \
                 f"{stream.endpoint} -> {stream.client}"
-            if stream.client == "?":
-                arrow = ("client -> endpoint" if stream.direction == TO_ENDPOINT else "endpoint -> client") + \
-                    " (connection opened before the capture)"
             lines.append(f"\nT {arrow}  #{stream.connection} ({len(stream.data)} bytes)")
             lines += _dump(stream.data[:bytes_per_stream])
-            lines.append(f"  = {_describe(stream)}")
+            lines.append(f"  = {kind[1]}")
+        more = [(kind, count - alike) for kind, count in shown.items() if count > alike]
+        for (direction, description), count in more:
+            way = "client -> endpoint" if direction == TO_ENDPOINT else "endpoint -> client"
+            lines.append(f"\n… {count} more like this ({way}: {description})")
         return "\n".join(lines)
 
 

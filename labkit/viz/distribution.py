@@ -45,6 +45,7 @@ def distribution_chart(
     by: Literal["instance", "version", "route"] = "version",
     expected: Mapping[str, Mapping[str, float]] | None = None,
     title: str | None = None,
+    width: float | None = None,
 ) -> Figure:
     """Measured (and, given ``expected``, predicted) share of calls per key, one panel per calling cluster.
 
@@ -56,6 +57,8 @@ def distribution_chart(
         expected: ``{source: {key: fraction}}`` with fractions between 0 and 1 (what
             ``labkit.traffic.expected_shares`` returns, per source); drawn beside the measured bars.
         title: the figure's title; by default it says what is counted.
+        width: inches (at :data:`~labkit.viz.style.DPI`); by default wide enough for every panel. A narrower
+            figure (the live view's) is also lower, so its text stays the same size on screen.
 
     Returns:
         A figure with one axes per source cluster, sources in natural order (cluster1, cluster2, …).
@@ -71,7 +74,8 @@ def distribution_chart(
     all_keys = set(keyed["key"]) - {ERRORS} | {k for shares in expected.values() for k in shares} - {ERRORS}
     colours = style.colours_for(all_keys)
 
-    figure = style.new_figure(max(7.0, 4.6 * max(len(sources), 1) + 0.6), 6.2)
+    natural = max(7.0, 4.6 * max(len(sources), 1) + 0.6)
+    figure = style.new_figure(width or natural, 6.2 if width is None else min(6.2, max(3.6, width * 0.5)))
     figure.suptitle(title or f"Which {by} answered, per calling cluster", fontsize=style.TITLE_SIZE,
                     color=style.INK)
     if not sources:

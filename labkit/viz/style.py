@@ -37,6 +37,10 @@ SMALL_SIZE = 11
 
 # Screen-sized figures: sharp on a projector at 100 dpi without being slow to render in a live widget.
 DPI = 100
+# JupyterLab's default notebook column at a 1440 px window, sidebar open: what a wider figure is shrunk to.
+NOTEBOOK_WIDTH_PX = 950
+# The smallest text an attendee can still read on a laptop, in CSS pixels as displayed.
+READABLE_PX = 9.0
 
 
 class LabFigure(Figure):
@@ -78,6 +82,35 @@ def to_png(figure: Figure, *, dpi: float | None = None) -> bytes:
     # No timestamps or software tags: the same figure gives the same bytes on every run.
     figure.savefig(buffer, format="png", dpi=dpi or figure.dpi, metadata={"Software": None})
     return buffer.getvalue()
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """Width and height in pixels of PNG bytes (from the IHDR chunk), e.g. to check a chart is not scaled up."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def displayed_text_px(figure: Figure, *, column_px: float = NOTEBOOK_WIDTH_PX) -> dict[str, float]:
+    """Every visible text of a figure and its height in CSS pixels as a notebook shows it.
+
+    A figure wider than the notebook's column is shrunk to fit, and its text with it: a 13 pt label on an
+    1,800 px figure ends up at about 7 px. This is the number to keep at :data:`READABLE_PX` or more.
+
+    Args:
+        figure: a drawn figure.
+        column_px: the width the notebook displays it at, at most.
+    """
+    from matplotlib.text import Text  # noqa: PLC0415 - only this helper walks artists
+
+    width_px = figure.get_size_inches()[0] * figure.dpi
+    shrink = min(1.0, column_px / width_px)
+    hidden = {id(label) for ax in figure.axes if not ax.axison  # tick labels of an axes drawn without axis
+              for axis in (ax.xaxis, ax.yaxis) for label in axis.get_ticklabels(which="both")}
+    sizes: dict[str, float] = {}
+    for text in figure.findobj(Text):
+        if text.get_visible() and text.get_text().strip() and id(text) not in hidden:
+            px = text.get_fontsize() * figure.dpi / 72 * shrink
+            sizes[text.get_text()] = min(px, sizes.get(text.get_text(), px))
+    return sizes
 
 
 def natural_key(text: str) -> tuple[object, ...]:

@@ -149,13 +149,15 @@ _GAP = 1.4
 _ROW = 1.5
 _CENTRE_Y = 2.4
 _R = 0.34
-_COLUMNS = {"client": 0.5, "service": 4.0, "pod": 7.2}
+_COLUMNS = {"client": 0.5, "service": 4.0, "pod": 6.8}
 _GATEWAY_X = 4.9
 _LANE = 1.2
 _LANE_STEP = 0.75
 _CORNER = 0.45
-_UNIT_INCHES = 0.5
-_LEGEND = "edge width ∝ share of calls  ·  green frame with a lock: mTLS  ·  ▲ service  ● pod  ◆ gateway  ■ client"
+# 0.39 in per unit keeps three clusters under ~1,450 px, so at a notebook's width no text falls under 9 px.
+_UNIT_INCHES = 0.39
+_LEGEND = "edge width ∝ share of calls  ·  green frame with a lock: mTLS"
+_SYMBOLS = {"service": "▲ service", "pod": "● pod", "gateway": "◆ gateway", "client": "■ client"}
 
 
 def topology_chart(topology: Topology, *, title: str | None = None) -> Figure:
@@ -195,7 +197,9 @@ def topology_chart(topology: Topology, *, title: str | None = None) -> Figure:
         level = levels.get(edge)
         lane = None if level is None else _LANE + _LANE_STEP * level
         _draw_edge(ax, edge, positions, lane, taken)
-    figure.text(0.01, 0.01, _LEGEND, fontsize=style.SMALL_SIZE, color=style.MUTED)
+    # The legend names only the symbols this picture draws.
+    drawn = [symbol for kind, symbol in _SYMBOLS.items() if any(w.kind == kind for w in topology.workloads)]
+    figure.text(0.01, 0.01, "  ·  ".join([_LEGEND, "  ".join(drawn)]), fontsize=style.SMALL_SIZE, color=style.MUTED)
     return figure
 
 
@@ -248,7 +252,7 @@ def _draw_node(ax: Axes, workload: Workload, at: tuple[float, float], versions: 
         if workload.version:
             ax.text(x, y, workload.version, ha="center", va="center", fontsize=style.SMALL_SIZE, fontweight="bold",
                     color="white" if colour not in ("#F0E442", "#E69F00", "#56B4E9") else style.INK, zorder=5)
-        ax.text(x + _R + 0.15, y, style.wrap_name(workload.name, 16), ha="left", va="center",
+        ax.text(x + _R + 0.15, y, style.wrap_name(workload.name, 14), ha="left", va="center",
                 fontsize=style.SMALL_SIZE, color=style.INK, zorder=5, linespacing=1.1)
     elif workload.kind == "gateway":
         ax.add_patch(RegularPolygon(at, 4, radius=_R * 1.25, facecolor="#3b4a63", edgecolor="white", linewidth=2,
@@ -373,7 +377,7 @@ def _node_rects(workload: Workload, at: tuple[float, float]) -> list[_Rect]:
     reach = _reach(workload) + 0.05
     rects: list[_Rect] = [(x - reach, y - reach, x + reach, y + reach)]
     if workload.kind == "pod":
-        w, h = _text_size(style.wrap_name(workload.name, 16).splitlines(), style.SMALL_SIZE)
+        w, h = _text_size(style.wrap_name(workload.name, 14).splitlines(), style.SMALL_SIZE)
         rects.append((x + _R + 0.15, y - h / 2, x + _R + 0.15 + w, y + h / 2))
     elif workload.kind == "gateway":
         w, h = _text_size([workload.name], style.SMALL_SIZE)

@@ -15,6 +15,7 @@ Inputs are frozen values (:class:`WirePanel`, :class:`WireStream`) holding the b
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -99,7 +100,12 @@ def wire_chart(panels: Sequence[WirePanel], *, rows_per_stream: int = 6, title: 
         A figure with one axes per panel.
     """
     most = max((len(p.streams) for p in panels), default=1) or 1
-    figure = style.new_figure(max(7.0, 7.6 * max(len(panels), 1)), 2.2 + (0.42 * rows_per_stream + 0.8) * most)
+    # Room above each byte map for its title and wrapped caption (about 0.65 cell per line of text), so a caption
+    # never runs into the panel's title or the stream above it.
+    lines = max((len(_heading(s).splitlines()) for p in panels for s in p.streams), default=2)
+    head = 0.65 * lines
+    figure = style.new_figure(max(7.0, 7.6 * max(len(panels), 1)),
+                              1.6 + (0.42 * (rows_per_stream + head) + 0.3) * most)
     figure.suptitle(title or "What crossed the wire: each client connection's bytes",
                     fontsize=style.TITLE_SIZE, color=style.INK)
     if not panels:
@@ -109,7 +115,7 @@ def wire_chart(panels: Sequence[WirePanel], *, rows_per_stream: int = 6, title: 
         return figure
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels, strict=True):
-        _panel(ax, panel, rows_per_stream, most)
+        _panel(ax, panel, rows_per_stream, most, head)
     handles = [Patch(facecolor=_CIPHER(0.55) if kind == "ciphertext" else _FILL[kind], edgecolor=style.MUTED,
                      label=text) for kind, text in _LEGEND.items()]
     figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=style.NOTE_SIZE,
@@ -117,31 +123,37 @@ def wire_chart(panels: Sequence[WirePanel], *, rows_per_stream: int = 6, title: 
     return figure
 
 
-def _panel(ax: Axes, panel: WirePanel, rows: int, most: int) -> None:
+def _heading(stream: WireStream) -> str:
+    return f"{stream.title}\n{textwrap.fill(stream.caption, 46, break_long_words=False)}"
+
+
+def _panel(ax: Axes, panel: WirePanel, rows: int, most: int, head: float) -> None:
     ax.set_title(f"{panel.label}\n{panel.verdict}", fontsize=style.LABEL_SIZE,
                  color=style.DANGER if panel.readable else style.SAFE)
     ax.set_axis_off()
     ax.set_aspect("equal")
-    height = most * (rows + 2)
+    ax.set_anchor("N")  # right under its title, whatever room the other panel takes
+    stride = rows + head + 0.8
+    height = most * stride
     ax.set_xlim(-0.2, COLUMNS + 0.2)
     ax.set_ylim(height + 0.2, -0.2)
     if not panel.streams:
         ax.text(COLUMNS / 2, height / 2, "nothing crossed", ha="center", va="center", color=style.MUTED)
         return
     for index, stream in enumerate(panel.streams):
-        _stream(ax, stream, index * (rows + 2), rows)
+        _stream(ax, stream, index * stride, rows, head)
 
 
-def _stream(ax: Axes, stream: WireStream, top: int, rows: int) -> None:
+def _stream(ax: Axes, stream: WireStream, top: float, rows: int, head: float) -> None:
     data = stream.data[:rows * COLUMNS]
     kinds = stream.kinds[:len(data)]
-    ax.text(0, top + 1.0, f"{stream.title}\n{stream.caption}", fontsize=style.SMALL_SIZE, color=style.INK,
-            va="bottom", clip_on=False)
+    ax.text(0, top + head, _heading(stream), fontsize=style.SMALL_SIZE, color=style.INK, va="bottom",
+            clip_on=False)
     image = np.ones((rows, COLUMNS, 3))
     for index, (value, kind) in enumerate(zip(data, kinds, strict=True)):
         row, column = divmod(index, COLUMNS)
         image[row, column] = _CIPHER(0.15 + 0.75 * value / 255)[:3] if kind == "ciphertext" else _FILL[kind]
-    first = top + 1.2
+    first = top + head + 0.2
     ax.imshow(image, extent=(0, COLUMNS, first + rows, first), interpolation="nearest")
     used = -(-len(data) // COLUMNS)  # rows with bytes in them: a faint grid, so white cells read as bytes too
     ax.hlines([first + r for r in range(used + 1)], 0, COLUMNS, colors=style.BOX_EDGE, linewidths=0.3)
@@ -150,4 +162,4 @@ def _stream(ax: Axes, stream: WireStream, top: int, rows: int) -> None:
         if 32 < value < 127 and kind == "plaintext":
             row, column = divmod(index, COLUMNS)
             ax.text(column + 0.5, first + row + 0.5, chr(value), ha="center", va="center",
-                    fontsize=style.SMALL_SIZE - 1, family="monospace", color=style.INK)
+                    fontsize=style.SMALL_SIZE, family="monospace", color=style.INK)

@@ -47,7 +47,7 @@ def test_the_two_captures_sit_side_by_side_and_only_the_plaintext_one_reads_as_a
     # ciphertext bytes that happen to spell something), and names the handshake and its SNI in its caption.
     assert cells(right).startswith("GET/HTTP/1.1Host:newlb")
     assert cells(left) == ""
-    captions = " ".join(t.get_text() for t in left.texts)
+    captions = " ".join(t.get_text().replace("\n", " ") for t in left.texts)  # wrapped to stay inside its panel
     assert f"TLS ClientHello (SNI {SNI}), then application data" in captions
     assert len(left.images) == len(right.images) == 1
 
@@ -63,3 +63,12 @@ def test_a_readable_request_is_drawn_before_a_connection_left_over_from_the_tls_
     plain = Capture(nlb_headless.LOAD_BALANCER, 3.0, (leftover, request))
     panel = nlb_headless.panel("DISABLE", plain, streams=1)
     assert [s.caption for s in panel.streams] == ["GET / HTTP/1.1"]
+
+
+def test_outcomes_says_what_curl_saw_once_per_distinct_answer() -> None:
+    import pandas as pd
+
+    reset = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+    calls = pd.DataFrame({"status": [503, 503, 503, 200], "error": [reset, reset, reset, None]})
+    assert nlb_headless.outcomes(calls) == f"3 × 503  {reset}\n1 × 200"
+    assert nlb_headless.outcomes(calls.iloc[0:0]) == "no calls"

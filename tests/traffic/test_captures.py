@@ -105,3 +105,15 @@ def test_lab3_checkpoint_passes_on_tls_and_fails_on_readable_bytes(capsys: pytes
         _lab3_checkpoint(capture_of(REQUEST))
     with pytest.raises(CheckpointFailed):  # TLS, but not to the gateway's outbound_ SNI
         _lab3_checkpoint(capture_of(client_hello("newlb.secure.svc.cluster.local")))
+
+
+def test_repeated_connections_are_dumped_twice_then_counted_and_earlier_ones_only_counted() -> None:
+    earlier = Stream(99, "to_endpoint", "?", "127.1.2.3:8443", bytes([23, 3, 3, 0, 2]) + b"\xab\xcd")
+    capture = capture_of(*[REQUEST] * 6)
+    capture = Capture(capture.target, capture.seconds, (earlier, *capture.streams))
+    rendered = capture.render()
+    assert rendered.count("plaintext HTTP: GET / HTTP/1.1") == 3  # two dumps and the "more" line
+    assert "… 4 more like this (client -> endpoint: plaintext HTTP: GET / HTTP/1.1)" in rendered
+    assert "1 connection(s) opened before the capture began, not shown" in rendered
+    assert "#99" not in rendered
+    assert capture.readable and len(capture.outbound) == 7  # trimming is for the eye only

@@ -103,3 +103,44 @@ def test_start_outside_an_event_loop_says_to_use_jupyter() -> None:
     assert bytes(live.image.value).startswith(b"\x89PNG")  # the empty chart, before any call
     with pytest.raises(LabkitError, match="Jupyter"):
         live.start()
+
+
+def test_until_waits_for_data_and_the_view_ends_as_a_still_of_its_last_frame(monkeypatch) -> None:
+    import base64
+
+    import IPython.display
+
+    shown: list[dict] = []
+    monkeypatch.setattr(IPython.display, "display", lambda bundle, **kw: shown.append({"display": kw}))
+    monkeypatch.setattr(IPython.display, "update_display", lambda bundle, **kw: shown.append({"update": bundle, **kw}))
+    fetch = FakeFetch()
+
+    async def scenario() -> tuple[LiveDistribution, int]:
+        live = LiveDistribution(fetch, batch=BATCH, max_calls=1000)
+        live.start()
+        live.show()
+        collected = await live.until(calls=2 * BATCH)  # data, not a clock
+        assert live.running  # waiting for data does not end the demo
+        live.stop_button.click()
+        fetch.release.set()
+        await live.wait()
+        return live, collected
+
+    live, collected = asyncio.run(scenario())
+    assert not live.running
+    assert collected >= 2 * BATCH
+    display_id = shown[0]["display"]["display_id"]
+    (still,) = [s for s in shown if "update" in s]
+    assert still["display_id"] == display_id and still["raw"] is True
+    assert base64.b64decode(still["update"]["image/png"]).startswith(b"\x89PNG")
+    assert still["update"]["text/plain"].startswith(f"stopped · {2 * BATCH} calls")
+
+
+def test_the_widget_puts_status_and_buttons_above_a_chart_shown_at_its_own_size() -> None:
+    live = LiveDistribution(lambda n: make_calls({}), width=880)
+    controls, image = live.children
+    assert live.stop_button in controls.children and live.status in controls.children
+    assert image is live.image and image.layout.width == "880px" and image.layout.max_width == "100%"
+    from labkit.viz.style import png_size
+
+    assert png_size(bytes(image.value))[0] == 880
