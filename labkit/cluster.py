@@ -239,6 +239,31 @@ class Cluster:
         result = kube.exec_(self.context, where.namespace, where.target, list(command), container=container)
         return result.stdout + result.stderr
 
+    def logs(self, target: str, *, container: str | None = None, tail: int | None = 200,
+             grep: str | None = None, wait: float = 0.0) -> str:
+        """A container's log, as ``kubectl logs -n <ns> deploy/x | grep …`` prints it.
+
+        Args:
+            target: ``namespace/pod`` or ``namespace/deploy/name`` (``"istio-system/deploy/istio-ingressgateway"``).
+            container: the container; the pod's first by default.
+            tail: only the last lines.
+            grep: keep only lines containing this text.
+            wait: seconds to keep looking until a line matches (Envoy writes its access log file about once a
+                second, so a line for a call just made may not be there yet); empty if none appears by then.
+        """
+        where = traffic.Source.parse(target)
+
+        def matching() -> str:
+            text = kube.logs(self.context, where.namespace, where.target, container=container, tail=tail)
+            return "\n".join(line for line in text.splitlines() if grep is None or grep in line)
+
+        if wait <= 0:
+            return matching()
+        try:
+            return kube.poll(matching, timeout=wait, what=f"a log line of {target}", interval=0.25, max_interval=1.0)
+        except WaitTimeoutError:
+            return ""
+
     def gateway_address(self, name: str = "istio-eastwestgateway", namespace: str = ISTIO_NAMESPACE) -> str:
         """The external address of a gateway's LoadBalancer Service (empty while ``<pending>``)."""
         service = kube.get_object(self.context, "v1", "Service", name, namespace) or {}

@@ -78,3 +78,16 @@ def outcomes(calls: pd.DataFrame) -> str:
         return "no calls"
     answers = calls.assign(error=calls["error"].fillna("")).groupby(["status", "error"], sort=False).size()
     return "\n".join(f"{count} × {status}{'  ' + error if error else ''}" for (status, error), count in answers.items())
+
+
+def dropped_at_handshake(calls: pd.DataFrame) -> bool:
+    """Whether every call failed the way a Gateway with no filter chain for the ``outbound_`` SNI fails them: 503
+    with the TLS connection reset (``connection failure``), which is not how the plaintext calls of the DISABLE step
+    fail (``connection termination``). Waiting for 503s alone would stop on calls still sent under the old
+    DestinationRule, before the gateway ever sees the ``outbound_`` SNI.
+
+    Args:
+        calls: rows as :meth:`labkit.cluster.Cluster.call` returns them.
+    """
+    errors = calls["error"].fillna("")
+    return not calls.empty and bool((calls["status"] == 503).all() and errors.str.contains("connection failure").all())

@@ -72,3 +72,17 @@ def test_outcomes_says_what_curl_saw_once_per_distinct_answer() -> None:
     calls = pd.DataFrame({"status": [503, 503, 503, 200], "error": [reset, reset, reset, None]})
     assert nlb_headless.outcomes(calls) == f"3 × 503  {reset}\n1 × 200"
     assert nlb_headless.outcomes(calls.iloc[0:0]) == "no calls"
+
+
+def test_only_calls_reset_at_the_tls_handshake_count_as_dropped_by_the_gateway() -> None:
+    import pandas as pd
+
+    reset = ("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: "
+             "remote connection failure")
+    plaintext = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+    assert nlb_headless.dropped_at_handshake(pd.DataFrame({"status": [503, 503], "error": [reset, reset]}))
+    # The DISABLE step's failures (and a mix) are not yet the gateway's filter chain miss.
+    assert not nlb_headless.dropped_at_handshake(pd.DataFrame({"status": [503, 503], "error": [plaintext, plaintext]}))
+    assert not nlb_headless.dropped_at_handshake(pd.DataFrame({"status": [503, 503], "error": [reset, plaintext]}))
+    assert not nlb_headless.dropped_at_handshake(pd.DataFrame({"status": [200], "error": [None]}))
+    assert not nlb_headless.dropped_at_handshake(pd.DataFrame({"status": [], "error": []}))

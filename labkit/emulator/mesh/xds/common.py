@@ -191,7 +191,8 @@ def istio_mutual_downstream(alpn: Iterable[str], trust_domains: Iterable[str]) -
 
 def access_log(path: str, *, listener: bool = False) -> list[dict[str, Any]]:
     """Istio's file access log; the listener-level one logs only ``NR`` (no filter chain / no route), which is how
-    an AUTO_PASSTHROUGH gateway shows ``filter_chain_not_found``.
+    any gateway or sidecar listener shows ``filter_chain_not_found`` (an SNI no Gateway server names, a plaintext
+    connection to a TLS-only chain): Envoy writes it when it closes a connection no filter chain matches.
 
     Args:
         path: ``meshConfig.accessLogFile``; empty turns logging off.
