@@ -278,6 +278,18 @@ def test_ingress_gateway_servers() -> None:
     assert named["domains"] == ["hello.example.com", "hello.example.com:*"]
 
 
+def test_every_gateway_listener_logs_connections_no_filter_chain_matches() -> None:
+    # Istio's listener-level access log, filtered on NR: how a gateway tells why it reset a connection (an SNI its
+    # Gateway hosts do not name, plaintext on a TLS-only port), on TLS chains as on plain ones.
+    listeners = by_name(build_listeners(INGRESS, snapshot(INGRESS_GATEWAY, INGRESS_VS)))
+    for listener in listeners.values():
+        (log,) = listener["access_log"]
+        assert log["typed_config"]["path"] == "/dev/stdout"
+        assert log["filter"] == {"response_flag_filter": {"flags": ["NR"]}}
+    quiet = snapshot(INGRESS_GATEWAY, INGRESS_VS, mesh=MeshConfig(access_log_file=""))
+    assert not any("access_log" in listener for listener in build_listeners(INGRESS, quiet))
+
+
 def test_gateway_port_without_virtual_service_answers_404() -> None:
     routes = by_name(build_routes(INGRESS, snapshot(INGRESS_GATEWAY)))
     (vhost,) = routes["http.8080"]["virtual_hosts"]
