@@ -248,8 +248,8 @@ class Cluster:
             container: the container; the pod's first by default.
             tail: only the last lines.
             grep: keep only lines containing this text.
-            wait: seconds to keep looking until a line matches (Envoy writes its access log file about once a
-                second, so a line for a call just made may not be there yet); empty if none appears by then.
+            wait: seconds to keep looking until a line matches (Envoy writes its access log file in batches, so a
+                line for a call just made may not be there yet); empty if none appears by then.
         """
         where = traffic.Source.parse(target)
 
