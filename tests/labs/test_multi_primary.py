@@ -63,10 +63,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def endpoints_of(lab: Lab, caller: str, rows: int) -> istio.EndpointTable:
-    """The caller's helloworld endpoints, once its sidecar lists ``rows`` of them (remote secrets take a moment)."""
+    """The caller's helloworld endpoints, once its sidecar lists ``rows`` of them standing for every pod of the mesh
+    (remote secrets take a moment, and a gateway's weight grows as the pods behind it are discovered)."""
+    pods = sum(REPLICAS.values())
+
     def listed() -> istio.EndpointTable | None:
         table = lab[caller].endpoints("deploy/sleep.sample", envoy_cluster=HELLOWORLD)
-        return table if len(table.rows) == rows else None
+        return table if len(table.rows) == rows and sum(row.weight for row in table.rows) == pods else None
 
     return eventually(listed, 60, f"{rows} endpoints in {caller}'s sidecar")
 
