@@ -15,16 +15,14 @@ The contract, on both backends:
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from labkit import kube
-from labkit.errors import LabkitError, ToolNotFoundError
+from labkit.errors import LabkitError
+from labkit.istio.asking import istioctl, istiod_debug
 from labkit.istio.operator import ISTIO_NAMESPACE
 
-SYNCZ_COMMAND = ["pilot-discovery", "request", "GET", "/debug/syncz"]
 TYPES = ("CDS", "LDS", "EDS", "RDS", "ECDS")
 HEADER = ("NAME", "CLUSTER", *TYPES, "ISTIOD", "VERSION")
 
@@ -122,39 +120,11 @@ def proxy_status(context: kube.ContextRef, *, namespace: str = ISTIO_NAMESPACE,
         ToolNotFoundError: istioctl missing on a real cluster.
     """
     if kube.is_embedded(context):
-        rows = _from_embedded(context, namespace)
+        answers = istiod_debug(context, namespace, "/debug/syncz")
+        rows = [row for pod, body in answers for row in parse_syncz(body, pod)]
     else:
-        rows = parse_istioctl(_istioctl(context, namespace))
+        rows = parse_istioctl(istioctl(context, namespace, "proxy-status"))
+    rows = sorted(rows, key=lambda row: row.name)
     if not quiet:
         print(format_table(rows))
     return rows
-
-
-def _from_embedded(context: kube.ContextRef, namespace: str) -> list[ProxyStatus]:
-    pods = [p for p in kube.pods(context, namespace, "app=istiod") if p.phase == "Running"]
-    if not pods:
-        raise LabkitError(f"no running istiod in {context}/{namespace}: install Istio first "
-                          f"(labkit.istio.install) and check kubectl --context {context} -n {namespace} get pods")
-    rows: list[ProxyStatus] = []
-    for pod in pods:
-        result = kube.exec_(context, namespace, pod.name, SYNCZ_COMMAND, container="discovery")
-        if result.exit_code != 0:
-            raise LabkitError(f"{' '.join(SYNCZ_COMMAND)} in {namespace}/{pod.name} on {context} exited with "
-                              f"{result.exit_code}: {result.stderr.strip() or result.stdout.strip()}")
-        rows += parse_syncz(result.stdout, pod.name)
-    return sorted(rows, key=lambda row: row.name)
-
-
-def _istioctl(context: kube.ContextRef, namespace: str) -> str:
-    context, kubeconfig = kube.resolve(context)
-    istioctl = shutil.which("istioctl")
-    if istioctl is None:
-        raise ToolNotFoundError("istioctl", f"Context {context!r} is a real cluster, where labkit asks istioctl: "
-                                            f"install it (curl -L https://istio.io/downloadIstio | sh -).")
-    command = [istioctl, "proxy-status", "--context", context, "--istioNamespace", namespace]
-    if kubeconfig:
-        command += ["--kubeconfig", str(kubeconfig)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    if result.returncode != 0:
-        raise LabkitError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
-    return result.stdout

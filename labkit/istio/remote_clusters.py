@@ -23,15 +23,13 @@ Both give :class:`RemoteCluster` rows printed as istioctl prints them.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from dataclasses import dataclass
 
 from labkit import kube
-from labkit.errors import LabkitError, ToolNotFoundError
+from labkit.errors import LabkitError
+from labkit.istio.asking import istioctl, istiod_debug
 from labkit.istio.operator import ISTIO_NAMESPACE
 
-CLUSTERZ_COMMAND = ["pilot-discovery", "request", "GET", "/debug/clusterz"]
 HEADER = ("NAME", "SECRET", "STATUS", "ISTIOD")
 
 
@@ -105,43 +103,15 @@ def remote_clusters(context: kube.ContextRef, *, namespace: str = ISTIO_NAMESPAC
         quiet: return the rows without printing them.
 
     Raises:
-        KubeApiError: no running istiod (or exec refused) on an embedded cluster.
+        LabkitError: no running istiod, or its debug request failed, on an embedded cluster; istioctl failed.
+        KubeApiError: the API server refused the exec.
         ToolNotFoundError: istioctl missing on a real cluster.
     """
     if kube.is_embedded(context):
-        rows = _from_embedded(context, namespace)
+        answers = istiod_debug(context, namespace, "/debug/clusterz")
+        rows = [row for pod, body in answers for row in parse_clusterz(body, pod)]
     else:
-        rows = parse_istioctl(_istioctl(context, namespace))
+        rows = parse_istioctl(istioctl(context, namespace, "remote-clusters"))
     if not quiet:
         print(format_table(rows))
     return rows
-
-
-def _from_embedded(context: kube.ContextRef, namespace: str) -> list[RemoteCluster]:
-    pods = [p for p in kube.pods(context, namespace, "app=istiod") if p.phase == "Running"]
-    if not pods:
-        raise LabkitError(f"no running istiod in {context}/{namespace}: install Istio first "
-                          f"(labkit.istio.install) and check kubectl --context {context} -n {namespace} get pods")
-    rows: list[RemoteCluster] = []
-    for pod in pods:
-        result = kube.exec_(context, namespace, pod.name, CLUSTERZ_COMMAND, container="discovery")
-        if result.exit_code != 0:
-            raise LabkitError(f"{' '.join(CLUSTERZ_COMMAND)} in {namespace}/{pod.name} on {context} exited with "
-                              f"{result.exit_code}: {result.stderr.strip() or result.stdout.strip()}")
-        rows += parse_clusterz(result.stdout, pod.name)
-    return rows
-
-
-def _istioctl(context: kube.ContextRef, namespace: str) -> str:
-    context, kubeconfig = kube.resolve(context)
-    istioctl = shutil.which("istioctl")
-    if istioctl is None:
-        raise ToolNotFoundError("istioctl", f"Context {context!r} is a real cluster, where labkit asks istioctl: "
-                                            f"install it (curl -L https://istio.io/downloadIstio | sh -).")
-    command = [istioctl, "remote-clusters", "--context", context, "--istioNamespace", namespace]
-    if kubeconfig:
-        command += ["--kubeconfig", str(kubeconfig)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    if result.returncode != 0:
-        raise LabkitError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
-    return result.stdout
