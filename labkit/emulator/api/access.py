@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
 
+from labkit.core.wire import Obj
 from labkit.emulator.api.auth import AUTHENTICATED, Authenticator, Authorizer, Request, User, service_account_user
 from labkit.emulator.apimachinery import status
 
-Obj = dict[str, Any]
 _SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 _EXTRA_PREFIX = "impersonate-extra-"
 

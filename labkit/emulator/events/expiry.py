@@ -14,9 +14,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from labkit.core.kubetime import timestamp
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import Store
 
@@ -25,7 +25,6 @@ EVENT_TTL = 3600.0
 SWEEP_PERIOD = 60.0
 
 _log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 
 def last_seen(event: Obj) -> float | None:

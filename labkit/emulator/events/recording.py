@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from labkit.core.kubetime import format_micro_time, format_time
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import Store
 
@@ -39,7 +40,6 @@ COMBINED = "(combined from similar events): "
 MAX_MESSAGE = 1024
 """Longer messages are cut, as the API server's validation would refuse them (``note`` is at most 1 kB)."""
 
-Obj = dict[str, Any]
 _Key = tuple[str, ...]
 
 

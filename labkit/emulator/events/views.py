@@ -17,9 +17,9 @@ from dataclasses import replace
 from typing import Any
 
 from labkit.core.selectors import FieldRequirement, FieldSelector, parse_field_selector
+from labkit.core.wire import Obj
 from labkit.emulator.store import ListResult, Store, WatchEvent, WatchFilter
 
-Obj = dict[str, Any]
 GROUP = "events.k8s.io"
 RESOURCE = "events"
 API_VERSION = "events.k8s.io/v1"

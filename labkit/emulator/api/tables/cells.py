@@ -17,6 +17,7 @@ from typing import Any
 
 from labkit.core.kubetime import ZERO_TIME, age, aware, format_time, human_duration, parse_time
 from labkit.core.selectors import selector_string
+from labkit.core.wire import Obj
 
 __all__ = [
     "AGE", "CONTAINERS", "IMAGES", "NAME", "CellFunction", "Column", "Obj", "Printer", "age", "age_of", "as_int",
@@ -25,7 +26,6 @@ __all__ = [
     "template_spec", "with_more",
 ]
 
-Obj = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
