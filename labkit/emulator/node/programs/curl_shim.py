@@ -141,31 +141,30 @@ def _skip_name(message: bytes, offset: int) -> int:
         offset += length + 1
 
 
-def _decode_answers(message: bytes, query_id: int) -> list[str] | None:
-    """A records of a reply; ``[]`` for NXDOMAIN or no data, ``None`` for a reply that is not ours."""
-    if len(message) < 12:
-        return None
-    reply_id, flags, questions, answers, _, _ = struct.unpack("!HHHHHH", message[:12])
-    if reply_id != query_id or not flags & 0x8000:
-        return None
-    if flags & 0x000F:
-        return []
-    offset = 12
-    for _ in range(questions):
-        offset = _skip_name(message, offset) + 4
-    addresses = []
-    for _ in range(answers):
-        offset = _skip_name(message, offset)
-        record_type, _, _, length = struct.unpack("!HHIH", message[offset:offset + 10])
-        offset += 10
-        if record_type == 1 and length == 4:
-            addresses.append(socket.inet_ntoa(message[offset:offset + 4]))
-        offset += length
-    return addresses
+def _name(message: bytes, offset: int) -> str:
+    labels: list[str] = []
+    for _ in range(128):  # a loop of compression pointers must not hang
+        length = message[offset]
+        if length & 0xC0 == 0xC0:
+            offset = struct.unpack("!H", message[offset:offset + 2])[0] & 0x3FFF
+            continue
+        if length == 0:
+            break
+        labels.append(message[offset + 1:offset + 1 + length].decode("ascii", "replace"))
+        offset += length + 1
+    return ".".join(labels)
 
 
-def lookup(name: str, server: tuple[str, int], source: str = "", timeout: float = TIMEOUT) -> list[str]:
-    """A records for ``name`` (fully qualified) from ``server``; ``[]`` when there are none or no answer came."""
+def query(name: str, server: tuple[str, int], source: str = "",
+          timeout: float = TIMEOUT) -> tuple[int, bool, list[tuple[str, str, str]]] | None:
+    """``(rcode, authoritative, [(type, owner, value)])`` for an A query of ``name``; ``None`` without an answer.
+
+    Args:
+        name: the fully qualified name.
+        server: where to ask.
+        source: the pod IP to ask from.
+        timeout: seconds to wait.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         if source:
             # If the pod IP is not usable as a source here, asking from anywhere still gets an answer.
@@ -176,12 +175,41 @@ def lookup(name: str, server: tuple[str, int], source: str = "", timeout: float 
         try:
             sock.sendto(_encode_query(query_id, name), server)
             while True:
-                message, _ = sock.recvfrom(4096)
-                addresses = _decode_answers(message, query_id)
-                if addresses is not None:
-                    return addresses
-        except (OSError, struct.error, IndexError):
-            return []
+                message, _ = sock.recvfrom(65535)
+                # Ours: the same id, and a response (QR set), not an echo of a query.
+                if len(message) >= 12:
+                    reply_id, reply_flags = struct.unpack("!HH", message[:4])
+                    if reply_id == query_id and reply_flags & 0x8000:
+                        break
+        except OSError:
+            return None
+    _, flags, questions, answers, _, _ = struct.unpack("!HHHHHH", message[:12])
+    offset = 12
+    for _ in range(questions):
+        offset = _skip_name(message, offset) + 4
+    records = []
+    for _ in range(answers):
+        owner = _name(message, offset)
+        offset = _skip_name(message, offset)
+        record_type, _, _, length = struct.unpack("!HHIH", message[offset:offset + 10])
+        offset += 10
+        if record_type == 1 and length == 4:
+            records.append(("A", owner, socket.inet_ntoa(message[offset:offset + 4])))
+        elif record_type == 5:
+            records.append(("CNAME", owner, _name(message, offset)))
+        offset += length
+    return flags & 0x000F, bool(flags & 0x0400), records
+
+
+def lookup(name: str, server: tuple[str, int], source: str = "", timeout: float = TIMEOUT) -> list[str]:
+    """A records for ``name`` (fully qualified) from ``server``; ``[]`` when there are none or no answer came."""
+    try:
+        result = query(name, server, source, timeout)
+    except (struct.error, IndexError, UnicodeError):  # a reply too broken to read
+        return []
+    if result is None or result[0] != 0:
+        return []
+    return [value for kind, _, value in result[2] if kind == "A"]
 
 
 def resolve(name: str, server: tuple[str, int], search: list[str], source: str = "") -> list[str]:

@@ -24,76 +24,16 @@ It runs without site-packages (like the curl shim), so DNS messages are built by
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
-import socket
-import struct
 import sys
 
 if __package__:
-    from .curl_shim import _encode_query, _skip_name, candidates
+    from .curl_shim import candidates, query
 else:  # started by path without site-packages (how the node starts it): this folder is on sys.path
-    from curl_shim import _encode_query, _skip_name, candidates
+    from curl_shim import candidates, query
 
 TIMEOUT = 2.0
 RCODES = {1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
-
-
-def _name(message: bytes, offset: int) -> str:
-    labels: list[str] = []
-    for _ in range(128):  # a loop of compression pointers must not hang
-        length = message[offset]
-        if length & 0xC0 == 0xC0:
-            offset = struct.unpack("!H", message[offset:offset + 2])[0] & 0x3FFF
-            continue
-        if length == 0:
-            break
-        labels.append(message[offset + 1:offset + 1 + length].decode("ascii", "replace"))
-        offset += length + 1
-    return ".".join(labels)
-
-
-def query(name: str, server: tuple[str, int], source: str = "",
-          timeout: float = TIMEOUT) -> tuple[int, bool, list[tuple[str, str, str]]] | None:
-    """``(rcode, authoritative, [(type, owner, value)])`` for an A query of ``name``; ``None`` without an answer.
-
-    Args:
-        name: the fully qualified name.
-        server: where to ask.
-        source: the pod IP to ask from.
-        timeout: seconds to wait.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        if source:
-            with contextlib.suppress(OSError):
-                sock.bind((source, 0))
-        sock.settimeout(timeout)
-        query_id = random.randrange(1, 0xFFFF)
-        try:
-            sock.sendto(_encode_query(query_id, name), server)
-            while True:
-                message, _ = sock.recvfrom(65535)
-                if len(message) >= 12 and struct.unpack("!H", message[:2])[0] == query_id:
-                    break
-        except OSError:
-            return None
-    _, flags, questions, answers, _, _ = struct.unpack("!HHHHHH", message[:12])
-    offset = 12
-    for _ in range(questions):
-        offset = _skip_name(message, offset) + 4
-    records = []
-    for _ in range(answers):
-        owner = _name(message, offset)
-        offset = _skip_name(message, offset)
-        record_type, _, _, length = struct.unpack("!HHIH", message[offset:offset + 10])
-        offset += 10
-        if record_type == 1 and length == 4:
-            records.append(("A", owner, socket.inet_ntoa(message[offset:offset + 4])))
-        elif record_type == 5:
-            records.append(("CNAME", owner, _name(message, offset)))
-        offset += length
-    return flags & 0x000F, bool(flags & 0x0400), records
 
 
 def main(argv: list[str] | None = None) -> int:
