@@ -173,7 +173,7 @@ def test_proxy_status_shows_every_proxy_of_each_cluster_synced(mesh: Path) -> No
             names = {row.name.split("-")[0] for row in rows}
             return rows if {"sleep", "helloworld", "istio"} <= names and all(row.synced for row in rows) else None
         rows = eventually(synced, 30, f"every proxy of {cluster} SYNCED")
-        assert {row.cluster for row in rows} == {cluster}
+        assert {row.cluster for row in rows} == {cluster}, [(r.name, r.cluster) for r in rows]
         assert all(row.status("CDS") == row.status("LDS") == "SYNCED" for row in rows)
 
 def test_strict_mtls_refuses_plaintext_and_shows_the_callers_identity(mesh: Path) -> None:

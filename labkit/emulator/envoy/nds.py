@@ -1,13 +1,12 @@
 """The agent's NDS subscription: istiod's name table for the DNS proxy, over an ADS stream.
 
 Istio's agent asks istiod for ``type.googleapis.com/istio.networking.nds.v1.NameTable`` on its xDS stream and
-hands each table to its DNS server. Here the agent keeps a stream of its own for that type, to istiod's
-``discoveryAddress`` from the mesh config (``PROXY_CONFIG``), its host resolved through the pod's own DNS view
-(the cluster DNS in the pod's ``resolv.conf``): in a remote cluster ``istiod.istio-system.svc`` is the
-selector-less Service whose Endpoints name the primary's east-west gateway, so the table arrives only by a path
-that exists. The stream uses istiod's plaintext port 15010 (no credential needed there, as in Istio); every
-table is ACKed with its version and nonce, and a broken stream is redialled with back-off, keeping the last
-table meanwhile.
+hands each table to its DNS server. Here the agent keeps a stream of its own for that type, on the same
+authenticated port as everything else (15012, TLS, the pod's ``istio-ca`` token), to istiod's
+``discoveryAddress`` resolved through the pod's own DNS view: in a remote cluster ``istiod.istio-system.svc`` is
+the selector-less Service whose Endpoints name the primary's east-west gateway, so the table arrives only by a
+path that exists. Every table is ACKed with its version and nonce, and a broken stream is redialled with
+back-off, keeping the last table meanwhile.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from dnslib import QTYPE, DNSRecord
@@ -27,9 +25,11 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from labkit.emulator.envoy import protocol
 from labkit.emulator.envoy.nametables import NameTable, from_wire
 
+if TYPE_CHECKING:
+    from labkit.emulator.envoy.workload import Credentials, Istiod
+
 _log = logging.getLogger("pilot-agent")
 
-PLAINTEXT_PORT = 15010
 DEFAULT_DISCOVERY = "istiod.istio-system.svc:15012"
 
 
@@ -60,50 +60,31 @@ def resolve(host: str, server: tuple[str, int], search: Sequence[str], timeout: 
 
 
 class NameTableSubscription:
-    """A background thread keeping the DNS proxy's table current.
+    """Keeps the DNS proxy's table current from istiod, in the agent's event loop.
 
     Args:
         node_id: the proxy's node id (istiod finds the proxy by it).
         metadata: node metadata (``DNS_CAPTURE`` among it).
-        address: ``discoveryAddress`` as ``(host, port)``.
-        resolver: the cluster DNS ``(ip, port)`` and the search list.
+        istiod: where istiod is (re-resolved at every dial).
+        credentials: the pod's token and cluster.
         on_table: called with every table istiod sends.
     """
 
-    def __init__(self, node_id: str, metadata: Mapping[str, Any], address: tuple[str, int],
-                 resolver: tuple[tuple[str, int], Sequence[str]], on_table: Callable[[NameTable], None]):
+    def __init__(self, node_id: str, metadata: Mapping[str, Any], istiod: Callable[[], Istiod],
+                 credentials: Credentials, on_table: Callable[[NameTable], None]):
         self.node_id = node_id
         self.metadata = metadata
-        self.address = address
-        self.resolver = resolver
+        self.istiod = istiod
+        self.credentials = credentials
         self.on_table = on_table
         self.received = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, name="nds", daemon=True)
-        self._started = threading.Event()
 
-    def start(self) -> None:
-        self._thread.start()
-        self._started.wait(5)
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=3)
-
-    def _main(self) -> None:
-        asyncio.run(self._run())
-
-    async def _run(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        self._started.set()
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow istiod's tables until ``stop`` is set, redialling a broken stream with back-off."""
         delay = 0.2
-        while not self._stop.is_set():
+        while not stop.is_set():
             stream = asyncio.create_task(self._stream())
-            stopper = asyncio.create_task(self._stop.wait())
+            stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({stream, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if not stream.done():
@@ -118,14 +99,14 @@ class NameTableSubscription:
             else:
                 delay = 0.2
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+                await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 5.0)
 
     async def _stream(self) -> None:
-        host, _ = self.address
-        ip = await asyncio.to_thread(resolve, host, *self.resolver)
-        async with grpc.aio.insecure_channel(f"{ip}:{PLAINTEXT_PORT}") as channel:
-            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+        istiod = await asyncio.to_thread(self.istiod)
+        async with istiod.channel() as channel:
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
+                metadata=self.credentials.metadata())
             first = discovery_pb2.DiscoveryRequest(type_url=protocol.NAME_TABLE)
             first.node.id = self.node_id
             first.node.metadata.CopyFrom(protocol.struct(

@@ -350,13 +350,24 @@ class XdsServer:
         return rows
 
 
+_NAME_IN_DUMP = re.compile(r'^name: "([^"]+)"', re.MULTILINE)
+
+
 def _rejection(connection: Connection, type_url: str, reason: str) -> XdsRejectedError:
+    """Envoy's NACK as labkit's error, naming the proxy, the type, the resource and the reason.
+
+    Envoy prints the refused resource as a protobuf text dump (``goo.gle/debugstr`` then the fields, then
+    ``: <why>``); the resource is named from it and the message keeps only the why, joined into one line.
+    """
     kind = protocol.SHORT_NAMES.get(type_url, type_url)
+    dumped = _NAME_IN_DUMP.search(reason)
     match = _RESOURCE_IN_REASON.search(reason)
-    resource = match.group(1) if match else ""
+    resource = dumped.group(1) if dumped else match.group(1) if match else ""
+    short = reason.rpartition("\n: ")[2] if dumped else reason
+    short = " ".join(short.split())
     proxy = f"{connection.cluster}/{_pod(connection.node_id)}"
-    return XdsRejectedError(proxy, kind, resource, reason,
-                            f"{proxy} rejected {kind} {resource or '(unnamed)'}: {reason}")
+    return XdsRejectedError(proxy, kind, resource, short,
+                            f"{proxy} rejected {kind} {resource or '(unnamed)'}: {short}")
 
 
 class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
