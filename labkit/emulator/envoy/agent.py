@@ -230,13 +230,9 @@ def workload_agent(proxy_type: str, env: Mapping[str, str], config: Mapping[str,
     credentials = workload.Credentials(root / TOKEN_PATH, env.get("ISTIO_META_CLUSTER_ID") or "Kubernetes")
     spiffe_id = (f"spiffe://{env.get('TRUST_DOMAIN') or 'cluster.local'}/ns/{env.get('POD_NAMESPACE', '')}"
                  f"/sa/{env.get('SERVICE_ACCOUNT') or 'default'}")
-    names = None
-    if dns is not None:
-        names = nds.NameTableSubscription(config["node"]["id"], config["node"]["metadata"], istiod, credentials,
-                                          dns.update)
     return workload.WorkloadAgent(root, istiod, credentials, spiffe_id,
                                   lifetime=go_duration(env.get("SECRET_TTL", ""), workload.DEFAULT_LIFETIME),
-                                  names=names, sockets=(XDS_SOCKET, SDS_SOCKET))
+                                  on_names=dns.update if dns is not None else None, sockets=(XDS_SOCKET, SDS_SOCKET))
 
 
 def run_proxy(proxy_type: str, env: Mapping[str, str]) -> int:

@@ -29,6 +29,7 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 
 from labkit.emulator.envoy import protocol
 from labkit.emulator.envoy.bootstrap import SDS_SOCKET, XDS_SOCKET
+from labkit.emulator.envoy.nametables import NameTable, from_wire
 from labkit.errors import LabkitError
 from labkit.pki import describe, new_request
 
@@ -211,11 +212,18 @@ class SecretServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):
 
 
 class AdsProxy(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    """Envoy's ADS stream forwarded to istiod with the pod's token."""
+    """Envoy's ADS stream forwarded to istiod with the pod's token.
 
-    def __init__(self, istiod: Callable[[], Istiod], credentials: Credentials):
+    With the DNS proxy on, the agent also subscribes to istiod's name table (NDS) on that same upstream stream, as
+    Istio's xDS proxy does: those responses are the agent's (handed to ``on_names`` and ACKed), never Envoy's.
+    """
+
+    def __init__(self, istiod: Callable[[], Istiod], credentials: Credentials,
+                 on_names: Callable[[NameTable], None] | None = None):
         self.istiod = istiod
         self.credentials = credentials
+        self.on_names = on_names
+        self.tables = 0
         self.server: grpc.aio.Server | None = None
 
     async def start(self, path: Path) -> None:
@@ -242,13 +250,20 @@ class AdsProxy(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 metadata=self.credentials.metadata())
 
             async def forward() -> None:
+                first = True
                 async for request in request_iterator:
                     await upstream.write(request)
+                    if first and self.on_names is not None:
+                        await upstream.write(discovery_pb2.DiscoveryRequest(type_url=protocol.NAME_TABLE))
+                    first = False
                 await upstream.done_writing()
 
             forwarding = asyncio.create_task(forward())
             try:
                 async for response in upstream:
+                    if response.type_url == protocol.NAME_TABLE and self.on_names is not None:
+                        await self._take_names(response, upstream)
+                        continue
                     yield response
             except grpc.aio.AioRpcError as exc:
                 _log.warning("XDS proxy: upstream %s: %s", istiod.address, exc.details())
@@ -257,6 +272,17 @@ class AdsProxy(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 forwarding.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await forwarding
+
+    async def _take_names(self, response: Any, upstream: Any) -> None:
+        assert self.on_names is not None
+        table = protocol.NameTable()
+        for resource in response.resources:
+            table = protocol.NameTable.FromString(resource.value)
+        self.on_names(from_wire(protocol.to_dict(table)))
+        self.tables += 1
+        await upstream.write(discovery_pb2.DiscoveryRequest(type_url=protocol.NAME_TABLE,
+                                                            version_info=response.version_info,
+                                                            response_nonce=response.nonce))
 
 
 def socket_served(path: Path) -> bool:
@@ -283,22 +309,21 @@ class WorkloadAgent:
         credentials: the token and cluster.
         spiffe_id: the pod's identity.
         lifetime: requested certificate lifetime in seconds.
-        names: the DNS proxy's NDS subscription, run alongside; ``None`` without DNS capture.
+        on_names: where istiod's name tables go (the DNS proxy); ``None`` without DNS capture.
         sockets: ``(XDS socket, SDS socket)`` relative to ``root``.
     """
 
     def __init__(self, root: Path, istiod: Callable[[], Istiod], credentials: Credentials, spiffe_id: str,
-                 lifetime: int = DEFAULT_LIFETIME, names: Any = None,
+                 lifetime: int = DEFAULT_LIFETIME, on_names: Callable[[NameTable], None] | None = None,
                  sockets: tuple[Path, Path] = (XDS_SOCKET, SDS_SOCKET)):
         self.root = root
         self.istiod = istiod
         self.credentials = credentials
         self.spiffe_id = spiffe_id
         self.lifetime = lifetime
-        self.names = names
         self.sockets = sockets
         self.secrets: SecretServer | None = None
-        self.ads = AdsProxy(istiod, credentials)
+        self.ads = AdsProxy(istiod, credentials, on_names)
         self.identity: WorkloadIdentity | None = None
         self.renewals = 0
 
@@ -312,7 +337,6 @@ class WorkloadAgent:
             self.secrets = SecretServer()
             await self.secrets.start(sds_path)
         await self.ads.start(xds_path)
-        names = asyncio.create_task(self.names.run(stop), name="nds") if self.names is not None else None
         retry = RETRY
         try:
             while not stop.is_set():
@@ -335,10 +359,6 @@ class WorkloadAgent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         finally:
-            if names is not None:
-                names.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await names
             await self.ads.stop()
             if self.secrets is not None:
                 await self.secrets.stop()

@@ -175,6 +175,8 @@ class Istiod:
         self._version = 0
         self._runners: list[web.AppRunner] = []
         self._ca_problem: str | None = None
+        self._ca_changed = False
+        self._tls_context: ssl.SSLContext | None = None
         self._screen = Screen()
         self._arm_wanted = asyncio.Event()
         self.proxies: dict[str, Proxy] = {}
@@ -253,6 +255,7 @@ class Istiod:
         self._ca_problem = None
         if self.certificates.set_ca(loaded) and loaded is not None:
             _log.info("signing workload certificates with %s", loaded.source)
+            self._ca_changed = True
 
     async def _wait_for(self, check: Any, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -306,6 +309,9 @@ class Istiod:
             try:
                 await self._sync_remotes()
                 self._load_ca()
+                if self._ca_changed:
+                    self._ca_changed = False
+                    await self._reissue_serving_certificate()
                 await self.push()
                 await self._publish_root_cert()
             except Exception:
@@ -487,10 +493,20 @@ class Istiod:
         return web.json_response(self.xds.sync_status())
 
     def _webhook_tls(self) -> ssl.SSLContext | None:
-        ca = self.certificates.ca
         self._serving_credential: tuple[str, str] | None = None
-        if ca is None:
+        self._tls_context: ssl.SSLContext | None = None
+        if self.certificates.ca is None:
             return None
+        self._tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._issue_serving_certificate()
+        self._ca_changed = False  # issued with the CA just loaded
+        return self._tls_context
+
+    def _issue_serving_certificate(self) -> None:
+        """istiod's own certificate (webhook on 15017, gRPC on 15012) from the mesh CA, under the names it is
+        reached by; loaded into the webhook's TLS context, which later handshakes use."""
+        ca = self.certificates.ca
+        assert ca is not None and self._tls_context is not None
         credential = ca.authority.issue_server(
             "istiod", dns_names=["istiod.istio-system.svc", "istiod.istio-system.svc.cluster.local", "istiod",
                                  "istiod.istio-system"], ip_addresses=[self.pod_ip])
@@ -498,12 +514,20 @@ class Istiod:
         folder.mkdir(parents=True, exist_ok=True)
         cert, key = folder / "webhook.crt", folder / "webhook.key"
         cert.write_text(credential.cert_chain_pem)
-        self._serving_credential = (credential.cert_chain_pem, credential.key_pem)
         key.touch(mode=0o600)
         key.write_text(credential.key_pem)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-        return context
+        self._tls_context.load_cert_chain(cert, key)
+        self._serving_credential = (credential.cert_chain_pem, credential.key_pem)
+
+    async def _reissue_serving_certificate(self) -> None:
+        """The CA changed (a plugged-in ``cacerts``): a new serving certificate, and the gRPC server restarted with
+        it (open streams drop; agents dial again and verify istiod with the new root)."""
+        if self._tls_context is None or self.certificates.ca is None:
+            return
+        _log.info("the CA changed: re-issuing istiod's serving certificate")
+        self._issue_serving_certificate()
+        await self.xds.stop()
+        await self.xds.start(self.pod_ip, tls=self._serving_credential)
 
     async def _inject(self, request: web.Request) -> web.Response:
         review = await request.json()

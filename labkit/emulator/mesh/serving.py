@@ -85,6 +85,12 @@ class TypeState:
     acked_version: str = ""
     acked_nonce: str = ""
     error: str = ""
+    error_nonce: str = ""  # the response the NACK was about
+
+    @property
+    def rejected(self) -> bool:
+        """The last response sent was NACKed (a newer one in flight is not yet judged)."""
+        return bool(self.error) and self.error_nonce == self.sent_nonce
 
 
 @dataclass
@@ -108,7 +114,7 @@ class Connection:
         state = self.types.get(type_url)
         if state is None:
             return "IGNORED"
-        if state.error:
+        if state.rejected:
             return "ERROR"
         if not state.sent_nonce:
             return "NOT SENT"
@@ -293,6 +299,7 @@ class XdsServer:
                         error = _rejection(connection, type_url, reason)
                         _log.error("NACK: %s", error)
                     state.error = reason
+                    state.error_nonce = request.response_nonce
                 else:
                     state.error = ""
                     state.acked_version = request.version_info
@@ -343,7 +350,7 @@ class XdsServer:
         for node_id, connection in sorted(self.connections.items()):
             types = {short: connection.status(url) for url, short in protocol.SHORT_NAMES.items() if short != "SDS"}
             errors = {protocol.SHORT_NAMES[url]: state.error for url, state in connection.types.items()
-                      if state.error and url in protocol.SHORT_NAMES}
+                      if state.rejected and url in protocol.SHORT_NAMES}
             rows.append({"proxy": _pod(node_id), "node_id": node_id, "cluster_id": connection.cluster,
                          "version": str(connection.metadata.get("ISTIO_VERSION", "")), "types": types,
                          "errors": errors})

@@ -384,7 +384,7 @@ class NodeRuntime:
         except _MountFailed as exc:
             if pod.mount_failure != str(exc):
                 pod.mount_failure = str(exc)
-                self.events.failed_mount(pod, str(exc))
+                self.events.failed_mount(PodRef(pod.namespace, pod.name, pod.uid), str(exc))
             return False
         if self.issue_token is None or pod.spec.get("automountServiceAccountToken") is False:
             token = None
@@ -480,8 +480,21 @@ class NodeRuntime:
             delay = min(delay * 2, MAX_MOUNT_RETRY)
 
     def volume_sources_changed(self) -> None:
-        """A ConfigMap, Secret or ServiceAccount changed: pods waiting for a volume try again now."""
+        """A ConfigMap, Secret or ServiceAccount changed: pods waiting for a volume try again now, and running
+        pods' ``configMap`` and ``secret`` volumes are brought up to date (the kubelet syncs them too)."""
         self._sources_changed.set()
+        for pod in self._pods.values():
+            if not pod.mounted.is_set() or pod.removing:
+                continue
+            try:
+                files = self._volume_files(pod)
+            except _MountFailed:
+                continue  # the object went away: the kubelet keeps the last content
+            for path, value in files:
+                with contextlib.suppress(OSError):
+                    if not path.exists() or path.read_text() != value:
+                        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                        _write_private(path, value)
 
     def _namespace_of(self, ip: str) -> str:
         for pod in self._pods.values():
@@ -595,7 +608,9 @@ def _mount_paths(pod: PodRecord) -> dict[str, list[str]]:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write a credential readable by this user only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write a credential readable by this user only, atomically (a program may be reading the old one)."""
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    os.replace(partial, path)

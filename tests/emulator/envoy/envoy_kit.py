@@ -160,7 +160,7 @@ class StandInIstiod:
             connection = self.connection(node_id)
             states = list(connection.types.items()) if connection is not None else []
             for url, state in states:
-                if state.error and state.sent_version.split("/")[0] == pushed:
+                if state.rejected and state.sent_version.split("/")[0] == pushed:
                     raise rejection(connection, url, state.error)
             sent = [state for _, state in states if state.sent_nonce]
             current = any(state.sent_version.split("/")[0] == pushed for state in sent)
