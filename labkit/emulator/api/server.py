@@ -459,13 +459,20 @@ class ApiServer:
         return await self._store_new(target, prepared, manager, user, False)
 
     async def _store_new(self, target: Target, obj: Obj, manager: str, user: User, dry_run: bool) -> Obj:
+        uid = self._assign_uid(obj)
         obj = await self._admit(target, obj, None, user, dry_run)
         obj = record_update(None, obj, manager, kubetime.now(), status_subresource=self._has_status(target))
         if dry_run:
             return obj
-        created = self.store.create(target.group, target.plural, obj)
+        created = self.store.create(target.group, target.plural, obj, uid=uid)
         self._after_write(target, created)
         return created
+
+    def _assign_uid(self, obj: Obj) -> str:
+        """Fill ``metadata.uid`` of a new object before admission, as a real server does (a Job's selector names it)."""
+        uid = self.store.new_uid()
+        obj.setdefault("metadata", {})["uid"] = uid
+        return uid
 
     async def _update(self, request: web.Request, target: Target, body: Obj, user: User,
                       dry_run: bool) -> web.Response:
@@ -546,10 +553,11 @@ class ApiServer:
                        status_subresource=self._has_status(target))
         if live is None:
             self.admission.check_namespace(target.rt, merged)
+            uid = self._assign_uid(merged)
             merged = await self._admit(target, merged, None, user, dry_run)
             if dry_run:
                 return self._encode(request, target, merged, 201)
-            created = self.store.create(group, plural, merged)
+            created = self.store.create(group, plural, merged, uid=uid)
             self._after_write(target, created)
             return self._encode(request, target, created, 201)
         merged = await self._admit(target, merged, live, user, dry_run)

@@ -24,6 +24,7 @@ from .deployments import DeploymentController, pod_template_hash
 from .endpoints import EndpointsController
 from .framework import Controller, ControllerManager, ResourceCatalog, ResourceInfo, WorkQueue
 from .garbage import FOREGROUND, ORPHAN, GarbageCollector
+from .jobs import JobController
 from .namespaces import NamespaceController
 from .replicasets import ReplicaSetController
 from .serviceaccounts import ServiceAccountTokenController
@@ -37,6 +38,7 @@ __all__ = [
     "DeploymentController",
     "EndpointsController",
     "GarbageCollector",
+    "JobController",
     "NamespaceController",
     "ReplicaSetController",
     "ResourceCatalog",
@@ -76,6 +78,7 @@ def cluster_controllers(
         NamespaceController(store, ca_pem, resources=resources),
         DeploymentController(store),
         ReplicaSetController(store, node_name, create_pod=create_pod),
+        JobController(store, node_name, create_pod=create_pod),
         ServiceController(store, load_balancers, cluster),
         EndpointsController(store),
         ServiceAccountTokenController(store, ca_pem, issue_token),

@@ -17,6 +17,12 @@ small servers, which start in ~12 ms without site-packages, they run as ``python
 A container ``command`` that only waits (``sleep infinity``, ``sleep 3650d``, ``tail -f /dev/null``)
 runs the idle program whatever the image: that is how the curl/sleep samples keep a client pod
 alive for ``kubectl exec``.
+
+The shell images (``busybox``, ``alpine``, ``ubuntu``, ``debian``, ``istio/base``) run any other ``command``/``args``
+as their entrypoint would: with the machine's POSIX shell ``/bin/sh`` standing in for the image's ``sh``/``ash``/
+``bash``, and other programs taken from the pod's ``PATH`` (its shims such as ``nslookup`` first, then the
+machine's), in the pod's folder. That is what a Job (``sh -c 'echo done'``) needs to run and end. Without a command
+they keep idling, as they always did here.
 """
 
 from __future__ import annotations
@@ -96,6 +102,8 @@ def _program(name: str, ports: tuple[int, ...], image: str, port_env: str = "", 
 
 
 SLEEP = _program("sleep", (), "labkit/sleep")
+SHELL = _program("sleep", (), "docker.io/istio/base")
+POSIX_SHELL = "/bin/sh"
 CURL = Program("curl", "", (), "curlimages/curl")
 PROXY = Program("pilot-agent", AGENT_MODULE, (), "docker.io/istio/proxyv2", site=True)
 ISTIOD = Program("pilot-discovery", ISTIOD_MODULE, (), "docker.io/istio/pilot", site=True)
@@ -108,7 +116,7 @@ _RULES: tuple[_Rule, ...] = (
           _program("helloworld", (5000,), "registry.istio.io/release/examples-helloworld-v2", "SERVICE_PORT",
                    SERVICE_VERSION="v2")),
     _Rule(("curlimages/curl", "governmentpaas/curl-ssl", "appropriate/curl", "curl"), CURL),
-    _Rule(("istio/base", "busybox", "alpine", "ubuntu", "debian"), _program("sleep", (), "docker.io/istio/base")),
+    _Rule(("istio/base", "busybox", "alpine", "ubuntu", "debian"), SHELL),
     _Rule(("nginx", "library/nginx", "nginxinc/nginx-unprivileged"), _program("nginx", (80,), "nginx")),
     _Rule(("kennethreitz/httpbin",), _program("httpbin", (80,), "docker.io/kennethreitz/httpbin")),
     _Rule(("mccutchen/go-httpbin",), _program("httpbin", (8080,), "mccutchen/go-httpbin")),
@@ -218,10 +226,24 @@ def plan_launch(image: str, command: list[str] | None, args: list[str] | None) -
     if program is CURL:
         # The curl image's entrypoint is curl itself: `args` are curl's arguments; a command replaces it.
         return Launch(CURL, host_argv=tuple(argv if command else ["curl", *(args or [])]))
+    if program is SHELL:
+        # busybox's image has no entrypoint, so `args` alone are the command, as with `docker run busybox echo hi`.
+        return Launch(program, host_argv=shell_argv(argv)) if argv else Launch(program)
     if program.name == "sleep":
         return Launch(program)
     # Server images run their program; a custom command for them is not interpreted (there is no shell image here).
     return Launch(program, tuple(args or ()) if not command else ())
+
+
+def shell_argv(argv: list[str]) -> tuple[str, ...]:
+    """A shell image's command line on this machine: its ``sh``, ``ash`` or ``bash`` is the machine's ``/bin/sh``.
+
+    Args:
+        argv: the container's ``command`` + ``args`` (not empty).
+    """
+    if argv[0].rsplit("/", 1)[-1] in {"sh", "ash", "bash"}:
+        return (POSIX_SHELL, *argv[1:])
+    return tuple(argv)
 
 
 def python_argv(launch: Launch, python: str) -> list[str]:

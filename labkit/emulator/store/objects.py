@@ -308,7 +308,7 @@ class Store:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def create(self, group: str, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+    def create(self, group: str, resource: str, obj: dict[str, Any], *, uid: str | None = None) -> dict[str, Any]:
         """Store a new object; its namespace and name come from ``metadata``.
 
         The server sets ``uid``, ``creationTimestamp``, ``generation`` (1) and ``resourceVersion``;
@@ -320,6 +320,8 @@ class Store:
             group: API group.
             resource: resource plural.
             obj: the object (not modified).
+            uid: the uid the API server chose before admission (see :meth:`new_uid`); a client's
+                ``metadata.uid`` is never kept.
 
         Returns:
             The stored object.
@@ -356,13 +358,21 @@ class Store:
             metadata.pop(server_owned, None)
         if self.has_status_subresource(group, resource):
             stored.pop("status", None)
-        metadata["uid"] = self._new_uid()
+        metadata["uid"] = uid or self._new_uid()
         metadata["creationTimestamp"] = self._clock()
         metadata["generation"] = 1
         metadata["resourceVersion"] = self._next_version()
         self._objects[key] = stored
         self._emit(ADDED, group, resource, stored)
         return copy.deepcopy(stored)
+
+    def new_uid(self) -> str:
+        """A fresh uid for an object about to be created.
+
+        A real API server fills the uid before admission, because admission reads it (a Job's generated
+        selector names its own uid); the server then passes it to :meth:`create`.
+        """
+        return self._new_uid()
 
     def update(self, group: str, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Replace an object (PUT); see :meth:`replace_with`."""

@@ -46,6 +46,8 @@ def validate(group: str, kind: str, obj: Obj) -> None:
     elif (group, kind) in (("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
                            ("apps", "DaemonSet")):
         causes += _workload(spec)
+    elif (group, kind) == ("batch", "Job"):
+        causes += _job(spec)
     elif (group, kind) == ("", "Service"):
         causes += _service(spec)
     if causes:
@@ -91,6 +93,19 @@ def _workload(spec: Obj) -> list[tuple[str, str]]:
     if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
         causes.append(("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0"))
     causes += _pod_spec(template.get("spec") or {}, "spec.template.spec")
+    return causes
+
+
+def _job(spec: Obj) -> list[tuple[str, str]]:
+    causes = _workload({key: value for key, value in spec.items() if key != "replicas"})
+    policy = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy")
+    if policy not in ("OnFailure", "Never"):
+        causes.append(("spec.template.spec.restartPolicy",
+                       f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"'))
+    for field in ("parallelism", "completions", "backoffLimit"):
+        value = spec.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            causes.append((f"spec.{field}", f"Invalid value: {value!r}: must be greater than or equal to 0"))
     return causes
 
 
