@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from labkit.testing import eventually
+
 CTX = ("--context", "cluster3")
 
 
@@ -59,3 +61,68 @@ def test_a_failing_job_fails_after_its_backoff_limit(kubectl: Any, workloads: st
     assert row[:3] == ["doomed", "Failed", "0/1"]
     pods = json.loads(kubectl(*CTX, "-n", workloads, "get", "pods", "-l", "job-name=doomed", "-o", "json").stdout)
     assert [p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] for p in pods["items"]] == [3]
+
+
+def test_a_stateful_set_makes_web_0_before_web_1_and_each_resolves_by_its_stable_name(kubectl: Any,
+                                                                                          workloads: str) -> None:
+    ns = ("-n", workloads)
+    manifests = [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "nginx", "labels": {"app": "nginx"}},
+         "spec": {"clusterIP": "None", "selector": {"app": "nginx"}, "ports": [{"name": "web", "port": 80}]}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web"},
+         "spec": {"serviceName": "nginx", "replicas": 2, "selector": {"matchLabels": {"app": "nginx"}},
+                  "template": {"metadata": {"labels": {"app": "nginx"}},
+                               "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27",
+                                                        "ports": [{"containerPort": 80, "name": "web"}]}]}},
+                  "volumeClaimTemplates": [{"metadata": {"name": "www"}, "spec": {
+                      "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}},
+    ]
+    for manifest in manifests:
+        kubectl(*CTX, *ns, "apply", "-f", "-", input=json.dumps(manifest))
+    kubectl(*CTX, *ns, "rollout", "status", "statefulset/web", "--timeout=60s")
+    pods = {p["metadata"]["name"]: p for p in json.loads(
+        kubectl(*CTX, *ns, "get", "pods", "-l", "app=nginx", "-o", "json").stdout)["items"]}
+    assert sorted(pods) == ["web-0", "web-1"]
+    web0, web1 = pods["web-0"], pods["web-1"]
+    # OrderedReady: web-1 was created only once web-0 was Running and Ready.
+    ready0 = next(c for c in web0["status"]["conditions"] if c["type"] == "Ready")["lastTransitionTime"]
+    assert web1["metadata"]["creationTimestamp"] >= ready0
+    assert web1["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == "web-1"
+    assert web1["metadata"]["labels"]["apps.kubernetes.io/pod-index"] == "1"
+    assert (web1["spec"]["hostname"], web1["spec"]["subdomain"]) == ("web-1", "nginx")
+    status = json.loads(kubectl(*CTX, *ns, "get", "sts", "web", "-o", "json").stdout)["status"]
+    assert {key: status[key] for key in ("replicas", "readyReplicas", "currentReplicas", "updatedReplicas",
+                                         "availableReplicas")} == dict.fromkeys(
+        ("replicas", "readyReplicas", "currentReplicas", "updatedReplicas", "availableReplicas"), 2)
+    assert kubectl(*CTX, *ns, "get", "sts").stdout.splitlines()[1].split()[:2] == ["web", "2/2"]
+    lookup = eventually(lambda: (out := kubectl(*CTX, *ns, "exec", "web-1", "--", "nslookup", "web-0.nginx",
+                                                check=False)).returncode == 0 and out, what="web-0.nginx resolving")
+    assert f"Name:\tweb-0.nginx.{workloads}.svc.cluster.local" in lookup.stdout
+    assert f"Address: {web0['status']['podIP']}" in lookup.stdout
+    events = kubectl(*CTX, *ns, "get", "events", "--field-selector", "involvedObject.name=web").stdout
+    assert "VolumeClaimTemplatesNotPersistent" in events
+    # Scaling down removes the highest ordinal.
+    kubectl(*CTX, *ns, "scale", "sts", "web", "--replicas=1")
+    eventually(lambda: kubectl(*CTX, *ns, "get", "pods", "-l", "app=nginx", "-o",
+                               "jsonpath={.items[*].metadata.name}").stdout == "web-0", what="web-1 gone")
+
+
+def test_a_daemon_set_runs_one_pod_per_node(kubectl: Any, workloads: str) -> None:
+    ns = ("-n", workloads)
+    manifest = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+                "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                         "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [
+                             {"name": "agent", "image": "busybox", "command": ["sleep", "infinity"]}]}}}}
+    kubectl(*CTX, *ns, "apply", "-f", "-", input=json.dumps(manifest))
+    kubectl(*CTX, *ns, "rollout", "status", "daemonset/agent", "--timeout=60s")
+    nodes = kubectl(*CTX, "get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    pods = json.loads(kubectl(*CTX, *ns, "get", "pods", "-l", "app=agent", "-o", "json").stdout)["items"]
+    assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(nodes)
+    pinned = pods[0]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert pinned == {"nodeSelectorTerms": [{"matchFields": [
+        {"key": "metadata.name", "operator": "In", "values": [pods[0]["spec"]["nodeName"]]}]}]}
+    status = json.loads(kubectl(*CTX, *ns, "get", "ds", "agent", "-o", "json").stdout)["status"]
+    assert (status["desiredNumberScheduled"], status["currentNumberScheduled"], status["numberReady"],
+            status["numberAvailable"]) == (len(nodes),) * 4
+    row = kubectl(*CTX, *ns, "get", "ds").stdout.splitlines()[1].split()
+    assert row[:6] == ["agent", *[str(len(nodes))] * 5]

@@ -20,6 +20,7 @@ from typing import Any
 from labkit.emulator.network.addresses import LoadBalancerPool
 from labkit.emulator.store import Store
 
+from .daemonsets import DaemonSetController
 from .deployments import DeploymentController, pod_template_hash
 from .endpoints import EndpointsController
 from .framework import Controller, ControllerManager, ResourceCatalog, ResourceInfo, WorkQueue
@@ -29,12 +30,14 @@ from .namespaces import NamespaceController
 from .replicasets import ReplicaSetController
 from .serviceaccounts import ServiceAccountTokenController
 from .services import ServiceController
+from .statefulsets import StatefulSetController
 
 __all__ = [
     "FOREGROUND",
     "ORPHAN",
     "Controller",
     "ControllerManager",
+    "DaemonSetController",
     "DeploymentController",
     "EndpointsController",
     "GarbageCollector",
@@ -45,6 +48,7 @@ __all__ = [
     "ResourceInfo",
     "ServiceAccountTokenController",
     "ServiceController",
+    "StatefulSetController",
     "WorkQueue",
     "cluster_controllers",
     "pod_template_hash",
@@ -79,6 +83,8 @@ def cluster_controllers(
         DeploymentController(store),
         ReplicaSetController(store, node_name, create_pod=create_pod),
         JobController(store, node_name, create_pod=create_pod),
+        StatefulSetController(store, node_name, create_pod=create_pod),
+        DaemonSetController(store, create_pod=create_pod),
         ServiceController(store, load_balancers, cluster),
         EndpointsController(store),
         ServiceAccountTokenController(store, ca_pem, issue_token),

@@ -68,9 +68,32 @@ def default_replicaset(obj: Obj) -> Obj:
     return obj
 
 
-def default_workload_template(obj: Obj) -> Obj:
-    """Default the pod template of a StatefulSet, DaemonSet or Job in place (and return it)."""
-    default_pod_template((obj.setdefault("spec", {})).setdefault("template", {}))
+def default_stateful_set(obj: Obj) -> Obj:
+    """Default an apps/v1 StatefulSet in place (and return it)."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
+    default_pod_template(spec.setdefault("template", {}))
+    return obj
+
+
+def default_daemon_set(obj: Obj) -> Obj:
+    """Default an apps/v1 DaemonSet in place (and return it)."""
+    spec = obj.setdefault("spec", {})
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxUnavailable", 1)
+        rolling.setdefault("maxSurge", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    default_pod_template(spec.setdefault("template", {}))
     return obj
 
 
@@ -254,8 +277,8 @@ def default_namespace(obj: Obj) -> Obj:
 _DEFAULTERS: dict[tuple[str, str], Callable[[Obj], Obj]] = {
     ("apps", "Deployment"): default_deployment,
     ("apps", "ReplicaSet"): default_replicaset,
-    ("apps", "StatefulSet"): default_workload_template,
-    ("apps", "DaemonSet"): default_workload_template,
+    ("apps", "StatefulSet"): default_stateful_set,
+    ("apps", "DaemonSet"): default_daemon_set,
     ("batch", "Job"): default_job,
     ("batch", "CronJob"): default_cron_job,
     ("", "Pod"): default_pod,
