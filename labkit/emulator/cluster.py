@@ -304,7 +304,12 @@ class Cluster:
                 self.names.remove_pod(namespace, name)
                 await self.runtime.remove_pod(namespace, name, meta.get("uid", ""))
             elif meta.get("deletionTimestamp"):
-                await self.runtime.remove_pod(namespace, name, meta.get("uid", ""))
+                grace = meta.get("deletionGracePeriodSeconds")
+                await self.runtime.remove_pod(namespace, name, meta.get("uid", ""), grace=grace)
+                if grace:
+                    # As the kubelet: once the processes are gone, the Terminating pod is deleted for good.
+                    with contextlib.suppress(StatusError):
+                        self.store.delete("", "pods", name, namespace, uid=meta.get("uid"))
             else:
                 self.names.update_pod(obj)
                 await self.runtime.sync_pod(obj)

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
 
+from labkit.emulator import launching
 from labkit.testing import eventually
 
+# The official client leaves pooled TLS sockets to the garbage collector; not what is tested here.
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 CTX = ("--context", "cluster3")
 
 
 @pytest.fixture(scope="module")
-def workloads(kubectl: Any) -> str:
-    kubectl(*CTX, "create", "namespace", "workloads")
+def api(emulator: launching.Emulator) -> Iterator[client.ApiClient]:
+    with config.new_client_from_config(str(emulator.kubeconfig), context="cluster3") as api_client:
+        yield api_client
+
+
+@pytest.fixture(scope="module")
+def workloads(api: client.ApiClient) -> str:
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": "workloads"}})
     return "workloads"
 
 
@@ -126,3 +140,45 @@ def test_a_daemon_set_runs_one_pod_per_node(kubectl: Any, workloads: str) -> Non
             status["numberAvailable"]) == (len(nodes),) * 4
     row = kubectl(*CTX, *ns, "get", "ds").stdout.splitlines()[1].split()
     assert row[:6] == ["agent", *[str(len(nodes))] * 5]
+
+
+def test_a_deleted_pod_is_terminating_for_its_grace_period_then_gone(api: client.ApiClient, workloads: str) -> None:
+    core = client.CoreV1Api(api)
+    # A shell that ignores SIGTERM: only the SIGKILL at the end of the grace period stops it.
+    core.create_namespaced_pod(workloads, {
+        "metadata": {"name": "stubborn"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "main", "image": "busybox", "command": ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"]}]}})
+    eventually(lambda: core.read_namespaced_pod("stubborn", workloads).status.phase == "Running", what="Running")
+    marked = core.delete_namespaced_pod("stubborn", workloads)
+    assert marked.metadata.deletion_grace_period_seconds == 1
+    assert marked.metadata.deletion_timestamp is not None
+    started = time.monotonic()
+
+    def gone() -> bool:
+        try:
+            core.read_namespaced_pod("stubborn", workloads)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    eventually(gone, what="the pod removed after its grace period")
+    assert time.monotonic() - started >= 0.5  # the SIGKILL came at the end of the grace period, not at once
+
+
+def test_a_finished_pod_goes_at_once_and_a_job_can_be_read_with_the_python_client(api: client.ApiClient,
+                                                                                  workloads: str) -> None:
+    batch = client.BatchV1Api(api)
+    batch.create_namespaced_job(workloads, {
+        "metadata": {"name": "quick"},
+        "spec": {"completions": 2, "parallelism": 2, "template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "main", "image": "alpine:3.20", "command": ["echo", "done"]}]}}}})
+    job = eventually(lambda: (j := batch.read_namespaced_job("quick", workloads)).status.succeeded == 2 and j,
+                     what="two completions")
+    assert [c.type for c in job.status.conditions] == ["SuccessCriteriaMet", "Complete"]
+    assert job.spec.completions == 2 and job.spec.backoff_limit == 6
+    core = client.CoreV1Api(api)
+    pods = core.list_namespaced_pod(workloads, label_selector="job-name=quick").items
+    assert len(pods) == 2
+    deleted = core.delete_namespaced_pod(pods[0].metadata.name, workloads)
+    assert deleted.metadata.deletion_grace_period_seconds is None  # a Succeeded pod is not Terminating

@@ -92,8 +92,30 @@ async def create_pod(store: Store, owner: Obj, pod: Obj, events: EventRecorder,
     return store.update_status("", "pods", created)
 
 
+def deletion_grace_period(pod: Obj, requested: Any = None) -> int:
+    """How long a pod being deleted may take to stop (what the pod strategy's ``CheckGracefulDelete`` decides).
+
+    The request's ``gracePeriodSeconds`` or else the pod's ``terminationGracePeriodSeconds`` (30 by default); 0 for a
+    pod that no node runs (unscheduled) or that has finished, which go at once.
+
+    Args:
+        pod: the stored pod.
+        requested: ``gracePeriodSeconds`` of the DeleteOptions, if given.
+    """
+    spec, phase = pod.get("spec") or {}, (pod.get("status") or {}).get("phase")
+    if not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
+        return 0
+    grace = requested if requested is not None else spec.get("terminationGracePeriodSeconds", 30)
+    try:
+        return max(int(grace), 0)
+    except (TypeError, ValueError):
+        return 30
+
+
 def delete_pod(store: Store, owner: Obj, pod: Obj, events: EventRecorder) -> bool:
-    """Delete one of ``owner``'s pods and record it; ``False`` when it was gone already.
+    """Delete one of ``owner``'s pods gracefully, as a controller does, and record it; ``False`` when it was gone.
+
+    The pod goes Terminating for its grace period; the node stops its processes and removes it.
 
     Args:
         store: the cluster's store.
@@ -103,7 +125,8 @@ def delete_pod(store: Store, owner: Obj, pod: Obj, events: EventRecorder) -> boo
     """
     name = pod["metadata"]["name"]
     try:
-        store.delete("", "pods", name, pod["metadata"].get("namespace", ""), uid=pod["metadata"].get("uid"))
+        store.delete("", "pods", name, pod["metadata"].get("namespace", ""), uid=pod["metadata"].get("uid"),
+                     grace_period=deletion_grace_period(pod))
     except StatusError as exc:
         if exc.code in (404, 409):
             return False

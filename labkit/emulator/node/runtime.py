@@ -181,10 +181,17 @@ class NodeRuntime:
             container.task = asyncio.create_task(self._supervise(record, container),
                                                  name=f"container {namespace}/{name}/{container.name}")
 
-    async def remove_pod(self, namespace: str, name: str, uid: str) -> None:
+    async def remove_pod(self, namespace: str, name: str, uid: str, *, grace: float | None = None) -> None:
         """Stop the pod's processes (SIGTERM, SIGKILL after the grace period, capped) and release its IP.
 
         Unknown pods are ignored: removing is idempotent.
+
+        Args:
+            namespace: the pod's namespace.
+            name: the pod's name.
+            uid: the pod's uid.
+            grace: the deletion's grace period (``deletionGracePeriodSeconds``); the pod's
+                ``terminationGracePeriodSeconds`` when ``None``.
         """
         pod = self._pods.get(uid)
         if pod is None or (pod.namespace, pod.name) != (namespace, name):
@@ -192,7 +199,8 @@ class NodeRuntime:
         pod.removing = True
         if pod.mounting is not None:
             pod.mounting.cancel()
-        grace = min(float(pod.spec.get("terminationGracePeriodSeconds", 30)), self.grace_cap)
+        grace = min(float(grace if grace is not None else pod.spec.get("terminationGracePeriodSeconds", 30)),
+                    self.grace_cap)
         for container in pod.containers.values():
             if container.process is not None:
                 self.events.killing(PodRef(pod.namespace, pod.name, pod.uid), container.name)

@@ -502,13 +502,16 @@ class Store:
         *,
         uid: str | None = None,
         resource_version: str | None = None,
+        grace_period: int = 0,
     ) -> dict[str, Any]:
-        """Delete an object, or mark it for deletion while finalizers remain.
+        """Delete an object, or mark it for deletion while finalizers remain or a grace period runs.
 
         With finalizers the object only gets ``deletionTimestamp`` and
         ``deletionGracePeriodSeconds: 0`` (a ``MODIFIED`` event); it goes away when an update removes
-        the last finalizer. Cascading to dependents (``propagationPolicy``) is the garbage
-        collector's job, not the store's.
+        the last finalizer. With a grace period (a running pod) it gets ``deletionTimestamp`` = now + the
+        period and ``deletionGracePeriodSeconds``, and stays until deleted again with none (the kubelet does,
+        once the pod's processes have stopped); a second delete may shorten the period, never lengthen it.
+        Cascading to dependents (``propagationPolicy``) is the garbage collector's job, not the store's.
 
         Args:
             group: API group.
@@ -517,6 +520,7 @@ class Store:
             namespace: namespace, ``""`` for cluster-scoped resources.
             uid: ``preconditions.uid`` of the DeleteOptions.
             resource_version: ``preconditions.resourceVersion`` of the DeleteOptions.
+            grace_period: seconds the object may take to go (the API server decides, for pods only).
 
         Returns:
             The deleted object (its last state), or the object marked for deletion.
@@ -545,13 +549,18 @@ class Store:
                 f"{meta['resourceVersion']}",
                 group,
             )
-        if not meta.get("finalizers"):
+        pending = meta.get("deletionGracePeriodSeconds")
+        if grace_period > 0 and "deletionTimestamp" in meta and pending is not None and pending <= grace_period:
+            return copy.deepcopy(live)
+        if grace_period <= 0 and not meta.get("finalizers"):
             return self._remove(key, copy.deepcopy(live))
-        if "deletionTimestamp" in meta:
+        if grace_period <= 0 and "deletionTimestamp" in meta and not pending:
             return copy.deepcopy(live)
         marked = copy.deepcopy(live)
-        marked["metadata"]["deletionTimestamp"] = self._clock()
-        marked["metadata"]["deletionGracePeriodSeconds"] = 0
+        now = self._clock()
+        marked["metadata"]["deletionTimestamp"] = (
+            kubetime.format_time((kubetime.timestamp(now) or 0.0) + grace_period) if grace_period > 0 else now)
+        marked["metadata"]["deletionGracePeriodSeconds"] = max(grace_period, 0)
         marked["metadata"]["resourceVersion"] = self._next_version()
         self._objects[key] = marked
         self._emit(MODIFIED, group, resource, marked, old=live)
