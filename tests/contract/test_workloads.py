@@ -182,3 +182,12 @@ def test_a_finished_pod_goes_at_once_and_a_job_can_be_read_with_the_python_clien
     assert len(pods) == 2
     deleted = core.delete_namespaced_pod(pods[0].metadata.name, workloads)
     assert deleted.metadata.deletion_grace_period_seconds is None  # a Succeeded pod is not Terminating
+
+
+def test_a_job_that_would_restart_forever_is_refused(kubectl: Any, workloads: str) -> None:
+    manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "forever", "namespace": workloads},
+                "spec": {"template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}}}
+    out = kubectl(*CTX, "apply", "-f", "-", input=json.dumps(manifest), check=False)
+    assert out.returncode == 1
+    assert 'spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: "OnFailure", "Never"' \
+        in out.stderr

@@ -58,7 +58,7 @@ def ordinal(set_name: str, pod: Obj) -> int | None:
 def update_revision(stateful_set: Obj) -> str:
     """The set's revision for its current template: ``<set>-<hash>``, as ``controller-revision-hash`` names it."""
     template = (stateful_set.get("spec") or {}).get("template") or {}
-    collisions = (stateful_set.get("status") or {}).get("collisionCount")
+    collisions = (stateful_set.get("status") or {}).get("collisionCount") or None  # 0 and absent hash alike
     return f"{stateful_set['metadata']['name']}-{pod_template_hash(template, collisions)}"
 
 
