@@ -191,3 +191,19 @@ def test_a_job_that_would_restart_forever_is_refused(kubectl: Any, workloads: st
     assert out.returncode == 1
     assert 'spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: "OnFailure", "Never"' \
         in out.stderr
+
+
+def test_kubectl_create_cronjob_and_a_job_from_it(kubectl: Any, workloads: str) -> None:
+    ns = ("-n", workloads)
+    out = kubectl(*CTX, *ns, "create", "cronjob", "tick", "--image=busybox", "--schedule=*/5 * * * *", "--",
+                  "echo", "tick")
+    assert out.stdout.strip() == "cronjob.batch/tick created"
+    row = kubectl(*CTX, *ns, "get", "cj", "tick").stdout.splitlines()
+    assert row[0].split() == ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "AGE"]
+    assert row[1].split()[:8] == ["tick", "*/5", "*", "*", "*", "*", "<none>", "False"]
+    kubectl(*CTX, *ns, "create", "job", "tick-now", "--from=cronjob/tick")
+    kubectl(*CTX, *ns, "wait", "--for=condition=complete", "job/tick-now", "--timeout=60s")
+    assert kubectl(*CTX, *ns, "logs", "job/tick-now").stdout == "tick\n"
+    refused = kubectl(*CTX, *ns, "create", "cronjob", "bad", "--image=busybox", "--schedule=every minute",
+                      check=False)
+    assert refused.returncode == 1 and 'spec.schedule: Invalid value: "every minute"' in refused.stderr

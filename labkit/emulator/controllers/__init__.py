@@ -20,6 +20,7 @@ from typing import Any
 from labkit.emulator.network.addresses import LoadBalancerPool
 from labkit.emulator.store import Store
 
+from .cronjobs import CronJobController
 from .daemonsets import DaemonSetController
 from .deployments import DeploymentController, pod_template_hash
 from .endpoints import EndpointsController
@@ -37,6 +38,7 @@ __all__ = [
     "ORPHAN",
     "Controller",
     "ControllerManager",
+    "CronJobController",
     "DaemonSetController",
     "DeploymentController",
     "EndpointsController",
@@ -65,6 +67,7 @@ def cluster_controllers(
     load_balancers: LoadBalancerPool,
     resources: Callable[[], Iterable[ResourceInfo]] | None = None,
     create_pod: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+    create_job: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
 ) -> ControllerManager:
     """The controllers of one cluster, ready to :meth:`~ControllerManager.start`.
 
@@ -77,6 +80,7 @@ def cluster_controllers(
         load_balancers: the emulator-wide load-balancer pool.
         resources: extra resource types for namespace deletion (the API layer's registry).
         create_pod: creates pods through the API server's admission chain (sidecar injection).
+        create_job: creates Jobs through the API server's admission chain (their uid-based selectors).
     """
     return ControllerManager([
         NamespaceController(store, ca_pem, resources=resources),
@@ -85,6 +89,7 @@ def cluster_controllers(
         JobController(store, node_name, create_pod=create_pod),
         StatefulSetController(store, node_name, create_pod=create_pod),
         DaemonSetController(store, create_pod=create_pod),
+        CronJobController(store, create_job=create_job),
         ServiceController(store, load_balancers, cluster),
         EndpointsController(store),
         ServiceAccountTokenController(store, ca_pem, issue_token),

@@ -10,6 +10,7 @@ from labkit.core import kubetime
 from labkit.emulator.api.admission import default_object
 from labkit.emulator.controllers import (
     ControllerManager,
+    CronJobController,
     DaemonSetController,
     GarbageCollector,
     JobController,
@@ -336,3 +337,106 @@ def test_node_affinity_decides_where_a_daemon_runs() -> None:
     assert not should_run(ds, node("n2", zone="b"))
     assert not should_run(ds, node("n3"))
     assert should_run(daemon_set(), node("n4"))
+
+
+# --- CronJobs ---------------------------------------------------------------------------------------------------
+
+
+def cron_job(policy: str = "Allow", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick", "namespace": "default"},
+            "spec": {"schedule": "*/5 * * * *", "concurrencyPolicy": policy, **spec,
+                     "jobTemplate": {"metadata": {"labels": {"app": "tick"}}, "spec": job()["spec"]}}}
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def complete(cluster: Cluster, name: str) -> None:
+    found = cluster.get("batch", "jobs", name, "default")
+    stamp = kubetime.now()
+    found["status"] = {"startTime": stamp, "completionTime": stamp, "succeeded": 1,
+                       "conditions": [{"type": "Complete", "status": "True"}]}
+    cluster.store.update_status("batch", "jobs", found)
+
+
+def cron_setup(policy: str = "Allow", **spec: Any) -> tuple[Cluster, CronJobController, Clock, float]:
+    cluster = Cluster()
+    created = cluster.store.create("batch", "cronjobs", default_object(cron_job(policy, **spec)))
+    born = kubetime.timestamp(created["metadata"]["creationTimestamp"]) or 0.0
+    clock = Clock(born)
+
+    async def create_job(obj: dict[str, Any]) -> dict[str, Any]:
+        return create(cluster, obj)
+
+    return cluster, CronJobController(cluster.store, clock=clock, create_job=create_job), clock, born
+
+
+def test_a_cron_job_makes_one_job_per_scheduled_time_named_after_it() -> None:
+    cluster, controller, clock, born = cron_setup(successfulJobsHistoryLimit=1)
+    key = ("default", "tick")
+
+    async def scenario() -> None:
+        await controller.reconcile(key)
+        assert cluster.list("batch", "jobs", "default") == []  # nothing due since creation
+        clock.now = born + 600
+        await controller.reconcile(key)
+        await controller.reconcile(key)  # the same time is not run twice
+        (first,) = cluster.list("batch", "jobs", "default")
+        due = (born + 600) // 300 * 300
+        assert first["metadata"]["name"] == f"tick-{int(due // 60)}"
+        assert first["metadata"]["labels"] == {"app": "tick"}
+        assert first["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"] == \
+            kubetime.format_time(due)
+        assert first["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+        assert first["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"] == \
+            first["metadata"]["uid"]
+        status = cluster.get("batch", "cronjobs", "tick", "default")["status"]
+        assert status["lastScheduleTime"] == kubetime.format_time(due)
+        assert [ref["name"] for ref in status["active"]] == [first["metadata"]["name"]]
+        complete(cluster, first["metadata"]["name"])
+        clock.now += 300
+        await controller.reconcile(key)
+        complete(cluster, f"tick-{int((due + 300) // 60)}")
+        await controller.reconcile(key)
+        # History: one successful Job kept, the older one deleted.
+        assert [j["metadata"]["name"] for j in cluster.list("batch", "jobs", "default")] == \
+            [f"tick-{int((due + 300) // 60)}"]
+        status = cluster.get("batch", "cronjobs", "tick", "default")["status"]
+        assert "active" not in status and "lastSuccessfulTime" in status
+
+    asyncio.run(scenario())
+
+
+def test_forbid_skips_a_run_while_one_is_active_and_replace_deletes_it() -> None:
+    for policy, expected in (("Forbid", 1), ("Replace", 1), ("Allow", 2)):
+        cluster, controller, clock, born = cron_setup(policy)
+
+        async def scenario(cluster: Cluster = cluster, controller: CronJobController = controller,
+                           clock: Clock = clock, born: float = born) -> list[str]:
+            clock.now = born + 600
+            await controller.reconcile(("default", "tick"))
+            clock.now += 300
+            await controller.reconcile(("default", "tick"))
+            return sorted(j["metadata"]["name"] for j in cluster.list("batch", "jobs", "default"))
+
+        names = asyncio.run(scenario())
+        assert len(names) == expected, policy
+        if policy == "Replace":
+            assert names[0].endswith(str(int(((born + 600) // 300 * 300 + 300) // 60)))
+
+
+def test_a_suspended_cron_job_and_a_missed_starting_deadline_run_nothing() -> None:
+    for spec in ({"suspend": True}, {"startingDeadlineSeconds": 10}):
+        cluster, controller, clock, born = cron_setup(**spec)
+        clock.now = (born + 600) // 300 * 300 + 60  # a minute after a scheduled time: past a 10 s deadline
+        asyncio.run(controller.reconcile(("default", "tick")))
+        assert cluster.list("batch", "jobs", "default") == [], spec
+    cluster, controller, clock, born = cron_setup(startingDeadlineSeconds=120)
+    clock.now = (born + 600) // 300 * 300 + 60
+    asyncio.run(controller.reconcile(("default", "tick")))
+    assert len(cluster.list("batch", "jobs", "default")) == 1
