@@ -45,7 +45,7 @@ from labkit.core.kubetime import format_time
 from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
-from labkit.emulator.node import probing, spawning
+from labkit.emulator.node import hooks, probing, spawning
 from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
@@ -204,6 +204,10 @@ class NodeRuntime:
         for container in pod.containers.values():
             if container.process is not None:
                 self.events.killing(PodRef(pod.namespace, pod.name, pod.uid), container.name)
+        # preStop hooks first, within the grace period; what is left of it separates SIGTERM from SIGKILL.
+        started = time.monotonic()
+        await asyncio.gather(*(hooks.pre_stop(pod, c, self._app_address(pod), grace) for c in pod.containers.values()))
+        grace = max(grace - (time.monotonic() - started), 0.0)
         processes = [c.process for c in pod.containers.values() if c.process is not None]
         processes += list(pod.execs)
         await asyncio.gather(*(spawning.terminate(process, grace) for process in processes))
