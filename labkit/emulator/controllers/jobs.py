@@ -9,9 +9,10 @@ It follows ``pkg/controller/job`` for non-indexed Jobs, because ``kubectl wait -
   (10 s doubling, as the real controller's pod-failure back-off); with ``OnFailure`` the node restarts the container
   in place and those restarts count instead. When ``failed`` exceeds ``backoffLimit`` (or the restarts reach it),
   or the Job runs past ``activeDeadlineSeconds``, the Job fails: its running pods are deleted and it gets the
-  ``FailureTarget`` then ``Failed`` conditions, with Kubernetes' reasons (``BackoffLimitExceeded``,
-  ``DeadlineExceeded``);
-* success writes ``SuccessCriteriaMet`` then ``Complete`` (reason ``CompletionsReached``) and ``completionTime``;
+  ``FailureTarget`` condition at once and ``Failed`` once none of its pods is still terminating (as since
+  Kubernetes 1.31), with Kubernetes' reasons (``BackoffLimitExceeded``, ``DeadlineExceeded``);
+* success writes ``SuccessCriteriaMet``, then ``Complete`` (reason ``CompletionsReached``) and ``completionTime``
+  likewise; ``status.terminating`` counts the pods still stopping;
 * ``ttlSecondsAfterFinished`` deletes a finished Job (its pods go with it through the garbage collector), which is
   the TTL-after-finished controller's work on a real cluster;
 * ``suspend: true`` deletes the running pods and creates none (condition ``Suspended``).
@@ -129,7 +130,10 @@ class JobController(Controller):
             backoff_limit = int(spec.get("backoffLimit", 6))
             deadline = spec.get("activeDeadlineSeconds")
             started = epoch(status["startTime"])
-            if failed > backoff_limit or _past_backoff_limit_on_failure(job, active, backoff_limit):
+            finished = _interim(conditions)
+            if finished is not None:
+                pass  # decided earlier: only waiting for the pods to stop
+            elif failed > backoff_limit or _past_backoff_limit_on_failure(job, active, backoff_limit):
                 finished = ("Failed", *BACKOFF_LIMIT_EXCEEDED)
             elif deadline is not None and now >= started + int(deadline):
                 finished = ("Failed", *DEADLINE_EXCEEDED)
@@ -143,18 +147,24 @@ class JobController(Controller):
                 active = await self._manage(job, active, succeeded, pods, now)
                 if deadline is not None:
                     self.enqueue(key, after=max(started + int(deadline) - now, 0) + 0.01)
+        terminating = [pod for pod in owned_pods(self.store, job) if is_deleting(pod) and _phase(pod) not in
+                       ("Succeeded", "Failed")]
+        final = False
         if finished is not None:
+            # As since Kubernetes 1.31: the interim condition at once, the final one once no pod is terminating.
             kind, reason, message = finished
             interim = "SuccessCriteriaMet" if kind == "Complete" else "FailureTarget"
             conditions = _set(conditions, interim, (reason, message), stamp)
-            conditions = _set(conditions, kind, (reason, message), stamp)
-            if kind == "Complete":
-                status["completionTime"] = stamp
-                self.events(job, NORMAL, "Completed", "Job completed")
-            else:
-                self.events(job, WARNING, reason, message)
-        self._write_status(job, status, conditions, active, succeeded, failed)
-        if finished is not None:
+            if not terminating:
+                final = True
+                conditions = _set(conditions, kind, (reason, message), stamp)
+                if kind == "Complete":
+                    status["completionTime"] = stamp
+                    self.events(job, NORMAL, "Completed", "Job completed")
+                else:
+                    self.events(job, WARNING, reason, message)
+        self._write_status(job, status, conditions, active, succeeded, failed, len(terminating))
+        if final:
             self._expire(self.store.get("batch", "jobs", name, namespace), now)
 
     # --- pods --------------------------------------------------------------------------------------
@@ -219,7 +229,7 @@ class JobController(Controller):
     # --- status ------------------------------------------------------------------------------------
 
     def _write_status(self, job: Obj, status: dict[str, Any], conditions: list[Obj], active: list[Obj],
-                      succeeded: int, failed: int) -> None:
+                      succeeded: int, failed: int, terminating: int) -> None:
         new: dict[str, Any] = {}
         if conditions:
             new["conditions"] = conditions
@@ -231,7 +241,7 @@ class JobController(Controller):
             if value:
                 new[field] = value
         new["ready"] = sum(1 for pod in active if pod_ready(pod))
-        new["terminating"] = 0
+        new["terminating"] = terminating
         new["uncountedTerminatedPods"] = {}
         if new != (job.get("status") or {}):
             fresh = self.store.get("batch", "jobs", job["metadata"]["name"], job["metadata"].get("namespace", ""))
@@ -270,6 +280,15 @@ def _finished_at(pod: Obj) -> float:
     ends = [epoch(((container.get("state") or {}).get("terminated") or {}).get("finishedAt"))
             for container in (pod.get("status") or {}).get("containerStatuses") or ()]
     return max([end for end in ends if end] or [epoch(pod["metadata"].get("creationTimestamp"))])
+
+
+def _interim(conditions: list[Obj]) -> tuple[str, str, str] | None:
+    """The outcome an interim condition (``SuccessCriteriaMet``, ``FailureTarget``) already decided, if any."""
+    for condition in conditions:
+        if condition.get("status") == "True" and condition.get("type") in ("SuccessCriteriaMet", "FailureTarget"):
+            kind = "Complete" if condition["type"] == "SuccessCriteriaMet" else "Failed"
+            return kind, str(condition.get("reason", "")), str(condition.get("message", ""))
+    return None
 
 
 def _set(conditions: list[Obj], kind: str, why: tuple[str, str], now: str, *, status: str = "True") -> list[Obj]:

@@ -156,9 +156,18 @@ def test_on_failure_restarts_count_against_the_backoff_limit() -> None:
         assert not conditions(cluster.get("batch", "jobs", "pi", "default"))
         finish(cluster, pod, 1, restarts=2)
         await cluster.settle()
-        assert ("Failed", "True", "BackoffLimitExceeded") in conditions(cluster.get("batch", "jobs", "pi", "default"))
+        # Decided at once, final once the running pod has stopped.
+        failing = cluster.get("batch", "jobs", "pi", "default")
+        assert conditions(failing) == [("FailureTarget", "True", "BackoffLimitExceeded")]
+        assert failing["status"]["terminating"] == 1 and "active" not in failing["status"]
         (pod,) = pods_of(cluster, "job-name=pi")
-        assert pod["metadata"].get("deletionTimestamp")  # the running pod is stopped
+        assert pod["metadata"].get("deletionTimestamp")
+        kubelet_removes_terminating(cluster)
+        await cluster.settle()
+        failed = cluster.get("batch", "jobs", "pi", "default")
+        assert conditions(failed) == [("FailureTarget", "True", "BackoffLimitExceeded"),
+                                      ("Failed", "True", "BackoffLimitExceeded")]
+        assert failed["status"]["terminating"] == 0
 
     cluster.run(scenario)
 
@@ -169,9 +178,11 @@ def test_a_job_past_its_deadline_fails() -> None:
     async def scenario() -> None:
         create(cluster, job(activeDeadlineSeconds=1))
         await cluster.settle()  # returns once the deadline has passed and been acted on
+        assert all(p["metadata"].get("deletionTimestamp") for p in pods_of(cluster, "job-name=pi"))
+        kubelet_removes_terminating(cluster)
+        await cluster.settle()
         failed = cluster.get("batch", "jobs", "pi", "default")
         assert conditions(failed)[-1] == ("Failed", "True", "DeadlineExceeded")
-        assert all(p["metadata"].get("deletionTimestamp") for p in pods_of(cluster, "job-name=pi"))
 
     cluster.run(scenario)
 
