@@ -14,8 +14,8 @@ sidecar|router …``) runs labkit's agent, which starts a real Envoy, and ``isti
 discovery …``) runs labkit's istiod. Both are full programs with dependencies (aiohttp), so unlike the
 small servers, which start in ~12 ms without site-packages, they run as ``python -m <module>`` with them.
 
-A container ``command`` that only waits (``sleep infinity``, ``sleep 3650d``, ``tail -f /dev/null``)
-runs the idle program whatever the image: that is how the curl/sleep samples keep a client pod
+A container ``command`` that only waits (``sleep infinity``, ``sleep 3650d``, ``tail -f /dev/null``; a sleep of an
+hour or more) runs the idle program whatever the image: that is how the curl/sleep samples keep a client pod
 alive for ``kubectl exec``.
 
 The shell images (``busybox``, ``alpine``, ``ubuntu``, ``debian``, ``istio/base``) run any other ``command``/``args``
@@ -183,30 +183,67 @@ def pull_backoff_message(image: str) -> str:
             f"{', '.join(known_images())}")
 
 
-def is_idle_command(argv: list[str]) -> bool:
-    """Whether a container command only waits forever (or for a long time) and does nothing else.
+def _simple_commands(argv: list[str]) -> list[list[str]] | None:
+    """The simple commands of ``argv``: ``sh -c '…'`` split at ``;``, ``&&``, ``||``, ``&`` (``exec`` dropped).
 
-    Recognised: ``sleep <anything>``, ``tail -f /dev/null``, and either of those under ``sh -c``.
+    ``None`` when the script cannot be parsed.
     """
-    if not argv:
-        return False
     if len(argv) >= 3 and argv[0].rsplit("/", 1)[-1] in {"sh", "bash", "ash"} and argv[1] == "-c":
         try:
             lexer = shlex.shlex(argv[2], posix=True, punctuation_chars=True)
             lexer.whitespace_split = True
-            argv = list(lexer)
+            words = [word for word in lexer if word != "exec"]
         except ValueError:
-            return False
-        # `sleep 3650d` possibly after `trap … ;` or with `exec`: look at the last simple command.
-        argv = [word for word in argv if word != "exec"]
-        separators = [index for index, word in enumerate(argv) if word in {";", "&&", "||", "&"}]
-        if separators:
-            argv = argv[separators[-1] + 1:]
-    if not argv:
-        return False
-    if _SLEEPING.match(argv[0]):
-        return True
-    return argv[0].rsplit("/", 1)[-1] == "tail" and "/dev/null" in argv and "-f" in argv
+            return None
+        commands: list[list[str]] = [[]]
+        for word in words:
+            if word in {";", "&&", "||", "&"}:
+                commands.append([])
+            else:
+                commands[-1].append(word)
+        return [command for command in commands if command]
+    return [argv]
+
+
+def _waits(command: list[str]) -> bool:
+    """``sleep`` for an hour or more (or ``infinity``), or ``tail -f /dev/null``."""
+    if _SLEEPING.match(command[0]):
+        return _long_sleep(command[1:])
+    return command[0].rsplit("/", 1)[-1] == "tail" and "/dev/null" in command and "-f" in command
+
+
+def _long_sleep(args: list[str]) -> bool:
+    """Whether ``sleep ARGS`` waits an hour or more: short sleeps are part of a command's work (a Job's)."""
+    total = 0.0
+    for arg in args or ["0"]:
+        match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+|inf(?:inity)?)([smhd]?)", arg)
+        if match is None:
+            return True  # not a duration sleep understands: keep treating it as a long wait
+        number, unit = match.groups()
+        if number.startswith("inf"):
+            return True
+        total += float(number) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    return total >= 3600
+
+
+def is_idle_command(argv: list[str]) -> bool:
+    """Whether a container command only waits forever (or for a long time) and does nothing else.
+
+    Recognised: ``sleep <an hour or more>``, ``tail -f /dev/null``, and either of those under ``sh -c``, where
+    the last simple command decides (``trap … ; sleep infinity``).
+    """
+    commands = _simple_commands(argv) if argv else None
+    return bool(commands) and _waits(commands[-1])  # type: ignore[index]
+
+
+def only_waits(argv: list[str]) -> bool:
+    """Whether a command does nothing but wait: :func:`is_idle_command`, with only ``trap`` before the wait.
+
+    A shell image runs anything else in its shell, so ``sh -c 'echo ready; sleep 3600'`` prints its line.
+    """
+    commands = _simple_commands(argv) if argv else None
+    return bool(commands) and _waits(commands[-1]) and all(  # type: ignore[index]
+        command[0] == "trap" for command in commands[:-1])  # type: ignore[index]
 
 
 def plan_launch(image: str, command: list[str] | None, args: list[str] | None) -> Launch | None:
@@ -221,14 +258,14 @@ def plan_launch(image: str, command: list[str] | None, args: list[str] | None) -
     if program is None:
         return None
     argv = list(command or []) + list(args or [])
+    if program is SHELL and argv and not only_waits(argv):
+        # busybox's image has no entrypoint, so `args` alone are the command, as with `docker run busybox echo hi`.
+        return Launch(program, host_argv=shell_argv(argv))
     if command and is_idle_command(argv):
         return Launch(SLEEP)
     if program is CURL:
         # The curl image's entrypoint is curl itself: `args` are curl's arguments; a command replaces it.
         return Launch(CURL, host_argv=tuple(argv if command else ["curl", *(args or [])]))
-    if program is SHELL:
-        # busybox's image has no entrypoint, so `args` alone are the command, as with `docker run busybox echo hi`.
-        return Launch(program, host_argv=shell_argv(argv)) if argv else Launch(program)
     if program.name == "sleep":
         return Launch(program)
     # Server images run their program; a custom command for them is not interpreted (there is no shell image here).
