@@ -207,3 +207,17 @@ def test_kubectl_create_cronjob_and_a_job_from_it(kubectl: Any, workloads: str) 
     refused = kubectl(*CTX, *ns, "create", "cronjob", "bad", "--image=busybox", "--schedule=every minute",
                       check=False)
     assert refused.returncode == 1 and 'spec.schedule: Invalid value: "every minute"' in refused.stderr
+
+
+def test_discovery_and_field_validation_know_the_workload_kinds(kubectl: Any, workloads: str) -> None:
+    resources = kubectl(*CTX, "api-resources", "--api-group=batch", "--no-headers").stdout.splitlines()
+    assert [line.split() for line in resources] == [["cronjobs", "cj", "batch/v1", "true", "CronJob"],
+                                                     ["jobs", "batch/v1", "true", "Job"]]
+    apps = {line.split()[0]: line.split()[1] for line in
+            kubectl(*CTX, "api-resources", "--api-group=apps", "--no-headers").stdout.splitlines()}
+    assert (apps["statefulsets"], apps["daemonsets"]) == ("sts", "ds")
+    manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "typo", "namespace": workloads},
+                "spec": {"completion": 2, "template": {"spec": {"restartPolicy": "Never", "containers": [
+                    {"name": "main", "image": "busybox"}]}}}}
+    refused = kubectl(*CTX, "create", "-f", "-", input=json.dumps(manifest), check=False)
+    assert refused.returncode == 1 and 'unknown field "spec.completion"' in refused.stderr
