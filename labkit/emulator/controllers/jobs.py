@@ -130,14 +130,14 @@ class JobController(Controller):
             backoff_limit = int(spec.get("backoffLimit", 6))
             deadline = spec.get("activeDeadlineSeconds")
             started = epoch(status["startTime"])
+            # An outcome decided earlier stands: then the Job only waits for its pods to stop.
             finished = _interim(conditions)
-            if finished is not None:
-                pass  # decided earlier: only waiting for the pods to stop
-            elif failed > backoff_limit or _past_backoff_limit_on_failure(job, active, backoff_limit):
+            if finished is None and (failed > backoff_limit
+                                     or _past_backoff_limit_on_failure(job, active, backoff_limit)):
                 finished = ("Failed", *BACKOFF_LIMIT_EXCEEDED)
-            elif deadline is not None and now >= started + int(deadline):
+            elif finished is None and deadline is not None and now >= started + int(deadline):
                 finished = ("Failed", *DEADLINE_EXCEEDED)
-            elif _complete(spec, succeeded, active):
+            elif finished is None and _complete(spec, succeeded, active):
                 finished = ("Complete", *COMPLETIONS_REACHED)
             if finished is not None:
                 for pod in active[:BURST]:
