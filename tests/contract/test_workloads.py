@@ -221,3 +221,19 @@ def test_discovery_and_field_validation_know_the_workload_kinds(kubectl: Any, wo
                     {"name": "main", "image": "busybox"}]}}}}
     refused = kubectl(*CTX, "create", "-f", "-", input=json.dumps(manifest), check=False)
     assert refused.returncode == 1 and 'unknown field "spec.completion"' in refused.stderr
+
+
+def test_an_indexed_job_tells_each_pod_its_index(kubectl: Any, workloads: str) -> None:
+    manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "indexed", "namespace": workloads},
+                "spec": {"completions": 2, "parallelism": 2, "completionMode": "Indexed",
+                         "template": {"spec": {"restartPolicy": "Never", "containers": [
+                             {"name": "main", "image": "busybox",
+                              "command": ["sh", "-c", "echo index $JOB_COMPLETION_INDEX"]}]}}}}
+    kubectl(*CTX, "apply", "-f", "-", input=json.dumps(manifest))
+    kubectl(*CTX, "-n", workloads, "wait", "--for=condition=complete", "job/indexed", "--timeout=60s")
+    pods = json.loads(kubectl(*CTX, "-n", workloads, "get", "pods", "-l", "job-name=indexed", "-o",
+                              "json").stdout)["items"]
+    said = sorted(kubectl(*CTX, "-n", workloads, "logs", p["metadata"]["name"]).stdout.strip() for p in pods)
+    assert said == ["index 0", "index 1"]
+    status = json.loads(kubectl(*CTX, "-n", workloads, "get", "job", "indexed", "-o", "json").stdout)["status"]
+    assert status["completedIndexes"] == "0-1"

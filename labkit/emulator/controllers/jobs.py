@@ -18,9 +18,11 @@ It follows ``pkg/controller/job`` for non-indexed Jobs, because ``kubectl wait -
 * ``suspend: true`` deletes the running pods and creates none (condition ``Suspended``).
 
 Pods are ``<job>-<5 chars>`` with the template's labels, which the API server gave the ``job-name`` and
-``controller-uid`` labels (both spellings) when the Job was created. Not modelled: Indexed completion mode,
-``podFailurePolicy``, ``successPolicy``, per-index back-off, and the ``batch.kubernetes.io/job-tracking``
-finalizer (pods are counted while they exist; a Job whose finished pods are deleted by hand forgets them).
+``controller-uid`` labels (both spellings) when the Job was created. ``completionMode: Indexed`` gives each pod an
+index (``batch.kubernetes.io/job-completion-index``, hostname ``<job>-<index>``, ``JOB_COMPLETION_INDEX``) until
+every index has succeeded once (``status.completedIndexes``). Not modelled: ``podFailurePolicy``, ``successPolicy``,
+per-index back-off, and the ``batch.kubernetes.io/job-tracking`` finalizer (pods are counted while they exist; a Job
+whose finished pods are deleted by hand forgets them).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ POD_FAILURE_BACKOFF = 10.0
 
 MAX_POD_FAILURE_BACKOFF = 360.0
 """The longest wait before a failed pod is replaced (``MaxJobPodFailureBackOff``)."""
+
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+"""An Indexed Job's pod's index: annotation and label, and the source of ``JOB_COMPLETION_INDEX``."""
 
 BURST = 500
 """Pods created or deleted per reconcile at most."""
@@ -112,7 +117,9 @@ class JobController(Controller):
             return
         spec = job.get("spec") or {}
         status = dict(job.get("status") or {})
-        succeeded = sum(1 for pod in pods if _phase(pod) == "Succeeded")
+        indexed = spec_of_job(job).get("completionMode") == "Indexed"
+        completed = _completed_indexes(pods) if indexed else set()
+        succeeded = len(completed) if indexed else sum(1 for pod in pods if _phase(pod) == "Succeeded")
         failed = sum(1 for pod in pods if _phase(pod) == "Failed")
         conditions = list(status.get("conditions") or ())
         stamp = kubetime.format_time(now)
@@ -186,8 +193,10 @@ class JobController(Controller):
             if wait > 0:
                 self.enqueue((namespace, name), after=wait + 0.01)
                 return active
-            for _ in range(min(diff, BURST)):
+            for index in self._next_indexes(job, active, pods, min(diff, BURST)):
                 pod = pod_from_template(job, node_name=self.node_name)
+                if index is not None:
+                    _give_index(job, pod, index)
                 active.append(await create_pod(self.store, job, pod, self.events, self._admit_and_create))
         elif diff < 0:
             # Newest first, as the real controller prefers to delete pods that did the least work.
@@ -197,6 +206,16 @@ class JobController(Controller):
             gone = {pod["metadata"]["uid"] for pod in doomed}
             active = [pod for pod in active if pod["metadata"]["uid"] not in gone]
         return active
+
+    @staticmethod
+    def _next_indexes(job: Obj, active: list[Obj], pods: list[Obj], count: int) -> list[int | None]:
+        """The completion indexes the next ``count`` pods get: the lowest ones neither done nor running."""
+        spec = spec_of_job(job)
+        if spec.get("completionMode") != "Indexed":
+            return [None] * count
+        taken = _completed_indexes(pods) | {_index_of(pod) for pod in active}
+        free = [index for index in range(int(spec.get("completions") or 0)) if index not in taken]
+        return list(free[:count])
 
     def _backoff_remaining(self, pods: list[Obj], now: float) -> float:
         """Seconds to wait before replacing failed pods: the back-off doubles per failure, from the last one."""
@@ -240,6 +259,8 @@ class JobController(Controller):
         for field, value in (("active", len(active)), ("succeeded", succeeded), ("failed", failed)):
             if value:
                 new[field] = value
+        if spec_of_job(job).get("completionMode") == "Indexed":
+            new["completedIndexes"] = _ranges(sorted(_completed_indexes(owned_pods(self.store, job))))
         new["ready"] = sum(1 for pod in active if pod_ready(pod))
         new["terminating"] = terminating
         new["uncountedTerminatedPods"] = {}
@@ -247,6 +268,48 @@ class JobController(Controller):
             fresh = self.store.get("batch", "jobs", job["metadata"]["name"], job["metadata"].get("namespace", ""))
             fresh["status"] = new
             self.store.update_status("batch", "jobs", fresh)
+
+
+def spec_of_job(job: Obj) -> dict[str, Any]:
+    """A Job's spec, empty when missing."""
+    return job.get("spec") or {}
+
+
+def _index_of(pod: Obj) -> int | None:
+    value = (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX)
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+def _completed_indexes(pods: list[Obj]) -> set[int]:
+    return {index for pod in pods if _phase(pod) == "Succeeded" and (index := _index_of(pod)) is not None}
+
+
+def _give_index(job: Obj, pod: Obj, index: int) -> None:
+    """What an Indexed Job adds to a pod: its index as annotation, label, hostname and ``JOB_COMPLETION_INDEX``."""
+    metadata = pod["metadata"]
+    metadata["generateName"] = f"{job['metadata']['name']}-{index}-"
+    metadata.setdefault("annotations", {})[COMPLETION_INDEX] = str(index)
+    metadata.setdefault("labels", {})[COMPLETION_INDEX] = str(index)
+    spec = pod["spec"]
+    spec["hostname"] = f"{job['metadata']['name']}-{index}"
+    variable = {"name": "JOB_COMPLETION_INDEX",
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}}}
+    for key in ("initContainers", "containers"):
+        spec[key] = [{**container, "env": [*(container.get("env") or ()), variable]} for container in spec.get(key)
+                     or ()]
+        if not spec[key]:
+            del spec[key]
+
+
+def _ranges(indexes: list[int]) -> str:
+    """``0-2,4``: sorted indexes as ``status.completedIndexes`` writes them."""
+    runs: list[list[int]] = []
+    for index in indexes:
+        if runs and index == runs[-1][1] + 1:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index])
+    return ",".join(str(first) if first == last else f"{first}-{last}" for first, last in runs)
 
 
 def _selector(job: Obj) -> LabelSelector:

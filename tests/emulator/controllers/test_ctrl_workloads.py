@@ -451,3 +451,34 @@ def test_a_suspended_cron_job_and_a_missed_starting_deadline_run_nothing() -> No
     clock.now = (born + 600) // 300 * 300 + 60
     asyncio.run(controller.reconcile(("default", "tick")))
     assert len(cluster.list("batch", "jobs", "default")) == 1
+
+
+def test_an_indexed_job_runs_each_index_until_it_succeeds_once() -> None:
+    cluster = workload_cluster()
+
+    async def scenario() -> None:
+        create(cluster, job(completions=3, parallelism=2, completionMode="Indexed"))
+        await cluster.settle()
+        pods = pods_of(cluster, "job-name=pi")
+        indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
+        assert indexes == ["0", "1"]
+        zero = next(p for p in pods if p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0")
+        assert zero["metadata"]["name"].startswith("pi-0-") and zero["spec"]["hostname"] == "pi-0"
+        assert {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}} in \
+            zero["spec"]["containers"][0]["env"]
+        finish(cluster, zero, 0)
+        await cluster.settle()
+        running = [p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+                   for p in pods_of(cluster, "job-name=pi") if p["status"].get("phase") != "Succeeded"]
+        assert sorted(running) == ["1", "2"]
+        assert cluster.get("batch", "jobs", "pi", "default")["status"]["completedIndexes"] == "0"
+        for pod in pods_of(cluster, "job-name=pi"):
+            if pod["status"].get("phase") != "Succeeded":
+                finish(cluster, pod, 0)
+        await cluster.settle()
+        done = cluster.get("batch", "jobs", "pi", "default")
+        assert done["status"]["completedIndexes"] == "0-2" and done["status"]["succeeded"] == 3
+        assert conditions(done)[-1] == ("Complete", "True", "CompletionsReached")
+
+    cluster.run(scenario)

@@ -106,6 +106,8 @@ def _job(spec: Obj) -> list[tuple[str, str]]:
     if policy not in ("OnFailure", "Never"):
         causes.append(("spec.template.spec.restartPolicy",
                        f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"'))
+    if spec.get("completionMode") == "Indexed" and spec.get("completions") is None:
+        causes.append(("spec.completions", "Required value: when completion mode is Indexed"))
     for field in ("parallelism", "completions", "backoffLimit"):
         value = spec.get(field)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
