@@ -95,6 +95,10 @@ class KubeletEvents:
         self._emit(pod, container, WARNING, "BackOff",
                    f"Back-off restarting failed container {container} in pod {pod.name}_{pod.namespace}({pod.uid})")
 
+    def pre_stop_failed(self, pod: PodRef, container: str) -> None:
+        """The kubelet's words: the hook's output stays out of the Event, so secrets do not leak through it."""
+        self._emit(pod, container, WARNING, "FailedPreStopHook", "PreStopHook failed")
+
     def killing(self, pod: PodRef, container: str) -> None:
         self._emit(pod, container, NORMAL, "Killing", f"Stopping container {container}")
 

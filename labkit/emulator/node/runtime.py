@@ -206,7 +206,11 @@ class NodeRuntime:
                 self.events.killing(PodRef(pod.namespace, pod.name, pod.uid), container.name)
         # preStop hooks first, within the grace period; what is left of it separates SIGTERM from SIGKILL.
         started = time.monotonic()
-        await asyncio.gather(*(hooks.pre_stop(pod, c, self._app_address(pod), grace) for c in pod.containers.values()))
+        done = await asyncio.gather(*(hooks.pre_stop(pod, c, self._app_address(pod), grace)
+                                      for c in pod.containers.values()))
+        for container, ok in zip(pod.containers.values(), done, strict=True):
+            if not ok:
+                self.events.pre_stop_failed(PodRef(pod.namespace, pod.name, pod.uid), container.name)
         grace = max(grace - (time.monotonic() - started), 0.0)
         processes = [c.process for c in pod.containers.values() if c.process is not None]
         processes += list(pod.execs)

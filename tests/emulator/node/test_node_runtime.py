@@ -468,3 +468,20 @@ def test_a_finished_shell_command_completes_the_pod(tmp_path: Path) -> None:
         assert node.runtime.logs("sample", "once") == b"42\n"
 
     run(tmp_path, body)
+
+
+def test_a_failing_pre_stop_hook_is_reported_and_does_not_hold_the_pod(tmp_path: Path) -> None:
+    events: list[tuple[str, str, str]] = []
+
+    def record(involved: Any, type: str, reason: str, message: str, **_: Any) -> None:
+        events.append((type, reason, message))
+
+    async def body(node: Node) -> None:
+        manifest = pod("grumpy", image="busybox", command=["sleep", "infinity"])
+        manifest["spec"]["containers"][0]["lifecycle"] = {"preStop": {"exec": {"command": ["sh", "-c", "exit 1"]}}}
+        await node.runtime.sync_pod(manifest)
+        await node.until("sample", "grumpy", lambda s: s["phase"] == "Running", "Running")
+        await node.runtime.remove_pod("sample", "grumpy", manifest["metadata"]["uid"], grace=1)
+        assert ("Warning", "FailedPreStopHook", "PreStopHook failed") in events
+
+    run(tmp_path, body, record_event=record)
