@@ -166,6 +166,16 @@ def test_a_deleted_pod_is_terminating_for_its_grace_period_then_gone(api: client
     assert time.monotonic() - started >= 0.5  # the SIGKILL came at the end of the grace period, not at once
 
 
+def test_a_forced_delete_removes_the_pod_at_once(kubectl: Any, workloads: str) -> None:
+    ns = ("-n", workloads)
+    kubectl(*CTX, *ns, "run", "forced", "--image=busybox", "--", "sleep", "infinity")
+    kubectl(*CTX, *ns, "wait", "--for=condition=Ready", "pod/forced", "--timeout=60s")
+    out = kubectl(*CTX, *ns, "delete", "pod", "forced", "--grace-period=0", "--force", "--wait=false")
+    assert 'pod "forced" force deleted' in out.stdout
+    gone = kubectl(*CTX, *ns, "get", "pod", "forced", check=False)
+    assert gone.returncode == 1 and 'pods "forced" not found' in gone.stderr
+
+
 def test_a_finished_pod_goes_at_once_and_a_job_can_be_read_with_the_python_client(api: client.ApiClient,
                                                                                   workloads: str) -> None:
     batch = client.BatchV1Api(api)
