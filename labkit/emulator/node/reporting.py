@@ -95,10 +95,6 @@ class KubeletEvents:
         self._emit(pod, container, WARNING, "BackOff",
                    f"Back-off restarting failed container {container} in pod {pod.name}_{pod.namespace}({pod.uid})")
 
-    def pre_stop_failed(self, pod: PodRef, container: str) -> None:
-        """The kubelet's words: the hook's output stays out of the Event, so secrets do not leak through it."""
-        self._emit(pod, container, WARNING, "FailedPreStopHook", "PreStopHook failed")
-
     def killing(self, pod: PodRef, container: str) -> None:
         self._emit(pod, container, NORMAL, "Killing", f"Stopping container {container}")
 
@@ -115,3 +111,7 @@ class KubeletEvents:
         else:
             detail = "probe failed"
         self._emit(pod, container, WARNING, "Unhealthy", f"Readiness probe failed: {detail}")
+
+    def pre_stop_failed(self, pod: PodRef, container: str) -> None:
+        """The kubelet's words: the hook's output stays out of the Event, so secrets do not leak through it."""
+        self._emit(pod, container, WARNING, "FailedPreStopHook", "PreStopHook failed")
