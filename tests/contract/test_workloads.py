@@ -247,3 +247,30 @@ def test_an_indexed_job_tells_each_pod_its_index(kubectl: Any, workloads: str) -
     assert said == ["index 0", "index 1"]
     status = json.loads(kubectl(*CTX, "-n", workloads, "get", "job", "indexed", "-o", "json").stdout)["status"]
     assert status["completedIndexes"] == "0-1"
+
+
+def test_the_python_client_reads_stateful_and_daemon_sets_back(api: client.ApiClient, workloads: str) -> None:
+    apps = client.AppsV1Api(api)
+    labels = {"app": "py-db"}
+    template = {"metadata": {"labels": labels}, "spec": {"containers": [
+        {"name": "db", "image": "busybox", "command": ["sleep", "infinity"]}]}}
+    apps.create_namespaced_stateful_set(workloads, {
+        "metadata": {"name": "py-db"},
+        "spec": {"serviceName": "py-db", "replicas": 2, "podManagementPolicy": "Parallel",
+                 "selector": {"matchLabels": labels}, "template": template}})
+    sts = eventually(lambda: (s := apps.read_namespaced_stateful_set("py-db", workloads)).status.ready_replicas == 2
+                     and s, what="two ready replicas")
+    assert sts.spec.pod_management_policy == "Parallel"
+    assert sts.status.current_revision == sts.status.update_revision
+    assert sts.status.observed_generation == sts.metadata.generation
+    names = sorted(p.metadata.name for p in client.CoreV1Api(api).list_namespaced_pod(
+        workloads, label_selector="app=py-db").items)
+    assert names == ["py-db-0", "py-db-1"]
+    apps.create_namespaced_daemon_set(workloads, {
+        "metadata": {"name": "py-agent"},
+        "spec": {"selector": {"matchLabels": {"app": "py-agent"}},
+                 "template": {**template, "metadata": {"labels": {"app": "py-agent"}}}}})
+    ds = eventually(lambda: (d := apps.read_namespaced_daemon_set("py-agent", workloads)).status.number_ready == 1
+                    and d, what="the daemon ready")
+    assert (ds.status.desired_number_scheduled, ds.status.number_misscheduled) == (1, 0)
+    assert ds.spec.update_strategy.rolling_update.max_unavailable == 1
