@@ -5,7 +5,8 @@ Run: .venv/bin/python bench/lab_ready.py [N]
 Drives the Lab facade as the notebook does (three embedded clusters, the multi-primary install,
 helloworld v1/v1/v2 and sleep) and prints:
 
-- the time from nothing to cluster1 receiving its first answer from cluster3's v2 (across networks);
+- the time from nothing to cluster1 receiving its first answer from cluster3's v2 (across networks), with the
+  moment each phase ended;
 - the memory of the emulator and everything it started (processes, Envoys), as PSS — Envoys share one
   binary, which RSS would count once per process — and as RSS for reference;
 - requests/s of ``lab.call`` (one exec, one curl with N URLs, parsed into a DataFrame) versus the raw
@@ -14,6 +15,7 @@ helloworld v1/v1/v2 and sleep) and prints:
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -27,6 +29,22 @@ URL = "http://helloworld.sample:5000/hello"
 
 def memory_kib(root_pid: int) -> tuple[int, int, int]:
     """(processes, PSS KiB, RSS KiB) of ``root_pid`` and all its descendants."""
+    seen = descendants(root_pid)
+    pss = rss = 0
+    for pid in seen:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+        except OSError:
+            continue
+    return len(seen), pss, rss
+
+
+def descendants(root_pid: int) -> list[int]:
+    """``root_pid`` and every process under it."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -40,17 +58,24 @@ def memory_kib(root_pid: int) -> tuple[int, int, int]:
         pid = todo.pop()
         seen.append(pid)
         todo += children.get(pid, [])
-    pss = rss = 0
-    for pid in seen:
+    return seen
+
+
+def cpu_by_program(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) spent so far by ``root_pid`` and its descendants, by program."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    spent: dict[str, float] = {}
+    for pid in descendants(root_pid):
         try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-                elif line.startswith("Rss:"):
-                    rss += int(line.split()[1])
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            words = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
         except OSError:
             continue
-    return len(seen), pss, rss
+        module = next((w for w in words if w.startswith("labkit.")), "")
+        program = "emulator (API servers, controllers, nodes)" if pid == root_pid else \
+            module or (Path(words[0]).name if words else "?")
+        spent[program] = spent.get(program, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return spent
 
 
 def raw_seconds(lab: Lab, n: int) -> float:
@@ -65,9 +90,16 @@ def main() -> None:
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as home:
         started = time.perf_counter()
+        phases: list[tuple[str, float]] = []
+
+        def phase(name: str) -> None:
+            phases.append((name, time.perf_counter() - started))
+
         lab = Lab("multi-primary", state_dir=Path(home) / "lab")
         try:
+            phase("clusters up")
             istio.install_multi_primary(lab.clusters, lab.dir / "certs")
+            phase("Istio installed (istiods, east-west gateways ready)")
             versions = {"cluster1": ["v1"], "cluster2": ["v1"], "cluster3": ["v2"]}
             for cluster in lab.clusters:
                 lab[cluster].namespace("sample", labels={"istio-injection": "enabled"})
@@ -75,12 +107,16 @@ def main() -> None:
                 for version in versions[cluster]:
                     lab[cluster].apply("helloworld.yaml", namespace="sample", selector=f"version={version}")
                 lab[cluster].apply("sleep.yaml", namespace="sample")
+            phase("workloads applied")
             lab.cluster1.wait("sample", ["deploy/sleep"])
+            phase("cluster1's sleep ready")
             reached = lab.cluster1.call_until("sample/deploy/sleep", URL,
                                      lambda calls: "v2" in set(calls["version"].dropna()), n=10, timeout=120)
             first_answer = time.perf_counter() - started
+            phase("first answer from cluster3's v2")
             assert reached, "cluster1 never reached cluster3's v2"
             processes, pss, rss = memory_kib(lab.emulator.pid)
+            cpu = cpu_by_program(lab.emulator.pid)
             lab.cluster1.call("sample/deploy/sleep", URL, n=50)  # warm the paths
             raw = raw_seconds(lab, n)
             begun = time.perf_counter()
@@ -89,7 +125,11 @@ def main() -> None:
             ok = int((calls["status"] == 200).sum())
         finally:
             lab.cleanup()
+    for name, at in phases:
+        print(f"  {at:5.1f} s  {name}")
     print(f"cold start to the first cross-cluster answer (3 clusters, Istio, workloads): {first_answer:.1f} s")
+    print("CPU seconds until then, by program: " + ", ".join(
+        f"{program} {seconds:.1f}" for program, seconds in sorted(cpu.items(), key=lambda item: -item[1])))
     print(f"memory of the emulator and its {processes} processes: PSS {pss / 1024:.0f} MiB (RSS {rss / 1024:.0f} MiB)")
     print(f"lab.call, {n} calls from cluster1 (one exec, parsed): {n / via_lab:6.0f} req/s ({ok} × 200)")
     print(f"raw mesh path, same {n} calls timed in the pod:     {n / raw:6.0f} req/s")

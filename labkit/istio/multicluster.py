@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +100,19 @@ def install_multi_primary(contexts: Sequence[kube.ContextRef], certs: Path, *,
     networks = dict(networks or {name: f"network{i}" for i, name in enumerate(names, 1)})
     with_gateway = set(names if gateways is None else gateways)
     make_mesh(certs, names, key=key)
-    for context, name in zip(contexts, names, strict=True):
+
+    def install_one(context: kube.ContextRef, name: str) -> None:
         plug_in_ca(context, certs / name, networks[name])
         install(context, control_plane(name, networks[name], manifests=manifests), quiet=True, timeout=timeout)
         if name in with_gateway:
             install(context, eastwest_gateway(networks[name], manifests=manifests), quiet=True, timeout=timeout)
             kube.apply(context, manifests / "expose-services.yaml")
+
+    # The clusters are independent until they are connected: install them side by side, as one would in a
+    # terminal per cluster (most of an install is waiting for pods to become ready).
+    with ThreadPoolExecutor(max_workers=len(names) or 1, thread_name_prefix="install") as pool:
+        for done in [pool.submit(install_one, context, name) for context, name in zip(contexts, names, strict=True)]:
+            done.result()
     connect(contexts)
 
 
