@@ -11,7 +11,8 @@ From the sleep pod, one curl makes N sequential keep-alive requests (default 1,0
 
 - floor:  the same three Envoys' work with nothing of the mesh: three fresh Envoys configured by hand with a static
           config (sidecar HTTP proxy → mTLS with SNI → gateway TLS passthrough → backend sidecar terminating mTLS →
-          the same helloworld process), certificates from a CA of their own (same key type, same ALPN), no control
+          the same helloworld process), certificates from a CA of their own (same key type, same ALPN), the same
+          access log per request (Istio's format, to a file, as the mesh's go to the container logs), no control
           plane. The physical floor of the path: ``mesh / floor`` says what the mesh adds on top.
 
 It prints requests/s of each, the ratios, plus the time to bring the mesh up.
@@ -31,6 +32,7 @@ from pathlib import Path
 from labkit import istio, kube
 from labkit.emulator import launching
 from labkit.emulator.envoy.binary import find_envoy
+from labkit.emulator.mesh.xds.common import access_log
 from labkit.pki import new_root
 from labkit.testing import address_plan
 
@@ -56,10 +58,10 @@ def _static_cluster(name: str, ip: str, port: int, **extra: object) -> dict:
                 {"endpoint": {"address": _address(ip, port)}}]}]}}
 
 
-def _http_listener(name: str, ip: str, port: int, cluster: str, **extra: object) -> dict:
+def _http_listener(name: str, ip: str, port: int, cluster: str, log: str, **extra: object) -> dict:
     return {"name": name, "address": _address(ip, port), "filter_chains": [{**extra, "filters": [{
         "name": "envoy.filters.network.http_connection_manager", "typed_config": {
-            "@type": HCM, "stat_prefix": name, "route_config": {"virtual_hosts": [{
+            "@type": HCM, "stat_prefix": name, "access_log": access_log(log), "route_config": {"virtual_hosts": [{
                 "name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
                                                              "route": {"cluster": cluster, "timeout": "0s"}}]}]},
             "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}}]}]}
@@ -83,7 +85,7 @@ def floor_envoys(app_ip: str, folder: Path) -> tuple[str, list[subprocess.Popen[
     sleep_id, hello_id = "spiffe://cluster.local/ns/sample/sa/sleep", "spiffe://cluster.local/ns/sample/sa/default"
     sleep, hello = ca.issue_workload(sleep_id), ca.issue_workload(hello_id)
     configs = {
-        "client": {"listeners": [_http_listener("proxy", client, 15080, "helloworld")],
+        "client": {"listeners": [_http_listener("proxy", client, 15080, "helloworld", str(folder / "client.log"))],
                    "clusters": [_static_cluster("helloworld", gateway, 15443, transport_socket={
                        "name": "tls", "typed_config": {"@type": TLS + "UpstreamTlsContext", "sni": HELLO_SNI,
                                                        "common_tls_context": _tls_context(sleep, root.root_pem,
@@ -94,9 +96,11 @@ def floor_envoys(app_ip: str, folder: Path) -> tuple[str, list[subprocess.Popen[
                                    "filter_chains": [{"filter_chain_match": {"server_names": [HELLO_SNI]},
                                                       "filters": [{"name": "tcp", "typed_config": {
                                                           "@type": TCP_PROXY, "stat_prefix": "passthrough",
+                                                          "access_log": access_log(str(folder / "gateway.log")),
                                                           "cluster": "backend"}}]}]}],
                     "clusters": [_static_cluster("backend", backend, 5000)]},
-        "backend": {"listeners": [_http_listener("inbound", backend, 5000, "app", transport_socket={
+        "backend": {"listeners": [_http_listener("inbound", backend, 5000, "app", str(folder / "backend.log"),
+                                                 transport_socket={
                         "name": "tls", "typed_config": {"@type": TLS + "DownstreamTlsContext",
                                                         "require_client_certificate": True,
                                                         "common_tls_context": _tls_context(hello, root.root_pem,

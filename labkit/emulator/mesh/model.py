@@ -184,7 +184,7 @@ class MeshSnapshot:
         services: every service, with endpoints from every cluster.
         gateways: network gateways, for endpoints of other networks.
         configs: Istio config objects.
-        version: a version string for the xDS files (display only).
+        version: the push's version (display only: what ``/debug/syncz`` and Envoy's config dump show).
     """
 
     mesh: MeshConfig
@@ -220,7 +220,7 @@ class Proxy:
             endpoints (empty: all).
         metadata: the proxy's ``ISTIO_META_*`` and ``proxyMetadata`` values.
         container_ports: ports the workload declares (inbound listeners even without a Service).
-        uid: the pod's uid (where its xDS files live).
+        uid: the pod's uid.
     """
 
     id: str
