@@ -9,17 +9,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from labkit.emulator.launching import down, status, up
-
 if TYPE_CHECKING:
+    from labkit.emulator.launching import down, status, up
     from labkit.lab import Lab
 
 __all__ = ["Lab", "__version__", "down", "status", "up"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy on purpose: every Envoy agent and istiod start imports this package, and neither needs pandas,
-    # the Kubernetes client (both behind Lab) or package metadata (~40 ms).
+    # Lazy on purpose: every program of a pod (the Envoy agents, istiod, the apps) imports this package, and none
+    # needs pandas, the Kubernetes client (both behind Lab), the launcher (~30 ms) or package metadata (~40 ms).
+    if name in ("up", "down", "status"):
+        from labkit.emulator import launching  # noqa: PLC0415
+
+        return getattr(launching, name)
     if name == "Lab":
         from labkit.lab import Lab  # noqa: PLC0415
 
