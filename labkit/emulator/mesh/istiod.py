@@ -489,8 +489,8 @@ class Istiod:
         await self.xds.start(self.pod_ip, tls=self._serving_credential)
 
     async def _connections(self, request: web.Request) -> web.Response:
-        """The proxies connected over ADS and each type's state (SYNCED, STALE, NACK, NOT SENT)."""
-        return web.json_response(self.xds.sync_status())
+        """The proxies connected over ADS and, per type, what was sent and acknowledged (nonces, versions)."""
+        return web.json_response(self.xds.connection_details())
 
     def _webhook_tls(self) -> ssl.SSLContext | None:
         self._serving_credential: tuple[str, str] | None = None

@@ -309,11 +309,13 @@ class XdsServer:
             state.names = names
             wanted = [type_url]
         else:
-            wanted = list(connection.types)
+            # Istio's push order: clusters before their endpoints, listeners before their routes.
+            wanted = sorted(connection.types, key=lambda url: _PUSH_ORDER.get(url, len(_PUSH_ORDER)))
         resources = self.control.resources(connection.node_id, connection.metadata, frozenset(wanted))
         if resources is None:
             return []
         responses = []
+        sent: set[str] = set()
         for type_url in wanted:
             state = connection.types[type_url]
             if type_url not in protocol.SHORT_NAMES:
@@ -328,7 +330,12 @@ class XdsServer:
             else:
                 selected = [(name, of_type[name]) for name in names if name in of_type]
             digest = repr(selected)
-            if request is None and digest == state.sent_digest:
+            # A changed cluster is a new one for Envoy, warming until its ClusterLoadAssignment comes, though the
+            # names it asks for are the same (and its CDS ACK waits for that): as istiod, endpoints follow every
+            # cluster push, and routes every listener push.
+            follows = (type_url == protocol.ENDPOINT and protocol.CLUSTER in sent) or \
+                (type_url == protocol.ROUTE and protocol.LISTENER in sent)
+            if request is None and digest == state.sent_digest and not follows:
                 continue
             if type_url == protocol.NAME_TABLE and not selected:
                 continue
@@ -337,6 +344,7 @@ class XdsServer:
             except Exception as exc:  # a resource the types refuse: a builder bug, named, the stream survives
                 _log.error("%s: cannot encode %s: %s", connection.node_id, protocol.SHORT_NAMES[type_url], exc)
                 continue
+            sent.add(type_url)
             state.sent_version = f"{self.version()}"
             if digest != state.sent_digest:
                 state.sent_version = f"{self.version()}/{abs(hash(digest)) % 10**8:08d}"
@@ -347,6 +355,16 @@ class XdsServer:
         return responses
 
     # --- reporting ------------------------------------------------------------------------------------------------
+
+    def connection_details(self) -> list[dict[str, Any]]:
+        """Every open stream and, per type, what was sent and acknowledged (``/debug/connections``)."""
+        return [{"node_id": node_id, "connected_at": connection.connected_at,
+                 "types": {protocol.SHORT_NAMES.get(url, url): {
+                     "status": connection.status(url), "names": len(state.names), "sent_version": state.sent_version,
+                     "sent_nonce": state.sent_nonce, "acked_nonce": state.acked_nonce,
+                     "acked_version": state.acked_version, "error": state.error}
+                     for url, state in connection.types.items()}}
+                for node_id, connection in sorted(self.connections.items())]
 
     def sync_status(self) -> list[dict[str, Any]]:
         """One row per connected proxy: ``proxy`` (``pod.namespace``), ``cluster_id``, ``version`` (the proxy's
@@ -362,6 +380,8 @@ class XdsServer:
         return rows
 
 
+_PUSH_ORDER = {url: index for index, url in enumerate(
+    (protocol.CLUSTER, protocol.ENDPOINT, protocol.LISTENER, protocol.ROUTE, protocol.SECRET, protocol.NAME_TABLE))}
 _NAME_IN_DUMP = re.compile(r'^name: "([^"]+)"', re.MULTILINE)
 
 

@@ -154,3 +154,17 @@ def test_envoy_xds_endpoint_table_reads_real_clusters_json(mesh: Mesh) -> None:
     table = str(endpoint_table(clusters, A))
     assert table.splitlines()[0].split() == ["ENDPOINT", "STATUS", "OUTLIER", "CHECK", "CLUSTER"]
     assert table.splitlines()[1].split() == [f"{ip_a}:{port_a}", "HEALTHY", "OK", A]
+
+
+def test_envoy_xds_a_changed_cluster_warms_again_with_its_endpoints(mesh: Mesh) -> None:
+    # A changed cluster is a new cluster for Envoy: it warms until a ClusterLoadAssignment arrives, though the EDS
+    # names it asks for are the same as before. istiod must send the endpoints again.
+    mesh.push(mesh.config("40"))
+    assert mesh.call() == (200, "helloworld-a /hello\n")
+    mesh.push(mesh.config("41", clusters=[eds_cluster(A, connect_timeout="2s"), eds_cluster(B)]))
+    dump = run(admin.config_dump(mesh.agent.admin))
+    clusters = next(c for c in dump["configs"] if c["@type"].endswith("ClustersConfigDump"))
+    assert not clusters.get("dynamic_warming_clusters"), clusters.get("dynamic_warming_clusters")
+    active = {c["cluster"]["name"]: c["cluster"] for c in clusters["dynamic_active_clusters"]}
+    assert active[A]["connect_timeout"] == "2s"
+    assert mesh.call() == (200, "helloworld-a /hello\n")

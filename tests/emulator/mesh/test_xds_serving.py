@@ -144,6 +144,22 @@ async def _scenario(tmp_path) -> None:
             names = [protocol.to_dict(protocol.message_class(r.type_url).FromString(r.value))["name"]
                      for r in response.resources]
             assert names == ["outbound|80||a.sample.svc.cluster.local"]
+            await call.write(discovery_pb2.DiscoveryRequest(type_url=protocol.CLUSTER, response_nonce=response.nonce,
+                                                            version_info=response.version_info))
+            await call.write(discovery_pb2.DiscoveryRequest(type_url=protocol.ENDPOINT, resource_names=[A_CLUSTER]))
+            endpoints = await asyncio.wait_for(call.read(), 5)
+            assert endpoints.type_url == protocol.ENDPOINT
+            await call.write(discovery_pb2.DiscoveryRequest(type_url=protocol.ENDPOINT, resource_names=[A_CLUSTER],
+                                                            response_nonce=endpoints.nonce,
+                                                            version_info=endpoints.version_info))
+            # A changed cluster is a new one for Envoy, warming until its endpoints come, and Envoy asks for no
+            # new name: the push that carries it carries the (unchanged) endpoints too, after it, as istiod's does.
+            world.clusters[A_CLUSTER] = _cluster(A_CLUSTER, connect_timeout="2s")
+            world.version += 1
+            server.push()
+            pushed = [await asyncio.wait_for(call.read(), 5) for _ in range(2)]
+            assert [r.type_url for r in pushed] == [protocol.CLUSTER, protocol.ENDPOINT]
+            assert [r.value for r in pushed[1].resources] == [r.value for r in endpoints.resources]
             call.cancel()
 
             create = channel.unary_unary(protocol.CREATE_CERTIFICATE,
