@@ -351,9 +351,31 @@ class Cluster:
         """``istioctl proxy-status``: each proxy's CDS/LDS/EDS/RDS/ECDS state as its istiod sees it (printed too)."""
         return istio.proxy_status(self.context, quiet=quiet)
 
-    def endpoints(self, workload: str, *, envoy_cluster: str | None = None) -> istio.EndpointTable:
-        """``istioctl proxy-config endpoints <workload> [--cluster …]`` (``deploy/sleep.sample``)."""
-        return istio.proxy_endpoints(self.context, workload, cluster=envoy_cluster)
+    def endpoints(self, workload: str, *, envoy_cluster: str | None = None, rows: int | None = None,
+                  timeout: float = 30.0) -> istio.EndpointTable:
+        """``istioctl proxy-config endpoints <workload> [--cluster …]`` (``deploy/sleep.sample``).
+
+        Args:
+            workload: the proxy, ``deploy/sleep.sample`` or ``<pod>.<namespace>``.
+            envoy_cluster: only this Envoy cluster (``outbound|5000||helloworld.sample.svc.cluster.local``).
+            rows: wait until the table has this many rows (configuration takes a moment to reach a proxy: istiod
+                discovers, pushes, Envoy applies); ``None`` shows what the proxy holds now.
+            timeout: seconds to wait for ``rows``.
+
+        Raises:
+            WaitTimeoutError: ``rows`` not reached in time; the message shows the last table.
+        """
+        if rows is None:
+            return istio.proxy_endpoints(self.context, workload, cluster=envoy_cluster)
+
+        def listed() -> istio.EndpointTable | None:
+            table = istio.proxy_endpoints(self.context, workload, cluster=envoy_cluster)
+            attempts.append(table)
+            return table if len(table.rows) == rows else None
+
+        attempts: list[istio.EndpointTable] = []
+        return kube.poll(listed, timeout=timeout, what=f"{rows} endpoints in {workload}'s proxy on {self.name}",
+                         explain=lambda _: str(attempts[-1]).splitlines() if attempts else [])
 
     def access_log(self, workload: str, *, tail: int = 200) -> list[istio.AccessLogEntry]:
         """The recent requests of a workload's sidecar (``deploy/sleep.sample``), as Envoy logged them."""
