@@ -87,6 +87,8 @@ def auto_passthrough_targets(proxy: Proxy, snapshot: MeshSnapshot) -> list[tuple
         return []
     out = []
     for service in policies.visible_services(proxy, snapshot):
+        if service.mesh_external:
+            continue  # as Istio's buildOutboundSniDnatClusters: a gateway only passes mesh traffic through
         if not any(policies.server_covers(server, namespace, service) for namespace, server in servers):
             continue
         rule = policies.destination_rule(proxy, snapshot, service)
@@ -142,7 +144,7 @@ def _outlier_detection(outlier: dict[str, Any]) -> dict[str, Any]:
 
 
 def _identities(service: Service, snapshot: MeshSnapshot) -> list[str]:
-    accounts = [ep.service_account for ep in service.endpoints if ep.service_account]
+    accounts = [*service.subject_alt_names, *(ep.service_account for ep in service.endpoints if ep.service_account)]
     return common.expand_trust_domains(accounts, policies.trust_domains(snapshot))
 
 
