@@ -78,8 +78,10 @@ def outcome(calls: pd.DataFrame) -> str:
 
 def answered(calls: pd.DataFrame, service: str, cluster: str, caller: str) -> bool:
     """Whether every call was answered by ``service`` in ``cluster``, which saw ``caller`` as the caller's identity."""
+    if calls.empty:
+        return False
     found = answers(calls)
-    return (not calls.empty and len(found) == len(calls)
+    return (len(found) == len(calls)
             and all((a.service, a.cluster, a.caller) == (service, cluster, caller) for a in found))
 
 
