@@ -17,7 +17,9 @@ Two departures, both because sidecars here are HTTP proxies without iptables (DE
   upstream`` (Istio would forward the original connection).
 
 Gateways additionally get the AUTO_PASSTHROUGH clusters ``outbound_.<port>_.<subset>_.<host>``: EDS,
-no TLS of their own (the client's mTLS passes through), endpoints of the gateway's network only.
+no TLS of their own (the client's mTLS passes through), endpoints of the gateway's network only; one for every
+service the Gateway's ``hosts`` cover, ServiceEntry hosts included (a ``*.global`` server passes
+``svc-2.bar.global`` to the pods its entry selects), except ``MESH_EXTERNAL`` ones, which are not mesh traffic.
 """
 
 from __future__ import annotations
