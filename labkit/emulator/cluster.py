@@ -123,8 +123,7 @@ class Cluster:
             self.name, self.node_name, self.state_dir, self.pod_ips, self._on_pod_status, host_ip=self.address,
             kubernetes_service=(self.plan.kubernetes_service_ip(self.index), 443),
             dns_server=(dns_address.host, dns_address.port), resolve_ref=self._resolve_ref,
-            ca_file=self.state_dir / "ca.crt", issue_token=self._issue_pod_token,
-            xds_root=self.state_dir.parent.parent / "xds",
+            read_data=self._read_data, ca_file=self.state_dir / "ca.crt", issue_token=self._issue_pod_token,
             record_event=EventRecorder(self.store, "kubelet", self.node_name))
         streams.install(self.api, self.runtime)
         self._unsubscribe = self.store.subscribe(self._events.put_nowait)
@@ -268,6 +267,16 @@ class Cluster:
             return base64.b64decode(value).decode(errors="replace") if value is not None else None
         return (found.get("data") or {}).get(key)
 
+    def _read_data(self, namespace: str, kind: str, name: str) -> dict[str, str] | None:
+        plural = {"Secret": "secrets", "ConfigMap": "configmaps"}[kind]
+        found = self.store.find("", plural, name, namespace)
+        if found is None:
+            return None
+        data = dict(found.get("data") or {})
+        if kind == "Secret":
+            return {key: base64.b64decode(value).decode(errors="replace") for key, value in data.items()}
+        return data
+
     def _on_pod_status(self, namespace: str, name: str, pod_status: Obj) -> None:
         pod = self.store.find("", "pods", name, namespace)
         if pod is None or pod.get("status") == pod_status:
@@ -308,6 +317,9 @@ class Cluster:
             else:
                 self.names.update_pod(obj)
                 await self.runtime.sync_pod(obj)
+        elif event.resource in ("configmaps", "secrets", "serviceaccounts"):
+            if not deleted and self.runtime is not None:
+                self.runtime.volume_sources_changed()
         elif event.resource == "services":
             if deleted:
                 self.admission.deleted("", "services", obj)

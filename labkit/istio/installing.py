@@ -15,6 +15,7 @@ emulated istiod first serves it.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -114,7 +115,7 @@ def install(
     if not kube.is_embedded(context):
         return _istioctl(context, file, operator, timeout=timeout, quiet=quiet)
     check_operator(operator, origin)
-    settings = settings_of(operator)
+    settings = _with_injector_cluster(context, operator, settings_of(operator))
     lines: list[str] = []
 
     def say(line: str) -> None:
@@ -129,6 +130,25 @@ def install(
     applied = _apply_groups(context, settings, rendered, say, wait=wait, timeout=timeout)
     say("✔ Installation complete")
     return InstallResult(str(context), True, settings.components, tuple(applied), "\n".join(lines))
+
+
+def _with_injector_cluster(context: kube.ContextRef, operator: Obj, settings: InstallSettings) -> InstallSettings:
+    """A gateway-only install takes its cluster's name from the istiod already there, when it names none.
+
+    Istio's gateways use the ``gateway`` injection template: the cluster's istiod injects their proxy, with
+    its own ``values.global.multiCluster.clusterName`` as ``ISTIO_META_CLUSTER_ID``. labkit renders gateways
+    whole, so it reads that value from the ``istio-sidecar-injector`` ConfigMap the control plane installed.
+    """
+    named = (((operator.get("spec") or {}).get("values") or {}).get("global") or {}).get("multiCluster") or {}
+    if settings.pilot or named.get("clusterName"):
+        return settings
+    injector = kube.get_object(context, "v1", "ConfigMap", "istio-sidecar-injector", settings.namespace)
+    try:
+        values = json.loads(((injector or {}).get("data") or {}).get("values") or "{}")
+    except ValueError:
+        return settings
+    cluster = ((values.get("global") or {}).get("multiCluster") or {}).get("clusterName")
+    return dataclasses.replace(settings, cluster_name=str(cluster)) if cluster else settings
 
 
 def render_operator(operator: Obj | Path | str, *, ca_root_pem: str = "") -> RenderedInstall:

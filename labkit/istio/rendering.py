@@ -7,10 +7,11 @@ the ``topology.istio.io/network`` labels, ``CLUSTER_ID`` and ``ISTIO_META_NETWOR
 calls istiod's injection and validation webhooks as on a real cluster. Images are the
 ones the embedded node knows (``<hub>/pilot:<tag>``, ``<hub>/proxyv2:<tag>``).
 
-What is left out is what has no effect without a container runtime (init containers, volumes for
-projected tokens, security contexts, HPAs, PDBs); the CRDs carry no schema (``x-kubernetes-preserve-
-unknown-fields``): validation of Istio resources is istiod's ``validation.istio.io`` webhook's job here,
-which refuses what the structural schemas of Istio's CRDs and its own rules would.
+What is left out is what has no effect without a container runtime (init containers, security contexts,
+HPAs, PDBs); gateways keep the two volumes their agent uses (the ``istio-ca`` token and the mesh root); the
+CRDs carry no schema (``x-kubernetes-preserve-unknown-fields``): validation of Istio resources is istiod's
+``validation.istio.io`` webhook's job here, which refuses what the structural schemas of Istio's CRDs and its
+own rules would.
 
 Everything is rendered the same way every time (no timestamps, no random names), so a second install
 is a no-op apply.
@@ -606,7 +607,15 @@ def _gateway(settings: InstallSettings, gateway: GatewaySpec) -> list[Obj]:
                      "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021, "scheme": "HTTP"},
                                         "initialDelaySeconds": 1, "periodSeconds": 2, "timeoutSeconds": 1,
                                         "successThreshold": 1, "failureThreshold": 30},
+                     "volumeMounts": [{"name": "istio-token", "mountPath": "/var/run/secrets/tokens",
+                                       "readOnly": True},
+                                      {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio"}],
                  }],
+                 "volumes": [
+                     {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
+                         "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}},
+                     {"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}},
+                 ],
              }},
          }},
         {"apiVersion": "v1", "kind": "Service", "metadata": service_metadata, "spec": service_spec},

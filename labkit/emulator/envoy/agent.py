@@ -6,56 +6,58 @@ ignored)::
     python -m labkit.emulator.envoy.agent proxy sidecar|router [Istio's flags …]
     python -m labkit.emulator.envoy.agent request GET <path>      # pilot-agent request GET clusters|stats|…
 
-``proxy`` reads what the injector and the node put in the environment (``POD_NAME``, ``POD_NAMESPACE``,
-``INSTANCE_IP``, ``SERVICE_ACCOUNT``, ``ISTIO_META_*``, ``LABKIT_XDS_ROOT``), writes the bootstrap into
-the proxy's xDS directory, makes sure Envoy finds LDS/CDS files there (it refuses to start without
-them, and must not wait for istiod's first push), and runs Envoy as its child. The agent stays small
-and synchronous on purpose: it sits on the pod's start path, and all it does afterwards is pass
-Envoy's output through and forward signals.
+``proxy`` does what istio-agent does, from what the injector and the node put in the environment (``POD_NAME``,
+``POD_NAMESPACE``, ``INSTANCE_IP``, ``SERVICE_ACCOUNT``, ``TRUST_DOMAIN``, ``PROXY_CONFIG``, ``ISTIO_META_*``) and
+in the pod's folder, its working directory (Istio's absolute paths live under it): it writes Envoy's bootstrap to
+``etc/istio/proxy/envoy-rev.json``, starts Envoy, then its own gRPC side (:mod:`.workload`): the workload
+certificate by CSR to istiod's CA with the pod's ``istio-ca`` token, SDS to Envoy on
+``var/run/secrets/workload-spiffe-uds/socket`` (unless someone else already serves it: SPIRE), and Envoy's ADS
+stream forwarded to istiod from ``etc/istio/proxy/XDS``. istiod is found at ``discoveryAddress`` through the
+pod's own DNS and verified with the mesh root from the ``istio-ca-root-cert`` ConfigMap mounted at
+``var/run/secrets/istio``. With ``ISTIO_META_DNS_CAPTURE`` it also runs the DNS proxy (:mod:`.dnsproxy`) and
+keeps its name table current from istiod (:mod:`.nds`).
 
-Filesystem xDS has no NACK channel: Envoy logs ``Filesystem config update rejected: <reason>`` and
-counts ``update_rejected`` on the refusing subscription. The agent reads Envoy's log as it passes
-through; on such a line it asks Envoy's admin which subscriptions' ``update_rejected`` rose, reads the
-``version_info`` of the file each one refused, and records that in ``rejections.json``
-(:func:`labkit.emulator.envoy.files.record_rejections`), where istiod finds the reason to name.
-
-With ``ISTIO_META_DNS_CAPTURE`` the agent also runs the DNS proxy (:mod:`.dnsproxy`) and keeps its name table
-current from istiod over an ADS stream (:mod:`.nds`, imported only then: gRPC costs start time).
-
-Envoy is started with ``PR_SET_PDEATHSIG``: if the agent dies, even by SIGKILL, Envoy goes too.
+Envoy is forked first, before any thread exists, with ``PR_SET_PDEATHSIG``: if the agent dies, even by SIGKILL,
+Envoy goes too. Its log goes straight to the container's; NACKs travel back to istiod on the ADS stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import json
+import logging
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
-from labkit.emulator.envoy import dnsproxy, files
+from labkit.emulator.envoy import dnsproxy
 from labkit.emulator.envoy.binary import find_envoy
-from labkit.emulator.envoy.bootstrap import ADMIN_PORT, STATUS_PORT, bootstrap, node_id
+from labkit.emulator.envoy.bootstrap import (
+    ADMIN_PORT,
+    APP_ADDRESS_METADATA,
+    BOOTSTRAP,
+    ROOT_CERT,
+    SDS_SOCKET,
+    STATUS_PORT,
+    TOKEN_PATH,
+    XDS_SOCKET,
+    bootstrap,
+    node_id,
+)
 from labkit.emulator.envoy.nametables import NameTable
 from labkit.errors import AgentError, LabkitError
 
 # Istio's own log format, so ``kubectl logs -c istio-proxy`` reads like a real proxy's.
 LOG_FORMAT = "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v\tthread=%t"
-_ENTRY = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z\t")
-_THREAD = re.compile(r"\tthread=\d+\s*$")
-REJECTED = "Filesystem config update rejected: "
-FAILED = "Filesystem config update failure: "
-SETTLE = 0.02  # a multi-line log entry (Envoy dumps protos into reasons) arrives in one burst
 PR_SET_PDEATHSIG = 1
 
 USAGE = ("usage: pilot-agent proxy sidecar|router [flags …]\n"
@@ -89,191 +91,40 @@ def _required(env: Mapping[str, str], name: str, why: str) -> str:
     return value
 
 
-PROXY_FILE = "proxy.json"
+def prepare(proxy_type: str, env: Mapping[str, str], root: Path) -> dict[str, Any]:
+    """Compute Envoy's bootstrap and write it to ``etc/istio/proxy/envoy-rev.json`` in the pod's folder.
 
-
-def prepare(proxy_type: str, env: Mapping[str, str]) -> tuple[Path, dict[str, Any]]:
-    """Compute the xDS directory and the bootstrap, and lay out the directory for Envoy.
-
-    Returns:
-        ``(xds directory, bootstrap)``; the bootstrap is already written to ``bootstrap.json`` there.
+    Args:
+        proxy_type: ``sidecar`` or ``router``.
+        env: the agent's environment.
+        root: the pod's folder.
     """
     if proxy_type not in ("sidecar", "router"):
         raise AgentError(f"unknown proxy type {proxy_type!r}: use sidecar or router.")
     pod = _required(env, "POD_NAME", "the injector sets it from metadata.name")
     namespace = _required(env, "POD_NAMESPACE", "the injector sets it from metadata.namespace")
     ip = _required(env, "INSTANCE_IP", "the injector sets it from status.podIP")
-    root = _required(env, "LABKIT_XDS_ROOT", "labkit's node sets it to the xDS root istiod writes under")
     metadata = node_metadata(env)
+    if env.get("LABKIT_APP_ADDRESS"):
+        # Where the application behind this sidecar listens (the node picks it: DESIGN decision 5); istiod points
+        # the inbound clusters there.
+        metadata[APP_ADDRESS_METADATA] = env["LABKIT_APP_ADDRESS"]
     labels = metadata.get("LABELS") if isinstance(metadata.get("LABELS"), dict) else {}
     app = labels.get("app") or labels.get("app.kubernetes.io/name") or metadata.get("WORKLOAD_NAME") or pod
-    uid = _required(env, "LABKIT_POD_UID", "labkit's node sets it to the pod's metadata.uid")
-    directory = files.xds_dir(Path(root), uid)
-    directory.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        (directory / files.REJECTIONS).unlink()  # a new Envoy: the old one's refusals are history
     config = bootstrap(node_id=node_id(proxy_type, ip, pod, namespace), cluster=f"{app}.{namespace}",
-                       metadata=metadata, admin_address=(ip, ADMIN_PORT), xds_dir=directory,
+                       metadata=metadata, admin_address=(ip, ADMIN_PORT), sockets=(XDS_SOCKET, SDS_SOCKET),
                        status_address=(ip, STATUS_PORT), access_log=False)
-    files.write_atomic(directory / files.BOOTSTRAP, json.dumps(config, indent=1).encode())
-    # What istiod cannot learn from the pod object: where the application behind this sidecar listens
-    # (the node picks that address; inbound clusters must point at it).
-    proxy = {"type": proxy_type, "ip": ip, "app_address": env.get("LABKIT_APP_ADDRESS", "")}
-    files.write_atomic(directory / PROXY_FILE, json.dumps(proxy).encode())
-    return directory, config
+    path = root / BOOTSTRAP
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=1))
+    return config
 
 
 def envoy_argv(envoy: str, bootstrap_path: Path) -> list[str]:
     """Envoy's command line: one worker, no hot restart (several Envoys per machine), strict xDS parsing."""
     return [envoy, "-c", str(bootstrap_path), "--disable-hot-restart", "--concurrency", "1",
             "--reject-unknown-dynamic-fields", "--file-flush-interval-msec", "200",
-            # Rejections are logged at warning by the ``config`` logger (and by eds/rds/sds/lds at warning).
             "--log-level", "warning", "--log-format", LOG_FORMAT]
-
-
-# ---- rejections -------------------------------------------------------------------------------------------------
-
-def _http_get(host: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    import http.client  # noqa: PLC0415 - only on the first rejection: it would add ~9 ms to every start
-
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-class RejectionRecorder:
-    """Turns Envoy's rejection log lines into ``rejections.json`` records.
-
-    Args:
-        directory: the proxy's xDS directory.
-        admin: Envoy's admin address, to find which subscriptions refused.
-    """
-
-    def __init__(self, directory: Path, admin: tuple[str, int]):
-        self.directory = directory
-        self.admin = admin
-        self._seen: dict[str, int] = {}
-
-    def _risen(self) -> list[str]:
-        try:
-            status, body = _http_get(self.admin[0], self.admin[1], "/stats?filter=%5C.update_rejected%24")
-        except OSError:
-            return []
-        if status != 200:
-            return []
-        risen = []
-        for line in body.decode(errors="replace").splitlines():
-            name, _, value = line.rpartition(": ")
-            if not name.endswith(".update_rejected") or not value.strip().isdigit():
-                continue
-            count = int(value)
-            if count > self._seen.get(name, 0):
-                risen.append(name.removesuffix(".update_rejected"))
-            self._seen[name] = count
-        order = {kind: index for index, kind in enumerate(files.WRITE_ORDER)}
-        return sorted(risen, key=lambda prefix: (order.get(files.subscription_kind(prefix), 9), prefix))
-
-    def record(self, rejected: Sequence[str], failed: Sequence[str]) -> list[files.Rejection]:
-        """Record a burst of rejection reasons and read failures (in log order); returns what was recorded."""
-        now = time.time()
-        records = []
-        if rejected:
-            prefixes = self._risen()
-            for index, prefix in enumerate(prefixes):
-                kind, name, path = files.subscription_file(self.directory, prefix)
-                reason = rejected[min(index, len(rejected) - 1)]
-                version = files.read_version(path) if path is not None else None
-                records.append(files.Rejection(kind or "unknown", name, prefix, version, reason, now))
-            if not prefixes:  # admin unreachable: keep the reason at least
-                records += [files.Rejection("unknown", "", "", None, reason, now) for reason in rejected]
-        for message in failed:
-            location, _, reason = message.partition(", ")
-            kind, name = _kind_of_path(self.directory, location.removeprefix("in "))
-            records.append(files.Rejection(kind, name, "", None, reason or message, now))
-        if records:
-            files.record_rejections(self.directory, records)
-        return records
-
-
-def _kind_of_path(directory: Path, path: str) -> tuple[str, str]:
-    candidate = Path(path)
-    for kind in (files.LDS, files.CDS):
-        if candidate == files.resource_file(directory, kind):
-            return kind, ""
-    for kind in files.PER_RESOURCE:
-        if candidate.parent == directory / kind.lower():
-            return kind, unquote(candidate.name.removesuffix(".json"))
-    return "unknown", ""
-
-
-def _message(entry: list[str]) -> str:
-    """The ``%v`` part of a log entry (continuation lines included), without the thread suffix."""
-    text = "\n".join(entry)
-    parts = text.split("\t", 3)
-    message = parts[3] if len(parts) == 4 else text
-    return _THREAD.sub("", message).strip()
-
-
-def pump(source: int, sink: int, recorder: RejectionRecorder | None) -> None:
-    """Copy Envoy's stderr to ours as it comes, and record rejections it reports.
-
-    Args:
-        source: the read end of Envoy's stderr.
-        sink: where the copy goes (the agent's stderr: the container log).
-        recorder: where rejections go; ``None`` only copies.
-    """
-    buffer = b""
-    entry: list[str] = []
-    rejected: list[str] = []
-    failed: list[str] = []
-
-    def close_entry() -> None:
-        if entry:
-            message = _message(entry)
-            for marker, batch in ((REJECTED, rejected), (FAILED, failed)):
-                if message.startswith(marker):
-                    # Protobuf pads its error messages with random runs of spaces (so nobody matches them
-                    # verbatim) and Envoy dumps protos over several lines: one space between words reads better.
-                    batch.append(" ".join(message.removeprefix(marker).split()))
-            entry.clear()
-
-    def flush_batch() -> None:
-        close_entry()
-        if (rejected or failed) and recorder is not None:
-            try:
-                recorder.record(rejected, failed)
-            except OSError as exc:  # the directory went away with the pod: keep passing logs through
-                os.write(sink, f"pilot-agent: cannot record a rejection: {exc}\n".encode())
-        rejected.clear()
-        failed.clear()
-
-    while True:
-        pending = bool(entry or rejected or failed)
-        ready, _, _ = select.select([source], [], [], SETTLE if pending else None)
-        if not ready:
-            flush_batch()
-            continue
-        data = os.read(source, 65536)
-        if not data:
-            break
-        with contextlib.suppress(OSError):
-            os.write(sink, data)
-        buffer += data
-        *lines, buffer = buffer.split(b"\n")
-        for raw in lines:
-            line = raw.decode(errors="replace")
-            if _ENTRY.match(line):
-                close_entry()
-                entry.append(line)
-            elif entry:
-                entry.append(line)
-    if buffer:
-        entry.append(buffer.decode(errors="replace"))
-    flush_batch()
 
 
 # ---- running Envoy ----------------------------------------------------------------------------------------------
@@ -292,47 +143,130 @@ def _die_with_parent(parent: int) -> Any:
     return setup
 
 
-def wait_for_configuration(directory: Path, stopping: threading.Event, *, report_every: float = 10.0) -> bool:
-    """Wait until istiod has written this proxy's first LDS and CDS; False when asked to stop first.
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 
-    Like pilot-agent, which reports ready only once Envoy holds istiod's configuration: a sidecar that came up
-    with an empty config would make its pod Ready while every call through it still fails.
-    """
-    needed = [files.resource_file(directory, kind) for kind in (files.LDS, files.CDS)]
-    started = last_report = time.monotonic()
-    while not all(path.exists() for path in needed):
-        if stopping.wait(0.05):
-            return False
-        if time.monotonic() - last_report > report_every:
-            last_report = time.monotonic()
-            print(f"waiting for configuration from istiod in {directory} "
-                  f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+
+ISTIOD_NAME = "istiod.istio-system.svc"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
     return True
 
 
+def go_duration(text: str, default: int) -> int:
+    """Seconds in a Go duration (``SECRET_TTL=24h0m0s``, ``2m``, ``90s``); ``default`` when unset or unreadable."""
+    parts = _GO_DURATION.findall(text or "")
+    if not parts or "".join(a + b for a, b in parts) != text.strip():
+        return default
+    scale = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return max(1, int(sum(float(amount) * scale[unit] for amount, unit in parts)))
+
+
+class AgentThread:
+    """The agent's gRPC side (:class:`~.workload.WorkloadAgent`) in an event loop of its own thread."""
+
+    def __init__(self, agent: Any):
+        self.agent = agent
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="pilot-agent", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait(10)
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._started.set()
+            await self.agent.run(self._stop)
+        try:
+            asyncio.run(run())
+        except Exception as exc:  # the agent's side died: say why in the container log
+            logging.getLogger("pilot-agent").error("agent stopped: %s", exc)
+        finally:
+            self._started.set()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=3)
+
+
+def workload_agent(proxy_type: str, env: Mapping[str, str], config: Mapping[str, Any], root: Path,
+                   dns: dnsproxy.DnsProxy | None) -> Any:
+    """The agent's gRPC side as the environment describes it (gRPC is imported here, after Envoy's fork)."""
+    from labkit.emulator.envoy import nds, workload  # noqa: PLC0415 - gRPC starts threads: only after the fork
+
+    host, port = nds.discovery_address(env)
+    server = env.get("LABKIT_DNS_SERVER", "")
+    dns_host, _, dns_port = server.rpartition(":")
+    search = tuple(env.get("LABKIT_DNS_SEARCH", "").split())
+    root_cert = root / ROOT_CERT
+
+    literal = _is_ip(host)
+
+    def istiod() -> workload.Istiod:
+        try:
+            ip = host if literal or not (dns_host and dns_port.isdigit()) else \
+                nds.resolve(host, (dns_host, int(dns_port)), search)
+        except OSError as exc:
+            raise AgentError(f"cannot find istiod: {exc}") from exc
+        try:
+            root_pem = root_cert.read_text()
+        except OSError as exc:
+            raise AgentError(f"no mesh root at {ROOT_CERT} (the istio-ca-root-cert ConfigMap): {exc}") from exc
+        # Istio checks istiod's certificate against the host dialled, or istiod's own name when that is an IP.
+        return workload.Istiod(f"{ip}:{port}", root_pem,
+                               server_name=ISTIOD_NAME if literal else host.rstrip("."))
+
+    credentials = workload.Credentials(root / TOKEN_PATH, env.get("ISTIO_META_CLUSTER_ID") or "Kubernetes")
+    spiffe_id = (f"spiffe://{env.get('TRUST_DOMAIN') or 'cluster.local'}/ns/{env.get('POD_NAMESPACE', '')}"
+                 f"/sa/{env.get('SERVICE_ACCOUNT') or 'default'}")
+    return workload.WorkloadAgent(root, istiod, credentials, spiffe_id,
+                                  lifetime=go_duration(env.get("SECRET_TTL", ""), workload.DEFAULT_LIFETIME),
+                                  on_names=dns.update if dns is not None else None, sockets=(XDS_SOCKET, SDS_SOCKET))
+
+
 def run_proxy(proxy_type: str, env: Mapping[str, str]) -> int:
-    """Run Envoy for this pod until it exits; returns the exit code for the container (signals as 128+N)."""
-    directory, config = prepare(proxy_type, env)
+    """Run Envoy and the agent for this pod until Envoy exits; returns the container's exit code."""
+    root = Path(".")  # the pod's folder: short relative socket paths (a Unix socket path holds 107 bytes)
+    config = prepare(proxy_type, env, root)
     envoy = find_envoy(env)
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda _signum, _frame: stopping.set())
-    if not wait_for_configuration(directory, stopping):
-        return 0
-    process = subprocess.Popen(envoy_argv(str(envoy.path), directory / files.BOOTSTRAP),
-                               stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=True,
-                               # No thread runs yet (the log reader starts below), so preexec_fn is safe here.
+    process = subprocess.Popen(envoy_argv(str(envoy.path), BOOTSTRAP), stdin=subprocess.DEVNULL, close_fds=True,
+                               # No thread runs yet, so preexec_fn is safe here.
                                preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509
-    # After the fork: the DNS proxy's threads must not exist while preexec_fn runs in the child.
-    dns = _start_dns_proxy(env, proxy_type)
-    names = _subscribe_name_table(env, config, dns) if dns is not None else None
+
+    def forward(signum: int, _frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s\t%(levelname)s\t%(name)s\t%(message)s")
+    dns = agent = None
     try:
-        return _run_envoy(process, directory, config)
+        dns = _start_dns_proxy(env, proxy_type)
+        agent = AgentThread(workload_agent(proxy_type, env, config, root, dns))
+        agent.start()
+        code = process.wait()
     finally:
-        if names is not None:
-            names.stop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if agent is not None:
+            agent.stop()
         if dns is not None:
             dns.stop()
+    return 128 - code if code < 0 else code
 
 
 def _start_dns_proxy(env: Mapping[str, str], proxy_type: str) -> dnsproxy.DnsProxy | None:
@@ -349,40 +283,9 @@ def _start_dns_proxy(env: Mapping[str, str], proxy_type: str) -> dnsproxy.DnsPro
     return dns
 
 
-def _subscribe_name_table(env: Mapping[str, str], config: Mapping[str, Any], dns: dnsproxy.DnsProxy) -> Any:
-    """Keep the DNS proxy's table current from istiod (NDS); gRPC is imported only by agents that need it."""
-    from labkit.emulator.envoy import nds  # noqa: PLC0415 - gRPC costs start time; only DNS-capturing agents pay
-
-    subscription = nds.NameTableSubscription(
-        config["node"]["id"], config["node"]["metadata"], nds.discovery_address(env),
-        (dns.upstream, tuple(env.get("LABKIT_DNS_SEARCH", "").split())), dns.update)
-    subscription.start()
-    return subscription
-
-
-def _run_envoy(process: subprocess.Popen[bytes], directory: Path, config: dict[str, Any]) -> int:
-    """Pass Envoy's log through (recording rejections) and signals on, until it exits."""
-
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    admin = config["admin"]["address"]["socket_address"]
-    recorder = RejectionRecorder(directory, (admin["address"], admin["port_value"]))
-    assert process.stderr is not None
-    reader = threading.Thread(target=pump, args=(process.stderr.fileno(), sys.stderr.fileno(), recorder),
-                              name="envoy-log", daemon=True)
-    reader.start()
-    code = process.wait()
-    reader.join(timeout=2.0)
-    return 128 - code if code < 0 else code
-
-
 def request(method: str, path: str, env: Mapping[str, str], body: str = "") -> int:
     """``pilot-agent request``: Envoy's admin answer to ``method path``, body printed exactly."""
-    import http.client  # noqa: PLC0415 - see _http_get
+    import http.client  # noqa: PLC0415 - only this command needs it
 
     host = env.get("INSTANCE_IP") or env.get("POD_IP") or "127.0.0.1"
     connection = http.client.HTTPConnection(host, ADMIN_PORT, timeout=10)

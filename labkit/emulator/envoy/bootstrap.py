@@ -1,14 +1,16 @@
-"""The bootstrap the agent starts Envoy with: who it is, where its xDS files are, how it reports readiness.
+"""The bootstrap the agent starts Envoy with: who it is, where its agent is, how it reports readiness.
 
-Everything that changes at run time comes through the xDS files (:mod:`.files`); the bootstrap only
-names them. Two things differ from a real istio-proxy because all pods share one loopback:
+Everything that changes at run time comes over ADS from the agent's ``xds-grpc`` socket (forwarded to istiod),
+and the workload's certificate over SDS from its ``sds-grpc`` socket, as in Istio's bootstrap; both are Unix
+sockets in the pod's folder. Two things differ from a real istio-proxy because all pods share one loopback:
 
 * the admin interface binds the pod IP (``<pod IP>:15000``), never ``127.0.0.1:15000``, which every
   proxy would want;
 * there is no Go pilot-agent serving ``:15020``: the readiness port ``<pod IP>:15021`` is a static
   listener whose ``/healthz/ready`` is rewritten to Envoy's own admin ``/ready``, through a static
-  cluster named ``agent`` as in Istio. It answers 200 only once Envoy is ``LIVE`` (its initial LDS and
-  CDS applied), and nothing listens before that, so a probe fails until then.
+  cluster named ``agent`` as in Istio. It answers 200 only once Envoy is ``LIVE`` (istiod's first CDS and
+  LDS applied: ``initial_fetch_timeout: 0s`` makes Envoy wait for them, however long istiod takes), and
+  nothing listens before that, so a probe fails until then.
 """
 
 from __future__ import annotations
@@ -17,11 +19,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from labkit.emulator.envoy.files import CDS, LDS, resource_file
-
 # Istio's well-known ports (the same as labkit.emulator.mesh.model's, which sits above this layer).
 ADMIN_PORT = 15000
 STATUS_PORT = 15021
+# Istio's paths inside a proxy's pod, relative to the pod's folder (the agent's and Envoy's working directory).
+BOOTSTRAP = Path("etc/istio/proxy/envoy-rev.json")
+XDS_SOCKET = Path("etc/istio/proxy/XDS")
+SDS_SOCKET = Path("var/run/secrets/workload-spiffe-uds/socket")
+TOKEN_PATH = Path("var/run/secrets/tokens/istio-token")
+ROOT_CERT = Path("var/run/secrets/istio/root-cert.pem")
+# Node metadata naming where the application behind a sidecar listens (labkit's own key: a real sidecar's
+# application shares its pod IP; here it has an address of its own, DESIGN decision 5).
+APP_ADDRESS_METADATA = "LABKIT_APP_ADDRESS"
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -40,12 +49,13 @@ def _socket(address: tuple[str, int]) -> dict[str, Any]:
     return {"socket_address": {"address": address[0], "port_value": int(address[1])}}
 
 
-def _file_source(path: Path) -> dict[str, Any]:
-    return {"path_config_source": {"path": str(path)}, "resource_api_version": "V3"}
-
-
 def _pipe_cluster(name: str, path: Path) -> dict[str, Any]:
-    """A static HTTP/2 cluster on a Unix socket, as Istio's ``xds-grpc`` and ``sds-grpc``."""
+    """A static HTTP/2 cluster on a Unix socket, as Istio's ``xds-grpc`` and ``sds-grpc``.
+
+    The agent creates its sockets just after Envoy starts (Envoy is forked first, before the agent's threads
+    exist): the first dial may find no socket, so the gRPC streams retry after 50 ms rather than Envoy's
+    default 500 ms-and-more backoff, which would be the whole of a pod's start time.
+    """
     return {
         "name": name, "type": "STATIC", "connect_timeout": "1s",
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -55,9 +65,13 @@ def _pipe_cluster(name: str, path: Path) -> dict[str, Any]:
     }
 
 
+def _grpc_service(cluster: str) -> dict[str, Any]:
+    return {"envoy_grpc": {"cluster_name": cluster, "retry_policy": {
+        "retry_back_off": {"base_interval": "0.05s", "max_interval": "1s"}}}}
+
+
 def bootstrap(*, node_id: str, cluster: str, metadata: Mapping[str, Any], admin_address: tuple[str, int],
-              xds_dir: Path, status_address: tuple[str, int] | None, access_log: bool,
-              sockets: tuple[Path, Path] | None = None) -> dict[str, Any]:
+              sockets: tuple[Path, Path], status_address: tuple[str, int] | None, access_log: bool) -> dict[str, Any]:
     """Envoy's bootstrap for one proxy, as a dict ready for JSON.
 
     Args:
@@ -65,12 +79,12 @@ def bootstrap(*, node_id: str, cluster: str, metadata: Mapping[str, Any], admin_
         cluster: the node's cluster, ``<app>.<namespace>``.
         metadata: node metadata (``ISTIO_META_*`` without the prefix, and the agent's own fields).
         admin_address: where the admin interface binds: the pod IP and 15000.
-        xds_dir: the proxy's xDS directory (LDS/CDS files are read from there).
+        sockets: ``(XDS socket, SDS socket)``: the agent's ``xds-grpc`` (ADS, forwarded to istiod) and
+            ``sds-grpc`` (the workload certificate); relative paths are taken from Envoy's working directory,
+            the pod's folder (a Unix socket path holds at most 107 bytes).
         status_address: where ``/healthz/ready`` is served (pod IP, 15021); ``None`` for no readiness port.
         access_log: log every admin request (readiness probes and ``pilot-agent request`` included) to
             stdout; off as in Istio, where they would drown the traffic's access log.
-        sockets: ``(XDS socket, SDS socket)``: configuration comes over ADS from the agent's ``xds-grpc`` socket
-            and secrets over SDS from ``sds-grpc``, as in Istio's bootstrap (``xds_dir`` is then unused).
     """
     admin: dict[str, Any] = {"address": _socket(admin_address)}
     if access_log:
@@ -103,16 +117,11 @@ def bootstrap(*, node_id: str, cluster: str, metadata: Mapping[str, Any], admin_
                 },
             }]}],
         })
-    dynamic: dict[str, Any] = {
-        "lds_config": _file_source(resource_file(xds_dir, LDS)),
-        "cds_config": _file_source(resource_file(xds_dir, CDS)),
-    }
-    if sockets is not None:
-        ads = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
-        dynamic = {"ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only":
-                                  True, "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},
-                   "cds_config": ads, "lds_config": ads}
-        static["clusters"] += [_pipe_cluster("xds-grpc", sockets[0]), _pipe_cluster("sds-grpc", sockets[1])]
+    ads = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
+    dynamic = {"ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only":
+                              True, "grpc_services": [_grpc_service("xds-grpc")]},
+               "cds_config": ads, "lds_config": ads}
+    static["clusters"] += [_pipe_cluster("xds-grpc", sockets[0]), _pipe_cluster("sds-grpc", sockets[1])]
     return {
         "node": {"id": node_id, "cluster": cluster, "metadata": dict(metadata)},
         "admin": admin,

@@ -28,17 +28,17 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 
 from labkit.emulator.envoy import protocol
+from labkit.emulator.envoy.bootstrap import SDS_SOCKET, XDS_SOCKET
+from labkit.emulator.envoy.nametables import NameTable, from_wire
+from labkit.errors import LabkitError
 from labkit.pki import describe, new_request
 
 _log = logging.getLogger("pilot-agent")
 
-# Istio's paths inside the pod, relative to its root folder.
-SDS_SOCKET = Path("var/run/secrets/workload-spiffe-uds/socket")
-XDS_SOCKET = Path("etc/istio/proxy/XDS")
-TOKEN_PATH = Path("var/run/secrets/tokens/istio-token")
 DEFAULT_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 DEFAULT_LIFETIME = 24 * 3600
+RETRY, MAX_RETRY = 0.2, 5.0  # back-off while istiod cannot sign (Istio's agent backs off the same way)
 
 
 @dataclass(frozen=True)
@@ -212,11 +212,18 @@ class SecretServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):
 
 
 class AdsProxy(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    """Envoy's ADS stream forwarded to istiod with the pod's token."""
+    """Envoy's ADS stream forwarded to istiod with the pod's token.
 
-    def __init__(self, istiod: Callable[[], Istiod], credentials: Credentials):
+    With the DNS proxy on, the agent also subscribes to istiod's name table (NDS) on that same upstream stream, as
+    Istio's xDS proxy does: those responses are the agent's (handed to ``on_names`` and ACKed), never Envoy's.
+    """
+
+    def __init__(self, istiod: Callable[[], Istiod], credentials: Credentials,
+                 on_names: Callable[[NameTable], None] | None = None):
         self.istiod = istiod
         self.credentials = credentials
+        self.on_names = on_names
+        self.tables = 0
         self.server: grpc.aio.Server | None = None
 
     async def start(self, path: Path) -> None:
@@ -233,23 +240,49 @@ class AdsProxy(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             await self.server.stop(grace=0.2)
 
     async def StreamAggregatedResources(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
-        async with self.istiod().channel() as channel:
+        try:
+            istiod = await asyncio.to_thread(self.istiod)
+        except LabkitError as exc:  # Envoy keeps its last configuration and dials again
+            _log.warning("XDS proxy: cannot reach istiod: %s", exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        async with istiod.channel() as channel:
             upstream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
                 metadata=self.credentials.metadata())
 
             async def forward() -> None:
+                first = True
                 async for request in request_iterator:
                     await upstream.write(request)
+                    if first and self.on_names is not None:
+                        await upstream.write(discovery_pb2.DiscoveryRequest(type_url=protocol.NAME_TABLE))
+                    first = False
                 await upstream.done_writing()
 
             forwarding = asyncio.create_task(forward())
             try:
                 async for response in upstream:
+                    if response.type_url == protocol.NAME_TABLE and self.on_names is not None:
+                        await self._take_names(response, upstream)
+                        continue
                     yield response
+            except grpc.aio.AioRpcError as exc:
+                _log.warning("XDS proxy: upstream %s: %s", istiod.address, exc.details())
+                await context.abort(exc.code(), exc.details() or "")
             finally:
                 forwarding.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await forwarding
+
+    async def _take_names(self, response: Any, upstream: Any) -> None:
+        assert self.on_names is not None
+        table = protocol.NameTable()
+        for resource in response.resources:
+            table = protocol.NameTable.FromString(resource.value)
+        self.on_names(from_wire(protocol.to_dict(table)))
+        self.tables += 1
+        await upstream.write(discovery_pb2.DiscoveryRequest(type_url=protocol.NAME_TABLE,
+                                                            version_info=response.version_info,
+                                                            response_nonce=response.nonce))
 
 
 def socket_served(path: Path) -> bool:
@@ -268,7 +301,7 @@ def socket_served(path: Path) -> bool:
 
 
 class WorkloadAgent:
-    """Certificate, SDS and the ADS proxy for one pod.
+    """Certificate, SDS, the ADS proxy and (with the DNS proxy) the name table, for one pod.
 
     Args:
         root: the pod's folder (Istio's absolute paths live under it).
@@ -276,49 +309,63 @@ class WorkloadAgent:
         credentials: the token and cluster.
         spiffe_id: the pod's identity.
         lifetime: requested certificate lifetime in seconds.
+        on_names: where istiod's name tables go (the DNS proxy); ``None`` without DNS capture.
+        sockets: ``(XDS socket, SDS socket)`` relative to ``root``.
     """
 
     def __init__(self, root: Path, istiod: Callable[[], Istiod], credentials: Credentials, spiffe_id: str,
-                 lifetime: int = DEFAULT_LIFETIME):
+                 lifetime: int = DEFAULT_LIFETIME, on_names: Callable[[NameTable], None] | None = None,
+                 sockets: tuple[Path, Path] = (XDS_SOCKET, SDS_SOCKET)):
         self.root = root
         self.istiod = istiod
         self.credentials = credentials
         self.spiffe_id = spiffe_id
         self.lifetime = lifetime
+        self.sockets = sockets
         self.secrets: SecretServer | None = None
-        self.ads = AdsProxy(istiod, credentials)
+        self.ads = AdsProxy(istiod, credentials, on_names)
         self.identity: WorkloadIdentity | None = None
         self.renewals = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        sds_path = self.root / SDS_SOCKET
+        """Serve until ``stop``: SDS and the ADS proxy at once, the certificate as soon as istiod signs it (retried
+        with back-off while istiod cannot be reached), renewed at half-life."""
+        xds_path, sds_path = (self.root / path for path in self.sockets)
         if socket_served(sds_path):
             _log.info("Workload SDS socket found. Istio SDS Server won't be started")
         else:
             self.secrets = SecretServer()
-            await self._renew()
             await self.secrets.start(sds_path)
-        await self.ads.start(self.root / XDS_SOCKET)
+        await self.ads.start(xds_path)
+        retry = RETRY
         try:
             while not stop.is_set():
                 delay = 3600.0
-                if self.identity is not None:
-                    delay = max(0.5, (self.identity.renew_at - dt.datetime.now(dt.UTC)).total_seconds())
+                if self.secrets is not None:
+                    due = self.identity is None or dt.datetime.now(dt.UTC) >= self.identity.renew_at
+                    if due:
+                        try:
+                            await self._renew()
+                            retry = RETRY
+                        except (grpc.aio.AioRpcError, LabkitError, OSError) as exc:  # keep the current one
+                            reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                            _log.warning("failed to get a workload certificate from istiod: %s", reason)
+                            delay, retry = retry, min(retry * 2, MAX_RETRY)
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(stop.wait(), delay)
+                            continue
+                    assert self.identity is not None
+                    delay = max(0.05, (self.identity.renew_at - dt.datetime.now(dt.UTC)).total_seconds())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-                if not stop.is_set() and self.secrets is not None:
-                    try:
-                        await self._renew()
-                    except grpc.aio.AioRpcError as exc:  # keep the current one; try again soon
-                        _log.warning("certificate renewal failed: %s", exc.details())
-                        await asyncio.sleep(1.0)
         finally:
             await self.ads.stop()
             if self.secrets is not None:
                 await self.secrets.stop()
 
     async def _renew(self) -> None:
-        client = CertificateClient(self.istiod(), self.credentials, self.spiffe_id, self.lifetime)
+        istiod = await asyncio.to_thread(self.istiod)
+        client = CertificateClient(istiod, self.credentials, self.spiffe_id, self.lifetime)
         self.identity = await client.fetch()
         self.renewals += 1
         assert self.secrets is not None

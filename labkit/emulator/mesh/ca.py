@@ -1,9 +1,9 @@
-"""istiod's certificate authority: which CA signs workloads, and each proxy's short-lived certificate.
+"""istiod's certificate authority: which CA signs the workload certificates agents ask for.
 
 As in Istio, a ``cacerts`` Secret in istio-system plugs in an intermediate (``ca-cert.pem``,
 ``ca-key.pem``, ``cert-chain.pem``, ``root-cert.pem``); without it istiod signs with a self-signed root
-kept in ``istio-ca-secret`` (created on first start). Workload certificates carry the pod's SPIFFE ID,
-live 24 hours and are re-issued when half their life is gone, so a sidecar never holds an expired one.
+kept in ``istio-ca-secret`` (created on first start). Workload certificates carry the pod's SPIFFE ID and
+live 24 hours unless the agent asks for less; each agent asks for a new one when half its life is gone.
 A CA whose files do not belong together (a key that does not match, a chain that does not verify) is
 refused with the reason, rather than signing certificates no peer will accept.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from labkit.core.wire import Obj
 from labkit.errors import PkiError
-from labkit.pki import CACERTS_FILES, CertificateAuthority, Credential, check_cacerts, describe, new_root
+from labkit.pki import CACERTS_FILES, CertificateAuthority, check_cacerts, new_root
 
 CACERTS = "cacerts"
 SELF_SIGNED = "istio-ca-secret"
@@ -76,39 +76,18 @@ def new_self_signed_secret(namespace: str = "istio-system") -> Obj:
             "metadata": {"name": SELF_SIGNED, "namespace": namespace}, "data": encoded}
 
 
-class WorkloadCertificates:
-    """Issues and caches one certificate per identity, re-issuing past half-life or when the CA changes."""
+class CurrentCa:
+    """The CA istiod signs with now, and whether a reload changed it."""
 
     def __init__(self) -> None:
         self._ca: MeshCa | None = None
-        self._issued: dict[str, tuple[Credential, dt.datetime]] = {}
 
     def set_ca(self, ca: MeshCa | None) -> bool:
-        """Use ``ca`` from now on; returns whether it changed (every proxy then needs new certificates)."""
+        """Use ``ca`` from now on; returns whether it changed."""
         changed = (ca.authority.cert_pem if ca else None) != (self._ca.authority.cert_pem if self._ca else None)
         self._ca = ca
-        if changed:
-            self._issued.clear()
         return changed
 
     @property
     def ca(self) -> MeshCa | None:
         return self._ca
-
-    def credential(self, spiffe_id: str, now: dt.datetime | None = None) -> Credential | None:
-        """The current certificate for ``spiffe_id`` (``None`` while there is no CA)."""
-        if self._ca is None:
-            return None
-        moment = now or dt.datetime.now(dt.UTC)
-        cached = self._issued.get(spiffe_id)
-        if cached is not None and moment < cached[1]:
-            return cached[0]
-        credential = self._ca.authority.issue_workload(spiffe_id, validity=WORKLOAD_LIFETIME, now=moment)
-        leaf = describe(credential.cert_pem)[0]
-        renew_at = leaf.not_before + (leaf.not_after - leaf.not_before) / 2
-        self._issued[spiffe_id] = (credential, renew_at)
-        return credential
-
-    def next_renewal(self) -> dt.datetime | None:
-        """When the earliest cached certificate is due for renewal."""
-        return min((renew for _, renew in self._issued.values()), default=None)

@@ -39,6 +39,24 @@ TOKEN_VOLUME = "istio-token"
 TOKEN_MOUNT = "/var/run/secrets/tokens"
 TOKEN_AUDIENCE = "istio-ca"
 TOKEN_SECONDS = 43200
+# Istio's istiod-ca-cert volume: the mesh root istiod writes into every namespace, to verify istiod by.
+ROOT_CERT_VOLUME = "istiod-ca-cert"
+ROOT_CERT_MOUNT = "/var/run/secrets/istio"
+ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
+
+
+def proxy_volumes() -> list[Obj]:
+    """The volumes Istio's templates give every proxy: its ``istio-ca`` token and the mesh root."""
+    return [
+        {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": TOKEN_AUDIENCE, "expirationSeconds": TOKEN_SECONDS, "path": TOKEN_VOLUME}}]}},
+        {"name": ROOT_CERT_VOLUME, "configMap": {"name": ROOT_CERT_CONFIGMAP}},
+    ]
+
+
+def proxy_volume_mounts() -> list[Obj]:
+    """Where the ``istio-proxy`` container mounts :func:`proxy_volumes`."""
+    return [{"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT}, {"name": ROOT_CERT_VOLUME, "mountPath": ROOT_CERT_MOUNT}]
 # The agent's ports (status and app-probe rewrite, readiness, Prometheus): served on the pod IP, not the app's.
 AGENT_PORTS = (15020, 15021, 15090)
 
@@ -140,7 +158,7 @@ def sidecar_container(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig,
         "startupProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}, "initialDelaySeconds": 0,
                          "periodSeconds": 1, "timeoutSeconds": 3, "failureThreshold": 600},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
-        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT}],
+        "volumeMounts": proxy_volume_mounts(),
         "imagePullPolicy": "IfNotPresent",
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
@@ -178,8 +196,9 @@ def sidecar_patch(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig, val
     if network:
         new_labels.setdefault("topology.istio.io/network", network)
     new_annotations = {
-        STATUS_ANNOTATION: json.dumps({"initContainers": None, "containers": ["istio-proxy"], "volumes": [TOKEN_VOLUME],
-                                       "imagePullSecrets": None, "revision": "default"}, separators=(",", ":")),
+        STATUS_ANNOTATION: json.dumps({"initContainers": None, "containers": ["istio-proxy"],
+                                       "volumes": [TOKEN_VOLUME, ROOT_CERT_VOLUME], "imagePullSecrets": None,
+                                       "revision": "default"}, separators=(",", ":")),
         "kubectl.kubernetes.io/default-container": apps[0] if apps else "istio-proxy",
         "istio.io/rev": "default",
         SIDECAR_ANNOTATION: sidecar_declaration(proxy_metadata(pod, mesh)),
@@ -193,11 +212,9 @@ def sidecar_patch(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig, val
             ops += [{"op": "add", "path": f"/metadata/{member}/{_escape(k)}", "value": v} for k, v in fresh.items()]
     container = sidecar_container(pod, cluster=cluster, network=network, mesh=mesh, image=image)
     ops.append({"op": "add", "path": "/spec/containers/-", "value": container})
-    # The token the agent presents to istiod (Istio's template): a projected service-account token for istio-ca.
-    volume = {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
-        "audience": TOKEN_AUDIENCE, "expirationSeconds": TOKEN_SECONDS, "path": TOKEN_VOLUME}}]}}
+    # What the agent presents to istiod and verifies it by (Istio's template): the istio-ca token and the root.
     if (pod.get("spec") or {}).get("volumes"):
-        ops.append({"op": "add", "path": "/spec/volumes/-", "value": volume})
+        ops += [{"op": "add", "path": "/spec/volumes/-", "value": volume} for volume in proxy_volumes()]
     else:
-        ops.append({"op": "add", "path": "/spec/volumes", "value": [volume]})
+        ops.append({"op": "add", "path": "/spec/volumes", "value": proxy_volumes()})
     return ops

@@ -10,13 +10,14 @@ doors:
 - it signs workload certificates with the plugged-in ``cacerts`` or its self-signed ``istio-ca-secret``;
 - it serves the sidecar-injection webhook and the ``validation.istio.io`` webhook on 15017 (HTTPS,
   certificate from the mesh CA), and switches the validating webhook to fail-closed once it answers;
-- it turns the mesh into Envoy configuration for every proxy of its cluster and publishes it as
-  filesystem xDS, then reads back from each Envoy whether it was accepted (ACK) or rejected (NACK),
-  which ``/debug/syncz`` reports (as ``istioctl proxy-status`` shows);
-- it serves the same resources over gRPC (:mod:`.serving`): ADS and the CA service on 15012 (TLS, callers
-  authenticated by a TokenReview of their projected ``istio-ca`` token against their own cluster) and 15010
-  (plaintext), with the DNS proxy's name table (NDS) for agents that capture DNS. Sidecars' Envoys still read
-  their files; agents take their name table over gRPC.
+- it serves the mesh over gRPC (:mod:`.serving`): ADS and the CA service on 15012 (TLS, callers
+  authenticated by a TokenReview of their projected ``istio-ca`` token against their own cluster — its own,
+  or one named by a remote secret) and 15010 (plaintext). Every proxy's agent gets its workload certificate by
+  CSR and forwards its Envoy's ADS stream here; each proxy gets CDS, EDS, LDS and RDS built for it, and the
+  DNS proxy's name table (NDS) when it captures DNS. Envoy's ACK or NACK comes back on the stream, which
+  ``/debug/syncz`` reports (as ``istioctl proxy-status`` shows);
+- it writes the mesh root into an ``istio-ca-root-cert`` ConfigMap in every namespace, where agents read it to
+  verify istiod.
 
 Scale it to 0 and proxies keep their last configuration but learn nothing new — as with a real istiod.
 Run: ``python -m labkit.emulator.mesh.istiod discovery …`` (container args) or
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -46,16 +48,16 @@ from aiohttp import web
 
 from labkit.core.contract import ISTIOD_CA_PROBLEM as CA_PROBLEM
 from labkit.core.wire import Obj
+from labkit.emulator.envoy.bootstrap import APP_ADDRESS_METADATA
 from labkit.emulator.envoy.protocol import CLUSTER, NAME_TABLE
 from labkit.emulator.mesh import ca as mesh_ca
 from labkit.emulator.mesh.discovery import ClusterView, build_snapshot, parse_mesh_config, proxy_of
+from labkit.emulator.mesh.generating import ConfigGenerator
 from labkit.emulator.mesh.injection import sidecar_patch
 from labkit.emulator.mesh.kubeclient import Credentials, Informer, KubeClient
 from labkit.emulator.mesh.model import MONITORING_PORT, WEBHOOK_PORT, MeshConfig, MeshSnapshot, Proxy
-from labkit.emulator.mesh.publishing import Publisher
 from labkit.emulator.mesh.serving import AuthenticationError, Caller, Control, XdsServer
 from labkit.emulator.mesh.validating import WEBHOOK_CONFIGURATIONS, Screen, WebhookArming, review
-from labkit.emulator.mesh.xds import generate
 from labkit.emulator.mesh.xds.ads import ads_resources
 from labkit.emulator.mesh.xds.nametable import build_name_table, dns_capture, to_wire
 from labkit.errors import KubeApiError
@@ -87,6 +89,9 @@ CONFIG_RESOURCES = {
 SYNC_TIMEOUT = 10.0
 # The audience of the projected token a proxy presents to istiod (istio-agent's default).
 TOKEN_AUDIENCE = "istio-ca"
+ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
+# Namespaces Istio's namespace controller leaves alone.
+IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
 PROBE_PERIOD = 3.0
 
 
@@ -150,18 +155,18 @@ class Istiod:
     Args:
         cluster_id: ``CLUSTER_ID`` (``values.global.multiCluster.clusterName``).
         credentials: its own API server and service-account token.
-        pod_ip: where it serves the webhook, debug and readiness endpoints.
-        xds_root: the shared root of the proxies' xDS directories.
+        pod_ip: where it serves gRPC, the webhook, debug and readiness endpoints.
     """
 
-    def __init__(self, cluster_id: str, credentials: Credentials, pod_ip: str, xds_root: Path):
+    def __init__(self, cluster_id: str, credentials: Credentials, pod_ip: str):
         self.cluster_id = cluster_id
         self.pod_ip = pod_ip
         self.local = WatchedCluster(cluster_id, KubeClient(credentials))
         self.remotes: dict[str, WatchedCluster] = {}
         self.config_informers: dict[str, Informer] = {}
-        self.certificates = mesh_ca.WorkloadCertificates()
-        self.publisher = Publisher(xds_root, cluster_id)
+        self.certificates = mesh_ca.CurrentCa()
+        self.generator = ConfigGenerator()
+        self._root_certs: dict[str, str] = {}  # namespace → the root written into its istio-ca-root-cert
         self.snapshot: MeshSnapshot | None = None
         self.mesh = MeshConfig()
         self.values: Obj = {}
@@ -170,6 +175,8 @@ class Istiod:
         self._version = 0
         self._runners: list[web.AppRunner] = []
         self._ca_problem: str | None = None
+        self._ca_changed = False
+        self._tls_context: ssl.SSLContext | None = None
         self._screen = Screen()
         self._arm_wanted = asyncio.Event()
         self.proxies: dict[str, Proxy] = {}
@@ -217,7 +224,6 @@ class Istiod:
                              self._webhook_configurations]:
                 await informer.stop()
             await self.local.stop()
-            await self.publisher.close()
 
     def _changed(self) -> None:
         self._dirty.set()
@@ -249,6 +255,7 @@ class Istiod:
         self._ca_problem = None
         if self.certificates.set_ca(loaded) and loaded is not None:
             _log.info("signing workload certificates with %s", loaded.source)
+            self._ca_changed = True
 
     async def _wait_for(self, check: Any, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -296,21 +303,17 @@ class Istiod:
 
     async def _push_loop(self) -> None:
         while True:
-            renewal = self.certificates.next_renewal()
-            until_renewal = (renewal - dt.datetime.now(dt.UTC)).total_seconds() if renewal else 3600.0
-            # A proxy whose agent is still starting is retried soon; otherwise only changes and renewals push.
-            timeout = 0.5 if self.publisher.waiting else max(0.0, min(until_renewal, 60.0))
-            try:
-                await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
-            except TimeoutError:
-                if not self.publisher.waiting and until_renewal > 0:
-                    continue
+            await self._dirty.wait()
             await asyncio.sleep(0.05)  # debounce: a rollout changes many objects at once
             self._dirty.clear()
             try:
                 await self._sync_remotes()
                 self._load_ca()
+                if self._ca_changed:
+                    self._ca_changed = False
+                    await self._reissue_serving_certificate()
                 await self.push()
+                await self._publish_root_cert()
             except Exception:
                 _log.exception("push failed")
 
@@ -353,20 +356,50 @@ class Istiod:
                 obj.setdefault("apiVersion", api_version)
         configs = self._screen.admit([obj for informer in self.config_informers.values() for obj in informer.values()])
         self._version += 1
-        self.snapshot = build_snapshot(views, self.mesh, configs, local_network=network, version=str(self._version))
-        nodes = {n["metadata"]["name"]: n for n in local.nodes}
-        local_network = local.network(network)
-        proxies: list[Proxy] = []
-        for pod in local.pods:
-            if (pod.get("metadata") or {}).get("deletionTimestamp"):
-                continue
-            proxy = proxy_of(pod, self.cluster_id, local_network, self.mesh.trust_domain, nodes,
-                             self.publisher.app_address(pod))
-            if proxy is not None:
-                proxies.append(proxy)
-        await self.publisher.publish(self.snapshot, proxies, self.certificates)
-        self.proxies = {proxy.id: proxy for proxy in proxies}
+        self.snapshot = self.generator.screen(build_snapshot(views, self.mesh, configs, local_network=network,
+                                                             version=str(self._version)))
+        proxies: dict[str, Proxy] = {}
+        # Remote clusters' proxies too: in a primary-remote mesh their agents dial this istiod (through the
+        # east-west gateway); in a multi-primary one they never do, and cost nothing but this entry.
+        for view in views:
+            nodes = {n["metadata"]["name"]: n for n in view.nodes}
+            view_network = view.network(network) if view is local else view.network("")
+            for pod in view.pods:
+                if (pod.get("metadata") or {}).get("deletionTimestamp"):
+                    continue
+                proxy = proxy_of(pod, view.name, view_network, self.mesh.trust_domain, nodes)
+                if proxy is not None:
+                    proxies[proxy.id] = proxy
+        self.proxies = proxies
+        self.generator.forget(set(proxies))
+        self._ads_cache = {key: value for key, value in self._ads_cache.items() if key in proxies}
         self.xds.push()
+
+    async def _publish_root_cert(self) -> None:
+        """Istio's namespace controller: the mesh root in an ``istio-ca-root-cert`` ConfigMap in every namespace."""
+        ca = self.certificates.ca
+        if ca is None:
+            return
+        for namespace in self.local.informers["namespaces"].values():
+            name = namespace["metadata"]["name"]
+            if name in IGNORED_NAMESPACES or namespace["metadata"].get("deletionTimestamp") or \
+                    self._root_certs.get(name) == ca.root_pem:
+                continue
+            body = {"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": ROOT_CERT_CONFIGMAP, "namespace": name, "labels": {"istio.io/config": "true"}},
+                    "data": {"root-cert.pem": ca.root_pem}}
+            path = f"/api/v1/namespaces/{name}/configmaps"
+            try:
+                try:
+                    await self.local.client.request("POST", path, body=body)
+                except KubeApiError as exc:
+                    if exc.code != 409:
+                        raise
+                    await self.local.client.request("PUT", f"{path}/{ROOT_CERT_CONFIGMAP}", body=body)
+            except KubeApiError as exc:
+                _log.warning("cannot write %s in %s: %s", ROOT_CERT_CONFIGMAP, name, exc.message)
+                continue
+            self._root_certs[name] = ca.root_pem
 
     # --- gRPC: ADS and the CA service (see labkit.emulator.mesh.serving) ------------------------------------------
 
@@ -410,12 +443,20 @@ class Istiod:
         proxy = self.proxies.get(node_id)
         if proxy is None or self.snapshot is None:
             return None
+        # Where the application behind this sidecar listens: the agent says so in its node metadata (a real
+        # sidecar's application shares its pod IP; here it has an address of its own, see DESIGN decision 5).
+        app_address = str((metadata or {}).get(APP_ADDRESS_METADATA) or "")
+        if app_address and app_address != proxy.app_address:
+            proxy = dataclasses.replace(proxy, app_address=app_address)
         cached = self._ads_cache.get(node_id)
         if cached is None or cached[0] is not self.snapshot:
             cached = self._ads_cache[node_id] = (self.snapshot, {})
         resources = cached[1]
         if types - {NAME_TABLE} and CLUSTER not in resources:  # the mesh's resources only for a proxy that asks
-            resources.update(ads_resources(generate(proxy, self.snapshot)))
+            config = self.generator.generate(proxy, self.snapshot)
+            if config is None:
+                return None
+            resources.update(ads_resources(config))
         if NAME_TABLE in types and NAME_TABLE not in resources:
             # Istio sends the name table only to agents that answer DNS.
             resources[NAME_TABLE] = {"": to_wire(build_name_table(proxy, self.snapshot))} if dns_capture(proxy) \
@@ -452,10 +493,20 @@ class Istiod:
         return web.json_response(self.xds.sync_status())
 
     def _webhook_tls(self) -> ssl.SSLContext | None:
-        ca = self.certificates.ca
         self._serving_credential: tuple[str, str] | None = None
-        if ca is None:
+        self._tls_context: ssl.SSLContext | None = None
+        if self.certificates.ca is None:
             return None
+        self._tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._issue_serving_certificate()
+        self._ca_changed = False  # issued with the CA just loaded
+        return self._tls_context
+
+    def _issue_serving_certificate(self) -> None:
+        """istiod's own certificate (webhook on 15017, gRPC on 15012) from the mesh CA, under the names it is
+        reached by; loaded into the webhook's TLS context, which later handshakes use."""
+        ca = self.certificates.ca
+        assert ca is not None and self._tls_context is not None
         credential = ca.authority.issue_server(
             "istiod", dns_names=["istiod.istio-system.svc", "istiod.istio-system.svc.cluster.local", "istiod",
                                  "istiod.istio-system"], ip_addresses=[self.pod_ip])
@@ -463,12 +514,20 @@ class Istiod:
         folder.mkdir(parents=True, exist_ok=True)
         cert, key = folder / "webhook.crt", folder / "webhook.key"
         cert.write_text(credential.cert_chain_pem)
-        self._serving_credential = (credential.cert_chain_pem, credential.key_pem)
         key.touch(mode=0o600)
         key.write_text(credential.key_pem)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-        return context
+        self._tls_context.load_cert_chain(cert, key)
+        self._serving_credential = (credential.cert_chain_pem, credential.key_pem)
+
+    async def _reissue_serving_certificate(self) -> None:
+        """The CA changed (a plugged-in ``cacerts``): a new serving certificate, and the gRPC server restarted with
+        it (open streams drop; agents dial again and verify istiod with the new root)."""
+        if self._tls_context is None or self.certificates.ca is None:
+            return
+        _log.info("the CA changed: re-issuing istiod's serving certificate")
+        self._issue_serving_certificate()
+        await self.xds.stop()
+        await self.xds.start(self.pod_ip, tls=self._serving_credential)
 
     async def _inject(self, request: web.Request) -> web.Response:
         review = await request.json()
@@ -504,42 +563,20 @@ class Istiod:
         """The Istio config this istiod is using, and any informer that is failing."""
         configs = [c.key for c in self.snapshot.configs] if self.snapshot else []
         failing = {name: informer.error for name, informer in self.config_informers.items() if informer.error}
-        skipped = {**self._screen.rejected, **self.publisher.untranslatable_configs()}
+        skipped = {**self._screen.rejected, **self.generator.untranslatable_configs()}
         return web.json_response({"configs": configs, "failing": failing, "skipped": skipped})
 
     async def _syncz(self, request: web.Request) -> web.Response:
         return web.json_response(self.sync_status())
 
     def sync_status(self) -> list[Obj]:
-        """``/debug/syncz``: one row per proxy this istiod configures, per type, as istioctl proxy-status reads it.
+        """``/debug/syncz``: one row per connected proxy, per type, as ``istioctl proxy-status`` reads it.
 
         Rows: ``proxy`` (``pod.namespace``), ``cluster_id``, ``istiod``, ``version``, ``types`` (CDS, LDS, EDS, RDS,
         ECDS, NDS → SYNCED, STALE, NOT SENT, ERROR for a NACK, IGNORED when not subscribed) and ``errors``.
-        Proxies configured through their xDS files get CDS, LDS, EDS and RDS from that one publication (endpoints
-        and routes travel inside clusters and listeners there); streams over ADS report each type on its own.
         """
-        words = {"SYNCED": "SYNCED", "NACK": "ERROR", "STALE": "STALE", "ERROR": "NOT SENT"}
         istiod = os.environ.get("POD_NAME", f"istiod.{ROOT}")
-        versions = {f"{p.name}.{p.namespace}": str(p.metadata.get("ISTIO_VERSION", "")) for p in self.proxies.values()}
-        rows: dict[str, Obj] = {}
-        for row in self.publisher.sync_status():
-            if row["status"] not in words:  # NOT CONNECTED: istioctl lists only proxies that are connected
-                continue
-            word = words[row["status"]]
-            rows[row["proxy"]] = {
-                "proxy": row["proxy"], "cluster_id": row["cluster_id"], "istiod": istiod,
-                "version": versions.get(row["proxy"], ""),
-                "types": {"CDS": word, "LDS": word, "EDS": word, "RDS": word, "ECDS": "IGNORED", "NDS": "IGNORED"},
-                "errors": {"CDS": row["error"]} if word == "ERROR" else {}}
-        for row in self.xds.sync_status():
-            merged = rows.setdefault(row["proxy"], {"proxy": row["proxy"], "cluster_id": row["cluster_id"],
-                                                    "istiod": istiod, "version": row["version"], "types": {},
-                                                    "errors": {}})
-            merged["types"].update({k: v for k, v in row["types"].items() if v != "IGNORED" or k not in
-                                    merged["types"]})
-            merged["errors"].update(row["errors"])
-            merged["version"] = merged["version"] or row["version"]
-        return [rows[key] for key in sorted(rows)]
+        return [{**row, "istiod": istiod} for row in self.xds.sync_status()]
 
     async def _readiness(self, request: web.Request) -> web.Response:
         if not self._ready:
@@ -583,8 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     credentials = Credentials.in_cluster(account, os.environ.get("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
                                          os.environ.get("KUBERNETES_SERVICE_PORT", "443"))
     istiod = Istiod(os.environ.get("CLUSTER_ID", "Kubernetes"), credentials,
-                    os.environ.get("POD_IP") or os.environ.get("INSTANCE_IP", "127.0.0.1"),
-                    Path(os.environ.get("LABKIT_XDS_ROOT", "/tmp/labkit-xds")))
+                    os.environ.get("POD_IP") or os.environ.get("INSTANCE_IP", "127.0.0.1"))
 
     async def run() -> None:
         stop = asyncio.Event()

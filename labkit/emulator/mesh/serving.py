@@ -85,6 +85,12 @@ class TypeState:
     acked_version: str = ""
     acked_nonce: str = ""
     error: str = ""
+    error_nonce: str = ""  # the response the NACK was about
+
+    @property
+    def rejected(self) -> bool:
+        """The last response sent was NACKed (a newer one in flight is not yet judged)."""
+        return bool(self.error) and self.error_nonce == self.sent_nonce
 
 
 @dataclass
@@ -108,7 +114,7 @@ class Connection:
         state = self.types.get(type_url)
         if state is None:
             return "IGNORED"
-        if state.error:
+        if state.rejected:
             return "ERROR"
         if not state.sent_nonce:
             return "NOT SENT"
@@ -293,6 +299,7 @@ class XdsServer:
                         error = _rejection(connection, type_url, reason)
                         _log.error("NACK: %s", error)
                     state.error = reason
+                    state.error_nonce = request.response_nonce
                 else:
                     state.error = ""
                     state.acked_version = request.version_info
@@ -343,20 +350,31 @@ class XdsServer:
         for node_id, connection in sorted(self.connections.items()):
             types = {short: connection.status(url) for url, short in protocol.SHORT_NAMES.items() if short != "SDS"}
             errors = {protocol.SHORT_NAMES[url]: state.error for url, state in connection.types.items()
-                      if state.error and url in protocol.SHORT_NAMES}
+                      if state.rejected and url in protocol.SHORT_NAMES}
             rows.append({"proxy": _pod(node_id), "node_id": node_id, "cluster_id": connection.cluster,
                          "version": str(connection.metadata.get("ISTIO_VERSION", "")), "types": types,
                          "errors": errors})
         return rows
 
 
+_NAME_IN_DUMP = re.compile(r'^name: "([^"]+)"', re.MULTILINE)
+
+
 def _rejection(connection: Connection, type_url: str, reason: str) -> XdsRejectedError:
+    """Envoy's NACK as labkit's error, naming the proxy, the type, the resource and the reason.
+
+    Envoy prints the refused resource as a protobuf text dump (``goo.gle/debugstr`` then the fields, then
+    ``: <why>``); the resource is named from it and the message keeps only the why, joined into one line.
+    """
     kind = protocol.SHORT_NAMES.get(type_url, type_url)
+    dumped = _NAME_IN_DUMP.search(reason)
     match = _RESOURCE_IN_REASON.search(reason)
-    resource = match.group(1) if match else ""
+    resource = dumped.group(1) if dumped else match.group(1) if match else ""
+    short = reason.rpartition("\n: ")[2] if dumped else reason
+    short = " ".join(short.split())
     proxy = f"{connection.cluster}/{_pod(connection.node_id)}"
-    return XdsRejectedError(proxy, kind, resource, reason,
-                            f"{proxy} rejected {kind} {resource or '(unnamed)'}: {reason}")
+    return XdsRejectedError(proxy, kind, resource, short,
+                            f"{proxy} rejected {kind} {resource or '(unnamed)'}: {short}")
 
 
 class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):

@@ -4,9 +4,8 @@ Every container gets what a kubelet gives (``HOSTNAME``, ``KUBERNETES_SERVICE_HO
 spec with ``fieldRef``, ``secretKeyRef`` and ``configMapKeyRef`` resolved and ``$(VAR)`` expanded) plus what the
 emulated node adds in place of mounts and namespaces it cannot make: ``POD_IP``, ``LABKIT_POD_UID``,
 ``LABKIT_SERVICEACCOUNT_DIR`` (the projected token, unless ``automountServiceAccountToken: false``),
-``LABKIT_KUBERNETES_CA_FILE``, ``LABKIT_XDS_ROOT`` (where the mesh publishes Envoy configuration) and
-``LABKIT_LISTEN`` (``<address>:<port>`` a labkit program binds), and the pod's ``resolv.conf`` as
-``LABKIT_DNS_SERVER`` (the cluster DNS, ``ip:port``) and ``LABKIT_DNS_SEARCH``.
+``LABKIT_KUBERNETES_CA_FILE`` and ``LABKIT_LISTEN`` (``<address>:<port>`` a labkit program binds), and the
+pod's ``resolv.conf`` as ``LABKIT_DNS_SERVER`` (the cluster DNS, ``ip:port``) and ``LABKIT_DNS_SEARCH``.
 
 A pod that declares a sidecar (:class:`~.pods.SidecarDeclaration`) has an *app address* besides its pod IP:
 the proxy container gets ``LABKIT_APP_ADDRESS`` (where its inbound listeners forward); the other containers
@@ -64,7 +63,6 @@ class NodeEnvironment:
         host_path: the machine's ``PATH``, after the pod's ``bin/``.
         kubernetes_service: ``(host, port)`` of the ``kubernetes`` Service, or None.
         ca_file: the cluster CA certificate (PEM file), or None.
-        xds_root: where the mesh publishes Envoy configuration, or None.
         resolve_ref: ``(namespace, kind, name, key) -> value`` for ``secretKeyRef``/``configMapKeyRef``.
         python: the interpreter for labkit programs.
     """
@@ -74,7 +72,6 @@ class NodeEnvironment:
     host_path: str
     kubernetes_service: tuple[str, int] | None = None
     ca_file: Path | None = None
-    xds_root: Path | None = None
     resolve_ref: RefResolver | None = None
     python: str = ""
 
@@ -108,8 +105,6 @@ class NodeEnvironment:
             env["LABKIT_KUBERNETES_CA_FILE"] = str(self.ca_file)
         if pod.account_dir is not None:
             env["LABKIT_SERVICEACCOUNT_DIR"] = str(pod.account_dir)
-        if self.xds_root is not None:
-            env["LABKIT_XDS_ROOT"] = str(self.xds_root)
         if dns is not None:
             env["LABKIT_DNS_SERVER"] = f"{dns[0]}:{dns[1]}"
             env["LABKIT_DNS_SEARCH"] = search_list(pod.namespace)

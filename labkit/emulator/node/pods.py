@@ -150,6 +150,7 @@ class PodRecord:
         self.account_dir: Path | None = None
         self.mounted = asyncio.Event()
         self.mounting: asyncio.Task[None] | None = None
+        self.mount_failure = ""  # the last FailedMount reason reported
 
     @property
     def restart_policy(self) -> str:

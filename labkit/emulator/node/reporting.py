@@ -95,6 +95,10 @@ class KubeletEvents:
         self._emit(pod, container, WARNING, "BackOff",
                    f"Back-off restarting failed container {container} in pod {pod.name}_{pod.namespace}({pod.uid})")
 
+    def failed_mount(self, pod: PodRef, message: str) -> None:
+        """A volume that cannot be set up yet (the kubelet retries, and says so once per reason)."""
+        self._emit(pod, "", "Warning", "FailedMount", message)
+
     def killing(self, pod: PodRef, container: str) -> None:
         self._emit(pod, container, NORMAL, "Killing", f"Stopping container {container}")
 

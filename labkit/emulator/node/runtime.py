@@ -42,6 +42,7 @@ from typing import Any
 
 from labkit.core.contract import APP_ADDRESS_ANNOTATION
 from labkit.core.kubetime import format_time
+from labkit.core.wire import Obj
 from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
@@ -68,6 +69,7 @@ StatusCallback = Callable[[str, str, dict[str, Any]], None]
 # (namespace, service account, audiences, lifetime in seconds or None for the default) -> a bound token,
 # what the API server's TokenRequest (serviceaccounts/<name>/token) hands a kubelet.
 TokenIssuer = Callable[[str, str, tuple[str, ...], int | None], str]
+DataReader = Callable[[str, str, str], "dict[str, str] | None"]
 
 INSTALL_HINTS = {
     "curl": "labkit runs the machine's curl inside pods: install it (Debian/Ubuntu: sudo apt-get install curl; "
@@ -93,10 +95,11 @@ class NodeRuntime:
         issue_token: ``(namespace, service account, audiences, seconds) -> token`` (a TokenRequest) for the
             service-account directory and for ``projected`` volumes' ``serviceAccountToken`` sources; without it
             pods get neither.
-        xds_root: where the mesh publishes Envoy configuration (``LABKIT_XDS_ROOT`` in every container).
         resolver: the cluster DNS as an object; served on loopback for the shim when ``dns_server`` is not given.
         resolve_ref: ``(namespace, kind, name, key) -> value`` for ``secretKeyRef`` (kind ``Secret``) and
             ``configMapKeyRef`` (kind ``ConfigMap``); ``None`` for a missing key.
+        read_data: ``(namespace, kind, name) -> data`` (Secrets decoded) for ``configMap`` and ``secret`` volumes;
+            ``None`` for a missing object.
         restart_backoff: the first CrashLoopBackOff delay in seconds (Kubernetes: 10); it doubles up to 30 times
             this. Tests pass a fraction of a second.
         probe_period_scale: multiplies probes' ``periodSeconds`` and ``initialDelaySeconds`` (tests: 0.05).
@@ -108,8 +111,8 @@ class NodeRuntime:
     def __init__(self, cluster: str, node_name: str, state_dir: Path, pod_ips: IpPool, on_status: StatusCallback,
                  *, host_ip: str = "127.0.0.1", kubernetes_service: tuple[str, int] | None = None,
                  dns_server: tuple[str, int] | None = None, resolver: Resolver | None = None,
-                 resolve_ref: RefResolver | None = None, ca_file: Path | None = None,
-                 issue_token: TokenIssuer | None = None, xds_root: Path | None = None,
+                 resolve_ref: RefResolver | None = None, read_data: DataReader | None = None,
+                 ca_file: Path | None = None, issue_token: TokenIssuer | None = None,
                  restart_backoff: float = DEFAULT_BACKOFF, probe_period_scale: float = 1.0,
                  grace_cap: float = GRACE_CAP, python: str = sys.executable, record_event: EventSink | None = None):
         self.cluster = cluster
@@ -122,9 +125,9 @@ class NodeRuntime:
         self.dns_server = dns_server
         self.resolver = resolver
         self.resolve_ref = resolve_ref
+        self.read_data = read_data
         self.ca_file = ca_file
         self.issue_token = issue_token
-        self.xds_root = xds_root
         self.restart_backoff = restart_backoff
         self.probe_period_scale = probe_period_scale
         self.grace_cap = grace_cap
@@ -132,10 +135,11 @@ class NodeRuntime:
         self.events = KubeletEvents(record_event)
         self._pods: dict[str, PodRecord] = {}
         self._app_addresses: dict[str, str] = {}
+        self._sources_changed = asyncio.Event()
         self._bridge: DnsBridge | None = None
         self._bridge_lock = asyncio.Lock()
         self._host_path = os.environ.get("PATH", os.defpath)
-        self.environment = NodeEnvironment(node_name, host_ip, self._host_path, kubernetes_service, ca_file, xds_root,
+        self.environment = NodeEnvironment(node_name, host_ip, self._host_path, kubernetes_service, ca_file,
                                            resolve_ref, python)
 
     # ---- pods -------------------------------------------------------------------------------------------------
@@ -174,7 +178,7 @@ class NodeRuntime:
             self._pods.pop(uid, None)
             self._release(record)
             raise
-        if not self._mount_service_account(record):
+        if not self._mount_volumes(record):
             record.mounting = asyncio.create_task(self._retry_mount(record), name=f"mount {namespace}/{name}")
         self._publish(record)
         for container in record.containers.values():
@@ -367,30 +371,76 @@ class NodeRuntime:
         return (self._app_addresses.get(pod.uid) or pod.annotations.get(APP_ADDRESS_ANNOTATION) or pod.app_address
                 or pod.ip)
 
-    def _mount_service_account(self, pod: PodRecord) -> bool:
-        """Write the projected token volume as the kubelet would; ``False`` when the token cannot be had yet."""
-        if self.issue_token is None or pod.spec.get("automountServiceAccountToken") is False:
-            pod.mounted.set()
-            return True
-        account = pod.spec.get("serviceAccountName") or pod.spec.get("serviceAccount") or "default"
+    def _mount_volumes(self, pod: PodRecord) -> bool:
+        """Write the pod's volumes as the kubelet would; ``False`` when one cannot be had yet (retried).
+
+        The service-account token and every ``projected`` ``serviceAccountToken`` (TokenRequests), and the
+        ``configMap`` and ``secret`` volumes at their ``mountPath`` inside the pod's folder (Istio's agent reads the
+        mesh root from the ``istio-ca-root-cert`` ConfigMap there). A missing object that is not ``optional`` holds
+        the pod in ContainerCreating, as on a kubelet, with a ``FailedMount`` event naming it.
+        """
         try:
-            token = self.issue_token(pod.namespace, account, (), None)
-            projected = self._projected_tokens(pod, account)
-        except Exception as exc:  # the ServiceAccount may not exist yet: the kubelet retries the mount too
-            logger.info("MountVolume.SetUp failed for pod %s/%s: %s", pod.namespace, pod.name, exc)
+            files = self._volume_files(pod)
+        except _MountFailed as exc:
+            if pod.mount_failure != str(exc):
+                pod.mount_failure = str(exc)
+                self.events.failed_mount(PodRef(pod.namespace, pod.name, pod.uid), str(exc))
             return False
-        for path, value in projected:
+        if self.issue_token is None or pod.spec.get("automountServiceAccountToken") is False:
+            token = None
+        else:
+            account = pod.spec.get("serviceAccountName") or pod.spec.get("serviceAccount") or "default"
+            try:
+                token = self.issue_token(pod.namespace, account, (), None)
+                files += self._projected_tokens(pod, account)
+            except Exception as exc:  # the ServiceAccount may not exist yet: the kubelet retries the mount too
+                logger.info("MountVolume.SetUp failed for pod %s/%s: %s", pod.namespace, pod.name, exc)
+                return False
+        for path, value in files:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _write_private(path, value)
-        folder = pod.dir / SERVICEACCOUNT_DIR
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write_private(folder / "token", token)
-        (folder / "namespace").write_text(pod.namespace)
-        if self.ca_file is not None and self.ca_file.exists():
-            (folder / "ca.crt").write_text(self.ca_file.read_text())
-        pod.account_dir = folder
+        if token is not None:
+            folder = pod.dir / SERVICEACCOUNT_DIR
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_private(folder / "token", token)
+            (folder / "namespace").write_text(pod.namespace)
+            if self.ca_file is not None and self.ca_file.exists():
+                (folder / "ca.crt").write_text(self.ca_file.read_text())
+            pod.account_dir = folder
         pod.mounted.set()
         return True
+
+    def _volume_files(self, pod: PodRecord) -> list[tuple[Path, str]]:
+        """The files of the pod's ``configMap`` and ``secret`` volumes, at their mount paths (all keys, or ``items``).
+
+        Raises:
+            _MountFailed: a volume's object (or a listed key) is missing and the volume is not ``optional``.
+        """
+        files: list[tuple[Path, str]] = []
+        mounts = _mount_paths(pod)
+        for volume in pod.spec.get("volumes") or []:
+            for kind, source, name_field in (("ConfigMap", volume.get("configMap"), "name"),
+                                             ("Secret", volume.get("secret"), "secretName")):
+                if source is None or not mounts.get(volume.get("name")):
+                    continue
+                name = source.get(name_field, "")
+                data = self.read_data(pod.namespace, kind, name) if self.read_data is not None else None
+                if data is None:
+                    if source.get("optional"):
+                        continue
+                    raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume.get("name")}" : '
+                                       f'{kind.lower()} "{name}" not found')
+                items = source.get("items") or [{"key": key, "path": key} for key in sorted(data)]
+                for item in items:
+                    if item.get("key") not in data:
+                        if source.get("optional"):
+                            continue
+                        raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume.get("name")}" : '
+                                           f'configmap references non-existent config key: {item.get("key")}')
+                    for mount_path in mounts[volume.get("name")]:
+                        files.append((pod.dir / mount_path.lstrip("/") / item.get("path", item["key"]),
+                                      data[item["key"]]))
+        return files
 
     def _projected_tokens(self, pod: PodRecord, account: str) -> list[tuple[Path, str]]:
         """The files of every ``projected`` volume's ``serviceAccountToken`` source, where containers mount them.
@@ -400,28 +450,51 @@ class NodeRuntime:
         there. Each token is a TokenRequest for the volume's ``audience`` and ``expirationSeconds``.
         """
         assert self.issue_token is not None
-        mounts = {mount.get("name"): mount.get("mountPath", "")
-                  for container in [*(pod.spec.get("initContainers") or []), *(pod.spec.get("containers") or [])]
-                  for mount in container.get("volumeMounts") or []}
+        mounts = _mount_paths(pod)
         files: list[tuple[Path, str]] = []
         for volume in pod.spec.get("volumes") or []:
-            mount_path = mounts.get(volume.get("name"))
-            if not mount_path:
+            for mount_path in mounts.get(volume.get("name")) or []:
+                files += self._tokens_of(pod, account, volume, mount_path)
+        return files
+
+    def _tokens_of(self, pod: PodRecord, account: str, volume: Obj, mount_path: str) -> list[tuple[Path, str]]:
+        assert self.issue_token is not None
+        files: list[tuple[Path, str]] = []
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            request = source.get("serviceAccountToken")
+            if not request:
                 continue
-            for source in (volume.get("projected") or {}).get("sources") or []:
-                request = source.get("serviceAccountToken")
-                if not request:
-                    continue
-                audiences = (request["audience"],) if request.get("audience") else ()
-                token = self.issue_token(pod.namespace, account, audiences, request.get("expirationSeconds") or 3600)
-                files.append((pod.dir / mount_path.lstrip("/") / request.get("path", "token"), token))
+            audiences = (request["audience"],) if request.get("audience") else ()
+            token = self.issue_token(pod.namespace, account, audiences, request.get("expirationSeconds") or 3600)
+            files.append((pod.dir / mount_path.lstrip("/") / request.get("path", "token"), token))
         return files
 
     async def _retry_mount(self, pod: PodRecord) -> None:
+        """Retry with back-off, and at once when a ConfigMap, Secret or ServiceAccount appears (the kubelet's
+        volume manager also reacts to the objects it waits for)."""
         delay = MOUNT_RETRY
-        while not pod.removing and not self._mount_service_account(pod):
-            await asyncio.sleep(delay)
+        while not pod.removing and not self._mount_volumes(pod):
+            self._sources_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sources_changed.wait(), delay)
             delay = min(delay * 2, MAX_MOUNT_RETRY)
+
+    def volume_sources_changed(self) -> None:
+        """A ConfigMap, Secret or ServiceAccount changed: pods waiting for a volume try again now, and running
+        pods' ``configMap`` and ``secret`` volumes are brought up to date (the kubelet syncs them too)."""
+        self._sources_changed.set()
+        for pod in self._pods.values():
+            if not pod.mounted.is_set() or pod.removing:
+                continue
+            try:
+                files = self._volume_files(pod)
+            except _MountFailed:
+                continue  # the object went away: the kubelet keeps the last content
+            for path, value in files:
+                with contextlib.suppress(OSError):
+                    if not path.exists() or path.read_text() != value:
+                        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                        _write_private(path, value)
 
     def _namespace_of(self, ip: str) -> str:
         for pod in self._pods.values():
@@ -519,8 +592,25 @@ def _tail(data: bytes, lines: int | None) -> bytes:
     return b"".join(kept)
 
 
+class _MountFailed(Exception):
+    """A volume cannot be set up yet; the message is the kubelet's ``FailedMount`` wording."""
+
+
+def _mount_paths(pod: PodRecord) -> dict[str, list[str]]:
+    """Volume name → where the pod's containers mount it (all containers share the pod's folder)."""
+    mounts: dict[str, list[str]] = {}
+    for container in [*(pod.spec.get("initContainers") or []), *(pod.spec.get("containers") or [])]:
+        for mount in container.get("volumeMounts") or []:
+            paths = mounts.setdefault(mount.get("name", ""), [])
+            if mount.get("mountPath") and mount["mountPath"] not in paths:
+                paths.append(mount["mountPath"])
+    return mounts
+
+
 def _write_private(path: Path, text: str) -> None:
-    """Write a credential readable by this user only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write a credential readable by this user only, atomically (a program may be reading the old one)."""
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    os.replace(partial, path)

@@ -11,11 +11,17 @@ import pytest
 # --import-mode=importlib puts no test folder on sys.path; this one's helpers are imported as ``envoy_kit``.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from envoy_kit import Agent, pod_ips, running_agent, wait_ready
+from envoy_kit import Agent, StandInIstiod, pod_ips, running_agent, wait_ready
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Iterator[Agent]:
-    with running_agent(tmp_path / "xds", pod_ips(1)[0], tmp_path / "istio-proxy.log") as started:
+def istiod() -> Iterator[StandInIstiod]:
+    with StandInIstiod(pod_ips(10)[-1]) as serving:
+        yield serving
+
+
+@pytest.fixture
+def agent(tmp_path: Path, istiod: StandInIstiod) -> Iterator[Agent]:
+    with running_agent(tmp_path / "pod", pod_ips(1)[0], tmp_path / "istio-proxy.log", istiod=istiod) as started:
         wait_ready(started)
         yield started

@@ -1,4 +1,5 @@
-"""The agent with a real Envoy: readiness, node identity, pilot-agent request, signals, dying together."""
+"""The agent with a real Envoy and a stand-in istiod over gRPC: readiness, node identity, pilot-agent request,
+signals, dying together, the DNS proxy."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
-from envoy_kit import Agent, alive, first_push, get, pod_ips, poll, run, running_agent, wait_ready
+from envoy_kit import Agent, StandInIstiod, alive, first_push, get, pod_ips, poll, run, running_agent, wait_ready
 
 from labkit.emulator.envoy import admin
 from labkit.emulator.envoy.agent import main
@@ -19,13 +20,15 @@ from labkit.emulator.envoy.agent import main
 pytestmark = pytest.mark.slow
 
 
-def test_envoy_agent_ready_only_once_envoy_applied_lds_and_cds(tmp_path: Path) -> None:
+def test_envoy_agent_ready_only_once_envoy_applied_lds_and_cds(tmp_path: Path, istiod: StandInIstiod) -> None:
     ip = pod_ips(1)[0]
     with pytest.raises(ConnectionRefusedError):
         get(ip, 15021, "/healthz/ready")
-    with running_agent(tmp_path / "xds", ip, tmp_path / "log", configured=False) as agent:
-        # Until istiod has published, Envoy does not even start: nothing answers on 15021.
-        poll((agent.directory / "bootstrap.json").exists, "the agent's bootstrap")
+    with running_agent(tmp_path / "pod", ip, tmp_path / "log", istiod=istiod, configured=False) as agent:
+        # Envoy runs and its stream is open, but until istiod answers it waits: nothing answers on 15021.
+        poll(lambda: istiod.connection(agent.node_id), "the proxy's ADS stream through its agent")
+        status, state = poll(lambda: get(ip, 15000, "/ready"), "Envoy's admin")
+        assert (status, state.strip()) in ((503, "PRE_INITIALIZING"), (503, "INITIALIZING"))
         with pytest.raises(ConnectionRefusedError):
             get(ip, 15021, "/healthz/ready")
         first_push(agent)
@@ -40,7 +43,7 @@ def test_envoy_agent_ready_only_once_envoy_applied_lds_and_cds(tmp_path: Path) -
 
 
 def test_envoy_agent_bootstrap_names_the_pod_istio_style(agent: Agent) -> None:
-    bootstrap = json.loads((agent.directory / "bootstrap.json").read_text())
+    bootstrap = json.loads((agent.directory / "etc/istio/proxy/envoy-rev.json").read_text())
     node = bootstrap["node"]
     assert node["id"] == f"sidecar~{agent.ip}~helloworld-v1-abc.sample~sample.svc.cluster.local"
     assert node["cluster"] == "helloworld.sample"
@@ -48,7 +51,11 @@ def test_envoy_agent_bootstrap_names_the_pod_istio_style(agent: Agent) -> None:
     assert node["metadata"]["NETWORK"] == "network1"
     assert node["metadata"]["LABELS"] == {"app": "helloworld", "version": "v1"}
     assert node["metadata"]["INSTANCE_IPS"] == agent.ip
-    assert agent.directory == agent.directory.parent / "uid-helloworld-v1-abc"  # keyed by the pod's uid
+    # Configuration and secrets come from the agent's sockets in the pod's folder, as in Istio's bootstrap.
+    pipes = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"]
+             for c in bootstrap["static_resources"]["clusters"] if c["name"] in ("xds-grpc", "sds-grpc")}
+    assert pipes == {"xds-grpc": "etc/istio/proxy/XDS", "sds-grpc": "var/run/secrets/workload-spiffe-uds/socket"}
+    assert bootstrap["dynamic_resources"]["cds_config"]["ads"] == {}
     server_info = json.loads(get(agent.ip, 15000, "/server_info")[1])
     assert server_info["state"] == "LIVE"
     assert server_info["command_line_options"]["concurrency"] == 1
@@ -98,7 +105,7 @@ def test_envoy_agent_refuses_to_start_without_its_environment(tmp_path: Path, ca
     assert main(["version"], {}) == 2
 
 
-def test_envoy_agent_with_dns_capture_serves_the_pods_dns_on_its_ip(tmp_path: Path) -> None:
+def test_envoy_agent_with_dns_capture_serves_the_pods_dns_on_its_ip(tmp_path: Path, istiod: StandInIstiod) -> None:
     class ClusterDns(BaseResolver):  # type: ignore[misc]
         def resolve(self, request: DNSRecord, handler: object) -> DNSRecord:
             reply = request.reply()
@@ -125,9 +132,9 @@ def test_envoy_agent_with_dns_capture_serves_the_pods_dns_on_its_ip(tmp_path: Pa
             return None  # not listening yet
 
     try:
-        with running_agent(tmp_path / "xds", ip, tmp_path / "log", extra_env=capture) as agent:
+        with running_agent(tmp_path / "pod", ip, tmp_path / "log", istiod=istiod, extra_env=capture) as agent:
             wait_ready(agent)
-            # No name table over filesystem xDS: every name goes to the cluster DNS, answers unchanged.
+            # This istiod sends no name table: every name goes to the cluster DNS, answers unchanged.
             reply = poll(answered, "the DNS proxy on :15053")
             assert [str(rr.rdata) for rr in reply.rr] == ["127.250.101.1"]
             assert ask("nowhere.sample.svc.cluster.local").header.rcode == RCODE.NXDOMAIN

@@ -1,21 +1,19 @@
-"""Publishing filesystem xDS to a real Envoy: live updates, ACK, NACK with Envoy's reason, draining, endpoints."""
+"""istiod's ADS to a real Envoy through its agent: live updates, ACK, NACK with Envoy's reason, draining, endpoints."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from envoy_kit import Agent, backend, get, pod_ips, run, running_agent, wait_ready
+from envoy_kit import Agent, StandInIstiod, backend, get, pod_ips, run, running_agent, wait_ready
 
 from labkit.emulator.envoy import admin
-from labkit.emulator.envoy.files import EDS, RDS, XdsWriter, config_source, read_rejections
 from labkit.emulator.mesh.model import ProxyConfig
-from labkit.errors import XdsRejectedError, XdsTimeoutError
+from labkit.emulator.mesh.xds.names import config_source
+from labkit.errors import XdsRejectedError
 from labkit.istio import endpoint_table
 
 pytestmark = pytest.mark.slow
@@ -33,7 +31,7 @@ PROXY_PORT = 15080
 
 def eds_cluster(name: str, **extra: Any) -> dict[str, Any]:
     return {"@type": CLUSTER, "name": name, "type": "EDS", "connect_timeout": "1s",
-            "eds_cluster_config": {"service_name": name, "eds_config": config_source(EDS)}, **extra}
+            "eds_cluster_config": {"service_name": name, "eds_config": config_source("eds", name)}, **extra}
 
 
 def endpoints(name: str, *addresses: tuple[str, int]) -> dict[str, Any]:
@@ -44,7 +42,7 @@ def endpoints(name: str, *addresses: tuple[str, int]) -> dict[str, Any]:
 
 def listener(ip: str) -> dict[str, Any]:
     hcm = {"@type": HCM, "stat_prefix": f"outbound_{ip}_{PROXY_PORT}",
-           "rds": {"route_config_name": str(PROXY_PORT), "config_source": config_source(RDS)},
+           "rds": {"route_config_name": str(PROXY_PORT), "config_source": config_source("rds", str(PROXY_PORT))},
            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}
     return {"@type": LISTENER, "name": f"{ip}_{PROXY_PORT}",
             "address": {"socket_address": {"address": ip, "port_value": PROXY_PORT}},
@@ -61,7 +59,6 @@ def route(cluster: str, **vhost_extra: Any) -> dict[str, Any]:
 @dataclass
 class Mesh:
     agent: Agent
-    writer: XdsWriter
     backend_a: tuple[str, int]
     backend_b: tuple[str, int]
 
@@ -74,8 +71,8 @@ class Mesh:
             endpoints=tuple(eds if eds is not None else [endpoints(A, self.backend_a), endpoints(B, self.backend_b)]),
             version=version)
 
-    def push(self, config: ProxyConfig, timeout: float = 3.0) -> None:
-        run(admin.confirm(self.agent.admin, self.agent.directory, self.writer.publish(config), timeout))
+    def push(self, config: ProxyConfig, timeout: float = 5.0) -> None:
+        self.agent.istiod.push(self.agent.node_id, config, timeout)
 
     def call(self, path: str = "/hello") -> tuple[int, str]:
         return get(self.agent.ip, PROXY_PORT, path)
@@ -84,50 +81,50 @@ class Mesh:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("xds")
-    ip, ip_a, ip_b = pod_ips(3)
+    ip, ip_a, ip_b, ip_istiod = pod_ips(4)
     with contextlib.ExitStack() as stack:
         address_a = stack.enter_context(backend(ip_a, 5000, "helloworld-a"))
         address_b = stack.enter_context(backend(ip_b, 5000, "helloworld-b"))
-        agent = stack.enter_context(running_agent(tmp / "xds", ip, tmp / "istio-proxy.log"))
+        istiod = stack.enter_context(StandInIstiod(ip_istiod))
+        agent = stack.enter_context(running_agent(tmp / "pod", ip, tmp / "istio-proxy.log", istiod=istiod))
         wait_ready(agent)
-        yield Mesh(agent, XdsWriter(agent.directory), address_a, address_b)
+        yield Mesh(agent, address_a, address_b)
 
 
 def test_envoy_xds_routes_then_reroutes_live(mesh: Mesh) -> None:
-    published = mesh.writer.publish(mesh.config("1"))
-    assert [w.kind for w in published.written] == ["EDS", "EDS", "CDS", "RDS", "LDS"]
-    run(admin.confirm(mesh.agent.admin, mesh.agent.directory, published, 3.0))
+    mesh.push(mesh.config("1"))
     assert mesh.call() == (200, "helloworld-a /hello\n")
     envoy = mesh.agent.envoy_pid()
-    lds_version = published.written[-1].version
+    connection = mesh.agent.istiod.connection(mesh.agent.node_id)
+    assert connection is not None
+    lds_version = connection.types[LISTENER].acked_version
 
-    published = mesh.writer.publish(mesh.config("2", to=B))
-    assert [w.label for w in published.written] == ["RDS 15080"]  # only what changed is written
-    run(admin.confirm(mesh.agent.admin, mesh.agent.directory, published, 3.0))
+    mesh.push(mesh.config("2", to=B))
     assert mesh.call() == (200, "helloworld-b /hello\n")
-    assert mesh.agent.envoy_pid() == envoy
+    assert mesh.agent.envoy_pid() == envoy  # no restart: the stream carried the change
+    assert connection.types[LISTENER].acked_version == lds_version  # only what changed was sent
     dump = run(admin.config_dump(mesh.agent.admin))
     listeners = next(c for c in dump["configs"] if c["@type"].endswith("ListenersConfigDump"))
-    assert listeners["version_info"] == lds_version  # version_info is what Envoy shows back, per file
-    assert mesh.writer.publish(mesh.config("3", to=B)).written == ()
+    assert listeners["version_info"] == lds_version  # the version Envoy shows back is the one it ACKed
 
 
 def test_envoy_xds_rejected_cluster_names_envoys_reason_and_old_config_serves(mesh: Mesh) -> None:
     mesh.push(mesh.config("10"))
-    bad = mesh.config("11", clusters=[eds_cluster(A), eds_cluster(B, lb_policy="NOT_A_POLICY")])
+    bad = mesh.config("11", clusters=[eds_cluster(A), eds_cluster(B, connect_timeout="0s")])
     with pytest.raises(XdsRejectedError) as caught:
         mesh.push(bad)
     error = caught.value
     assert (error.kind, error.resource) == ("CDS", B)
-    assert "unknown enum value: 'NOT_A_POLICY'" in error.reason
+    assert "ConnectTimeout: value must be greater than 0s" in error.reason
     assert "helloworld-v1-abc.sample" in str(error) and B in str(error)
     assert mesh.call() == (200, "helloworld-a /hello\n")
-    assert read_rejections(mesh.agent.directory)["latest"]["CDS"].reason == error.reason
 
+    two_wildcards = route(B)
+    two_wildcards["virtual_hosts"].append({**two_wildcards["virtual_hosts"][0], "name": "again"})
     with pytest.raises(XdsRejectedError) as caught:
-        mesh.push(mesh.config("12", routes=[route(B, bogus_field=1)]))
+        mesh.push(mesh.config("12", routes=[two_wildcards]))
     assert (caught.value.kind, caught.value.resource) == ("RDS", "15080")
-    assert "no such field: 'bogus_field'" in caught.value.reason
+    assert "Only a single wildcard domain is permitted" in caught.value.reason
     assert mesh.call() == (200, "helloworld-a /hello\n")
 
     mesh.push(mesh.config("13", to=B))  # fixed: accepted again
@@ -141,12 +138,6 @@ def test_envoy_xds_empty_endpoints_drain_the_cluster(mesh: Mesh) -> None:
     assert mesh.call() == (503, "no healthy upstream")
     mesh.push(mesh.config("22"))
     assert mesh.call()[0] == 200
-    # No ClusterLoadAssignment at all: the writer still writes one with no endpoints, never `resources: []`.
-    published = mesh.writer.publish(mesh.config("23", eds=[endpoints(B, mesh.backend_b)]))
-    eds_file = next(w for w in published.written if w.kind == EDS and w.name == A).path
-    assert json.loads(eds_file.read_text())["resources"] == [{"@type": CLA, "cluster_name": A, "endpoints": []}]
-    run(admin.confirm(mesh.agent.admin, mesh.agent.directory, published, 3.0))
-    assert mesh.call() == (503, "no healthy upstream")
 
 
 def test_envoy_xds_endpoint_table_reads_real_clusters_json(mesh: Mesh) -> None:
@@ -163,10 +154,3 @@ def test_envoy_xds_endpoint_table_reads_real_clusters_json(mesh: Mesh) -> None:
     table = str(endpoint_table(clusters, A))
     assert table.splitlines()[0].split() == ["ENDPOINT", "STATUS", "OUTLIER", "CHECK", "CLUSTER"]
     assert table.splitlines()[1].split() == [f"{ip_a}:{port_a}", "HEALTHY", "OK", A]
-
-
-def test_envoy_xds_confirm_times_out_without_envoy(tmp_path: Path) -> None:
-    writer = XdsWriter(tmp_path / "cluster1" / "sample" / "gone")
-    published = writer.publish(ProxyConfig(listeners=(), clusters=(eds_cluster(A),), routes=(), endpoints=()))
-    with pytest.raises(XdsTimeoutError, match=r"did not apply CDS, EDS outbound.*does not answer"):
-        run(admin.confirm((pod_ips(1)[0], 15000), writer.directory, published, 0.2))

@@ -22,11 +22,8 @@ import pytest
 
 from labkit.emulator.envoy import protocol
 from labkit.emulator.envoy.binary import find_envoy
-from labkit.emulator.envoy.bootstrap import bootstrap
+from labkit.emulator.envoy.bootstrap import SDS_SOCKET, TOKEN_PATH, XDS_SOCKET, bootstrap
 from labkit.emulator.envoy.workload import (
-    SDS_SOCKET,
-    TOKEN_PATH,
-    XDS_SOCKET,
     Credentials,
     Istiod,
     WorkloadAgent,
@@ -130,7 +127,7 @@ async def _scenario(pod: Path) -> None:
     running = asyncio.create_task(agent.run(stop))
     node = f"sidecar~{pod_ip}~sleep-abc.sample~sample.svc.cluster.local"
     config = bootstrap(node_id=node, cluster="sleep.sample", metadata={"CLUSTER_ID": "cluster1", "IP": pod_ip},
-                       admin_address=(pod_ip, 15000), xds_dir=pod, status_address=None, access_log=False,
+                       admin_address=(pod_ip, 15000), status_address=None, access_log=False,
                        sockets=(pod / XDS_SOCKET, pod / SDS_SOCKET))
     (pod / "bootstrap.json").write_text(json.dumps(config))
     envoy = None

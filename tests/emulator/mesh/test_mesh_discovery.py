@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 
 import pytest
@@ -167,14 +166,10 @@ def test_plugged_in_cacerts_signs_workloads_under_the_mesh_root(tmp_path) -> Non
     loaded = mesh_ca.load_ca(_secret("cacerts", files), None)
     assert loaded is not None and loaded.source == "cacerts"
     assert loaded.root_pem == files["root-cert.pem"]
-    certificates = mesh_ca.WorkloadCertificates()
-    assert certificates.set_ca(loaded)
-    now = dt.datetime.now(dt.UTC)
-    first = certificates.credential("spiffe://cluster.local/ns/sample/sa/sleep", now)
-    assert first is certificates.credential("spiffe://cluster.local/ns/sample/sa/sleep", now)
-    renewed = certificates.credential("spiffe://cluster.local/ns/sample/sa/sleep", now + dt.timedelta(hours=13))
-    assert renewed is not first  # past half of its 24 hours: re-issued before it expires
-    assert first.root_pem == files["root-cert.pem"]
+    current = mesh_ca.CurrentCa()
+    assert current.set_ca(loaded) and not current.set_ca(loaded)
+    issued = loaded.authority.issue_workload("spiffe://cluster.local/ns/sample/sa/sleep")
+    assert issued.root_pem == files["root-cert.pem"]
 
 
 def test_cacerts_with_a_foreign_key_is_refused(tmp_path) -> None:

@@ -5,13 +5,12 @@ PASSTHROUGH); SDS secrets for one and several trust domains. The richest proxies
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from envoy_check import envoy_validate
 
 from labkit.emulator.mesh.model import (
     ConfigObject,
@@ -19,7 +18,6 @@ from labkit.emulator.mesh.model import (
     MeshConfig,
     MeshSnapshot,
     Proxy,
-    ProxyConfig,
     Service,
     ServicePort,
 )
@@ -31,7 +29,6 @@ from labkit.emulator.mesh.xds import (
     build_routes,
     build_secrets,
     generate,
-    names,
 )
 from labkit.pki import CertificateAuthority
 
@@ -314,41 +311,6 @@ def test_secrets_for_one_and_several_trust_domains() -> None:
 
 
 # -------------------------------------------------------------------------------------------- envoy validates
-def envoy_validate(config: ProxyConfig, folder: Path) -> None:
-    """EDS inlined as STATIC clusters, RDS inlined into HCMs, SDS from per-secret files; Envoy decides."""
-    from labkit.emulator.envoy.binary import find_envoy
-
-    assignments, routes = by_name(config.endpoints, "cluster_name"), by_name(config.routes)
-    for secret in config.secrets:
-        path = folder / names.resource_file("sds", secret["name"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"version_info": "1", "resources": [secret]}))
-
-    def strip(resource: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in names.with_xds_dir(resource, str(folder)).items() if k != "@type"}
-
-    clusters = []
-    for cluster in map(strip, config.clusters):
-        if cluster["type"] == "EDS":
-            cluster.update(type="STATIC", load_assignment=strip(
-                assignments[cluster.pop("eds_cluster_config")["service_name"]]))
-        clusters.append(cluster)
-    listeners = []
-    for listener in map(strip, config.listeners):
-        for chain in listener["filter_chains"]:
-            for typed in (f["typed_config"] for f in chain["filters"]):
-                if "rds" in typed:
-                    typed["route_config"] = strip(routes[typed.pop("rds")["route_config_name"]])
-        listeners.append(listener)
-    path = folder / "bootstrap.json"
-    path.write_text(json.dumps({"node": {"id": "validate", "cluster": "validate"},
-                                "static_resources": {"listeners": listeners, "clusters": clusters}}))
-    result = subprocess.run([str(find_envoy().path), "--mode", "validate", "-c", str(path),
-                             "--reject-unknown-dynamic-fields", "--disable-hot-restart", "-l", "error"],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
 @pytest.fixture(scope="module")
 def credential(cluster1_ca: CertificateAuthority, root: CertificateAuthority) -> ProxyCredential:
     issued = cluster1_ca.issue_workload(SA)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from envoy_check import envoy_validate
 
 from labkit.emulator.mesh.model import (
     ConfigObject,
@@ -21,7 +21,6 @@ from labkit.emulator.mesh.model import (
     MeshSnapshot,
     NetworkGateway,
     Proxy,
-    ProxyConfig,
     Service,
     ServicePort,
 )
@@ -144,48 +143,6 @@ def credential(cluster1_ca: CertificateAuthority) -> ProxyCredential:
     return ProxyCredential(issued.cert_chain_pem, issued.key_pem, {"cluster.local": issued.root_pem})
 
 
-def envoy_validate(config: ProxyConfig, folder: Path) -> None:
-    """Envoy's own verdict on a ProxyConfig: EDS inlined as STATIC clusters, RDS inlined into the HCMs, SDS read
-    from the per-secret files the writer would publish.
-    """
-    from labkit.emulator.envoy.binary import find_envoy
-
-    xds_dir = str(folder)
-    assignments = by_name(config.endpoints, "cluster_name")
-    routes = by_name(config.routes)
-    for secret in config.secrets:
-        path = folder / names.resource_file("sds", secret["name"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"version_info": "1", "resources": [secret]}))
-
-    def strip(resource: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in names.with_xds_dir(resource, xds_dir).items() if k != "@type"}
-
-    clusters = []
-    for cluster in map(strip, config.clusters):
-        if cluster["type"] == "EDS":
-            cla = strip(assignments[cluster.pop("eds_cluster_config")["service_name"]])
-            cluster.update(type="STATIC", load_assignment=cla)
-        clusters.append(cluster)
-    listeners = []
-    for listener in map(strip, config.listeners):
-        for chain in listener["filter_chains"]:
-            for network_filter in chain["filters"]:
-                typed = network_filter["typed_config"]
-                if "rds" in typed:
-                    typed["route_config"] = strip(routes[typed.pop("rds")["route_config_name"]])
-        listeners.append(listener)
-    bootstrap = {"node": {"id": "validate~127.0.0.1~x.y~y.svc.cluster.local", "cluster": "validate"},
-                 "static_resources": {"listeners": listeners, "clusters": clusters}}
-    path = folder / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap, indent=1))
-    envoy = find_envoy()
-    result = subprocess.run([str(envoy.path), "--mode", "validate", "-c", str(path), "--reject-unknown-dynamic-fields",
-                             "--disable-hot-restart", "-l", "error"], capture_output=True, text=True, timeout=60,
-                            check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
 # ------------------------------------------------------------------------------------------------- names
 def test_cluster_and_sni_names_round_trip() -> None:
     assert names.cluster_name("outbound", 5000, "", HELLO) == HELLO_5000
@@ -201,12 +158,14 @@ def test_cluster_and_sni_names_round_trip() -> None:
         names.parse_sni("helloworld.sample")
 
 
-def test_config_sources_carry_the_xds_dir_token_and_one_file_per_resource() -> None:
-    source = names.config_source("eds", HELLO_5000)
-    assert source == {"path_config_source": {"path": "{xds_dir}/eds/outbound%7C5000%7C%7C" + HELLO + ".json"},
-                      "resource_api_version": "V3"}
-    assert names.resource_file("sds", "kubernetes://cred") == "sds/kubernetes%3A%2F%2Fcred.json"
-    assert names.with_xds_dir({"a": [source]}, "/x")["a"][0]["path_config_source"]["path"].startswith("/x/eds/")
+def test_config_sources_are_ads_but_the_workload_secrets_come_from_the_agent() -> None:
+    ads = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
+    assert names.config_source("eds", HELLO_5000) == ads
+    assert names.config_source("rds", "http.8080") == ads
+    assert names.config_source("sds", "kubernetes://cred") == ads  # istiod serves a gateway's credentials
+    for secret in ("default", "ROOTCA"):
+        grpc = names.config_source("sds", secret)["api_config_source"]["grpc_services"][0]["envoy_grpc"]
+        assert grpc["cluster_name"] == "sds-grpc"
 
 
 # ------------------------------------------------------------------------------------------------ clusters
@@ -218,7 +177,7 @@ def test_sleep_sidecar_gets_istio_named_clusters_with_auto_mtls() -> None:
     assert hello["@type"] == "type.googleapis.com/envoy.config.cluster.v3.Cluster"
     assert hello["type"] == "EDS" and hello["lb_policy"] == "LEAST_REQUEST" and hello["connect_timeout"] == "10s"
     assert hello["eds_cluster_config"]["service_name"] == HELLO_5000
-    assert hello["eds_cluster_config"]["eds_config"]["path_config_source"]["path"].startswith("{xds_dir}/eds/")
+    assert hello["eds_cluster_config"]["eds_config"]["ads"] == {}
     assert hello["circuit_breakers"]["thresholds"][0]["max_connections"] == 4294967295
     istio, disabled = hello["transport_socket_matches"]
     assert (istio["name"], istio["match"]) == ("tlsMode-istio", {"tlsMode": "istio"})
@@ -397,7 +356,7 @@ def test_http_proxy_listener_and_route() -> None:
     assert listener["address"]["socket_address"] == {"address": "127.1.0.11", "port_value": 15080}
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["rds"]["route_config_name"] == "http_proxy"
-    assert hcm["rds"]["config_source"]["path_config_source"]["path"] == "{xds_dir}/rds/http_proxy.json"
+    assert hcm["rds"]["config_source"]["ads"] == {}
     assert hcm["http_protocol_options"] == {"allow_absolute_url": True}
     log_format = hcm["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"]
     assert "%RESPONSE_FLAGS%" in log_format and "%UPSTREAM_TRANSPORT_FAILURE_REASON%" in log_format

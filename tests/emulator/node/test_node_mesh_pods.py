@@ -198,7 +198,6 @@ def test_app_containers_reach_the_mesh_through_the_sidecar_proxy_and_the_agent_d
         app_env, proxy_env = await node.env("client", "curl"), await node.env("client", "istio-proxy")
         pod_ip, app = status["podIP"], proxy_env["LABKIT_APP_ADDRESS"]
         for env in (app_env, proxy_env):
-            assert env["LABKIT_XDS_ROOT"] == str(tmp_path / "xds")
             assert env["LABKIT_KUBERNETES_CA_FILE"] == str(ca_file)
             assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.9" and env["KUBERNETES_SERVICE_PORT"] == "443"
             assert env["POD_IP"] == pod_ip
@@ -213,9 +212,42 @@ def test_app_containers_reach_the_mesh_through_the_sidecar_proxy_and_the_agent_d
         await node.runtime.sync_pod(a_pod("bare", sleeper()))
         await node.running("bare")
         bare = await node.env("bare", "curl")
-        assert "http_proxy" not in bare and bare["LABKIT_XDS_ROOT"] == str(tmp_path / "xds")
+        assert "http_proxy" not in bare
 
-    run(tmp_path, body, ca_file=ca_file, xds_root=tmp_path / "xds", kubernetes_service=("127.0.0.9", 443))
+    run(tmp_path, body, ca_file=ca_file, kubernetes_service=("127.0.0.9", 443))
+
+
+def test_configmap_and_secret_volumes_appear_at_their_mount_path_once_the_objects_exist(tmp_path: Path) -> None:
+    """Istio's agent reads the mesh root from the istio-ca-root-cert ConfigMap mounted in its pod: like a kubelet,
+    the node holds the pod until the object exists (a FailedMount event says which), then writes every key."""
+    objects: dict[tuple[str, str, str], dict[str, str]] = {}
+    events: list[tuple[str, str]] = []
+
+    def record(_ref: Obj, _type: str, reason: str, message: str, **_: Any) -> None:
+        events.append((reason, message))
+
+    async def body(node: Node) -> None:
+        pod = a_pod("reader", sleeper(volumeMounts=[{"name": "root", "mountPath": "/var/run/secrets/istio"},
+                                                    {"name": "creds", "mountPath": "/etc/creds"}]),
+                    volumes=[{"name": "root", "configMap": {"name": "istio-ca-root-cert"}},
+                             {"name": "creds", "secret": {"secretName": "creds", "items": [
+                                 {"key": "password", "path": "pw"}]}},
+                             {"name": "absent", "configMap": {"name": "nowhere", "optional": True}}])
+        await node.runtime.sync_pod(pod)
+        await asyncio.sleep(0.3)
+        assert ("FailedMount", 'MountVolume.SetUp failed for volume "root" : configmap "istio-ca-root-cert" not '
+                "found") in events
+        assert node.statuses[("sample", "reader")]["phase"] == "Pending"
+        objects[("sample", "ConfigMap", "istio-ca-root-cert")] = {"root-cert.pem": "ROOT"}
+        objects[("sample", "Secret", "creds")] = {"password": "s3cret", "user": "me"}
+        node.runtime.volume_sources_changed()
+        await node.running("reader")
+        assert (await node.exec("reader", "curl", ["cat", "var/run/secrets/istio/root-cert.pem"]))[1] == "ROOT"
+        assert (await node.exec("reader", "curl", ["cat", "etc/creds/pw"]))[1] == "s3cret"
+        assert (await node.exec("reader", "curl", ["ls", "etc/creds"]))[1].split() == ["pw"]
+
+    run(tmp_path, body, read_data=lambda namespace, kind, name: objects.get((namespace, kind, name)),
+        record_event=record)
 
 
 def test_the_node_wires_only_what_the_pod_declares(tmp_path: Path) -> None:

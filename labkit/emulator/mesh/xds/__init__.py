@@ -4,9 +4,8 @@ out, named as Istio names them.
 One builder per resource type, as in Istio's pilot: :func:`build_clusters`, :func:`build_endpoints`,
 :func:`build_listeners`, :func:`build_routes`, :func:`build_secrets`, and the DNS proxy's
 :func:`build_name_table` (NDS); :func:`generate` runs them all for one
-proxy and checks that every reference resolves. Names live in :mod:`.names` only, including the
-``{xds_dir}`` token that EDS/RDS/SDS config sources carry for the writer to replace. Nothing here does I/O,
-so the transport (filesystem xDS today, gRPC ADS maybe later) can change without touching the builders.
+proxy and checks that every reference resolves. Names and config sources live in :mod:`.names` only. Nothing
+here does I/O: istiod's gRPC server (:mod:`labkit.emulator.mesh.serving`) carries what they build.
 """
 
 from labkit.emulator.mesh.xds.clusters import build_clusters

@@ -117,7 +117,7 @@ def raw_buffer() -> dict[str, Any]:
 
 
 def sds_secret(name: str) -> dict[str, Any]:
-    """An SDS reference read from the secret's own file (see :mod:`.names` for the ``{xds_dir}`` token)."""
+    """An SDS reference: from the agent for the workload's own secrets, over ADS for a gateway's credentials."""
     return {"name": name, "sds_config": names.config_source("sds", name)}
 
 

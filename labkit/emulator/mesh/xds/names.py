@@ -10,27 +10,21 @@ with ``BuildSubsetKey``/``ParseSubsetKey``). The names are what learners read in
 - listeners: ``<address>_<port>``; routes: ``http_proxy``, ``inbound|5000||``, ``http.8080``,
   ``https.443.https.gateway.istio-system``; secrets: ``default``, ``ROOTCA``, ``kubernetes://<credentialName>``.
 
-**Config sources and the ``{xds_dir}`` token.** The builders are pure and do not know where a proxy's files
-will live, so every config source they emit (EDS, RDS, SDS) is a ``path_config_source`` whose path starts
-with the literal token ``{xds_dir}``; the writer replaces it with the proxy's directory
-(:func:`with_xds_dir`) before publishing. Envoy's filesystem subscriptions hand the *whole* file to each
-subscriber and EDS, RDS and SDS refuse a file holding more than one resource ("Unexpected EDS resource
-length: 2"), so each of those resources gets a file of its own, named by :func:`resource_file`:
-``{xds_dir}/eds/<name>.json``, ``{xds_dir}/rds/<name>.json``, ``{xds_dir}/sds/<name>.json``, the name
-percent-encoded (``|``, ``/`` and ``:`` do not belong in file names). LDS and CDS stay one file each
-(``lds.json``, ``cds.json``), state of the world, referenced from the bootstrap.
+**Config sources.** Everything but the workload's own secrets comes on the proxy's one ADS stream
+(``ads: {}``): EDS by the cluster's service name, RDS by route configuration name, and a gateway's
+``kubernetes://<credentialName>`` secrets, which istiod serves. ``default`` and ``ROOTCA`` come from the agent's
+SDS server through the bootstrap's ``sds-grpc`` cluster, as Istio's generated configuration says
+(:func:`config_source`). ``initial_fetch_timeout: 0s``: Envoy waits for them rather than warming without.
 """
 
 from __future__ import annotations
 
-import urllib.parse
-from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
 Direction = Literal["inbound", "outbound"]
 ResourceKind = Literal["eds", "rds", "sds"]
 
-XDS_DIR = "{xds_dir}"
+SDS_CLUSTER = "sds-grpc"
 
 HTTP_PROXY_ROUTE = "http_proxy"
 BLACKHOLE_CLUSTER = "BlackHoleCluster"
@@ -138,32 +132,20 @@ def domain_name(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def resource_file(kind: ResourceKind, name: str) -> str:
-    """Where, relative to the proxy's xDS directory, the writer puts one EDS/RDS/SDS resource.
+def config_source(kind: ResourceKind, name: str) -> dict[str, Any]:
+    """The ``ConfigSource`` through which a proxy fetches one EDS, RDS or SDS resource, as Istio's config says.
+
+    The agent's SDS stream retries after 50 ms (Envoy's default backoff starts at 500 ms): the agent opens its
+    socket just after Envoy starts.
 
     Args:
         kind: ``eds``, ``rds`` or ``sds``.
-        name: the resource name (cluster/EDS service name, route configuration name, secret name).
+        name: the resource name: ``default`` and ``ROOTCA`` come from the agent, everything else over ADS.
     """
-    return f"{kind}/{urllib.parse.quote(name, safe='._-')}.json"
-
-
-def config_source(kind: ResourceKind, name: str) -> dict[str, Any]:
-    """A filesystem ``ConfigSource`` for one resource, with the ``{xds_dir}`` token the writer replaces."""
-    return {"path_config_source": {"path": f"{XDS_DIR}/{resource_file(kind, name)}"}, "resource_api_version": "V3"}
-
-
-def with_xds_dir(value: Any, xds_dir: str) -> Any:
-    """A copy of a resource (or any JSON-like value) with every ``{xds_dir}`` token replaced.
-
-    Args:
-        value: a resource dict, a list of them, or any JSON-like value.
-        xds_dir: the proxy's xDS directory, without a trailing slash.
-    """
-    if isinstance(value, str):
-        return value.replace(XDS_DIR, xds_dir)
-    if isinstance(value, Mapping):
-        return {key: with_xds_dir(item, xds_dir) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [with_xds_dir(item, xds_dir) for item in value]
-    return value
+    if kind == "sds" and name in (SDS_DEFAULT, SDS_ROOT):
+        return {"api_config_source": {"api_type": "GRPC", "transport_api_version": "V3",
+                                      "set_node_on_first_message_only": True,
+                                      "grpc_services": [{"envoy_grpc": {"cluster_name": SDS_CLUSTER, "retry_policy": {
+                                          "retry_back_off": {"base_interval": "0.05s", "max_interval": "1s"}}}}]},
+                "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
+    return {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
