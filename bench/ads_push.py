@@ -8,9 +8,8 @@ fixed mesh of 40 services (one EDS cluster and its endpoints each, per proxy), P
 service — and times each from the push until every Envoy has ACKed it (the server's per-stream state, as
 ``/debug/syncz`` reports it). Prints p50/p95, and the private memory (RSS − shared) per Envoy.
 
-This measures the transport alone: istiod's informers and builders are not in the loop (their time is in
-bench/lab_ready.py). With filesystem xDS the same mesh cannot run at all on a stock Linux: each proxy costs four
-inotify instances of the 128 a user gets.
+This measures the transport alone: istiod's informers and builders and the agents are not in the loop (their time
+is in bench/lab_ready.py, an agent's memory in bench/envoy_start.py).
 """
 
 from __future__ import annotations

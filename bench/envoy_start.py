@@ -1,18 +1,18 @@
-"""How fast a pod's istio-proxy becomes ready, and what one Envoy costs in memory.
+"""How fast a pod's istio-proxy becomes ready, and what one proxy (agent + Envoy) costs in memory.
 
 Run: .venv/bin/python bench/envoy_start.py
 
-Prints the median (n=5) time from starting ``python -m labkit.emulator.envoy.agent proxy sidecar`` to its
-``/healthz/ready`` answering 200 (interpreter and labkit import, bootstrap, Envoy start, initial LDS/CDS),
-the same for Envoy alone started from the bootstrap the agent wrote (what the agent adds is the
-difference), and the private memory of one idle Envoy from ``/proc/<pid>/smaps_rollup`` (Pss counts shared
-pages divided among the processes that share them; Private_* is what one more proxy costs).
+A stand-in istiod (labkit's gRPC server with a fixed, empty configuration, the tests' ``StandInIstiod``) serves
+15012. Prints the median (n=5) time from starting ``python -m labkit.emulator.envoy.agent proxy sidecar`` to its
+``/healthz/ready`` answering 200 (interpreter and labkit import, bootstrap, Envoy start, the agent's sockets, the
+workload certificate by CSR, istiod's first CDS/LDS over ADS), and the memory of one idle proxy of several
+from ``/proc/<pid>/smaps_rollup``, agent and Envoy apart (Pss counts shared pages divided among the processes
+that share them; Private_* is what one more proxy costs).
 """
 
 from __future__ import annotations
 
 import http.client
-import os
 import signal
 import statistics
 import subprocess
@@ -21,9 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from labkit.emulator.envoy import find_envoy
-from labkit.emulator.envoy.agent import envoy_argv
 from labkit.testing import address_plan
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "emulator" / "envoy"))
+from envoy_kit import StandInIstiod, agent_env, pod_folder
+
+from labkit.emulator.mesh.model import ProxyConfig
+
+EMPTY = ProxyConfig((), (), (), ())  # what istiod sends a proxy in a mesh with nothing in it
 
 RUNS = 5
 NEIGHBOURS = 3
@@ -81,53 +86,59 @@ def _envoy_child(pid: int) -> int:
     raise SystemExit("no Envoy under the agent")
 
 
-def _memory_of_one(root: str, ips: list[str]) -> dict[str, int]:
+class _Agent:
+    def __init__(self, istiod: StandInIstiod, root: Path, ip: str, pod: str):
+        folder = pod_folder(root / pod, istiod)
+        env = agent_env(istiod, ip, pod)
+        self.node_id = f"sidecar~{ip}~{pod}.sample~sample.svc.cluster.local"
+        self.process = subprocess.Popen([sys.executable, "-m", "labkit.emulator.envoy.agent", "proxy", "sidecar"],
+                                        env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _memory_of_one(istiod: StandInIstiod, root: Path, ips: list[str]) -> tuple[dict[str, int], dict[str, int]]:
     agents = []
     try:
         for index, ip in enumerate(ips):
-            env = {**os.environ, "POD_NAME": f"memory-{index}", "POD_NAMESPACE": "sample", "INSTANCE_IP": ip,
-                   "ISTIO_META_CLUSTER_ID": "cluster1", "LABKIT_XDS_ROOT": root}
-            agents.append(subprocess.Popen([sys.executable, "-m", "labkit.emulator.envoy.agent", "proxy", "sidecar"],
-                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            agent = _Agent(istiod, root, ip, f"memory-{index}")
+            agents.append(agent)
+            istiod.publish(agent.node_id, EMPTY)
         for ip, agent in zip(ips, agents, strict=True):
-            _wait_ready(ip, agent)
+            _wait_ready(ip, agent.process)
         time.sleep(1.0)  # let the first stats flush and lazy allocations settle
-        return _memory_kb(_envoy_child(agents[-1].pid))
+        last = agents[-1].process.pid
+        return _memory_kb(last), _memory_kb(_envoy_child(last))
     finally:
         for agent in agents:
-            _stop(agent)
+            _stop(agent.process)
+
+
+def _private(memory: dict[str, int]) -> float:
+    return (memory.get("Private_Clean", 0) + memory.get("Private_Dirty", 0)) / 1024
 
 
 def main() -> None:
     hosts = address_plan().pod_network(1).hosts()
     next(hosts)
-    agent_times, envoy_times = [], []
-    memory: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as root:
+    agent_times = []
+    with tempfile.TemporaryDirectory() as folder, StandInIstiod(str(next(hosts))) as istiod:
+        root = Path(folder)
         for run in range(RUNS):
             ip = str(next(hosts))
-            env = {**os.environ, "POD_NAME": f"bench-{run}", "POD_NAMESPACE": "sample", "INSTANCE_IP": ip,
-                   "ISTIO_META_CLUSTER_ID": "cluster1", "LABKIT_XDS_ROOT": root}
-            agent = subprocess.Popen([sys.executable, "-m", "labkit.emulator.envoy.agent", "proxy", "sidecar"],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            agent = _Agent(istiod, root, ip, f"bench-{run}")
+            istiod.publish(agent.node_id, EMPTY)
             try:
-                agent_times.append(_wait_ready(ip, agent))
+                agent_times.append(_wait_ready(ip, agent.process))
             finally:
-                _stop(agent)
-            bootstrap = Path(root) / "cluster1" / "sample" / f"bench-{run}" / "bootstrap.json"
-            envoy = subprocess.Popen(envoy_argv(str(find_envoy().path), bootstrap),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                envoy_times.append(_wait_ready(ip, envoy))
-            finally:
-                _stop(envoy)
-        memory = _memory_of_one(root, [str(next(hosts)) for _ in range(NEIGHBOURS)])
-    print(f"agent start → /healthz/ready: median {statistics.median(agent_times) * 1000:.0f} ms "
-          f"(min {min(agent_times) * 1000:.0f}, max {max(agent_times) * 1000:.0f}; n={RUNS})")
-    print(f"Envoy alone  → /healthz/ready: median {statistics.median(envoy_times) * 1000:.0f} ms")
-    private = memory.get("Private_Clean", 0) + memory.get("Private_Dirty", 0)
-    rss, pss = memory.get("Rss", 0) / 1024, memory.get("Pss", 0) / 1024
-    print(f"one idle Envoy of {NEIGHBOURS}: Rss {rss:.1f} MB, Pss {pss:.1f} MB, Private {private / 1024:.1f} MB")
+                _stop(agent.process)
+        agent_memory, envoy_memory = _memory_of_one(istiod, root, [str(next(hosts)) for _ in range(NEIGHBOURS)])
+    print(f"agent start → /healthz/ready (certificate by CSR, CDS/LDS over ADS): median "
+          f"{statistics.median(agent_times) * 1000:.0f} ms (min {min(agent_times) * 1000:.0f}, "
+          f"max {max(agent_times) * 1000:.0f}; n={RUNS})")
+    for what, memory in (("agent", agent_memory), ("Envoy", envoy_memory)):
+        print(f"one idle {what} of {NEIGHBOURS}: Rss {memory.get('Rss', 0) / 1024:.1f} MB, "
+              f"Pss {memory.get('Pss', 0) / 1024:.1f} MB, Private {_private(memory):.1f} MB")
+    print(f"one proxy (agent + Envoy): Private {_private(agent_memory) + _private(envoy_memory):.1f} MB, "
+          f"Pss {(agent_memory.get('Pss', 0) + envoy_memory.get('Pss', 0)) / 1024:.1f} MB")
 
 
 if __name__ == "__main__":

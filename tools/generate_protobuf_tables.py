@@ -5,7 +5,7 @@ message is, for each field number: the JSON name, the kind of value, whether it 
 value is meaningful. Kubernetes states all of it in two upstream places, and this script reads both instead
 of copying numbers by hand:
 
-* ``generated.proto`` (``k8s.io/api/{core,apps,rbac,authentication,authorization}/v1``, ``k8s.io/apimachinery``
+* ``generated.proto`` (``k8s.io/api/{core,apps,batch,rbac,authentication,authorization}/v1``, ``k8s.io/apimachinery``
   ``meta/v1``): field numbers, protobuf types, ``repeated`` and ``map<…>``;
 * ``types.go`` next to it: the Go struct tags, which give the JSON name (``json:"port"``), ``omitempty``,
   embedded structs flattened into their parent (``json:",inline"``) and pointer fields (``*int32``). A field
@@ -34,6 +34,7 @@ OUTPUT = Path(__file__).resolve().parents[1] / "labkit" / "emulator" / "api" / "
 PACKAGES = (
     ("api", "core/v1"),
     ("api", "apps/v1"),
+    ("api", "batch/v1"),
     ("api", "rbac/v1"),
     ("api", "authentication/v1"),
     ("api", "authorization/v1"),
@@ -45,6 +46,8 @@ PACKAGES = (
 ROOTS = {
     ("v1", "Namespace"), ("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "Service"), ("v1", "ServiceAccount"),
     ("apps/v1", "Deployment"),
+    # ``kubectl create job`` and ``kubectl create cronjob``.
+    ("batch/v1", "Job"), ("batch/v1", "CronJob"),
     ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "ClusterRole"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     # ``kubectl create token``, ``auth whoami``, ``auth can-i`` and ``auth can-i --list``. (SubjectAccessReview and
@@ -66,7 +69,10 @@ SCALARS = {"string", "bytes", "bool", "int32", "int64"}
 # UserInfo.extra and TokenRequestSpec.attestations map to named Go slices (``[]string``) with no struct to read
 # tags from; the first lives in a SelfSubjectReview's status, which the server fills and kubectl sends empty, the
 # second is an alpha field kubectl does not send.
-SKIPPED = {("ObjectMeta", "managedFields"), ("UserInfo", "extra"), ("TokenRequestSpec", "attestations")}
+# JobSpec.scheduling is an alpha field (workload-aware scheduling) whose messages live in scheduling/v1alpha3; kubectl
+# does not send it.
+SKIPPED = {("ObjectMeta", "managedFields"), ("UserInfo", "extra"), ("TokenRequestSpec", "attestations"),
+           ("JobSpec", "scheduling")}
 
 _MESSAGE = re.compile(r"^message (\w+) \{")
 _FIELD = re.compile(r"^\s*(optional|repeated)?\s*(map<\s*string\s*,\s*([\w.]+)\s*>|[\w.]+)\s+(\w+)\s*=\s*(\d+);")

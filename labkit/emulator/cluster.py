@@ -53,6 +53,9 @@ API_PORT = 6443
 REPLICASET_CONTROLLER = User("system:serviceaccount:kube-system:replicaset-controller",
                              ("system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"),
                              ("kube-system", "replicaset-controller"))
+CRONJOB_CONTROLLER = User("system:serviceaccount:kube-system:cronjob-controller",
+                          ("system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"),
+                          ("kube-system", "cronjob-controller"))
 # The kubelet asks for 3607 s projected tokens and kube-apiserver extends them to a year
 # (--service-account-extend-token-expiration): a pod's token outlives any lab, so the node never refreshes it.
 POD_TOKEN_SECONDS = 365 * 24 * 3600
@@ -104,7 +107,7 @@ class Cluster:
         self.controllers = cluster_controllers(
             self.store, cluster=name, node_name=self.node_name, ca_pem=self.ca.cert_pem,
             issue_token=self._issue_token, load_balancers=load_balancers, resources=self._resource_infos,
-            create_pod=self._create_pod)
+            create_pod=self._create_pod, create_job=self._create_job)
         self.api = ApiServer(cluster=name, store=self.store, registry=self.registry,
                              authenticator=self.authenticator, admission=self.admission,
                              server_address=f"{self.address}:{API_PORT}")
@@ -234,6 +237,9 @@ class Cluster:
     async def _create_pod(self, pod: Obj) -> Obj:
         return await self.api.create_as(REPLICASET_CONTROLLER, "", "v1", "pods", pod, "kube-controller-manager")
 
+    async def _create_job(self, job: Obj) -> Obj:
+        return await self.api.create_as(CRONJOB_CONTROLLER, "batch", "v1", "jobs", job, "kube-controller-manager")
+
     def _issue_token(self, namespace: str, service_account: str) -> str:
         account = self.store.get("", "serviceaccounts", service_account, namespace)
         secrets_of = [s for s in self.store.list("", "secrets", namespace=namespace).items
@@ -313,7 +319,12 @@ class Cluster:
                 self.names.remove_pod(namespace, name)
                 await self.runtime.remove_pod(namespace, name, meta.get("uid", ""))
             elif meta.get("deletionTimestamp"):
-                await self.runtime.remove_pod(namespace, name, meta.get("uid", ""))
+                grace = meta.get("deletionGracePeriodSeconds")
+                await self.runtime.remove_pod(namespace, name, meta.get("uid", ""), grace=grace)
+                if grace:
+                    # As the kubelet: once the processes are gone, the Terminating pod is deleted for good.
+                    with contextlib.suppress(StatusError):
+                        self.store.delete("", "pods", name, namespace, uid=meta.get("uid"))
             else:
                 self.names.update_pod(obj)
                 await self.runtime.sync_pod(obj)

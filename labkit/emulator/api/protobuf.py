@@ -87,6 +87,7 @@ _KINDS: dict[tuple[str, str], str] = {
         ("v1", "Namespace"), ("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "Service"),
         ("v1", "ServiceAccount"),
         ("apps/v1", "Deployment"),
+        ("batch/v1", "Job"), ("batch/v1", "CronJob"),
         (_RBAC_V1, "Role"), (_RBAC_V1, "ClusterRole"), (_RBAC_V1, "RoleBinding"),
         (_RBAC_V1, "ClusterRoleBinding"),
         ("authentication.k8s.io/v1", "TokenRequest"), ("authentication.k8s.io/v1", "SelfSubjectReview"),

@@ -178,6 +178,26 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         1: ("operator", "string", "one", False),
         2: ("values", "int32", "many", False),
     },
+    "CronJob": {
+        1: ("metadata", "ObjectMeta", "one", False),
+        2: ("spec", "CronJobSpec", "one", False),
+        3: ("status", "CronJobStatus", "one", False),
+    },
+    "CronJobSpec": {
+        1: ("schedule", "string", "one", True),
+        2: ("startingDeadlineSeconds", "int64", "one", True),
+        3: ("concurrencyPolicy", "string", "one", False),
+        4: ("suspend", "bool", "one", True),
+        5: ("jobTemplate", "JobTemplateSpec", "one", False),
+        6: ("successfulJobsHistoryLimit", "int32", "one", True),
+        7: ("failedJobsHistoryLimit", "int32", "one", True),
+        8: ("timeZone", "string", "one", True),
+    },
+    "CronJobStatus": {
+        1: ("active", "ObjectReference", "many", False),
+        4: ("lastScheduleTime", "time", "one", False),
+        5: ("lastSuccessfulTime", "time", "one", False),
+    },
     "Deployment": {
         1: ("metadata", "ObjectMeta", "one", False),
         2: ("spec", "DeploymentSpec", "one", False),
@@ -385,6 +405,54 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         1: ("reference", "string", "one", False),
         2: ("pullPolicy", "string", "one", False),
     },
+    "Job": {
+        1: ("metadata", "ObjectMeta", "one", False),
+        2: ("spec", "JobSpec", "one", False),
+        3: ("status", "JobStatus", "one", False),
+    },
+    "JobCondition": {
+        1: ("type", "string", "one", True),
+        2: ("status", "string", "one", True),
+        3: ("lastProbeTime", "time", "one", False),
+        4: ("lastTransitionTime", "time", "one", False),
+        5: ("reason", "string", "one", False),
+        6: ("message", "string", "one", False),
+    },
+    "JobSpec": {
+        1: ("parallelism", "int32", "one", True),
+        2: ("completions", "int32", "one", True),
+        3: ("activeDeadlineSeconds", "int64", "one", True),
+        4: ("selector", "LabelSelector", "one", False),
+        5: ("manualSelector", "bool", "one", True),
+        6: ("template", "PodTemplateSpec", "one", False),
+        7: ("backoffLimit", "int32", "one", True),
+        8: ("ttlSecondsAfterFinished", "int32", "one", True),
+        9: ("completionMode", "string", "one", True),
+        10: ("suspend", "bool", "one", True),
+        11: ("podFailurePolicy", "PodFailurePolicy", "one", False),
+        12: ("backoffLimitPerIndex", "int32", "one", True),
+        13: ("maxFailedIndexes", "int32", "one", True),
+        14: ("podReplacementPolicy", "string", "one", True),
+        15: ("managedBy", "string", "one", True),
+        16: ("successPolicy", "SuccessPolicy", "one", False),
+    },
+    "JobStatus": {
+        1: ("conditions", "JobCondition", "many", False),
+        2: ("startTime", "time", "one", False),
+        3: ("completionTime", "time", "one", False),
+        4: ("active", "int32", "one", False),
+        5: ("succeeded", "int32", "one", False),
+        6: ("failed", "int32", "one", False),
+        7: ("completedIndexes", "string", "one", False),
+        8: ("uncountedTerminatedPods", "UncountedTerminatedPods", "one", False),
+        9: ("ready", "int32", "one", True),
+        10: ("failedIndexes", "string", "one", True),
+        11: ("terminating", "int32", "one", True),
+    },
+    "JobTemplateSpec": {
+        1: ("metadata", "ObjectMeta", "one", False),
+        2: ("spec", "JobSpec", "one", False),
+    },
     "KeyToPath": {
         1: ("key", "string", "one", True),
         2: ("path", "string", "one", True),
@@ -569,6 +637,23 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
     "PodDNSConfigOption": {
         1: ("name", "string", "one", False),
         2: ("value", "string", "one", True),
+    },
+    "PodFailurePolicy": {
+        1: ("rules", "PodFailurePolicyRule", "many", False),
+    },
+    "PodFailurePolicyOnExitCodesRequirement": {
+        1: ("containerName", "string", "one", True),
+        2: ("operator", "string", "one", True),
+        3: ("values", "int32", "many", False),
+    },
+    "PodFailurePolicyOnPodConditionsPattern": {
+        1: ("type", "string", "one", True),
+        2: ("status", "string", "one", True),
+    },
+    "PodFailurePolicyRule": {
+        1: ("action", "string", "one", True),
+        2: ("onExitCodes", "PodFailurePolicyOnExitCodesRequirement", "one", False),
+        3: ("onPodConditions", "PodFailurePolicyOnPodConditionsPattern", "many", False),
     },
     "PodOS": {
         1: ("name", "string", "one", True),
@@ -929,6 +1014,13 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         3: ("incomplete", "bool", "one", True),
         4: ("evaluationError", "string", "one", False),
     },
+    "SuccessPolicy": {
+        1: ("rules", "SuccessPolicyRule", "many", False),
+    },
+    "SuccessPolicyRule": {
+        1: ("succeededIndexes", "string", "one", True),
+        2: ("succeededCount", "int32", "one", True),
+    },
     "Sysctl": {
         1: ("name", "string", "one", True),
         2: ("value", "string", "one", True),
@@ -978,6 +1070,10 @@ MESSAGES: dict[str, dict[int, tuple[str, str, str, bool]]] = {
         2: ("kind", "string", "one", True),
         3: ("name", "string", "one", True),
         4: ("namespace", "string", "one", True),
+    },
+    "UncountedTerminatedPods": {
+        1: ("succeeded", "string", "many", False),
+        2: ("failed", "string", "many", False),
     },
     "UserInfo": {
         1: ("username", "string", "one", False),

@@ -38,6 +38,7 @@ from labkit.emulator.api.auth import Authenticator, Authorizer, Request, User
 from labkit.emulator.api.resources import Registry, ResourceType
 from labkit.emulator.apimachinery import apply, json_patch, merge_patch, record_update, status, strategic_merge_patch
 from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.controllers.pods import deletion_grace_period
 from labkit.emulator.events import EventsView
 from labkit.emulator.store import Store, WatchEvent, WatchFilter
 from labkit.errors import InvalidSelectorError
@@ -278,6 +279,11 @@ class ApiServer:
                 raise status.bad_request(f"DeleteOptions is not valid JSON: {exc}") from exc
         if "propagationPolicy" in request.query:
             options["propagationPolicy"] = request.query["propagationPolicy"]
+        if "gracePeriodSeconds" in request.query:
+            try:
+                options["gracePeriodSeconds"] = int(request.query["gracePeriodSeconds"])
+            except ValueError as exc:
+                raise status.bad_request(f"gracePeriodSeconds must be an integer: {exc}") from exc
         return options
 
     def _key(self, target: Target, name: str | None = None) -> tuple[str, str, str, str]:
@@ -459,13 +465,20 @@ class ApiServer:
         return await self._store_new(target, prepared, manager, user, False)
 
     async def _store_new(self, target: Target, obj: Obj, manager: str, user: User, dry_run: bool) -> Obj:
+        uid = self._assign_uid(obj)
         obj = await self._admit(target, obj, None, user, dry_run)
         obj = record_update(None, obj, manager, kubetime.now(), status_subresource=self._has_status(target))
         if dry_run:
             return obj
-        created = self.store.create(target.group, target.plural, obj)
+        created = self.store.create(target.group, target.plural, obj, uid=uid)
         self._after_write(target, created)
         return created
+
+    def _assign_uid(self, obj: Obj) -> str:
+        """Fill ``metadata.uid`` of a new object before admission, as a real server does (a Job's selector names it)."""
+        uid = self.store.new_uid()
+        obj.setdefault("metadata", {})["uid"] = uid
+        return uid
 
     async def _update(self, request: web.Request, target: Target, body: Obj, user: User,
                       dry_run: bool) -> web.Response:
@@ -546,10 +559,11 @@ class ApiServer:
                        status_subresource=self._has_status(target))
         if live is None:
             self.admission.check_namespace(target.rt, merged)
+            uid = self._assign_uid(merged)
             merged = await self._admit(target, merged, None, user, dry_run)
             if dry_run:
                 return self._encode(request, target, merged, 201)
-            created = self.store.create(group, plural, merged)
+            created = self.store.create(group, plural, merged, uid=uid)
             self._after_write(target, created)
             return self._encode(request, target, created, 201)
         merged = await self._admit(target, merged, live, user, dry_run)
@@ -569,8 +583,12 @@ class ApiServer:
         prepared = self.admission.deleting(live, propagation)
         if prepared is not None:
             live = self.store.replace_with(target.group, target.plural, prepared)
+        # A running pod goes Terminating for its grace period; its node removes it once its processes are gone.
+        grace = (deletion_grace_period(live, options.get("gracePeriodSeconds"))
+                 if (target.group, target.plural) == ("", "pods") else 0)
         deleted = self.store.delete(target.group, target.plural, target.name, target.namespace or "",
-                                    uid=preconditions.get("uid"), resource_version=preconditions.get("resourceVersion"))
+                                    uid=preconditions.get("uid"), resource_version=preconditions.get("resourceVersion"),
+                                    grace_period=grace)
         self._after_delete(target, deleted)
         return _json_response(deleted)
 

@@ -20,29 +20,37 @@ from typing import Any
 from labkit.emulator.network.addresses import LoadBalancerPool
 from labkit.emulator.store import Store
 
+from .cronjobs import CronJobController
+from .daemonsets import DaemonSetController
 from .deployments import DeploymentController, pod_template_hash
 from .endpoints import EndpointsController
 from .framework import Controller, ControllerManager, ResourceCatalog, ResourceInfo, WorkQueue
 from .garbage import FOREGROUND, ORPHAN, GarbageCollector
+from .jobs import JobController
 from .namespaces import NamespaceController
 from .replicasets import ReplicaSetController
 from .serviceaccounts import ServiceAccountTokenController
 from .services import ServiceController
+from .statefulsets import StatefulSetController
 
 __all__ = [
     "FOREGROUND",
     "ORPHAN",
     "Controller",
     "ControllerManager",
+    "CronJobController",
+    "DaemonSetController",
     "DeploymentController",
     "EndpointsController",
     "GarbageCollector",
+    "JobController",
     "NamespaceController",
     "ReplicaSetController",
     "ResourceCatalog",
     "ResourceInfo",
     "ServiceAccountTokenController",
     "ServiceController",
+    "StatefulSetController",
     "WorkQueue",
     "cluster_controllers",
     "pod_template_hash",
@@ -59,6 +67,7 @@ def cluster_controllers(
     load_balancers: LoadBalancerPool,
     resources: Callable[[], Iterable[ResourceInfo]] | None = None,
     create_pod: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+    create_job: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
 ) -> ControllerManager:
     """The controllers of one cluster, ready to :meth:`~ControllerManager.start`.
 
@@ -71,11 +80,16 @@ def cluster_controllers(
         load_balancers: the emulator-wide load-balancer pool.
         resources: extra resource types for namespace deletion (the API layer's registry).
         create_pod: creates pods through the API server's admission chain (sidecar injection).
+        create_job: creates Jobs through the API server's admission chain (their uid-based selectors).
     """
     return ControllerManager([
         NamespaceController(store, ca_pem, resources=resources),
         DeploymentController(store),
         ReplicaSetController(store, node_name, create_pod=create_pod),
+        JobController(store, node_name, create_pod=create_pod),
+        StatefulSetController(store, node_name, create_pod=create_pod),
+        DaemonSetController(store, create_pod=create_pod),
+        CronJobController(store, create_job=create_job),
         ServiceController(store, load_balancers, cluster),
         EndpointsController(store),
         ServiceAccountTokenController(store, ca_pem, issue_token),

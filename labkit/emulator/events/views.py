@@ -129,10 +129,10 @@ class EventsView:
                                   field_selector=core_field_selector(field_selector))
         return ListResult([core_to_events_v1(item) for item in result.items], result.resource_version)
 
-    def create(self, group: str, resource: str, obj: Obj) -> Obj:
+    def create(self, group: str, resource: str, obj: Obj, *, uid: str | None = None) -> Obj:
         if _is_view(group, resource):
-            return core_to_events_v1(self._store.create("", RESOURCE, events_v1_to_core(obj)))
-        return self._store.create(group, resource, obj)
+            return core_to_events_v1(self._store.create("", RESOURCE, events_v1_to_core(obj), uid=uid))
+        return self._store.create(group, resource, obj, uid=uid)
 
     def update(self, group: str, resource: str, obj: Obj) -> Obj:
         if _is_view(group, resource):

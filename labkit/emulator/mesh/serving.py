@@ -321,7 +321,12 @@ class XdsServer:
             of_type = resources.get(type_url) or {}
             names = state.names if type_url in (protocol.ENDPOINT, protocol.ROUTE) and state.names else \
                 tuple(sorted(of_type))
-            selected = [(name, of_type[name]) for name in names if name in of_type]
+            if type_url == protocol.ENDPOINT:
+                # As istiod: a ClusterLoadAssignment for every name asked, empty for a cluster it does not know
+                # (yet, or any more), so no cluster of the proxy stays warming waiting for one.
+                selected = [(name, of_type.get(name) or {"cluster_name": name}) for name in names]
+            else:
+                selected = [(name, of_type[name]) for name in names if name in of_type]
             digest = repr(selected)
             if request is None and digest == state.sent_digest:
                 continue

@@ -14,9 +14,15 @@ sidecar|router …``) runs labkit's agent, which starts a real Envoy, and ``isti
 discovery …``) runs labkit's istiod. Both are full programs with dependencies (aiohttp), so unlike the
 small servers, which start in ~12 ms without site-packages, they run as ``python -m <module>`` with them.
 
-A container ``command`` that only waits (``sleep infinity``, ``sleep 3650d``, ``tail -f /dev/null``)
-runs the idle program whatever the image: that is how the curl/sleep samples keep a client pod
+A container ``command`` that only waits (``sleep infinity``, ``sleep 3650d``, ``tail -f /dev/null``; a sleep of an
+hour or more) runs the idle program whatever the image: that is how the curl/sleep samples keep a client pod
 alive for ``kubectl exec``.
+
+The shell images (``busybox``, ``alpine``, ``ubuntu``, ``debian``, ``istio/base``) run any other ``command``/``args``
+as their entrypoint would: with the machine's POSIX shell ``/bin/sh`` standing in for the image's ``sh``/``ash``/
+``bash``, and other programs taken from the pod's ``PATH`` (its shims such as ``nslookup`` first, then the
+machine's), in the pod's folder. That is what a Job (``sh -c 'echo done'``) needs to run and end. Without a command
+they keep idling, as they always did here.
 """
 
 from __future__ import annotations
@@ -96,6 +102,8 @@ def _program(name: str, ports: tuple[int, ...], image: str, port_env: str = "", 
 
 
 SLEEP = _program("sleep", (), "labkit/sleep")
+SHELL = _program("sleep", (), "docker.io/istio/base")
+POSIX_SHELL = "/bin/sh"
 CURL = Program("curl", "", (), "curlimages/curl")
 PROXY = Program("pilot-agent", AGENT_MODULE, (), "docker.io/istio/proxyv2", site=True)
 ISTIOD = Program("pilot-discovery", ISTIOD_MODULE, (), "docker.io/istio/pilot", site=True)
@@ -108,7 +116,7 @@ _RULES: tuple[_Rule, ...] = (
           _program("helloworld", (5000,), "registry.istio.io/release/examples-helloworld-v2", "SERVICE_PORT",
                    SERVICE_VERSION="v2")),
     _Rule(("curlimages/curl", "governmentpaas/curl-ssl", "appropriate/curl", "curl"), CURL),
-    _Rule(("istio/base", "busybox", "alpine", "ubuntu", "debian"), _program("sleep", (), "docker.io/istio/base")),
+    _Rule(("istio/base", "busybox", "alpine", "ubuntu", "debian"), SHELL),
     _Rule(("nginx", "library/nginx", "nginxinc/nginx-unprivileged"), _program("nginx", (80,), "nginx")),
     _Rule(("kennethreitz/httpbin",), _program("httpbin", (80,), "docker.io/kennethreitz/httpbin")),
     _Rule(("mccutchen/go-httpbin",), _program("httpbin", (8080,), "mccutchen/go-httpbin")),
@@ -177,30 +185,67 @@ def pull_backoff_message(image: str) -> str:
             f"{', '.join(known_images())}")
 
 
-def is_idle_command(argv: list[str]) -> bool:
-    """Whether a container command only waits forever (or for a long time) and does nothing else.
+def _simple_commands(argv: list[str]) -> list[list[str]] | None:
+    """The simple commands of ``argv``: ``sh -c '…'`` split at ``;``, ``&&``, ``||``, ``&`` (``exec`` dropped).
 
-    Recognised: ``sleep <anything>``, ``tail -f /dev/null``, and either of those under ``sh -c``.
+    ``None`` when the script cannot be parsed.
     """
-    if not argv:
-        return False
     if len(argv) >= 3 and argv[0].rsplit("/", 1)[-1] in {"sh", "bash", "ash"} and argv[1] == "-c":
         try:
             lexer = shlex.shlex(argv[2], posix=True, punctuation_chars=True)
             lexer.whitespace_split = True
-            argv = list(lexer)
+            words = [word for word in lexer if word != "exec"]
         except ValueError:
-            return False
-        # `sleep 3650d` possibly after `trap … ;` or with `exec`: look at the last simple command.
-        argv = [word for word in argv if word != "exec"]
-        separators = [index for index, word in enumerate(argv) if word in {";", "&&", "||", "&"}]
-        if separators:
-            argv = argv[separators[-1] + 1:]
-    if not argv:
-        return False
-    if _SLEEPING.match(argv[0]):
-        return True
-    return argv[0].rsplit("/", 1)[-1] == "tail" and "/dev/null" in argv and "-f" in argv
+            return None
+        commands: list[list[str]] = [[]]
+        for word in words:
+            if word in {";", "&&", "||", "&"}:
+                commands.append([])
+            else:
+                commands[-1].append(word)
+        return [command for command in commands if command]
+    return [argv]
+
+
+def _waits(command: list[str]) -> bool:
+    """``sleep`` for an hour or more (or ``infinity``), or ``tail -f /dev/null``."""
+    if _SLEEPING.match(command[0]):
+        return _long_sleep(command[1:])
+    return command[0].rsplit("/", 1)[-1] == "tail" and "/dev/null" in command and "-f" in command
+
+
+def _long_sleep(args: list[str]) -> bool:
+    """Whether ``sleep ARGS`` waits an hour or more: short sleeps are part of a command's work (a Job's)."""
+    total = 0.0
+    for arg in args or ["0"]:
+        match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+|inf(?:inity)?)([smhd]?)", arg)
+        if match is None:
+            return True  # not a duration sleep understands: keep treating it as a long wait
+        number, unit = match.groups()
+        if number.startswith("inf"):
+            return True
+        total += float(number) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    return total >= 3600
+
+
+def is_idle_command(argv: list[str]) -> bool:
+    """Whether a container command only waits forever (or for a long time) and does nothing else.
+
+    Recognised: ``sleep <an hour or more>``, ``tail -f /dev/null``, and either of those under ``sh -c``, where
+    the last simple command decides (``trap … ; sleep infinity``).
+    """
+    commands = _simple_commands(argv) if argv else None
+    return bool(commands) and _waits(commands[-1])  # type: ignore[index]
+
+
+def only_waits(argv: list[str]) -> bool:
+    """Whether a command does nothing but wait: :func:`is_idle_command`, with only ``trap`` before the wait.
+
+    A shell image runs anything else in its shell, so ``sh -c 'echo ready; sleep 3600'`` prints its line.
+    """
+    commands = _simple_commands(argv) if argv else None
+    return bool(commands) and _waits(commands[-1]) and all(  # type: ignore[index]
+        command[0] == "trap" for command in commands[:-1])  # type: ignore[index]
 
 
 def plan_launch(image: str, command: list[str] | None, args: list[str] | None) -> Launch | None:
@@ -215,6 +260,9 @@ def plan_launch(image: str, command: list[str] | None, args: list[str] | None) -
     if program is None:
         return None
     argv = list(command or []) + list(args or [])
+    if program is SHELL and argv and not only_waits(argv):
+        # busybox's image has no entrypoint, so `args` alone are the command, as with `docker run busybox echo hi`.
+        return Launch(program, host_argv=shell_argv(argv))
     if command and is_idle_command(argv):
         return Launch(SLEEP)
     if program is CURL:
@@ -224,6 +272,17 @@ def plan_launch(image: str, command: list[str] | None, args: list[str] | None) -
         return Launch(program)
     # Server images run their program; a custom command for them is not interpreted (there is no shell image here).
     return Launch(program, tuple(args or ()) if not command else ())
+
+
+def shell_argv(argv: list[str]) -> tuple[str, ...]:
+    """A shell image's command line on this machine: its ``sh``, ``ash`` or ``bash`` is the machine's ``/bin/sh``.
+
+    Args:
+        argv: the container's ``command`` + ``args`` (not empty).
+    """
+    if argv[0].rsplit("/", 1)[-1] in {"sh", "ash", "bash"}:
+        return (POSIX_SHELL, *argv[1:])
+    return tuple(argv)
 
 
 def python_argv(launch: Launch, python: str) -> list[str]:

@@ -115,3 +115,7 @@ class KubeletEvents:
         else:
             detail = "probe failed"
         self._emit(pod, container, WARNING, "Unhealthy", f"Readiness probe failed: {detail}")
+
+    def pre_stop_failed(self, pod: PodRef, container: str) -> None:
+        """The kubelet's words: the hook's output stays out of the Event, so secrets do not leak through it."""
+        self._emit(pod, container, WARNING, "FailedPreStopHook", "PreStopHook failed")

@@ -46,7 +46,7 @@ from labkit.core.wire import Obj
 from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
-from labkit.emulator.node import probing, spawning
+from labkit.emulator.node import hooks, probing, spawning
 from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
@@ -185,10 +185,17 @@ class NodeRuntime:
             container.task = asyncio.create_task(self._supervise(record, container),
                                                  name=f"container {namespace}/{name}/{container.name}")
 
-    async def remove_pod(self, namespace: str, name: str, uid: str) -> None:
+    async def remove_pod(self, namespace: str, name: str, uid: str, *, grace: float | None = None) -> None:
         """Stop the pod's processes (SIGTERM, SIGKILL after the grace period, capped) and release its IP.
 
         Unknown pods are ignored: removing is idempotent.
+
+        Args:
+            namespace: the pod's namespace.
+            name: the pod's name.
+            uid: the pod's uid.
+            grace: the deletion's grace period (``deletionGracePeriodSeconds``); the pod's
+                ``terminationGracePeriodSeconds`` when ``None``.
         """
         pod = self._pods.get(uid)
         if pod is None or (pod.namespace, pod.name) != (namespace, name):
@@ -196,10 +203,19 @@ class NodeRuntime:
         pod.removing = True
         if pod.mounting is not None:
             pod.mounting.cancel()
-        grace = min(float(pod.spec.get("terminationGracePeriodSeconds", 30)), self.grace_cap)
+        grace = min(float(grace if grace is not None else pod.spec.get("terminationGracePeriodSeconds", 30)),
+                    self.grace_cap)
         for container in pod.containers.values():
             if container.process is not None:
                 self.events.killing(PodRef(pod.namespace, pod.name, pod.uid), container.name)
+        # preStop hooks first, within the grace period; what is left of it separates SIGTERM from SIGKILL.
+        started = time.monotonic()
+        done = await asyncio.gather(*(hooks.pre_stop(pod, c, self._app_address(pod), grace)
+                                      for c in pod.containers.values()))
+        for container, ok in zip(pod.containers.values(), done, strict=True):
+            if not ok:
+                self.events.pre_stop_failed(PodRef(pod.namespace, pod.name, pod.uid), container.name)
+        grace = max(grace - (time.monotonic() - started), 0.0)
         processes = [c.process for c in pod.containers.values() if c.process is not None]
         processes += list(pod.execs)
         await asyncio.gather(*(spawning.terminate(process, grace) for process in processes))

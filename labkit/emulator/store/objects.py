@@ -308,7 +308,7 @@ class Store:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def create(self, group: str, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+    def create(self, group: str, resource: str, obj: dict[str, Any], *, uid: str | None = None) -> dict[str, Any]:
         """Store a new object; its namespace and name come from ``metadata``.
 
         The server sets ``uid``, ``creationTimestamp``, ``generation`` (1) and ``resourceVersion``;
@@ -320,6 +320,8 @@ class Store:
             group: API group.
             resource: resource plural.
             obj: the object (not modified).
+            uid: the uid the API server chose before admission (see :meth:`new_uid`); a client's
+                ``metadata.uid`` is never kept.
 
         Returns:
             The stored object.
@@ -356,13 +358,21 @@ class Store:
             metadata.pop(server_owned, None)
         if self.has_status_subresource(group, resource):
             stored.pop("status", None)
-        metadata["uid"] = self._new_uid()
+        metadata["uid"] = uid or self._new_uid()
         metadata["creationTimestamp"] = self._clock()
         metadata["generation"] = 1
         metadata["resourceVersion"] = self._next_version()
         self._objects[key] = stored
         self._emit(ADDED, group, resource, stored)
         return copy.deepcopy(stored)
+
+    def new_uid(self) -> str:
+        """A fresh uid for an object about to be created.
+
+        A real API server fills the uid before admission, because admission reads it (a Job's generated
+        selector names its own uid); the server then passes it to :meth:`create`.
+        """
+        return self._new_uid()
 
     def update(self, group: str, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Replace an object (PUT); see :meth:`replace_with`."""
@@ -492,13 +502,16 @@ class Store:
         *,
         uid: str | None = None,
         resource_version: str | None = None,
+        grace_period: int = 0,
     ) -> dict[str, Any]:
-        """Delete an object, or mark it for deletion while finalizers remain.
+        """Delete an object, or mark it for deletion while finalizers remain or a grace period runs.
 
         With finalizers the object only gets ``deletionTimestamp`` and
         ``deletionGracePeriodSeconds: 0`` (a ``MODIFIED`` event); it goes away when an update removes
-        the last finalizer. Cascading to dependents (``propagationPolicy``) is the garbage
-        collector's job, not the store's.
+        the last finalizer. With a grace period (a running pod) it gets ``deletionTimestamp`` = now + the
+        period and ``deletionGracePeriodSeconds``, and stays until deleted again with none (the kubelet does,
+        once the pod's processes have stopped); a second delete may shorten the period, never lengthen it.
+        Cascading to dependents (``propagationPolicy``) is the garbage collector's job, not the store's.
 
         Args:
             group: API group.
@@ -507,6 +520,7 @@ class Store:
             namespace: namespace, ``""`` for cluster-scoped resources.
             uid: ``preconditions.uid`` of the DeleteOptions.
             resource_version: ``preconditions.resourceVersion`` of the DeleteOptions.
+            grace_period: seconds the object may take to go (the API server decides, for pods only).
 
         Returns:
             The deleted object (its last state), or the object marked for deletion.
@@ -535,13 +549,18 @@ class Store:
                 f"{meta['resourceVersion']}",
                 group,
             )
-        if not meta.get("finalizers"):
+        pending = meta.get("deletionGracePeriodSeconds")
+        if grace_period > 0 and "deletionTimestamp" in meta and pending is not None and pending <= grace_period:
+            return copy.deepcopy(live)
+        if grace_period <= 0 and not meta.get("finalizers"):
             return self._remove(key, copy.deepcopy(live))
-        if "deletionTimestamp" in meta:
+        if grace_period <= 0 and "deletionTimestamp" in meta and not pending:
             return copy.deepcopy(live)
         marked = copy.deepcopy(live)
-        marked["metadata"]["deletionTimestamp"] = self._clock()
-        marked["metadata"]["deletionGracePeriodSeconds"] = 0
+        now = self._clock()
+        marked["metadata"]["deletionTimestamp"] = (
+            kubetime.format_time((kubetime.timestamp(now) or 0.0) + grace_period) if grace_period > 0 else now)
+        marked["metadata"]["deletionGracePeriodSeconds"] = max(grace_period, 0)
         marked["metadata"]["resourceVersion"] = self._next_version()
         self._objects[key] = marked
         self._emit(MODIFIED, group, resource, marked, old=live)

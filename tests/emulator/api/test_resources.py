@@ -134,7 +134,8 @@ def test_builtin_discovery_metadata_matches_a_real_server() -> None:
 
 def test_all_category_lists_the_workloads() -> None:
     plurals = {rt.plural for rt in Registry().in_category("all")}
-    assert plurals == {"pods", "services", "deployments", "replicasets", "daemonsets", "statefulsets"}
+    assert plurals == {"pods", "services", "deployments", "replicasets", "daemonsets", "statefulsets", "jobs",
+                       "cronjobs"}
 
 
 def test_groups_put_core_first_and_the_preferred_version_first() -> None:

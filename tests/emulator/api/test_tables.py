@@ -683,3 +683,57 @@ def test_watch_events_in_table_form() -> None:
     bookmark = table_watch_event("BOOKMARK", {"kind": "Pod", "metadata": {"resourceVersion": "77"}}, rt("pods"),
                                  now=NOW)
     assert bookmark["object"]["metadata"] == {"resourceVersion": "77"} and bookmark["object"]["rows"] == []
+
+
+# --------------------------------------------------------------------------------------------------
+# batch
+
+
+def _job(**status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "pi", "creationTimestamp": ago(minutes=5)},
+            "spec": {"completions": 1, "parallelism": 1, "template": TEMPLATE,
+                     "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}}},
+            "status": status}
+
+
+def test_job_columns_and_a_completed_job() -> None:
+    jobs = rt("jobs", "batch")
+    assert headers(jobs) == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    assert headers(jobs, wide=True)[5:] == ["CONTAINERS", "IMAGES", "SELECTOR"]
+    done = _job(succeeded=1, startTime=ago(minutes=4), completionTime=ago(minutes=3, seconds=48),
+                conditions=[{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}])
+    assert visible(jobs, done) == ["pi", "Complete", "1/1", "12s", "5m"]
+    assert visible(jobs, done, wide=True)[-1] == "batch.kubernetes.io/controller-uid=u1"
+
+
+@pytest.mark.parametrize(("conditions", "deleting", "status"), [
+    ([], False, "Running"),
+    ([{"type": "Failed", "status": "True"}], True, "Failed"),
+    ([{"type": "Suspended", "status": "True"}], True, "Terminating"),
+    ([{"type": "Suspended", "status": "True"}], False, "Suspended"),
+    ([{"type": "FailureTarget", "status": "True"}], False, "FailureTarget"),
+    ([{"type": "Complete", "status": "False"}], False, "Running"),
+])
+def test_job_status_follows_kubectls_order(conditions: list[dict], deleting: bool, status: str) -> None:
+    obj = _job(conditions=conditions, active=1, startTime=ago(seconds=30))
+    if deleting:
+        obj["metadata"]["deletionTimestamp"] = ago(seconds=1)
+    assert visible(rt("jobs", "batch"), obj)[1:4] == [status, "0/1", "30s"]
+
+
+def test_work_queue_job_completions_and_an_unstarted_job() -> None:
+    queue = _job(succeeded=2)
+    queue["spec"] = {"parallelism": 3, "template": TEMPLATE}
+    assert visible(rt("jobs", "batch"), queue)[2:4] == ["2/1 of 3", ""]
+
+
+def test_cron_job() -> None:
+    cron_jobs = rt("cronjobs", "batch")
+    assert headers(cron_jobs) == ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"]
+    obj = {"metadata": {"name": "hello", "creationTimestamp": ago(hours=2)},
+           "spec": {"schedule": "*/5 * * * *", "suspend": False,
+                    "jobTemplate": {"spec": {"template": TEMPLATE}}},
+           "status": {"active": [{"name": "hello-1"}], "lastScheduleTime": ago(minutes=3)}}
+    assert visible(cron_jobs, obj) == ["hello", "*/5 * * * *", "<none>", "False", 1, "3m", "120m"]
+    fresh = {"metadata": {"name": "new", "creationTimestamp": ago(seconds=3)}, "spec": {"schedule": "@hourly"}}
+    assert visible(cron_jobs, fresh) == ["new", "@hourly", "<none>", "<unset>", 0, "<none>", "3s"]

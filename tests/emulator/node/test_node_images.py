@@ -70,3 +70,31 @@ def test_an_unknown_image_has_no_program_and_a_message_listing_the_known_ones() 
     for known in ("examples-helloworld-v2", "curlimages/curl", "nginx", "kennethreitz/httpbin",
                   "mccutchen/go-httpbin"):
         assert known in message
+
+
+@pytest.mark.parametrize("image", ["busybox:1.36", "alpine", "docker.io/library/ubuntu:24.04", "debian"])
+def test_shell_images_run_their_command_with_the_machines_posix_shell(image: str) -> None:
+    launch = images.plan_launch(image, ["sh", "-c", "echo hi; exit 3"], None)
+    assert launch is not None and launch.host_argv == ("/bin/sh", "-c", "echo hi; exit 3")
+    launch = images.plan_launch(image, ["/bin/bash", "-c", "env"], None)
+    assert launch is not None and launch.host_argv == ("/bin/sh", "-c", "env")
+    # Without an entrypoint, args alone are the command; other programs come from the pod's PATH.
+    launch = images.plan_launch(image, None, ["nslookup", "kubernetes.default"])
+    assert launch is not None and launch.host_argv == ("nslookup", "kubernetes.default")
+    launch = images.plan_launch(image, None, None)
+    assert launch is not None and launch.program.name == "sleep" and launch.host_argv is None
+
+
+@pytest.mark.parametrize(("command", "idle"), [
+    (["sleep", "3600"], True), (["sleep", "1h"], True), (["sleep", "30m", "30m"], True), (["sleep", "inf"], True),
+    (["sleep", "10"], False), (["sh", "-c", "echo hi; sleep 1"], False), (["sleep", "0.5"], False),
+])
+def test_only_a_long_sleep_is_idling(command: list[str], idle: bool) -> None:
+    assert images.is_idle_command(command) is idle
+
+
+def test_a_shell_image_runs_a_script_that_prints_before_it_waits() -> None:
+    launch = images.plan_launch("busybox", ["sh", "-c", "echo ready; sleep infinity"], None)
+    assert launch is not None and launch.host_argv == ("/bin/sh", "-c", "echo ready; sleep infinity")
+    launch = images.plan_launch("busybox", ["sh", "-c", "trap 'exit 0' TERM; sleep infinity"], None)
+    assert launch is not None and launch.host_argv is None and launch.program.name == "sleep"

@@ -437,3 +437,51 @@ def test_pod_processes_die_with_the_emulator_even_when_it_is_sigkilled(tmp_path:
             emulator.wait()
         if emulator.stdout is not None:
             emulator.stdout.close()
+
+
+def test_a_busybox_command_runs_in_the_shell_and_pre_stop_comes_before_sigterm(tmp_path: Path) -> None:
+    said = tmp_path / "said"
+
+    async def body(node: Node) -> None:
+        manifest = pod("talker", image="busybox", command=[
+            "sh", "-c", f"echo started; trap 'echo term >> {said}; exit 0' TERM; while :; do sleep 0.05; done"])
+        manifest["spec"]["containers"][0]["lifecycle"] = {
+            "preStop": {"exec": {"command": ["sh", "-c", f"echo bye >> {said}"]}}}
+        await node.runtime.sync_pod(manifest)
+        await node.until("sample", "talker", lambda s: s["phase"] == "Running", "Running")
+        end = time.monotonic() + DEADLINE
+        while node.runtime.logs("sample", "talker") != b"started\n" and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        assert node.runtime.logs("sample", "talker") == b"started\n"
+        await node.runtime.remove_pod("sample", "talker", manifest["metadata"]["uid"], grace=1)
+        assert said.read_text() == "bye\nterm\n"
+
+    run(tmp_path, body)
+
+
+def test_a_finished_shell_command_completes_the_pod(tmp_path: Path) -> None:
+    async def body(node: Node) -> None:
+        await node.runtime.sync_pod(pod("once", image="alpine:3.20", command=["sh", "-c", "echo $((6 * 7))"],
+                                        restartPolicy="Never"))
+        status = await node.until("sample", "once", lambda s: s["phase"] == "Succeeded", "Succeeded")
+        assert container_status(status)["state"]["terminated"]["reason"] == "Completed"
+        assert node.runtime.logs("sample", "once") == b"42\n"
+
+    run(tmp_path, body)
+
+
+def test_a_failing_pre_stop_hook_is_reported_and_does_not_hold_the_pod(tmp_path: Path) -> None:
+    events: list[tuple[str, str, str]] = []
+
+    def record(involved: Any, type: str, reason: str, message: str, **_: Any) -> None:
+        events.append((type, reason, message))
+
+    async def body(node: Node) -> None:
+        manifest = pod("grumpy", image="busybox", command=["sleep", "infinity"])
+        manifest["spec"]["containers"][0]["lifecycle"] = {"preStop": {"exec": {"command": ["sh", "-c", "exit 1"]}}}
+        await node.runtime.sync_pod(manifest)
+        await node.until("sample", "grumpy", lambda s: s["phase"] == "Running", "Running")
+        await node.runtime.remove_pod("sample", "grumpy", manifest["metadata"]["uid"], grace=1)
+        assert ("Warning", "FailedPreStopHook", "PreStopHook failed") in events
+
+    run(tmp_path, body, record_event=record)

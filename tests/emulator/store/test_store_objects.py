@@ -499,3 +499,28 @@ def test_status_writes_keep_their_managed_fields(store: Store) -> None:
         ("kubectl-create", ""),
         ("kcm", "status"),
     ]
+
+
+def test_a_grace_period_marks_the_object_until_a_delete_without_one(store: Store, clock: Clock) -> None:
+    store.create("", "configmaps", configmap("running"))
+    events: list[WatchEvent] = []
+    store.subscribe(events.append)
+    marked = store.delete("", "configmaps", "running", "sample", grace_period=30)
+    assert marked["metadata"]["deletionTimestamp"] == "2024-05-01T10:00:30Z"  # now + the grace period
+    assert marked["metadata"]["deletionGracePeriodSeconds"] == 30
+    assert store.delete("", "configmaps", "running", "sample", grace_period=60) == marked  # never lengthened
+    shorter = store.delete("", "configmaps", "running", "sample", grace_period=5)
+    assert shorter["metadata"]["deletionGracePeriodSeconds"] == 5
+    assert shorter["metadata"]["deletionTimestamp"] == "2024-05-01T10:00:05Z"
+    store.delete("", "configmaps", "running", "sample")
+    assert store.find("", "configmaps", "running", "sample") is None
+    assert [e.type for e in events] == [MODIFIED, MODIFIED, DELETED]
+
+
+def test_the_api_server_may_choose_the_uid_before_admission(store: Store) -> None:
+    uid = store.new_uid()
+    created = store.create("", "configmaps", {**configmap("c"), "metadata": {"name": "c", "namespace": "sample",
+                                                                              "uid": "from-the-client"}}, uid=uid)
+    assert created["metadata"]["uid"] == uid
+    assert store.create("", "configmaps", {**configmap("d"), "metadata": {
+        "name": "d", "namespace": "sample", "uid": "from-the-client"}})["metadata"]["uid"] != "from-the-client"

@@ -20,6 +20,10 @@ from collections.abc import Callable
 from labkit.core.wire import Obj
 
 DEFAULT_SCHEDULER = "default-scheduler"
+JOB_NAME_LABELS = ("job-name", "batch.kubernetes.io/job-name")
+"""The labels naming a Job on its pods: the legacy one first, as the Job strategy writes both."""
+CONTROLLER_UID_LABELS = ("controller-uid", "batch.kubernetes.io/controller-uid")
+"""The labels carrying a Job's uid on its pods; its generated selector matches the second."""
 
 
 def default_object(obj: Obj) -> Obj:
@@ -64,9 +68,76 @@ def default_replicaset(obj: Obj) -> Obj:
     return obj
 
 
-def default_workload_template(obj: Obj) -> Obj:
-    """Default the pod template of a StatefulSet, DaemonSet or Job in place (and return it)."""
-    default_pod_template((obj.setdefault("spec", {})).setdefault("template", {}))
+def default_stateful_set(obj: Obj) -> Obj:
+    """Default an apps/v1 StatefulSet in place (and return it)."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
+    default_pod_template(spec.setdefault("template", {}))
+    return obj
+
+
+def default_daemon_set(obj: Obj) -> Obj:
+    """Default an apps/v1 DaemonSet in place (and return it)."""
+    spec = obj.setdefault("spec", {})
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxUnavailable", 1)
+        rolling.setdefault("maxSurge", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    default_pod_template(spec.setdefault("template", {}))
+    return obj
+
+
+def default_job(obj: Obj) -> Obj:
+    """Default a batch/v1 Job in place (and return it), and give it its generated selector.
+
+    ``completions`` and ``parallelism`` both default to 1 when neither is set (a work queue sets only
+    ``parallelism``). Unless ``manualSelector`` is true the Job selects its pods by its own uid, which the API server
+    has assigned before admission: the template gets the ``job-name`` and ``controller-uid`` labels (both spellings),
+    the selector matches ``batch.kubernetes.io/controller-uid`` (``generateSelector`` of the Job strategy).
+    """
+    spec = obj.setdefault("spec", {})
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    template = default_pod_template(spec.setdefault("template", {}))
+    metadata = obj.get("metadata") or {}
+    uid, name = metadata.get("uid"), metadata.get("name")
+    if spec.get("manualSelector") is not True and uid and name:
+        labels = template.setdefault("metadata", {}).setdefault("labels", {})
+        for key in JOB_NAME_LABELS:
+            labels.setdefault(key, name)
+        for key in CONTROLLER_UID_LABELS:
+            labels.setdefault(key, uid)
+        selector = spec.get("selector") or {}
+        selector.setdefault("matchLabels", {}).setdefault(CONTROLLER_UID_LABELS[1], uid)
+        spec["selector"] = selector
+    return obj
+
+
+def default_cron_job(obj: Obj) -> Obj:
+    """Default a batch/v1 CronJob in place (and return it)."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    job_spec = spec.setdefault("jobTemplate", {}).setdefault("spec", {})
+    # A Job template is defaulted like a Job, but it has no uid yet: its selector is generated per Job.
+    default_job({"spec": job_spec})
     return obj
 
 
@@ -206,9 +277,10 @@ def default_namespace(obj: Obj) -> Obj:
 _DEFAULTERS: dict[tuple[str, str], Callable[[Obj], Obj]] = {
     ("apps", "Deployment"): default_deployment,
     ("apps", "ReplicaSet"): default_replicaset,
-    ("apps", "StatefulSet"): default_workload_template,
-    ("apps", "DaemonSet"): default_workload_template,
-    ("batch", "Job"): default_workload_template,
+    ("apps", "StatefulSet"): default_stateful_set,
+    ("apps", "DaemonSet"): default_daemon_set,
+    ("batch", "Job"): default_job,
+    ("batch", "CronJob"): default_cron_job,
     ("", "Pod"): default_pod,
     ("", "Service"): default_service,
     ("", "Secret"): default_secret,

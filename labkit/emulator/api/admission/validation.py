@@ -11,6 +11,8 @@ namespace is even looked up); :func:`validate` runs after defaulting and the mut
 
 from __future__ import annotations
 
+from croniter import croniter
+
 from labkit.core.names import name_errors, name_rule
 from labkit.core.selectors import label_selector_from_dict
 from labkit.core.wire import Obj
@@ -46,6 +48,10 @@ def validate(group: str, kind: str, obj: Obj) -> None:
     elif (group, kind) in (("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
                            ("apps", "DaemonSet")):
         causes += _workload(spec)
+    elif (group, kind) == ("batch", "Job"):
+        causes += _job(spec)
+    elif (group, kind) == ("batch", "CronJob"):
+        causes += _cron_job(spec)
     elif (group, kind) == ("", "Service"):
         causes += _service(spec)
     if causes:
@@ -91,6 +97,42 @@ def _workload(spec: Obj) -> list[tuple[str, str]]:
     if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
         causes.append(("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0"))
     causes += _pod_spec(template.get("spec") or {}, "spec.template.spec")
+    return causes
+
+
+def _job(spec: Obj) -> list[tuple[str, str]]:
+    causes = _workload({key: value for key, value in spec.items() if key != "replicas"})
+    policy = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy")
+    if policy not in ("OnFailure", "Never"):
+        causes.append(("spec.template.spec.restartPolicy",
+                       f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"'))
+    if spec.get("completionMode") == "Indexed" and spec.get("completions") is None:
+        causes.append(("spec.completions", "Required value: when completion mode is Indexed"))
+    for field in ("parallelism", "completions", "backoffLimit"):
+        value = spec.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            causes.append((f"spec.{field}", f"Invalid value: {value!r}: must be greater than or equal to 0"))
+    return causes
+
+
+def _cron_job(spec: Obj) -> list[tuple[str, str]]:
+    causes = []
+    schedule = spec.get("schedule")
+    if not schedule:
+        causes.append(("spec.schedule", "Required value"))
+    elif "TZ=" in str(schedule):
+        causes.append(("spec.schedule", f'Invalid value: "{schedule}": cannot use TZ or CRON_TZ in schedule, use '
+                                        f'timeZone field instead'))
+    elif not croniter.is_valid(str(schedule)):
+        causes.append(("spec.schedule", f'Invalid value: "{schedule}": unparseable cron schedule'))
+    job_spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    policy = ((job_spec.get("template") or {}).get("spec") or {}).get("restartPolicy")
+    if policy not in ("OnFailure", "Never"):
+        causes.append(("spec.jobTemplate.spec.template.spec.restartPolicy",
+                       f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"'))
+    template_spec = (job_spec.get("template") or {}).get("spec") or {}
+    causes += [(f"spec.jobTemplate.{field}", message) for field, message in _pod_spec(template_spec,
+                                                                                       "spec.template.spec")]
     return causes
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from labkit.emulator.api.resources import PrinterColumn, ResourceType
 from labkit.emulator.apimachinery.status import StatusError, bad_request
 
-from . import apps, core, groups
+from . import apps, batch, core, groups
 from .cells import NAME, CellFunction, Column, Obj, Printer, aware, created_at, human_duration, name_of, parse_time
 from .jsonpath import Step, evaluate_json_path, parse_json_path
 from .negotiation import TABLE_V1
@@ -26,7 +26,7 @@ from .negotiation import TABLE_V1
 INCLUDE_NONE, INCLUDE_METADATA, INCLUDE_OBJECT = "None", "Metadata", "Object"
 
 # (group, kind) → (columns, cells). Kinds absent here use the generic table below.
-_PRINTERS: dict[tuple[str, str], Printer] = {**core.PRINTERS, **apps.PRINTERS, **groups.PRINTERS}
+_PRINTERS: dict[tuple[str, str], Printer] = {**core.PRINTERS, **apps.PRINTERS, **batch.PRINTERS, **groups.PRINTERS}
 
 
 def columns_for(rt: ResourceType) -> list[Column]:

@@ -64,3 +64,38 @@ def test_service_secret_and_namespace_defaults() -> None:
 
     custom = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "spec": {}}
     assert default_object(custom) == custom
+
+
+def test_a_job_selects_its_pods_by_its_own_uid() -> None:
+    job = default_object({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "pi", "uid": "u-1"},
+                          "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                                         "containers": [{"name": "pi", "image": "busybox"}]}}}})
+    spec = job["spec"]
+    assert (spec["completions"], spec["parallelism"], spec["backoffLimit"]) == (1, 1, 6)
+    assert (spec["completionMode"], spec["suspend"], spec["podReplacementPolicy"]) == \
+        ("NonIndexed", False, "TerminatingOrFailed")
+    assert spec["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}}
+    assert spec["template"]["metadata"]["labels"] == {
+        "job-name": "pi", "batch.kubernetes.io/job-name": "pi",
+        "controller-uid": "u-1", "batch.kubernetes.io/controller-uid": "u-1"}
+    assert default_object(job) == job
+    queue = default_object({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "q", "uid": "u-2"},
+                            "spec": {"parallelism": 3, "manualSelector": True, "selector": {"matchLabels": {"a": "b"}},
+                                     "template": {"metadata": {"labels": {"a": "b"}}, "spec": {}}}})
+    assert "completions" not in queue["spec"]
+    assert queue["spec"]["selector"] == {"matchLabels": {"a": "b"}}
+    assert queue["spec"]["template"]["metadata"]["labels"] == {"a": "b"}
+
+
+def test_stateful_and_daemon_set_defaults() -> None:
+    sts = default_object({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web"},
+                          "spec": {"template": {"spec": {}}}})["spec"]
+    assert (sts["replicas"], sts["podManagementPolicy"], sts["revisionHistoryLimit"]) == (1, "OrderedReady", 10)
+    assert sts["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+    ds = default_object({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+                         "spec": {"template": {"spec": {}}}})["spec"]
+    assert ds["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+    cron = default_object({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+                           "spec": {"schedule": "@hourly", "jobTemplate": {"spec": {"template": {"spec": {}}}}}})
+    assert (cron["spec"]["concurrencyPolicy"], cron["spec"]["successfulJobsHistoryLimit"]) == ("Allow", 3)
+    assert "selector" not in cron["spec"]["jobTemplate"]["spec"]
