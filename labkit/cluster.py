@@ -179,7 +179,7 @@ class Cluster:
     def delete(self, manifest: str | Path) -> Applied:
         """Delete what a manifest of this lab describes (``kubectl delete -f``); prints what went, in one line."""
         deleted = Applied(kube.delete(self.context, self._path(manifest)))
-        print(summary_line(self.name, deleted))
+        print(summary_line(self.name, deleted) if deleted else f"{self.name}: nothing to delete")
         return deleted
 
     def namespace(self, name: str, *, labels: Mapping[str, str] | None = None) -> None:

@@ -10,6 +10,7 @@ plain values, so the layers above (and the emulator) never need it.
 - :mod:`~labkit.pki.describing`: the fields a learner reads off a certificate
 - :mod:`~labkit.pki.layouts`: Istio's ``cacerts`` and workload file layouts, a whole mesh folder
 - :mod:`~labkit.pki.plugging`: whether ``cacerts`` files form a CA istiod can sign with
+- :mod:`~labkit.pki.openssl`: ``openssl verify``, with the machine's openssl or labkit's own check
 """
 
 from labkit.pki.authorities import (
@@ -37,6 +38,7 @@ from labkit.pki.layouts import (
     write_root,
     write_workload,
 )
+from labkit.pki.openssl import OpensslVerdict, openssl_verify
 from labkit.pki.plugging import check_cacerts
 from labkit.pki.spiffe import SpiffeId
 from labkit.pki.verifying import VerifiedChain, verify_certificate
@@ -50,6 +52,7 @@ __all__ = [
     "FileCheck",
     "KeySpec",
     "MeshCerts",
+    "OpensslVerdict",
     "SpiffeId",
     "TrustBundle",
     "VerifiedChain",
@@ -61,6 +64,7 @@ __all__ = [
     "make_mesh",
     "new_request",
     "new_root",
+    "openssl_verify",
     "read_cacerts",
     "read_root",
     "request_identities",

@@ -15,6 +15,20 @@ That is where Istio's multicluster rules live:
 
 Istio config (VirtualService, DestinationRule …) comes from the control plane's own cluster only, as in
 a multi-primary mesh where each istiod reads its local config.
+
+ServiceEntries become services too (Istio's ``convertServices`` / ``convertServiceEntryToInstances``), which is
+how a control plane that reads no other cluster still reaches a service there (Lab 4):
+
+- each host is a service keyed by that host, with the entry's ``addresses``, ports (protocol from ``protocol``,
+  else the port name), ``location``, ``exportTo`` and ``subjectAltNames``;
+- its endpoints are the entry's ``endpoints`` (a WorkloadEntry each: ``network``, ``labels``, ``locality``, the
+  port from ``ports[<name>]``, else ``targetPort``, else the port number; mTLS when the label
+  ``security.istio.io/tlsMode`` says ``istio`` or a ``serviceAccount`` is named), or, with a ``workloadSelector``,
+  the pods of the entry's namespace it selects, as istiod sees them (network, identity and sidecar as for a
+  Service's endpoints);
+- a Kubernetes service of the same host wins (the entry only decorates it), and of two entries for one host the
+  first by namespace/name is kept. Entries with ``resolution: NONE`` and wildcard hosts are left out: without
+  iptables their traffic has no original destination but the one ``PassthroughCluster`` reads from the request.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from typing import Any
 import yaml
 
 from labkit.core.contract import APP_ADDRESS_ANNOTATION
+from labkit.core.selectors import labels_match
 from labkit.core.wire import Obj
 from labkit.emulator.mesh.model import (
     DEFAULT_DOMAIN,
@@ -123,6 +138,7 @@ def build_snapshot(views: Iterable[ClusterView], mesh: MeshConfig, configs: Iter
         local_network: ``values.global.network`` of this control plane (the default network).
         version: stamped on the snapshot.
     """
+    views = list(views)
     services: dict[str, dict[str, Any]] = {}
     gateways: list[NetworkGateway] = []
     for view in views:
@@ -151,19 +167,122 @@ def build_snapshot(views: Iterable[ClusterView], mesh: MeshConfig, configs: Iter
             gateway = _gateway_of(svc, view.name)
             if gateway is not None:
                 gateways.append(gateway)
-    built = tuple(
+    built = [
         Service(hostname, entry["namespace"], entry["name"], tuple(sorted(entry["ports"].values(),
                                                                           key=lambda p: p.port)),
                 addresses=dict(entry["addresses"]), endpoints=tuple(entry["endpoints"]),
                 resolution="PASSTHROUGH" if entry["headless"] else "STATIC")
-        for hostname, entry in sorted(services.items()))
+        for hostname, entry in sorted(services.items())]
     config_objects = tuple(
         ConfigObject(c["kind"], c["metadata"].get("namespace", ""), c["metadata"]["name"], c.get("spec") or {},
                      c["metadata"].get("labels") or {})
         for c in sorted(configs, key=lambda c: (c["kind"], c["metadata"].get("namespace", ""), c["metadata"]["name"]))
         if c.get("kind") in CONFIG_KINDS)
-    return MeshSnapshot(mesh, built, tuple(sorted(set(gateways), key=lambda g: (g.network, g.address))),
-                        config_objects, version)
+    taken = {s.hostname for s in built}
+    for entry in service_entry_services(config_objects, views, mesh, local_network=local_network):
+        if entry.hostname not in taken:
+            taken.add(entry.hostname)
+            built.append(entry)
+    return MeshSnapshot(mesh, tuple(sorted(built, key=lambda s: s.hostname)),
+                        tuple(sorted(set(gateways), key=lambda g: (g.network, g.address))), config_objects, version)
+
+
+def service_entry_services(configs: Iterable[ConfigObject], views: Iterable[ClusterView], mesh: MeshConfig, *,
+                           local_network: str) -> list[Service]:
+    """The services ServiceEntries declare, with their endpoints (see the module docstring).
+
+    Args:
+        configs: Istio config objects; only ServiceEntries are read.
+        views: the clusters whose pods a ``workloadSelector`` may select (the control plane's own first).
+        mesh: mesh-wide settings (the trust domain of identities).
+        local_network: the control plane's network, for pods of clusters without a network label.
+    """
+    views = list(views)
+    local_cluster = views[0].name if views else ""
+    out: list[Service] = []
+    for config in sorted((c for c in configs if c.kind == "ServiceEntry"), key=lambda c: (c.namespace, c.name)):
+        spec = config.spec
+        resolution = str(spec.get("resolution") or "NONE").upper()
+        if resolution == "NONE":
+            continue
+        ports = tuple(ServicePort(str(p.get("name", "")), int(p["number"]),
+                                  port_protocol(str(p.get("name", "")), str(p.get("protocol") or "") or None))
+                      for p in spec.get("ports") or () if "number" in p)
+        selector = (spec.get("workloadSelector") or {}).get("labels") or {}
+        if selector:
+            endpoints = _selected_endpoints(config, selector, ports, views, mesh, local_network)
+        else:
+            endpoints = _entry_endpoints(config, ports, mesh, local_cluster)
+        addresses = [str(a) for a in spec.get("addresses") or ()]
+        keyed = {("" if index == 0 else f"#{index}"): address.removesuffix("/32")
+                 for index, address in enumerate(addresses)}
+        for host in spec.get("hosts") or ():
+            if "*" in str(host):
+                continue
+            out.append(Service(
+                str(host), config.namespace, "", ports, addresses=keyed, endpoints=endpoints,
+                resolution="DNS" if resolution in ("DNS", "DNS_ROUND_ROBIN") else "STATIC",
+                mesh_external=spec.get("location") == "MESH_EXTERNAL",
+                exported_to=tuple(spec.get("exportTo") or ("*",)),
+                subject_alt_names=tuple(str(s) for s in spec.get("subjectAltNames") or ())))
+    return out
+
+
+def _entry_endpoints(config: ConfigObject, ports: tuple[ServicePort, ...], mesh: MeshConfig,
+                     cluster: str) -> tuple[Endpoint, ...]:
+    found = []
+    for index, workload in enumerate(config.spec.get("endpoints") or ()):
+        labels = {str(k): str(v) for k, v in (workload.get("labels") or {}).items()}
+        account = str(workload.get("serviceAccount") or "")
+        tls_mode = labels.get(TLS_MODE_LABEL) or ("istio" if account else "disabled")
+        for port in ports:
+            number = (workload.get("ports") or {}).get(port.name) or _target_port(config, port)
+            found.append(Endpoint(
+                address=str(workload.get("address", "")), port=int(number), service_port=port.name, labels=labels,
+                service_account=spiffe_id(mesh.trust_domain, config.namespace, account) if account else "",
+                network=str(workload.get("network") or ""), cluster=cluster,
+                locality=str(workload.get("locality") or ""),
+                tls_mode="istio" if tls_mode == "istio" else "disabled",
+                workload=f"{config.namespace}/{config.name}-{index}"))
+    return tuple(found)
+
+
+def _selected_endpoints(config: ConfigObject, selector: Mapping[str, str], ports: tuple[ServicePort, ...],
+                        views: list[ClusterView], mesh: MeshConfig, local_network: str) -> tuple[Endpoint, ...]:
+    found = []
+    for view in views:
+        network = view.network(local_network)
+        nodes = {n["metadata"]["name"]: n for n in view.nodes}
+        for pod in view.pods:
+            meta, status = pod["metadata"], pod.get("status") or {}
+            labels = dict(meta.get("labels") or {})
+            if meta.get("namespace", "") != config.namespace or not status.get("podIP") \
+                    or not labels_match(selector, labels):
+                continue
+            container_ports = {p.get("name"): int(p["containerPort"])
+                               for c in (pod.get("spec") or {}).get("containers") or []
+                               for p in c.get("ports") or [] if p.get("name") and p.get("containerPort")}
+            account = (pod.get("spec") or {}).get("serviceAccountName", "default")
+            for port in ports:
+                found.append(Endpoint(
+                    address=status["podIP"], port=container_ports.get(port.name) or _target_port(config, port),
+                    service_port=port.name, labels=labels,
+                    service_account=spiffe_id(mesh.trust_domain, config.namespace, account),
+                    network=labels.get(NETWORK_LABEL, network), cluster=view.name, locality=_locality(pod, nodes),
+                    tls_mode="istio" if has_sidecar(pod) else "disabled", healthy=_ready(pod),
+                    workload=f"{config.namespace}/{meta['name']}"))
+    return tuple(found)
+
+
+def _target_port(config: ConfigObject, port: ServicePort) -> int:
+    spec_port = next((p for p in config.spec.get("ports") or () if int(p.get("number", -1)) == port.port), {})
+    return int(spec_port.get("targetPort") or port.port)
+
+
+def _ready(pod: Obj) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    ready = [c for c in conditions if c.get("type") == "Ready"]
+    return not ready or ready[0].get("status") == "True"
 
 
 def _endpoints_of(endpoints: Obj | None, service_spec: Obj, pods: Mapping[tuple[str, str], Obj],

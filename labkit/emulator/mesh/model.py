@@ -109,6 +109,8 @@ class Service:
         resolution: ``STATIC`` (EDS), ``DNS``, or ``PASSTHROUGH`` (headless / original destination).
         mesh_external: a ServiceEntry with ``location: MESH_EXTERNAL``.
         exported_to: ``exportTo`` (``*`` by default).
+        subject_alt_names: identities a ServiceEntry declares (``subjectAltNames``) that its servers may present,
+            besides those of its endpoints.
     """
 
     hostname: str
@@ -120,6 +122,7 @@ class Service:
     resolution: Literal["STATIC", "DNS", "PASSTHROUGH"] = "STATIC"
     mesh_external: bool = False
     exported_to: tuple[str, ...] = ("*",)
+    subject_alt_names: tuple[str, ...] = ()
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)

@@ -120,6 +120,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(("nginx", "library/nginx", "nginxinc/nginx-unprivileged"), _program("nginx", (80,), "nginx")),
     _Rule(("kennethreitz/httpbin",), _program("httpbin", (80,), "docker.io/kennethreitz/httpbin")),
     _Rule(("mccutchen/go-httpbin",), _program("httpbin", (8080,), "mccutchen/go-httpbin")),
+    # Lab 4's svc-1/svc-2/svc-3: names itself, its cluster and the caller's SPIFFE identity.
+    _Rule(("labkit/whoami",), _program("whoami", (8000,), "labkit/whoami", "PORT")),
     # Any registry and organisation: docker.io/istio/…, gcr.io/istio-release/…, a mirror of either.
     _Rule(("proxyv2",), PROXY),
     _Rule(("pilot",), ISTIOD),

@@ -19,6 +19,7 @@ from labkit.emulator.node import images
         ("docker.io/kennethreitz/httpbin", "httpbin", 80),
         ("mccutchen/go-httpbin:v2.15.0", "httpbin", 8080),
         ("localhost:5000/mccutchen/go-httpbin", "httpbin", 8080),
+        ("labkit/whoami:1.0", "whoami", 8000),
     ],
 )
 def test_servers_match_by_repository_whatever_the_registry_and_tag(image: str, program: str, port: int) -> None:

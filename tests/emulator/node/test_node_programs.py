@@ -91,6 +91,15 @@ def test_helloworld_answers_with_its_version_and_pod_name(start) -> None:
     assert '"GET /hello HTTP/1.1" 200' in log.read_text()
 
 
+def test_whoami_names_itself_its_cluster_and_the_nearest_callers_spiffe_id(start) -> None:
+    port, _, _ = start("whoami", HOSTNAME="svc-2-abc", SERVICE_NAME="svc-2", CLUSTER_NAME="cluster2")
+    xfcc = ('By=spiffe://cluster.local/ns/istio-system/sa/gw;URI=spiffe://cluster.local/ns/x/sa/far,'
+            'By=spiffe://cluster.local/ns/bar/sa/svc-2;Hash=ab;Subject="";URI=spiffe://cluster.local/ns/foo/sa/svc-1')
+    assert _get(port, "/", {"X-Forwarded-Client-Cert": xfcc})[2] == \
+        b"svc-2 in cluster2 (pod svc-2-abc), called by spiffe://cluster.local/ns/foo/sa/svc-1\n"
+    assert _get(port, "/any")[2] == b"svc-2 in cluster2 (pod svc-2-abc), called by (no client certificate)\n"
+
+
 def test_keep_alive_serves_many_requests_on_one_connection_without_nagle_stalls(start) -> None:
     port, _, _ = start("helloworld", HOSTNAME="hw")
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

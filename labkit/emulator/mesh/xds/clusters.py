@@ -17,7 +17,9 @@ Two departures, both because sidecars here are HTTP proxies without iptables (DE
   upstream`` (Istio would forward the original connection).
 
 Gateways additionally get the AUTO_PASSTHROUGH clusters ``outbound_.<port>_.<subset>_.<host>``: EDS,
-no TLS of their own (the client's mTLS passes through), endpoints of the gateway's network only.
+no TLS of their own (the client's mTLS passes through), endpoints of the gateway's network only; one for every
+service the Gateway's ``hosts`` cover, ServiceEntry hosts included (a ``*.global`` server passes
+``svc-2.bar.global`` to the pods its entry selects), except ``MESH_EXTERNAL`` ones, which are not mesh traffic.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def auto_passthrough_targets(proxy: Proxy, snapshot: MeshSnapshot) -> list[tuple
         return []
     out = []
     for service in policies.visible_services(proxy, snapshot):
+        if service.mesh_external:
+            continue  # as Istio's buildOutboundSniDnatClusters: a gateway only passes mesh traffic through
         if not any(policies.server_covers(server, namespace, service) for namespace, server in servers):
             continue
         rule = policies.destination_rule(proxy, snapshot, service)
@@ -142,7 +146,7 @@ def _outlier_detection(outlier: dict[str, Any]) -> dict[str, Any]:
 
 
 def _identities(service: Service, snapshot: MeshSnapshot) -> list[str]:
-    accounts = [ep.service_account for ep in service.endpoints if ep.service_account]
+    accounts = [*service.subject_alt_names, *(ep.service_account for ep in service.endpoints if ep.service_account)]
     return common.expand_trust_domains(accounts, policies.trust_domains(snapshot))
 
 

@@ -130,7 +130,10 @@ def build_name_table(proxy: Proxy, snapshot: MeshSnapshot) -> NameTable:
         snapshot: the mesh.
     """
     entries = service_entry_services(snapshot, auto_allocate=dns_capture(proxy))
-    seen = dataclasses.replace(snapshot, services=(*snapshot.services, *entries))
+    # ServiceEntry hosts come from the entries themselves (with their auto-allocated addresses), not from the
+    # services discovery made of them.
+    kubernetes_services = tuple(s for s in snapshot.services if s.name)
+    seen = dataclasses.replace(snapshot, services=(*kubernetes_services, *entries))
     table: dict[str, NameInfo] = {}
     for service in policies.visible_services(proxy, seen):
         kubernetes = bool(service.name)
