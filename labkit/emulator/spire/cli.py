@@ -51,7 +51,11 @@ class _UnixConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(10)
-        sock.connect(self.path)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
         self.sock = sock
 
 
@@ -65,11 +69,12 @@ class Client:
         target = Path(os.environ.get("HOME") or os.getcwd()) / self.socket_path.lstrip("/")
         address = str(target)
         fd = None
-        if len(address.encode()) >= 100:  # a Unix socket path's limit: reach it through its directory
-            fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-            address = f"/proc/self/fd/{fd}/{target.name}"
-        connection = _UnixConnection(address)
+        connection = None
         try:
+            if len(address.encode()) >= 100:  # a Unix socket path's limit: reach it through its directory
+                fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+                address = f"/proc/self/fd/{fd}/{target.name}"
+            connection = _UnixConnection(address)
             connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
             response = connection.getresponse()
             data = response.read()
@@ -79,7 +84,8 @@ class Client:
             raise SpireError(f'rpc error: code = Unavailable desc = connection error: desc = "transport: error '
                              f'while dialing: dial unix {self.socket_path}: connect: {reason}"') from exc
         finally:
-            connection.close()
+            if connection is not None:
+                connection.close()
             if fd is not None:
                 os.close(fd)
         return response.status, json.loads(data) if data else {}

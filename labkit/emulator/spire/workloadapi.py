@@ -255,45 +255,48 @@ class WorkloadEndpoint(sds_pb2_grpc.SecretDiscoveryServiceServicer):
 
     async def StreamSecrets(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:  # gRPC's name
         """State-of-the-world SDS: answer the names asked for, again on every change of the view."""
-        names: tuple[str, ...] = ()
-        requests: asyncio.Queue[Any] = asyncio.Queue()
+        names: tuple[str, ...] | None = None  # nothing asked yet
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        changed = object()
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await requests.put(request)
+                    await events.put(request)
             finally:
-                await requests.put(None)
+                await events.put(None)
 
-        reader = asyncio.create_task(read())
+        async def watch() -> None:
+            seen = self._version
+            while True:
+                await self._wait_change(seen)
+                seen = self._version
+                await events.put(changed)
+
+        tasks = [asyncio.create_task(read()), asyncio.create_task(watch())]
         sent = -1
         try:
             while True:
-                changed = asyncio.ensure_future(self._wait_change(sent))
-                asked = asyncio.ensure_future(requests.get())
-                done, _ = await asyncio.wait({changed, asked}, return_when=asyncio.FIRST_COMPLETED)
-                if asked in done:
-                    changed.cancel()
-                    request = asked.result()
-                    if request is None:
-                        return
-                    if request.response_nonce and tuple(request.resource_names) == names and sent == self._version:
+                event = await events.get()
+                if event is None:
+                    return
+                if event is not changed:
+                    asked = tuple(event.resource_names)
+                    if event.response_nonce and asked == names and sent == self._version:
                         continue  # an ACK or NACK of what was sent
-                    names = tuple(request.resource_names)
-                else:
-                    asked.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asked
+                    names = asked
                 view = self.view
-                if view is None:
+                if names is None or view is None:
                     continue
                 found = view.secrets()
                 resources = [protocol.to_any(found[name], protocol.SECRET) for name in names if name in found]
                 sent = self._version
                 yield discovery_pb2.DiscoveryResponse(version_info=str(sent), resources=resources,
-                                                      type_url=protocol.SECRET, nonce=f"{sent}-{id(names)}")
+                                                      type_url=protocol.SECRET, nonce=f"{sent}-{id(events)}")
         finally:
-            reader.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _wait_change(self, seen: int) -> None:
         async with self._changed:
