@@ -15,8 +15,14 @@ from spiffe import WorkloadApiClient
 from spiffe.spiffe_id.spiffe_id import TrustDomain
 
 from labkit.emulator.envoy import protocol
-from labkit.emulator.spire.workloadapi import SERVICE, Svid, WorkloadEndpoint, WorkloadView, X509SVIDRequest, \
-    X509SVIDResponse
+from labkit.emulator.spire.workloadapi import (
+    SERVICE,
+    Svid,
+    WorkloadEndpoint,
+    WorkloadView,
+    X509SVIDRequest,
+    X509SVIDResponse,
+)
 from labkit.pki import CertificateAuthority, TrustBundle, describe, new_request
 from labkit.pki.svids import issue_server_ca, new_upstream_root, sign_svid
 

@@ -1,0 +1,292 @@
+"""SPIRE on an embedded cluster: server, registrar and agent as pods, a workload given its SVID through its socket.
+
+The manifests are the article's in shape (SPIRE 1.5: server with the k8s-workload-registrar beside it, agent with
+k8s_psat, the k8sbundle notifier), trimmed to what one node needs. A pod that mounts the SPIFFE CSI volume, as
+Istio's ``spire`` injection template makes it, gets a socket in its folder; py-spiffe fetches from it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from spiffe import WorkloadApiClient
+from spiffe.spiffe_id.spiffe_id import TrustDomain
+
+from labkit import kube
+from labkit.pki import describe
+from labkit.testing import eventually, running_emulator
+
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+
+SPIRE = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: spire}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: spire-server, namespace: spire}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: spire-agent, namespace: spire}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: spire-server-cluster-role}
+rules:
+- {apiGroups: [""], resources: [pods, nodes], verbs: [get, list, watch]}
+- {apiGroups: [authentication.k8s.io], resources: [tokenreviews], verbs: [create]}
+- {apiGroups: [""], resources: [configmaps], verbs: [get, list, create, patch, update]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: spire-server-cluster-role-binding}
+subjects: [{kind: ServiceAccount, name: spire-server, namespace: spire}]
+roleRef: {kind: ClusterRole, name: spire-server-cluster-role, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: spire-agent-cluster-role}
+rules:
+- {apiGroups: [""], resources: [pods, nodes, nodes/proxy], verbs: [get, list, watch]}
+- {apiGroups: [""], resources: [configmaps], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: spire-agent-cluster-role-binding}
+subjects: [{kind: ServiceAccount, name: spire-agent, namespace: spire}]
+roleRef: {kind: ClusterRole, name: spire-agent-cluster-role, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: spire-server, namespace: spire}
+data:
+  server.conf: |
+    server {
+      bind_address = "0.0.0.0"
+      bind_port = "8081"
+      socket_path = "/tmp/spire-server/private/api.sock"
+      trust_domain = "foo.com"
+      data_dir = "/run/spire/data"
+      log_level = "DEBUG"
+      ca_subject = { country = ["US"], organization = ["SPIFFE"], common_name = "" }
+      federation {
+        bundle_endpoint { address = "0.0.0.0"  port = 8443 }
+        federates_with "bar.com" {
+          bundle_endpoint_url = "https://127.0.0.1:1"
+          bundle_endpoint_profile "https_spiffe" { endpoint_spiffe_id = "spiffe://bar.com/spire/server" }
+        }
+      }
+    }
+    plugins {
+      DataStore "sql" {
+        plugin_data { database_type = "sqlite3" connection_string = "/run/spire/data/datastore.sqlite3" }
+      }
+      NodeAttestor "k8s_psat" {
+        plugin_data { clusters = { "cluster-1" = { service_account_allow_list = ["spire:spire-agent"] } } }
+      }
+      KeyManager "disk" { plugin_data { keys_path = "/run/spire/data/keys.json" } }
+      UpstreamAuthority "cert-manager" {
+        plugin_data { issuer_name = "spire-ca" issuer_kind = "Issuer" namespace = "spire" }
+      }
+      Notifier "k8sbundle" { plugin_data { namespace = "spire" } }
+    }
+  k8s-workload-registrar.conf: |
+    trust_domain = "foo.com"
+    server_socket_path = "/tmp/spire-server/private/api.sock"
+    cluster = "cluster-1"
+    mode = "crd"
+    pod_controller = true
+    identity_template = "ns/{{.Pod.Namespace}}/sa/{{.Pod.ServiceAccount}}"
+    identity_template_label = "spiffe.io/spire-managed-identity"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: spire-agent, namespace: spire}
+data:
+  agent.conf: |
+    agent {
+      data_dir = "/run/spire"
+      server_address = "spire-server"
+      server_port = "8081"
+      socket_path = "/run/secrets/workload-spiffe-uds/socket"
+      trust_bundle_path = "/run/spire/bundle/bundle.crt"
+      trust_domain = "foo.com"
+    }
+    plugins {
+      NodeAttestor "k8s_psat" { plugin_data { cluster = "cluster-1" } }
+      KeyManager "memory" { plugin_data { } }
+      WorkloadAttestor "k8s" { plugin_data { skip_kubelet_verification = true } }
+    }
+---
+apiVersion: v1
+kind: Service
+metadata: {name: spire-server, namespace: spire}
+spec:
+  selector: {app: spire-server}
+  ports: [{name: grpc, port: 8081, targetPort: 8081, protocol: TCP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: spire-server-0, namespace: spire, labels: {app: spire-server}}
+spec:
+  serviceAccountName: spire-server
+  containers:
+  - name: spire-server
+    image: gcr.io/spiffe-io/spire-server:1.5.1
+    args: [-config, /run/spire/config/server.conf]
+    ports: [{containerPort: 8081}]
+    volumeMounts:
+    - {name: spire-config, mountPath: /run/spire/config, readOnly: true}
+  - name: k8s-workload-registrar
+    image: gcr.io/spiffe-io/k8s-workload-registrar:1.5.1
+    args: [-config, /run/spire/config/k8s-workload-registrar.conf]
+    volumeMounts:
+    - {name: spire-config, mountPath: /run/spire/config, readOnly: true}
+  volumes:
+  - {name: spire-config, configMap: {name: spire-server}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: spire-agent-abcde, namespace: spire, labels: {app: spire-agent}}
+spec:
+  serviceAccountName: spire-agent
+  containers:
+  - name: spire-agent
+    image: gcr.io/spiffe-io/spire-agent:1.5.1
+    args: [-config, /run/spire/config/agent.conf]
+    env:
+    - name: MY_NODE_NAME
+      valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+    volumeMounts:
+    - {name: spire-config, mountPath: /run/spire/config, readOnly: true}
+    - {name: spire-bundle, mountPath: /run/spire/bundle}
+    - {name: spire-token, mountPath: /var/run/secrets/tokens}
+  volumes:
+  - {name: spire-config, configMap: {name: spire-agent}}
+  - {name: spire-bundle, configMap: {name: spire-bundle}}
+  - name: spire-token
+    projected:
+      sources:
+      - serviceAccountToken: {path: spire-agent, expirationSeconds: 7200, audience: spire-server}
+"""
+
+SLEEP = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: sleep}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: sleep, namespace: sleep}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sleep-7f9c
+  namespace: sleep
+  labels: {app: sleep}
+  annotations: {spiffe.io/federatesWith: bar.com}
+spec:
+  serviceAccountName: sleep
+  containers:
+  - name: sleep
+    image: curlimages/curl
+    command: [/bin/sleep, "3650d"]
+    volumeMounts:
+    - {name: workload-socket, mountPath: /run/secrets/workload-spiffe-uds, readOnly: true}
+  volumes:
+  - name: workload-socket
+    csi: {driver: csi.spiffe.io, readOnly: true}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    home = tmp_path_factory.mktemp("spire-home")
+    with running_emulator(("cluster1",), home):
+        kube.apply("cluster1", SPIRE)
+        kube.wait_ready("cluster1", "spire", ["pod/spire-server-0", "pod/spire-agent-abcde"], timeout=90)
+        kube.apply("cluster1", SLEEP)
+        kube.wait_ready("cluster1", "sleep", ["pod/sleep-7f9c"], timeout=90)
+        yield "cluster1", home
+
+
+def _server(cluster: str, *args: str) -> tuple[int, str]:
+    result = kube.exec_(cluster, "spire", "spire-server-0", ["spire-server", *args], container="spire-server")
+    return result.exit_code, result.stdout + result.stderr
+
+
+def test_the_registrar_makes_the_pods_entry_as_the_article_shows(cluster: tuple[str, Path]) -> None:
+    name, _ = cluster
+    pod = kube.get_object(name, "v1", "Pod", "sleep-7f9c", "sleep")
+    assert pod is not None
+    uid, node = pod["metadata"]["uid"], pod["spec"]["nodeName"]
+
+    def shown() -> str | None:
+        code, out = _server(name, "entry", "show", "-spiffeID", "spiffe://foo.com/ns/sleep/sa/sleep")
+        return out if code == 0 and out.startswith("Found 1 entry") else None
+    out = eventually(shown, 60, "the registrar's entry for sleep")
+    lines = out.splitlines()
+    assert lines[2:] == [
+        "SPIFFE ID        : spiffe://foo.com/ns/sleep/sa/sleep",
+        f"Parent ID        : spiffe://foo.com/k8s-workload-registrar/cluster-1/node/{node}",
+        "Revision         : 0",
+        "X509-SVID TTL    : default",
+        "JWT-SVID TTL     : default",
+        f"Selector         : k8s:node-name:{node}",
+        "Selector         : k8s:ns:sleep",
+        f"Selector         : k8s:pod-uid:{uid}",
+        "FederatesWith    : bar.com",
+        "DNS name         : sleep-7f9c",
+        "",  # SPIRE ends every entry with a blank line
+    ]
+    assert _server(name, "healthcheck") == (0, "Server is healthy.\n")
+
+
+def test_the_workload_fetches_its_svid_from_the_socket_in_its_pod(cluster: tuple[str, Path]) -> None:
+    name, home = cluster
+    pod = kube.get_object(name, "v1", "Pod", "sleep-7f9c", "sleep")
+    assert pod is not None
+    (folder,) = home.rglob(f"sleep_sleep-7f9c_{pod['metadata']['uid']}")
+    assert eventually((folder / "var/run/secrets/workload-spiffe-uds/socket").exists, 30,
+                      "the socket at Istio's path")  # /var/run and /run are one directory in a container
+    # A Unix socket path is limited to 107 bytes and the pod folder sits deep in the test's home: reach the socket
+    # through a descriptor of its directory, as the programs in the pod do.
+    directory = os.open(folder / "run/secrets/workload-spiffe-uds", os.O_RDONLY | os.O_DIRECTORY)
+    socket = f"/proc/self/fd/{directory}/socket"
+
+    def fetched() -> object:
+        try:
+            client = WorkloadApiClient(f"unix://{socket}", default_timeout=5)
+        except Exception:  # the socket is not there yet
+            return None
+        try:
+            return client.fetch_x509_context()
+        except Exception:  # no identity issued yet: the agent syncs every second
+            return None
+        finally:
+            client.close()
+    try:
+        context = eventually(fetched, 60, "an X509-SVID for sleep")
+    finally:
+        os.close(directory)
+    svid = context.default_svid  # type: ignore[attr-defined]
+    assert str(svid.spiffe_id) == "spiffe://foo.com/ns/sleep/sa/sleep"
+    leaf = describe(svid.leaf.public_bytes(_pem()).decode())[0]
+    assert leaf.issuer == "C=US, O=SPIFFE"
+    assert leaf.subject.startswith("C=US, O=SPIRE, CN=sleep-7f9c, x500UniqueIdentifier=")
+    foo = context.x509_bundle_set.get_bundle_for_trust_domain(TrustDomain("foo.com"))  # type: ignore[attr-defined]
+    (root,) = foo.x509_authorities
+    assert describe(root.public_bytes(_pem()).decode())[0].subject == "O=cert-manager, CN=certmanager-ca"
+
+
+def _pem() -> object:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.PEM
