@@ -66,7 +66,7 @@ class Client:
         self.socket_path = socket_path
 
     def call(self, method: str, path: str, body: str | None = None) -> tuple[int, Any]:
-        target = Path(os.environ.get("HOME") or os.getcwd()) / self.socket_path.lstrip("/")
+        target = _pod_path(self.socket_path)
         address = str(target)
         fd = None
         connection = None
@@ -89,6 +89,11 @@ class Client:
             if fd is not None:
                 os.close(fd)
         return response.status, json.loads(data) if data else {}
+
+
+def _pod_path(path: str) -> Path:
+    """A container path inside the pod's folder (``HOME``): the CLI runs in the pod, whose ``/`` is that folder."""
+    return Path(os.environ.get("HOME") or os.getcwd()) / path.lstrip("/")
 
 
 def _parse(command: str, args: Sequence[str], err: TextIO) -> dict[str, Any] | None:
@@ -236,7 +241,7 @@ def run(command: str, values: dict[str, Any], client: Client, out: TextIO, err: 
             raise SpireError("id flag is required")
         chosen = _format(values)
         try:
-            text = Path(values["path"]).read_text() if values.get("path") else stdin.read()
+            text = _pod_path(values["path"]).read_text() if values.get("path") else stdin.read()
         except OSError as exc:
             raise SpireError(f"unable to load bundle data: open {values['path']}: {exc.strerror.lower()}") from exc
         domain = trust_domain_name(values["id"])
@@ -269,7 +274,8 @@ def run(command: str, values: dict[str, Any], client: Client, out: TextIO, err: 
         if not values.get("id"):
             raise SpireError("id is required")
         domain = trust_domain_name(values["id"])
-        status, body = client.call("DELETE", f"/bundles/{domain}")
+        mode = values.get("mode") or "restrict"
+        status, body = client.call("DELETE", f"/bundles/{domain}?mode={urllib.parse.quote(mode)}")
         _checked(status, body, f'failed to delete federated bundle "{domain}": ')
         out.write("bundle deleted.\n")
         return 0

@@ -202,10 +202,27 @@ class SpireServer:
         return web.json_response({})
 
     async def _delete_bundle(self, request: web.Request) -> web.Response:
+        """SPIRE's three modes: ``restrict`` refuses while entries federate with the domain, ``dissociate``
+        removes the domain from their FederatesWith, ``delete`` deletes them."""
         domain = trust_domain_name(request.match_info["domain"])
-        if self.store.federated.pop(domain, None) is None:
-            return _error(404, "no such bundle")
+        mode = request.query.get("mode") or "restrict"
+        if mode not in ("restrict", "dissociate", "delete"):
+            return _error(400, f'unsupported mode "{mode}"')
+        if domain not in self.store.federated:
+            return _error(404, "rpc error: code = NotFound desc = no such bundle")
+        federating = [e for e in self.store.entries.values() if domain in e.federates_with]
+        if federating and mode == "restrict":
+            return _error(409, f"datastore-sql: cannot delete bundle; federated with {len(federating)} "
+                               f"registration entries")
+        for entry in federating:
+            if mode == "delete":
+                self.store.delete(entry.entry_id)
+            else:
+                self.store.update(replace(entry, federates_with=tuple(d for d in entry.federates_with
+                                                                      if d != domain)))
+        del self.store.federated[domain]
         self.store.save()
+        _log.info("Bundle deleted: trust_domain=%s mode=%s", domain, mode)
         return web.json_response({})
 
     # ---- node API (TLS) -----------------------------------------------------------------------------------------

@@ -194,3 +194,17 @@ def test_an_endpoint_not_signed_by_the_held_bundle_is_refused(servers: dict[str,
     assert bar.cli("bundle", "list", "-id", "spiffe://foo.com")[1] == bar_root  # the wrong one stays, unreplaced
     foo_root = foo.cli("bundle", "show")[1]
     assert foo_root != bar_root
+
+
+def test_a_bundle_entries_federate_with_is_deleted_only_when_asked_how(servers: dict[str, Server]) -> None:
+    foo = servers["foo.com"]
+    eventually(lambda: foo.cli("bundle", "list", "-id", "spiffe://bar.com")[0] == 0, 15, "bar.com's bundle held")
+    assert foo.cli("entry", "show", "-federatesWith", "spiffe://bar.com")[1].startswith("Found 1 entry\n")
+    assert foo.cli("bundle", "delete", "-id", "spiffe://bar.com") == (
+        1, "", 'Error: failed to delete federated bundle "bar.com": datastore-sql: cannot delete bundle; federated '
+               'with 1 registration entries\n')
+    assert foo.cli("bundle", "delete", "-id", "spiffe://bar.com", "-mode", "dissociate") == \
+        (0, "bundle deleted.\n", "")
+    assert foo.cli("bundle", "list") == (0, "", "")
+    _, out, _ = foo.cli("entry", "show", "-spiffeID", "spiffe://foo.com/ns/sleep/sa/sleep")
+    assert "FederatesWith" not in out and "Revision         : 1\n" in out

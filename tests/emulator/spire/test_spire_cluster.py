@@ -11,11 +11,15 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.secret.v3 import sds_pb2_grpc
 from spiffe import WorkloadApiClient
 from spiffe.spiffe_id.spiffe_id import TrustDomain
 
 from labkit import kube
+from labkit.emulator.envoy import protocol
 from labkit.pki import describe
 from labkit.testing import eventually, running_emulator
 
@@ -71,15 +75,15 @@ data:
       bind_address = "0.0.0.0"
       bind_port = "8081"
       socket_path = "/tmp/spire-server/private/api.sock"
-      trust_domain = "foo.com"
+      trust_domain = "@DOMAIN@"
       data_dir = "/run/spire/data"
       log_level = "DEBUG"
       ca_subject = { country = ["US"], organization = ["SPIFFE"], common_name = "" }
       federation {
         bundle_endpoint { address = "0.0.0.0"  port = 8443 }
-        federates_with "bar.com" {
-          bundle_endpoint_url = "https://127.0.0.1:1"
-          bundle_endpoint_profile "https_spiffe" { endpoint_spiffe_id = "spiffe://bar.com/spire/server" }
+        federates_with "@PEER@" {
+          bundle_endpoint_url = "@PEER_URL@"
+          bundle_endpoint_profile "https_spiffe" { endpoint_spiffe_id = "spiffe://@PEER@/spire/server" }
         }
       }
     }
@@ -88,7 +92,7 @@ data:
         plugin_data { database_type = "sqlite3" connection_string = "/run/spire/data/datastore.sqlite3" }
       }
       NodeAttestor "k8s_psat" {
-        plugin_data { clusters = { "cluster-1" = { service_account_allow_list = ["spire:spire-agent"] } } }
+        plugin_data { clusters = { "@CLUSTER@" = { service_account_allow_list = ["spire:spire-agent"] } } }
       }
       KeyManager "disk" { plugin_data { keys_path = "/run/spire/data/keys.json" } }
       UpstreamAuthority "cert-manager" {
@@ -97,9 +101,9 @@ data:
       Notifier "k8sbundle" { plugin_data { namespace = "spire" } }
     }
   k8s-workload-registrar.conf: |
-    trust_domain = "foo.com"
+    trust_domain = "@DOMAIN@"
     server_socket_path = "/tmp/spire-server/private/api.sock"
-    cluster = "cluster-1"
+    cluster = "@CLUSTER@"
     mode = "crd"
     pod_controller = true
     identity_template = "ns/{{.Pod.Namespace}}/sa/{{.Pod.ServiceAccount}}"
@@ -116,10 +120,10 @@ data:
       server_port = "8081"
       socket_path = "/run/secrets/workload-spiffe-uds/socket"
       trust_bundle_path = "/run/spire/bundle/bundle.crt"
-      trust_domain = "foo.com"
+      trust_domain = "@DOMAIN@"
     }
     plugins {
-      NodeAttestor "k8s_psat" { plugin_data { cluster = "cluster-1" } }
+      NodeAttestor "k8s_psat" { plugin_data { cluster = "@CLUSTER@" } }
       KeyManager "memory" { plugin_data { } }
       WorkloadAttestor "k8s" { plugin_data { skip_kubelet_verification = true } }
     }
@@ -206,11 +210,24 @@ spec:
 """
 
 
+def _spire(domain: str, cluster: str, peer: str, peer_url: str) -> str:
+    """The SPIRE manifests of one trust domain."""
+    text = SPIRE
+    for key, value in (("@DOMAIN@", domain), ("@CLUSTER@", cluster), ("@PEER@", peer), ("@PEER_URL@", peer_url)):
+        text = text.replace(key, value)
+    return text
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """cluster1 runs foo.com's SPIRE (federating with bar.com's bundle endpoint) and sleep; cluster2 bar.com's."""
     home = tmp_path_factory.mktemp("spire-home")
-    with running_emulator(("cluster1",), home):
-        kube.apply("cluster1", SPIRE)
+    with running_emulator(("cluster1", "cluster2"), home):
+        kube.apply("cluster2", _spire("bar.com", "cluster-2", "foo.com", "https://127.0.0.1:1"))
+        kube.wait_ready("cluster2", "spire", ["pod/spire-server-0"], timeout=90)
+        bar = kube.get_object("cluster2", "v1", "Pod", "spire-server-0", "spire")
+        assert bar is not None
+        kube.apply("cluster1", _spire("foo.com", "cluster-1", "bar.com", f"https://{bar['status']['podIP']}:8443"))
         kube.wait_ready("cluster1", "spire", ["pod/spire-server-0", "pod/spire-agent-abcde"], timeout=90)
         kube.apply("cluster1", SLEEP)
         kube.wait_ready("cluster1", "sleep", ["pod/sleep-7f9c"], timeout=90)
@@ -218,6 +235,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
 
 
 def _server(cluster: str, *args: str) -> tuple[int, str]:
+    """``kubectl exec -n spire spire-server-0 -c spire-server -- spire-server …``"""
     result = kube.exec_(cluster, "spire", "spire-server-0", ["spire-server", *args], container="spire-server")
     return result.exit_code, result.stdout + result.stderr
 
@@ -290,3 +308,53 @@ def _pem() -> object:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     return Encoding.PEM
+
+
+def _root_secret(directory: int) -> dict[str, object]:
+    """``ROOTCA`` as SPIRE's agent serves it to the sleep pod's Envoy (a fresh SDS stream, its first answer)."""
+    with grpc.insecure_channel(f"unix:/proc/self/fd/{directory}/socket") as channel:
+        stream = sds_pb2_grpc.SecretDiscoveryServiceStub(channel).StreamSecrets(
+            iter([discovery_pb2.DiscoveryRequest(resource_names=["ROOTCA"], type_url=protocol.SECRET)]), timeout=10)
+        (resource,) = next(iter(stream)).resources
+    message = protocol.message_class(protocol.SECRET)()
+    resource.Unpack(message)
+    return protocol.to_dict(message)["validation_context"]
+
+
+def test_federation_gives_the_workload_one_trust_bundle_per_domain_until_dissociated(
+        cluster: tuple[str, Path]) -> None:
+    name, home = cluster
+    code, bar_bundle = _server_in("cluster2", "bundle", "show", "-format", "spiffe")
+    assert code == 0
+    bar_root = _server_in("cluster2", "bundle", "show")[1]
+    # The first bundle goes by hand, as in the article (there: kubectl exec -i … bundle set < bar.json).
+    (foo_server,) = (home / "clusters" / "cluster1").rglob("spire_spire-server-0_*")
+    (foo_server / "tmp").mkdir(exist_ok=True)
+    (foo_server / "tmp" / "bar.com.json").write_text(bar_bundle)
+    assert _server(name, "bundle", "set", "-format", "spiffe", "-id", "spiffe://bar.com", "-path",
+                   "/tmp/bar.com.json") == (0, "bundle set.\n")
+    pod = kube.get_object(name, "v1", "Pod", "sleep-7f9c", "sleep")
+    assert pod is not None
+    (folder,) = home.rglob(f"sleep_sleep-7f9c_{pod['metadata']['uid']}")
+    directory = os.open(folder / "run/secrets/workload-spiffe-uds", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        def federated() -> list[object] | None:
+            validation = _root_secret(directory)
+            validator = validation.get("custom_validator_config")
+            return validator["typed_config"]["trust_domains"] if validator else None  # type: ignore[index]
+        domains = eventually(federated, 30, "bar.com's bundle in the sleep pod's ROOTCA")
+        assert [d["name"] for d in domains] == ["bar.com", "foo.com"]  # type: ignore[index]
+        assert domains[0]["trust_bundle"]["inline_string"] == bar_root  # type: ignore[index]
+        # Fetched from bar.com's endpoint since (authenticated by the bundle set by hand): the same root.
+        assert _server(name, "bundle", "list", "-id", "spiffe://bar.com") == (0, bar_root)
+        assert _server(name, "bundle", "delete", "-id", "spiffe://bar.com", "-mode", "dissociate") == \
+            (0, "bundle deleted.\n")
+        alone = eventually(lambda: "trusted_ca" in _root_secret(directory) and _root_secret(directory), 30,
+                           "ROOTCA back to foo.com alone")
+        assert "BEGIN CERTIFICATE" in alone["trusted_ca"]["inline_string"]  # type: ignore[index]
+    finally:
+        os.close(directory)
+
+
+def _server_in(cluster: str, *args: str) -> tuple[int, str]:
+    return _server(cluster, *args)
