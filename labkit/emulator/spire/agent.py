@@ -37,6 +37,7 @@ import aiohttp
 
 from labkit.emulator.mesh.kubeclient import Informer
 from labkit.emulator.node.programs.curl_shim import resolve
+from labkit.emulator.spire import health
 from labkit.emulator.spire.config import AgentConfig
 from labkit.emulator.spire.entries import Entry, Selector
 from labkit.emulator.spire.pods import PodContext
@@ -256,6 +257,16 @@ class SpireAgent:
                 await endpoint.update(self.view_for(pod))
 
     async def run(self, stop: asyncio.Event) -> None:
+        checks = None
+        if self.config.health_checks is not None:
+            checks = await health.serve(self.config.health_checks, lambda: self.svid is not None)
+        try:
+            await self._run(stop)
+        finally:
+            if checks is not None:
+                await checks.cleanup()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         delay = 0.5
         while not stop.is_set():
             try:

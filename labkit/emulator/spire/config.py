@@ -32,8 +32,9 @@ def parse(text: str, source: str) -> dict[str, Any]:
 
 
 def bind_host(address: str) -> str:
-    """Where to listen for a configured address: the pod IP for the any-address."""
-    if address in ("", "0.0.0.0", "::"):
+    """Where to listen for a configured address: the pod IP for the any-address and for ``localhost`` (the kubelet
+    probes the pod IP; inside a real pod, localhost and the pod IP share one network namespace)."""
+    if address in ("", "0.0.0.0", "::", "localhost"):
         return os.environ.get("POD_IP") or "127.0.0.1"
     return address
 
@@ -44,6 +45,24 @@ def _plugin(config: dict[str, Any], kind: str, name: str) -> dict[str, Any] | No
     if plugin is None:
         return None
     return dict((plugin or {}).get("plugin_data") or {})
+
+
+@dataclass(frozen=True)
+class HealthChecks:
+    """The top-level ``health_checks`` block: an HTTP listener for the kubelet's liveness and readiness probes."""
+
+    bind_address: str = "localhost"
+    bind_port: int = 80
+    live_path: str = "/live"
+    ready_path: str = "/ready"
+
+    @classmethod
+    def parse(cls, config: dict[str, Any]) -> HealthChecks | None:
+        block = config.get("health_checks") or {}
+        if not block.get("listener_enabled"):
+            return None
+        return cls(str(block.get("bind_address", "localhost")), int(block.get("bind_port", 80)),
+                   str(block.get("live_path", "/live")), str(block.get("ready_path", "/ready")))
 
 
 @dataclass(frozen=True)
@@ -70,6 +89,7 @@ class ServerConfig:
     clusters: tuple[str, ...] = ()
     allowed_agents: tuple[str, ...] = ("spire:spire-agent",)
     bundle_config_map: tuple[str, str, str] | None = None  # namespace, name, key (k8sbundle notifier)
+    health_checks: HealthChecks | None = None
 
     @classmethod
     def parse(cls, text: str, source: str = "server.conf") -> ServerConfig:
@@ -118,7 +138,7 @@ class ServerConfig:
             default_x509_svid_ttl=_seconds(server.get("default_x509_svid_ttl") or server.get("default_svid_ttl"),
                                            3600),
             bundle_endpoint=bundle_endpoint, refresh_hint=refresh, peers=tuple(peers), clusters=clusters,
-            allowed_agents=allowed, bundle_config_map=config_map)
+            allowed_agents=allowed, bundle_config_map=config_map, health_checks=HealthChecks.parse(config))
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,7 @@ class AgentConfig:
     insecure_bootstrap: bool = False
     cluster: str = ""
     token_path: str = "/var/run/secrets/tokens/spire-agent"
+    health_checks: HealthChecks | None = None
 
     @classmethod
     def parse(cls, text: str, source: str = "agent.conf") -> AgentConfig:
@@ -147,7 +168,8 @@ class AgentConfig:
                    socket_path=str(agent.get("socket_path", DEFAULT_AGENT_SOCKET)),
                    trust_bundle_path=str(agent.get("trust_bundle_path", "")),
                    insecure_bootstrap=bool(agent.get("insecure_bootstrap", False)), cluster=str(psat["cluster"]),
-                   token_path=str(psat.get("token_path", "/var/run/secrets/tokens/spire-agent")))
+                   token_path=str(psat.get("token_path", "/var/run/secrets/tokens/spire-agent")),
+                   health_checks=HealthChecks.parse(config))
 
 
 @dataclass(frozen=True)

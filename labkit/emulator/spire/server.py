@@ -39,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from labkit.emulator.spire import federation
+from labkit.emulator.spire import federation, health
 from labkit.emulator.spire.config import ServerConfig, bind_host
 from labkit.emulator.spire.entries import Datastore, Entry, Selector, trust_domain_name
 from labkit.emulator.spire.pods import PodContext
@@ -347,6 +347,8 @@ class SpireServer:
             self.refreshers.append(refresher)
         if self.config.bundle_config_map is not None:
             self._tasks.append(asyncio.create_task(self._notify_bundle(), name="k8sbundle"))
+        if self.config.health_checks is not None:
+            self.runners.append(await health.serve(self.config.health_checks, lambda: True))
         _log.info("Starting Server APIs: trust_domain=%s address=%s:%d", self.config.trust_domain,
                   bind_host(self.config.bind_address), self.config.bind_port)
 

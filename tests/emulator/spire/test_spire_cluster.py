@@ -100,6 +100,13 @@ data:
       }
       Notifier "k8sbundle" { plugin_data { namespace = "spire" } }
     }
+    health_checks {
+      listener_enabled = true
+      bind_address = "0.0.0.0"
+      bind_port = "8080"
+      live_path = "/live"
+      ready_path = "/ready"
+    }
   k8s-workload-registrar.conf: |
     trust_domain = "@DOMAIN@"
     server_socket_path = "/tmp/spire-server/private/api.sock"
@@ -127,6 +134,13 @@ data:
       KeyManager "memory" { plugin_data { } }
       WorkloadAttestor "k8s" { plugin_data { skip_kubelet_verification = true } }
     }
+    health_checks {
+      listener_enabled = true
+      bind_address = "0.0.0.0"
+      bind_port = "8080"
+      live_path = "/live"
+      ready_path = "/ready"
+    }
 ---
 apiVersion: v1
 kind: Service
@@ -145,6 +159,8 @@ spec:
     image: gcr.io/spiffe-io/spire-server:1.5.1
     args: [-config, /run/spire/config/server.conf]
     ports: [{containerPort: 8081}]
+    livenessProbe: {httpGet: {path: /live, port: 8080}, periodSeconds: 60}
+    readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
     volumeMounts:
     - {name: spire-config, mountPath: /run/spire/config, readOnly: true}
   - name: k8s-workload-registrar
@@ -164,6 +180,7 @@ spec:
   - name: spire-agent
     image: gcr.io/spiffe-io/spire-agent:1.5.1
     args: [-config, /run/spire/config/agent.conf]
+    readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
     env:
     - name: MY_NODE_NAME
       valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
