@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from labkit.emulator.spire.config import DEFAULT_SOCKET
 from labkit.emulator.spire.entries import Entry, Selector, format_entries, format_entry, trust_domain_name
+from labkit.emulator.spire.sockets import unix_address
 from labkit.errors import PkiError, SpireError
 from labkit.pki import TrustBundle
 
@@ -66,14 +67,10 @@ class Client:
         self.socket_path = socket_path
 
     def call(self, method: str, path: str, body: str | None = None) -> tuple[int, Any]:
-        target = _pod_path(self.socket_path)
-        address = str(target)
         fd = None
         connection = None
         try:
-            if len(address.encode()) >= 100:  # a Unix socket path's limit: reach it through its directory
-                fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-                address = f"/proc/self/fd/{fd}/{target.name}"
+            address, fd = unix_address(_pod_path(self.socket_path))
             connection = _UnixConnection(address)
             connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
             response = connection.getresponse()

@@ -38,7 +38,7 @@ from labkit.emulator.mesh.kubeclient import Informer
 from labkit.emulator.spire.config import RegistrarConfig
 from labkit.emulator.spire.entries import Entry, Selector, trust_domain_name
 from labkit.emulator.spire.pods import PodContext
-from labkit.emulator.spire.workloadapi import unix_address
+from labkit.emulator.spire.sockets import unix_address
 from labkit.errors import SpireError
 
 _log = logging.getLogger("k8s-workload-registrar")

@@ -39,6 +39,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from labkit.emulator.envoy import protocol
 from labkit.emulator.mesh.xds import secrets as xds_secrets
+from labkit.emulator.spire.sockets import unix_address
 from labkit.pki import TrustBundle
 from labkit.pki.svids import der_chain, der_private_key
 
@@ -301,18 +302,3 @@ class WorkloadEndpoint(sds_pb2_grpc.SecretDiscoveryServiceServicer):
     async def _wait_change(self, seen: int) -> None:
         async with self._changed:
             await self._changed.wait_for(lambda: self._version != seen)
-
-
-def unix_address(path: Path) -> tuple[str, int | None]:
-    """A name to bind or connect ``path`` by, and the directory descriptor to close afterwards (or None).
-
-    A Unix socket's path is limited to 107 bytes, and pod folders sit deep under the lab's home; a longer path
-    is reached through an open descriptor of its directory (``/proc/self/fd/<n>/<name>``), which Linux resolves
-    like the path itself.
-    """
-    text = str(path)
-    if len(text.encode()) < 100:
-        return text, None
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    return f"/proc/self/fd/{fd}/{path.name}", fd
-
