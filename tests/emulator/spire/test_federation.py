@@ -84,3 +84,30 @@ def test_a_peer_is_never_checked_with_another_domains_bundle(foo: Domain) -> Non
     peer = Peer("bar.com", "https://127.0.0.1:1", "spiffe://bar.com/spire/server")
     with pytest.raises(SpireError, match="refusing to authenticate bar.com's bundle endpoint with the foo.com"):
         asyncio.run(federation.fetch_bundle(peer, foo.bundle))
+
+
+def test_the_refresher_fetches_again_after_the_refresh_hint(bar: Domain) -> None:
+    """Each bundle served names a 1 s hint: the refresher keeps fetching, each new sequence replaces the last."""
+    served = [TrustBundle("bar.com", bar.bundle.x509_authorities, sequence=2, refresh_hint=1)]
+    stored: list[TrustBundle] = []
+
+    async def body(url: str) -> None:
+        held = {"bar.com": bar.bundle}
+        twice = asyncio.Event()
+
+        def keep(bundle: TrustBundle) -> None:
+            held["bar.com"] = bundle
+            stored.append(bundle)
+            served[0] = TrustBundle("bar.com", bundle.x509_authorities, sequence=bundle.sequence + 1, refresh_hint=1)
+            if len(stored) == 2:
+                twice.set()
+
+        refresher = federation.Refresher(Peer("bar.com", url, "spiffe://bar.com/spire/server"), held.get, keep)
+        refresher.start()
+        try:
+            await asyncio.wait_for(twice.wait(), 10)
+        finally:
+            await refresher.stop()
+
+    asyncio.run(_serving(bar.svid("spiffe://bar.com/spire/server"), lambda: served[0], body))
+    assert [bundle.sequence for bundle in stored[:2]] == [2, 3]
