@@ -125,8 +125,9 @@ def sign_svid(ca: CertificateAuthority, csr_pem: str, spiffe_id: SpiffeId | str,
     if dns_names:
         pairs.append((NameOID.COMMON_NAME, dns_names[0]))
     pairs.append((NameOID.X500_UNIQUE_IDENTIFIER, unique_id(identity)))
-    alt_names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(identity))]
-    alt_names += [x509.DNSName(name) for name in dns_names]
+    # Go's x509 writes DNS names before URIs, so `openssl x509 -text` shows "DNS:<pod>, URI:spiffe://…" for SPIRE's.
+    alt_names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+    alt_names.append(x509.UniformResourceIdentifier(str(identity)))
     extensions: list[tuple[x509.ExtensionType, bool]] = [
         (x509.BasicConstraints(ca=False, path_length=None), True),
         (_key_usage(digital_signature=True, key_encipherment=True, key_agreement=True), True),
