@@ -39,7 +39,7 @@ from labkit.emulator.spire.entries import Datastore, Entry, Selector, trust_doma
 from labkit.emulator.spire.pods import PodContext
 from labkit.emulator.spire.sockets import unix_address
 from labkit.errors import KubeApiError, PkiError, SpireError
-from labkit.pki import CertificateAuthority, Credential, TrustBundle, new_request
+from labkit.pki import CertificateAuthority, Credential, TrustBundle, describe, new_request
 from labkit.pki.federating import mutual_server_context, peer_id
 from labkit.pki.svids import issue_server_ca, new_jwt_key, new_upstream_root, sign_svid
 
@@ -57,16 +57,22 @@ class ServerCa:
             data = json.loads(path.read_text())
         else:
             upstream = new_upstream_root()
-            ca = issue_server_ca(upstream, config.trust_domain, subject=config.ca_subject)
             jwt_key, jwk = new_jwt_key()
-            data = {"upstream": [upstream.cert_pem, upstream.key_pem], "ca": [ca.cert_pem, ca.key_pem, ca.chain_pem],
-                    "jwt": [jwt_key, jwk], "sequence": 1}
-            data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(data))
-            path.chmod(0o600)
+            data = {"upstream": [upstream.cert_pem, upstream.key_pem], "ca": None, "jwt": [jwt_key, jwk],
+                    "sequence": 1}
         self.trust_domain = config.trust_domain
         self.upstream = CertificateAuthority(*data["upstream"])
-        self.ca = CertificateAuthority(*data["ca"])
+        # The server CA lives ca_ttl (24 h); a server started after it ran out signs with a fresh one. The bundle
+        # holds the upstream root, which stays, so federated peers and agents keep trusting the server.
+        ca = CertificateAuthority(*data["ca"]) if data["ca"] else None
+        if ca is None or describe(ca.cert_pem)[0].not_after - dt.datetime.now(dt.UTC) < dt.timedelta(hours=1):
+            ca = issue_server_ca(self.upstream, config.trust_domain, subject=config.ca_subject)
+            data["ca"] = [ca.cert_pem, ca.key_pem, ca.chain_pem]
+            data_dir.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(json.dumps(data))
+        self.ca = ca
         self.jwk: dict[str, Any] = data["jwt"][1]
         self.sequence: int = data["sequence"]
         self.refresh_hint = config.refresh_hint
