@@ -122,8 +122,7 @@ class SpireServer:
 
     def set_federated(self, bundle: TrustBundle) -> None:
         if bundle.trust_domain == self.config.trust_domain:
-            raise SpireError(f"\"spiffe://{bundle.trust_domain}\" is this server's own trust domain; only "
-                             f"bundles of other trust domains can be set.")
+            raise SpireError("setting a federated bundle for the server's own trust domain is not allowed")
         self.store.federated[bundle.trust_domain] = bundle.to_json(indent=None)
         self.store.save()
 

@@ -208,3 +208,11 @@ def test_a_bundle_entries_federate_with_is_deleted_only_when_asked_how(servers: 
     assert foo.cli("bundle", "list") == (0, "", "")
     _, out, _ = foo.cli("entry", "show", "-spiffeID", "spiffe://foo.com/ns/sleep/sa/sleep")
     assert "FederatesWith" not in out and "Revision         : 1\n" in out
+
+
+def test_the_servers_own_trust_domain_cannot_be_set_as_federated(servers: dict[str, Server]) -> None:
+    foo = servers["foo.com"]
+    own = foo.cli("bundle", "show")[1]
+    assert foo.cli("bundle", "set", "-id", "spiffe://foo.com", stdin=own) == (
+        1, "", "Error: failed to set federated bundle: setting a federated bundle for the server's own trust "
+               "domain is not allowed\n")
