@@ -49,6 +49,7 @@ from labkit.pki.federating import client_context
 _log = logging.getLogger("spire-agent")
 
 SYNC_INTERVAL = 1.0
+RESOLVE_TTL = 30.0  # seconds a resolved server address is reused
 CSI_DRIVER = "csi.spiffe.io"
 SOCKET_NAME = "socket"
 
@@ -103,6 +104,8 @@ class SpireAgent:
         self.node_name = node_name
         self.svid: Credential | None = None
         self.agent_id = ""
+        # k8s_psat agents attest again to renew their own SVID (at half-life), as SPIRE's do.
+        self.reattest_at: dt.datetime | None = None
         self.bundle: TrustBundle | None = None
         self.bundles: dict[str, TrustBundle] = {}
         self.entries: list[Entry] = []
@@ -112,10 +115,16 @@ class SpireAgent:
         self._changed = asyncio.Event()
         self._informer: Informer | None = None
         self._client: Any = None
+        self._resolved: tuple[str, float] | None = None
+        self._context: tuple[tuple[TrustBundle, Credential], ssl.SSLContext] | None = None
 
     # ---- the server ---------------------------------------------------------------------------------------------
 
     def _server_url(self) -> str:
+        """``https://<server address>:<port>``, the name resolved through the pod's DNS (kept for 30 s)."""
+        now = asyncio.get_running_loop().time()
+        if self._resolved is not None and now - self._resolved[1] < RESOLVE_TTL:
+            return self._resolved[0]
         host = self.config.server_address
         if not all(part.isdigit() for part in host.split(".")):
             server = os.environ.get("LABKIT_DNS_SERVER", "")
@@ -126,7 +135,9 @@ class SpireAgent:
                 if not found:
                     raise SpireError(f"could not resolve server address {host!r} through the cluster DNS")
                 host = found[0]
-        return f"https://{host}:{self.config.server_port}"
+        url = f"https://{host}:{self.config.server_port}"
+        self._resolved = (url, now)
+        return url
 
     async def _post(self, path: str, body: dict[str, Any], context: ssl.SSLContext) -> dict[str, Any]:
         connector = aiohttp.TCPConnector(ssl=context, force_close=True)
@@ -166,12 +177,17 @@ class SpireAgent:
             c + "-----END CERTIFICATE-----\n" for c in certs[1:] if c.strip()))
         self.agent_id = answer["agent_id"]
         self.bundle = TrustBundle.from_json(self.config.trust_domain, answer["bundle"])
+        now = dt.datetime.now(dt.UTC)
+        self.reattest_at = now + (describe(chain)[0].not_after - now) / 2
         _log.info("Node attestation was successful: spiffe_id=%s", self.agent_id)
 
     async def sync(self) -> None:
         """One sync: entries and bundles, then SVIDs for the entries that need one."""
         assert self.svid is not None and self.bundle is not None
-        context = client_context(self.bundle, self.svid)
+        key = (self.bundle, self.svid)
+        if self._context is None or self._context[0] != key:
+            self._context = (key, client_context(self.bundle, self.svid))  # ssl loads keys from files: once
+        context = self._context[1]
         answer = await self._post("/agent/sync", {"csrs": {}}, context)
         self._absorb(answer)
         now = dt.datetime.now(dt.UTC)
@@ -288,9 +304,13 @@ class SpireAgent:
             while not stop.is_set():
                 if loop.time() - last_sync >= SYNC_INTERVAL:
                     try:
+                        if self.reattest_at is not None and dt.datetime.now(dt.UTC) >= self.reattest_at:
+                            await self.attest()
                         await self.sync()
-                    except (SpireError, PkiError) as exc:
+                    except (SpireError, PkiError, OSError, KubeApiError) as exc:
                         _log.warning("Agent sync failed: %s", exc)
+                        if "not attested" in str(exc):  # the server forgot this agent: attest again
+                            self.reattest_at = dt.datetime.now(dt.UTC)
                     last_sync = loop.time()
                 self._changed.clear()
                 await self.reconcile()

@@ -1,11 +1,18 @@
-"""What the registrar registers for a pod and what the agent's k8s attestor says about one: pure functions."""
+"""What the registrar registers for a pod, what the agent's k8s attestor says about one, and what the pod may see."""
 
 from __future__ import annotations
 
-from labkit.emulator.spire.agent import pod_selectors, socket_mounts
-from labkit.emulator.spire.config import RegistrarConfig
+import datetime as dt
+from dataclasses import replace
+from pathlib import Path
+
+from labkit.emulator.spire.agent import Issued, SpireAgent, pod_selectors, socket_mounts
+from labkit.emulator.spire.config import AgentConfig, RegistrarConfig
 from labkit.emulator.spire.entries import Selector
+from labkit.emulator.spire.pods import PodContext
 from labkit.emulator.spire.registrar import desired_entries
+from labkit.emulator.spire.workloadapi import Svid
+from labkit.pki import TrustBundle
 
 CONFIG = RegistrarConfig("foo.com", "cluster-1")
 
@@ -45,3 +52,21 @@ def test_a_csi_mount_gets_the_socket_at_run_and_var_run() -> None:
     pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "workload-socket",
                                                      "mountPath": "/run/secrets/workload-spiffe-uds"}]
     assert socket_mounts(pod) == ["/run/secrets/workload-spiffe-uds", "/var/run/secrets/workload-spiffe-uds"]
+
+
+def test_a_pod_sees_only_its_entries_svids_and_the_bundles_they_federate_with(tmp_path: Path) -> None:
+    foo, bar, baz = (TrustBundle(d, ()) for d in ("foo.com", "bar.com", "baz.org"))
+    agent = SpireAgent(AgentConfig("foo.com", "spire-server", cluster="cluster-1"),
+                       PodContext(tmp_path, "spire-agent-x", "spire", None), "node-1")
+    agent.bundle, agent.bundles = foo, {"foo.com": foo, "bar.com": bar, "baz.org": baz}
+    now = dt.datetime.now(dt.UTC)
+    for pod, federates in ((_pod("sleep-a"), ("bar.com",)), (_pod("other", namespace="other"), ())):
+        (_, entry) = desired_entries(CONFIG, [pod])
+        entry = replace(entry, entry_id=f"id-{pod['metadata']['name']}", federates_with=federates)
+        agent.issued[entry.entry_id] = Issued(entry, Svid(entry.spiffe_id, "chain", "key", federates), now)
+    view = agent.view_for(_pod("sleep-a"))
+    assert view is not None
+    assert [svid.spiffe_id for svid in view.svids] == ["spiffe://foo.com/ns/sleep/sa/sleep"]
+    assert view.bundle == foo and view.federated == (bar,)  # baz.org is held, but this entry does not name it
+    stranger = agent.view_for(_pod("nobody", namespace="nowhere"))
+    assert stranger is not None and stranger.svids == ()
