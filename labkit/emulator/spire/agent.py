@@ -257,7 +257,7 @@ class SpireAgent:
         for uid, pod in self.pods.items():
             if uid not in self.endpoints:
                 meta = pod.get("metadata") or {}
-                folder = self.pod.root.parent / f"{meta.get('namespace')}_{meta.get('name')}_{uid}"
+                folder = self.pod.pod_folder(str(meta.get("namespace")), str(meta.get("name")), uid)
                 endpoints = []
                 for mount in socket_mounts(pod):
                     endpoint = WorkloadEndpoint(folder / mount.lstrip("/") / SOCKET_NAME,

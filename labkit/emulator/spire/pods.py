@@ -96,7 +96,6 @@ class PodContext:
         raise SpireError(f"{absolute}: no such file in pod {self.namespace}/{self.name}, and no ConfigMap volume "
                          f"mounted over its directory holds it; create the ConfigMap and mount it there.")
 
-    def pod_folder(self, namespace: str, name: str, uid: str) -> Path | None:
-        """Another pod's folder on this node, or None when the node has not made it (yet)."""
-        folder = self.root.parent / f"{namespace}_{name}_{uid}"
-        return folder if folder.is_dir() else None
+    def pod_folder(self, namespace: str, name: str, uid: str) -> Path:
+        """Another pod's folder on this node (which the node may not have made yet)."""
+        return self.root.parent / f"{namespace}_{name}_{uid}"

@@ -7,6 +7,7 @@ Istio's ``spire`` injection template makes it, gets a socket in its folder; py-s
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,6 +228,23 @@ spec:
 """
 
 
+BUNDLE_ENDPOINT = """
+apiVersion: v1
+kind: Service
+metadata: {name: spire-server-bundle-endpoint, namespace: spire}
+spec:
+  type: LoadBalancer
+  selector: {app: spire-server}
+  ports: [{name: https, port: 8443, targetPort: 8443, protocol: TCP}]
+"""
+
+
+def _load_balancer_ip(cluster: str) -> str | None:
+    service = kube.get_object(cluster, "v1", "Service", "spire-server-bundle-endpoint", "spire") or {}
+    ingress = (service.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+    return ingress[0].get("ip") if ingress else None
+
+
 def _spire(domain: str, cluster: str, peer: str, peer_url: str) -> str:
     """The SPIRE manifests of one trust domain."""
     text = SPIRE
@@ -241,10 +259,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     home = tmp_path_factory.mktemp("spire-home")
     with running_emulator(("cluster1", "cluster2"), home):
         kube.apply("cluster2", _spire("bar.com", "cluster-2", "foo.com", "https://127.0.0.1:1"))
+        kube.apply("cluster2", BUNDLE_ENDPOINT)
         kube.wait_ready("cluster2", "spire", ["pod/spire-server-0"], timeout=90)
-        bar = kube.get_object("cluster2", "v1", "Pod", "spire-server-0", "spire")
-        assert bar is not None
-        kube.apply("cluster1", _spire("foo.com", "cluster-1", "bar.com", f"https://{bar['status']['podIP']}:8443"))
+        address = eventually(lambda: _load_balancer_ip("cluster2"), 30, "bar.com's bundle endpoint address")
+        kube.apply("cluster1", _spire("foo.com", "cluster-1", "bar.com", f"https://{address}:8443"))
         kube.wait_ready("cluster1", "spire", ["pod/spire-server-0", "pod/spire-agent-abcde"], timeout=90)
         kube.apply("cluster1", SLEEP)
         kube.wait_ready("cluster1", "sleep", ["pod/sleep-7f9c"], timeout=90)
@@ -341,13 +359,15 @@ def _root_secret(directory: int) -> dict[str, object]:
 def test_federation_gives_the_workload_one_trust_bundle_per_domain_until_dissociated(
         cluster: tuple[str, Path]) -> None:
     name, home = cluster
-    code, bar_bundle = _server_in("cluster2", "bundle", "show", "-format", "spiffe")
+    code, bar_bundle = _server("cluster2", "bundle", "show", "-format", "spiffe")
     assert code == 0
-    bar_root = _server_in("cluster2", "bundle", "show")[1]
-    # The first bundle goes by hand, as in the article (there: kubectl exec -i … bundle set < bar.json).
+    bar_root = _server("cluster2", "bundle", "show")[1]
+    # The first bundle goes by hand, as in the article (there: kubectl exec -i … bundle set < bar.json). It is
+    # given as an older copy (sequence 0), so the one fetched from bar.com's endpoint behind its load balancer
+    # shows by its sequence.
     (foo_server,) = (home / "clusters" / "cluster1").rglob("spire_spire-server-0_*")
     (foo_server / "tmp").mkdir(exist_ok=True)
-    (foo_server / "tmp" / "bar.com.json").write_text(bar_bundle)
+    (foo_server / "tmp" / "bar.com.json").write_text(json.dumps({**json.loads(bar_bundle), "spiffe_sequence": 0}))
     assert _server(name, "bundle", "set", "-format", "spiffe", "-id", "spiffe://bar.com", "-path",
                    "/tmp/bar.com.json") == (0, "bundle set.\n")
     pod = kube.get_object(name, "v1", "Pod", "sleep-7f9c", "sleep")
@@ -362,7 +382,9 @@ def test_federation_gives_the_workload_one_trust_bundle_per_domain_until_dissoci
         domains = eventually(federated, 30, "bar.com's bundle in the sleep pod's ROOTCA")
         assert [d["name"] for d in domains] == ["bar.com", "foo.com"]  # type: ignore[index]
         assert domains[0]["trust_bundle"]["inline_string"] == bar_root  # type: ignore[index]
-        # Fetched from bar.com's endpoint since (authenticated by the bundle set by hand): the same root.
+        # Fetched from bar.com's endpoint since, authenticated by the bundle set by hand: the same root, bar's sequence.
+        eventually(lambda: json.loads(_server(name, "bundle", "list", "-id", "spiffe://bar.com", "-format",
+                                              "spiffe")[1])["spiffe_sequence"] == 1, 30, "bar.com's bundle fetched")
         assert _server(name, "bundle", "list", "-id", "spiffe://bar.com") == (0, bar_root)
         assert _server(name, "bundle", "delete", "-id", "spiffe://bar.com", "-mode", "dissociate") == \
             (0, "bundle deleted.\n")
@@ -372,6 +394,3 @@ def test_federation_gives_the_workload_one_trust_bundle_per_domain_until_dissoci
     finally:
         os.close(directory)
 
-
-def _server_in(cluster: str, *args: str) -> tuple[int, str]:
-    return _server(cluster, *args)
