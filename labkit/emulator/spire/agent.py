@@ -17,7 +17,12 @@ Usage (the image's entrypoint is ``spire-agent run``; a container's args are its
    (``k8s:ns``, ``k8s:sa``, ``k8s:pod-uid``, ``k8s:pod-name``, ``k8s:node-name``, ``k8s:pod-label``) pick the entries
    whose selectors they include. Sockets are placed as soon as the pod is bound to the node, before its containers
    start, as the CSI driver's mount is; the same socket answers under ``/var/run`` and ``/run``, which a container
-   sees as one directory.
+   sees as one directory. The agent's own ``socket_path`` is therefore not served: on a real node it is the
+   directory the CSI driver shares, here each pod's socket stands in for it.
+
+RBAC: besides ``get`` on pods and nodes, the agent needs ``list``/``watch`` on pods (it learns of them from the API
+server, where a real agent asks its kubelet) and ``get`` on ConfigMaps in its namespace (its config and the trust
+bundle, which the embedded node does not mount).
 """
 
 from __future__ import annotations
