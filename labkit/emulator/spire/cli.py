@@ -1,10 +1,10 @@
 """The ``spire-server`` commands attendees type in ``kubectl exec``, printing what SPIRE 1.5's CLI prints.
 
-``entry show``, ``entry create``, ``entry delete``, ``bundle show``, ``bundle set``, ``bundle list``, ``bundle
-delete`` and ``healthcheck`` talk to the server's private API on its Unix socket (``-socketPath``, default
-``/tmp/spire-server/private/api.sock`` inside the pod). Flags follow Go's ``flag`` package as SPIRE uses it
-(``-name value``, ``-name=value``, repeatable list flags); errors go to stderr as ``Error: <message>`` with exit
-status 1, as SPIRE's command adapter reports them.
+``entry show``, ``entry create``, ``entry delete``, ``bundle show``, ``bundle set``, ``bundle list``,
+``bundle delete``, ``agent list`` and ``healthcheck`` talk to the server's private API on its Unix socket
+(``-socketPath``, default ``/tmp/spire-server/private/api.sock`` inside the pod). Flags follow Go's ``flag``
+package as SPIRE uses it (``-name value``, ``-name=value``, repeatable list flags); errors go to stderr as
+``Error: <message>`` with exit status 1, as SPIRE's command adapter reports them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from labkit.emulator.spire.config import DEFAULT_SOCKET
-from labkit.emulator.spire.entries import Entry, Selector, format_entries, format_entry, trust_domain_name
+from labkit.emulator.spire.entries import (
+    Entry,
+    Selector,
+    format_agents,
+    format_entries,
+    format_entry,
+    trust_domain_name,
+)
 from labkit.emulator.spire.sockets import unix_address
 from labkit.errors import PkiError, SpireError
 from labkit.pki import TrustBundle
@@ -41,6 +48,8 @@ _FLAGS: dict[str, dict[str, str]] = {
     "bundle list": {"id": "str", "format": "str"},
     "bundle delete": {"id": "str", "mode": "str"},
     "healthcheck": {"shallow": "bool", "verbose": "bool"},
+    "agent list": {"selector": "list", "attestationType": "str", "banned": "bool", "canReattest": "bool",
+                   "expiresBefore": "str", "matchSelectorsOn": "str"},
 }
 
 
@@ -166,6 +175,10 @@ def run(command: str, values: dict[str, Any], client: Client, out: TextIO, err: 
             raise SpireError(f'server is unhealthy: server returned status "{body.get("status", "UNKNOWN")}"')
         out.write("Server is healthy.\n")
         return 0
+    if command == "agent list":
+        status, body = client.call("GET", "/agents")
+        out.write(format_agents(_checked(status, body)["agents"]))
+        return 0
     if command == "entry show":
         if values.get("entryID") and (values.get("parentID") or values.get("spiffeID") or values["selector"]):
             raise SpireError("the -entryID flag can't be combined with others")
@@ -289,7 +302,7 @@ def main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr
         stdin: standard input (``bundle set`` reads the bundle from it).
     """
     words = list(argv)
-    command = " ".join(words[:2]) if words and words[0] in ("entry", "bundle") else (words[0] if words else "")
+    command = " ".join(words[:2]) if words and words[0] in ("entry", "bundle", "agent") else (words[0] if words else "")
     if command not in _FLAGS:
         err.write("Usage: spire-server [--version] [--help] <command> [<args>]\n\nAvailable commands are:\n")
         for name in sorted(_FLAGS):

@@ -14,6 +14,7 @@ FederatesWith sorted), since Lab 5 compares the output with the article's.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import uuid
@@ -121,6 +122,21 @@ def format_entry(entry: Entry) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def format_agents(agents: dict[str, dict[str, Any]]) -> str:
+    """``spire-server agent list`` as SPIRE 1.5 prints it (Go's time format for the expiry)."""
+    if not agents:
+        return "No attested agents found\n"
+    count = len(agents)
+    lines = [f"Found {count} attested {'agent' if count == 1 else 'agents'}:\n\n"]
+    for agent_id, agent in sorted(agents.items()):
+        expires = dt.datetime.fromtimestamp(int(agent.get("expires_at", 0)), dt.UTC)
+        lines.append(f"SPIFFE ID         : {agent_id}\n"
+                     f"Attestation type  : {agent.get('attestation_type', 'k8s_psat')}\n"
+                     f"Expiration time   : {expires:%Y-%m-%d %H:%M:%S} +0000 UTC\n"
+                     f"Serial number     : {agent.get('serial', '')}\n\n")
+    return "".join(lines)
+
+
 def format_entries(entries: Sequence[Entry]) -> str:
     """``Found N entries`` and each entry, in SPIRE's order."""
     count = len(entries)
@@ -151,7 +167,8 @@ class Datastore:
     path: Path
     entries: dict[str, Entry] = field(default_factory=dict)
     federated: dict[str, str] = field(default_factory=dict)  # trust domain → SPIFFE bundle JSON
-    agents: dict[str, list[str]] = field(default_factory=dict)  # attested agent ID → its node selectors
+    # attested agent ID → {"selectors": [...], "serial": decimal serial of its SVID, "expires_at": epoch seconds}
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, path: Path) -> Datastore:

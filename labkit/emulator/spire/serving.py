@@ -108,7 +108,7 @@ class SpireServer:
         data_dir = pod.path(config.data_dir)
         self.keys = ServerCa(config, data_dir)
         self.store = Datastore.open(data_dir / "datastore.json")
-        self.agents: dict[str, list[str]] = self.store.agents
+        self.agents: dict[str, dict[str, Any]] = self.store.agents
         self.runners: list[web.AppRunner] = []
         self.refreshers: list[federation.Refresher] = []
         self._fds: list[int] = []
@@ -134,6 +134,7 @@ class SpireServer:
         app.router.add_get("/entries", self._list_entries)
         app.router.add_post("/entries", self._create_entries)
         app.router.add_delete("/entries/{id}", self._delete_entry)
+        app.router.add_get("/agents", self._list_agents)
         app.router.add_get("/bundle", self._show_bundle)
         app.router.add_get("/bundles", self._list_bundles)
         app.router.add_put("/bundles/{domain}", self._set_bundle)
@@ -178,6 +179,9 @@ class SpireServer:
             return _error(404, "entry not found")
         self.store.delete(request.match_info["id"])
         return web.json_response({})
+
+    async def _list_agents(self, request: web.Request) -> web.Response:
+        return web.json_response({"agents": self.agents})
 
     async def _show_bundle(self, request: web.Request) -> web.Response:
         return web.json_response({"trust_domain": self.config.trust_domain,
@@ -241,9 +245,11 @@ class SpireServer:
         except SpireError as exc:
             _log.warning("Agent attestation request rejected: %s", exc)
             return _error(403, f"failed to attest: {exc}")
-        self.agents[agent_id] = selectors
-        self.store.save()
         svid = self.keys.sign(str(body.get("csr", "")), agent_id)
+        leaf = describe(svid)[0]
+        self.agents[agent_id] = {"selectors": selectors, "attestation_type": "k8s_psat",
+                                 "serial": str(int(leaf.serial, 16)), "expires_at": int(leaf.not_after.timestamp())}
+        self.store.save()
         _log.info("Agent attestation request completed: agent_id=%s", agent_id)
         return web.json_response({"agent_id": agent_id, "svid": svid, "bundle": self.keys.bundle.to_json(indent=None)})
 
@@ -285,7 +291,7 @@ class SpireServer:
 
     def authorized_entries(self, agent_id: str) -> list[Entry]:
         """The entries an agent may issue: parented by it, by a node entry its selectors match, and so on down."""
-        node_selectors = {Selector.parse(s) for s in self.agents.get(agent_id, [])}
+        node_selectors = {Selector.parse(s) for s in (self.agents.get(agent_id) or {}).get("selectors", [])}
         parents = {agent_id}
         parents |= {e.spiffe_id for e in self.store.entries.values()
                     if e.parent_id == self.keys.server_id and e.selectors and set(e.selectors) <= node_selectors}

@@ -216,3 +216,7 @@ def test_the_servers_own_trust_domain_cannot_be_set_as_federated(servers: dict[s
     assert foo.cli("bundle", "set", "-id", "spiffe://foo.com", stdin=own) == (
         1, "", "Error: failed to set federated bundle: setting a federated bundle for the server's own trust "
                "domain is not allowed\n")
+
+
+def test_agent_list_before_any_agent_attested(servers: dict[str, Server]) -> None:
+    assert servers["bar.com"].cli("agent", "list") == (0, "No attested agents found\n", "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -300,6 +301,14 @@ def test_the_registrar_makes_the_pods_entry_as_the_article_shows(cluster: tuple[
         "",  # SPIRE ends every entry with a blank line
     ]
     assert _server(name, "healthcheck") == (0, "Server is healthy.\n")
+    node_uid = kube.get_object(name, "v1", "Node", node)["metadata"]["uid"]  # type: ignore[index]
+    code, agents = _server(name, "agent", "list")
+    lines = agents.splitlines()
+    assert (code, lines[:3]) == (0, ["Found 1 attested agent:", "",
+                                     f"SPIFFE ID         : spiffe://foo.com/spire/agent/k8s_psat/cluster-1/{node_uid}"])
+    assert lines[3] == "Attestation type  : k8s_psat"
+    assert re.fullmatch(r"Expiration time   : \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+0000 UTC", lines[4])
+    assert re.fullmatch(r"Serial number     : \d+", lines[5])
 
 
 def test_the_workload_fetches_its_svid_from_the_socket_in_its_pod(cluster: tuple[str, Path]) -> None:
