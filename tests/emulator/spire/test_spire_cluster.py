@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -403,3 +405,17 @@ def test_federation_gives_the_workload_one_trust_bundle_per_domain_until_dissoci
     finally:
         os.close(directory)
 
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_bundle_set_reads_the_bundle_from_kubectl_exec_stdin(cluster: tuple[str, Path]) -> None:
+    """The article's own command: ``kubectl exec -i … spire-server bundle set … <<< "$bar_bundle"``."""
+    name, _ = cluster
+    bar_bundle = _server("cluster2", "bundle", "show", "-format", "spiffe")[1]
+    result = subprocess.run(
+        ["kubectl", "--context", name, "exec", "-i", "-n", "spire", "spire-server-0", "-c", "spire-server", "--",
+         "spire-server", "bundle", "set", "-format", "spiffe", "-id", "spiffe://bar.com"],
+        input=bar_bundle, capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "bundle set.\n", "")
+    assert _server(name, "bundle", "list", "-id", "spiffe://bar.com") == \
+        (0, _server("cluster2", "bundle", "show")[1])
