@@ -59,7 +59,7 @@ spec:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_emulator(("cluster1",), tmp_path_factory.mktemp("spire-istio-home")):
         kube.apply("cluster1", spire_manifests("foo.com", "cluster-1", "bar.com", "https://127.0.0.1:1"))
-        kube.wait_ready("cluster1", "spire", ["pod/spire-server-0", "pod/spire-agent-abcde"], timeout=90)
+        kube.wait_ready("cluster1", "spire", ["statefulset/spire-server", "daemonset/spire-agent"], timeout=90)
         istio.install("cluster1", OPERATOR, quiet=True, timeout=120)
         kube.apply("cluster1", SLEEP)
         kube.wait_ready("cluster1", "sleep", ["deploy/sleep"], timeout=120)

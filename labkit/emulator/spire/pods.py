@@ -1,11 +1,10 @@
 """What a SPIRE program sees of its pod: its root folder, its API credentials, its mounted ConfigMaps.
 
 Every container of an embedded pod runs with the pod's folder as its home and working directory; the absolute
-paths of a real container (``/run/spire/config/server.conf``) live under it. The embedded node mounts service
-account tokens but not ConfigMap volumes, so a config file that is not there is read the way the kubelet would
-have filled it: the pod's own spec names the ConfigMap behind the ``volumeMount`` that holds the path, and the
-program reads that ConfigMap with its service-account token. A manifest written for a real cluster thus works
-unchanged, and a ConfigMap edited with kubectl is what the program reads on its next start.
+paths of a real container (``/run/spire/config/server.conf``) live under it, where the node mounts ConfigMap
+volumes. A file that is not there (yet) — a ConfigMap created after the pod, as ``spire-bundle`` is by the server's
+notifier — is read the way the kubelet would fill it: the pod's own spec names the ConfigMap behind the
+``volumeMount`` that holds the path, and the program reads that ConfigMap with its service-account token.
 
 The SPIRE agent also needs the folders of *other* pods on its node (to place their Workload API sockets, as the
 SPIFFE CSI driver places them under the kubelet's pod directories): the node keeps every pod's folder side by side,

@@ -1,8 +1,8 @@
 """SPIRE's manifests for the embedded-cluster tests, shaped as the article's (SPIRE 1.5) and trimmed to one node.
 
-Server with the k8s-workload-registrar beside it, agent with k8s_psat, the k8sbundle notifier, health checks; a
-bundle endpoint behind a LoadBalancer; and a sleep pod that mounts the SPIFFE CSI volume. Test modules import this
-by name (the folder's conftest puts it on ``sys.path``).
+A StatefulSet server with the k8s-workload-registrar beside it, a DaemonSet agent with k8s_psat, the k8sbundle
+notifier, health checks; a bundle endpoint behind a LoadBalancer; and a sleep pod that mounts the SPIFFE CSI volume.
+Test modules import this by name (the folder's conftest puts it on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -132,52 +132,62 @@ spec:
   selector: {app: spire-server}
   ports: [{name: grpc, port: 8081, targetPort: 8081, protocol: TCP}]
 ---
-apiVersion: v1
-kind: Pod
-metadata: {name: spire-server-0, namespace: spire, labels: {app: spire-server}}
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: spire-server, namespace: spire, labels: {app: spire-server}}
 spec:
-  serviceAccountName: spire-server
-  containers:
-  - name: spire-server
-    image: gcr.io/spiffe-io/spire-server:1.5.1
-    args: [-config, /run/spire/config/server.conf]
-    ports: [{containerPort: 8081}]
-    livenessProbe: {httpGet: {path: /live, port: 8080}, periodSeconds: 60}
-    readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
-    volumeMounts:
-    - {name: spire-config, mountPath: /run/spire/config, readOnly: true}
-  - name: k8s-workload-registrar
-    image: gcr.io/spiffe-io/k8s-workload-registrar:1.5.1
-    args: [-config, /run/spire/config/k8s-workload-registrar.conf]
-    volumeMounts:
-    - {name: spire-config, mountPath: /run/spire/config, readOnly: true}
-  volumes:
-  - {name: spire-config, configMap: {name: spire-server}}
+  replicas: 1
+  serviceName: spire-server
+  selector: {matchLabels: {app: spire-server}}
+  template:
+    metadata: {namespace: spire, labels: {app: spire-server}}
+    spec:
+      serviceAccountName: spire-server
+      containers:
+      - name: spire-server
+        image: gcr.io/spiffe-io/spire-server:1.5.1
+        args: [-config, /run/spire/config/server.conf]
+        ports: [{containerPort: 8081}]
+        livenessProbe: {httpGet: {path: /live, port: 8080}, periodSeconds: 60}
+        readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
+        volumeMounts:
+        - {name: spire-config, mountPath: /run/spire/config, readOnly: true}
+      - name: k8s-workload-registrar
+        image: gcr.io/spiffe-io/k8s-workload-registrar:1.5.1
+        args: [-config, /run/spire/config/k8s-workload-registrar.conf]
+        volumeMounts:
+        - {name: spire-config, mountPath: /run/spire/config, readOnly: true}
+      volumes:
+      - {name: spire-config, configMap: {name: spire-server}}
 ---
-apiVersion: v1
-kind: Pod
-metadata: {name: spire-agent-abcde, namespace: spire, labels: {app: spire-agent}}
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: spire-agent, namespace: spire, labels: {app: spire-agent}}
 spec:
-  serviceAccountName: spire-agent
-  containers:
-  - name: spire-agent
-    image: gcr.io/spiffe-io/spire-agent:1.5.1
-    args: [-config, /run/spire/config/agent.conf]
-    readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
-    env:
-    - name: MY_NODE_NAME
-      valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
-    volumeMounts:
-    - {name: spire-config, mountPath: /run/spire/config, readOnly: true}
-    - {name: spire-bundle, mountPath: /run/spire/bundle}
-    - {name: spire-token, mountPath: /var/run/secrets/tokens}
-  volumes:
-  - {name: spire-config, configMap: {name: spire-agent}}
-  - {name: spire-bundle, configMap: {name: spire-bundle}}
-  - name: spire-token
-    projected:
-      sources:
-      - serviceAccountToken: {path: spire-agent, expirationSeconds: 7200, audience: spire-server}
+  selector: {matchLabels: {app: spire-agent}}
+  template:
+    metadata: {namespace: spire, labels: {app: spire-agent}}
+    spec:
+      serviceAccountName: spire-agent
+      containers:
+      - name: spire-agent
+        image: gcr.io/spiffe-io/spire-agent:1.5.1
+        args: [-config, /run/spire/config/agent.conf]
+        readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1}
+        env:
+        - name: MY_NODE_NAME
+          valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+        volumeMounts:
+        - {name: spire-config, mountPath: /run/spire/config, readOnly: true}
+        - {name: spire-bundle, mountPath: /run/spire/bundle}
+        - {name: spire-token, mountPath: /var/run/secrets/tokens}
+      volumes:
+      - {name: spire-config, configMap: {name: spire-agent}}
+      - {name: spire-bundle, configMap: {name: spire-bundle}}
+      - name: spire-token
+        projected:
+          sources:
+          - serviceAccountToken: {path: spire-agent, expirationSeconds: 7200, audience: spire-server}
 """
 
 SLEEP = """

@@ -38,10 +38,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     with running_emulator(("cluster1", "cluster2"), home):
         kube.apply("cluster2", spire_manifests("bar.com", "cluster-2", "foo.com", "https://127.0.0.1:1"))
         kube.apply("cluster2", BUNDLE_ENDPOINT)
-        kube.wait_ready("cluster2", "spire", ["pod/spire-server-0"], timeout=90)
+        kube.wait_ready("cluster2", "spire", ["statefulset/spire-server"], timeout=90)
         address = eventually(lambda: load_balancer_ip("cluster2"), 30, "bar.com's bundle endpoint address")
         kube.apply("cluster1", spire_manifests("foo.com", "cluster-1", "bar.com", f"https://{address}:8443"))
-        kube.wait_ready("cluster1", "spire", ["pod/spire-server-0", "pod/spire-agent-abcde"], timeout=90)
+        kube.wait_ready("cluster1", "spire", ["statefulset/spire-server", "daemonset/spire-agent"], timeout=90)
         kube.apply("cluster1", SLEEP)
         kube.wait_ready("cluster1", "sleep", ["pod/sleep-7f9c"], timeout=90)
         yield "cluster1", home
