@@ -15,6 +15,7 @@ message names the object it is about and the fix, in one or two sentences::
     │   ├── XdsRejectedError     Envoy refused a published config (NACK); ``reason`` is Envoy's
     │   ├── XdsTimeoutError      Envoy did not apply a published config in time
     │   └── AgentError           an embedded proxy's agent cannot start (names the variable or file)
+    ├── SpireError               the embedded SPIRE server or agent: config, entries, federation (SPIRE's words)
     ├── KubeApiError             an API server refused a request; carries its Status (code, reason, message)
     │   └── StatusError          raised inside an embedded API server; it answers with that Status
     ├── ManifestError            a manifest or IstioOperator labkit cannot apply (bad YAML, unknown kind, …)
@@ -116,6 +117,13 @@ class XdsRejectedError(MeshError):
 
 class XdsTimeoutError(MeshError):
     """Envoy did not apply a published update in time (not running, or stuck); the message says what is missing."""
+
+
+class SpireError(LabkitError):
+    """The embedded SPIRE server or agent: a config it cannot use, an entry it refuses, a federation failure.
+
+    Messages are SPIRE's own where it has one (``entry already exists``), since the CLI prints them.
+    """
 
 
 class CheckpointFailed(LabkitError):

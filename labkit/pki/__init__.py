@@ -5,7 +5,9 @@ plain values, so the layers above (and the emulator) never need it.
 
 - :mod:`~labkit.pki.authorities`: roots, per-cluster intermediates, workload certificates (Istio profiles)
 - :mod:`~labkit.pki.spiffe`: SPIFFE IDs
-- :mod:`~labkit.pki.bundles`: SPIFFE trust bundles (JWK Set JSON)
+- :mod:`~labkit.pki.bundles`: SPIFFE trust bundles (JWK Set JSON), kept one per trust domain
+- :mod:`~labkit.pki.svids`: SPIRE's certificates (cert-manager upstream root, server CA, X509-SVIDs, JWT key)
+- :mod:`~labkit.pki.federating`: the ``https_spiffe`` profile: TLS authenticated by a domain's own bundle
 - :mod:`~labkit.pki.verifying`: chain verification that says why it fails
 - :mod:`~labkit.pki.describing`: the fields a learner reads off a certificate
 - :mod:`~labkit.pki.layouts`: Istio's ``cacerts`` and workload file layouts, a whole mesh folder

@@ -60,6 +60,41 @@ class TrustBundle:
         """All X.509 authorities as one PEM text, the form Envoy's ``trusted_ca`` takes."""
         return "".join(self.x509_authorities)
 
+    @property
+    def x509_der(self) -> list[bytes]:
+        """The X.509 authorities as DER, in order (the Workload API's bundle fields concatenate them)."""
+        return [load_certificates(pem, f"{self.trust_domain} bundle")[0].public_bytes(serialization.Encoding.DER)
+                for pem in self.x509_authorities]
+
+    def merged(self, other: TrustBundle) -> TrustBundle:
+        """This bundle with ``other``'s authorities added (a CA rotation: old and new root both trusted for a
+        while), its sequence bumped past both.
+
+        Raises:
+            PkiError: ``other`` is another trust domain's bundle. One trust store holding two domains' CAs would
+                let either CA mint identities of the other, so bundles of different domains are kept apart (a
+                verifier picks one by the peer's trust domain).
+        """
+        if other.trust_domain != self.trust_domain:
+            raise PkiError(f"refusing to merge the {other.trust_domain} bundle into the {self.trust_domain} bundle: "
+                           f"a {other.trust_domain} CA could then sign {self.trust_domain} identities; keep one "
+                           f"bundle per trust domain and choose it by the peer's SPIFFE ID.")
+        x509 = tuple(dict.fromkeys(self.x509_authorities + other.x509_authorities))
+        kids = {key.get("kid") for key in self.jwt_authorities}
+        jwt = self.jwt_authorities + tuple(key for key in other.jwt_authorities if key.get("kid") not in kids)
+        return TrustBundle(self.trust_domain, x509, jwt, max(self.sequence, other.sequence) + 1, self.refresh_hint)
+
+    def replaced_by(self, fetched: TrustBundle) -> TrustBundle:
+        """The bundle to keep after fetching ``fetched`` from this domain's bundle endpoint.
+
+        Raises:
+            PkiError: the endpoint served another trust domain's bundle.
+        """
+        if fetched.trust_domain != self.trust_domain:
+            raise PkiError(f"the bundle endpoint of {self.trust_domain} served a bundle for "
+                           f"{fetched.trust_domain}; bundles are kept per trust domain, so it is refused.")
+        return fetched
+
     def to_json(self, *, indent: int | None = 2) -> str:
         """The SPIFFE bundle document (what ``spire-server bundle show -format spiffe`` prints)."""
         keys: list[Mapping[str, Any]] = [_x509_jwk(pem) for pem in self.x509_authorities]

@@ -56,3 +56,35 @@ def test_decoding_keeps_jwt_keys_and_ignores_unknown_uses(root: CertificateAutho
 def test_bad_bundles_name_the_key_and_the_problem(text: str, complaint: str) -> None:
     with pytest.raises(PkiError, match=complaint):
         TrustBundle.from_json("foo.com", text)
+
+
+def test_round_trip_keeps_sequence_refresh_hint_and_every_key(root: CertificateAuthority) -> None:
+    jwk = {"use": "jwt-svid", "kty": "EC", "kid": "abc", "crv": "P-256", "x": "AA", "y": "AA"}
+    bundle = TrustBundle("foo.com", (root.cert_pem,), (jwk,), sequence=7, refresh_hint=45)
+    again = TrustBundle.from_json("foo.com", bundle.to_json())
+    assert again == bundle
+    document = json.loads(bundle.to_json(indent=4))
+    assert (document["spiffe_sequence"], document["spiffe_refresh_hint"]) == (7, 45)
+    assert list(document) == ["keys", "spiffe_sequence", "spiffe_refresh_hint"]  # go-spiffe's order
+
+
+def test_an_empty_key_set_revokes_every_authority() -> None:
+    bundle = TrustBundle.from_json("foo.com", '{"keys": [], "spiffe_sequence": 9}')
+    assert bundle.x509_authorities == () and bundle.sequence == 9
+
+
+def test_merging_a_rotation_bumps_the_sequence_past_both(root: CertificateAuthority) -> None:
+    new = new_root(key="ec-p256")
+    old_bundle = TrustBundle.from_pem("foo.com", root.cert_pem, sequence=3)
+    rotated = old_bundle.merged(TrustBundle.from_pem("foo.com", new.cert_pem, sequence=4))
+    assert rotated.x509_authorities == (root.cert_pem, new.cert_pem)
+    assert rotated.sequence == 5
+
+
+def test_bundles_of_two_trust_domains_are_never_merged(root: CertificateAuthority) -> None:
+    foo = TrustBundle.from_pem("foo.com", root.cert_pem)
+    bar = TrustBundle.from_pem("bar.com", new_root(key="ec-p256").cert_pem)
+    with pytest.raises(PkiError, match="refusing to merge the bar.com bundle into the foo.com bundle"):
+        foo.merged(bar)
+    with pytest.raises(PkiError, match="served a bundle for bar.com"):
+        foo.replaced_by(bar)

@@ -14,6 +14,10 @@ apps move to an address of their own and use the sidecar's HTTP proxy listener (
 as ``http_proxy``, probes of the agent's ports (15020, 15021, 15090) go to the pod IP, and, with
 ``ISTIO_META_DNS_CAPTURE: "true"`` in the proxy's metadata (``meshConfig.defaultConfig.proxyMetadata`` or the pod's
 ``proxy.istio.io/config``), the pod's DNS goes to the agent's DNS proxy on ``<pod IP>:15053``.
+
+A pod annotated ``inject.istio.io/templates: "sidecar,spire"`` also gets Istio's ``spire`` template: a
+``csi.spiffe.io`` volume mounted on the proxy at ``/run/secrets/workload-spiffe-uds``, where SPIRE's agent serves
+the pod its Workload API and SDS socket (see :mod:`labkit.emulator.spire.agent`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ TOKEN_VOLUME = "istio-token"
 TOKEN_MOUNT = "/var/run/secrets/tokens"
 TOKEN_AUDIENCE = "istio-ca"
 TOKEN_SECONDS = 43200
+# Istio's `spire` injection template (inject.istio.io/templates: "sidecar,spire"): the SPIFFE CSI driver mounts SPIRE
+# agent's socket directory at Istio's SDS socket path, so the agent finds the socket served and leaves SDS to SPIRE.
+TEMPLATES_ANNOTATION = "inject.istio.io/templates"
+WORKLOAD_SOCKET_VOLUME = "workload-socket"
+WORKLOAD_SOCKET_MOUNT = "/run/secrets/workload-spiffe-uds"
+SPIFFE_CSI_DRIVER = "csi.spiffe.io"
+
 # Istio's istiod-ca-cert volume: the mesh root istiod writes into every namespace, to verify istiod by.
 ROOT_CERT_VOLUME = "istiod-ca-cert"
 ROOT_CERT_MOUNT = "/var/run/secrets/istio"
@@ -197,8 +208,9 @@ def sidecar_patch(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig, val
         new_labels.setdefault("topology.istio.io/network", network)
     new_annotations = {
         STATUS_ANNOTATION: json.dumps({"initContainers": None, "containers": ["istio-proxy"],
-                                       "volumes": [TOKEN_VOLUME, ROOT_CERT_VOLUME], "imagePullSecrets": None,
-                                       "revision": "default"}, separators=(",", ":")),
+                                       "volumes": [TOKEN_VOLUME, ROOT_CERT_VOLUME,
+                                                   *([WORKLOAD_SOCKET_VOLUME] if "spire" in templates(pod) else [])],
+                                       "imagePullSecrets": None, "revision": "default"}, separators=(",", ":")),
         "kubectl.kubernetes.io/default-container": apps[0] if apps else "istio-proxy",
         "istio.io/rev": "default",
         SIDECAR_ANNOTATION: sidecar_declaration(proxy_metadata(pod, mesh)),
@@ -211,10 +223,21 @@ def sidecar_patch(pod: Obj, *, cluster: str, network: str, mesh: MeshConfig, val
         else:
             ops += [{"op": "add", "path": f"/metadata/{member}/{_escape(k)}", "value": v} for k, v in fresh.items()]
     container = sidecar_container(pod, cluster=cluster, network=network, mesh=mesh, image=image)
-    ops.append({"op": "add", "path": "/spec/containers/-", "value": container})
     # What the agent presents to istiod and verifies it by (Istio's template): the istio-ca token and the root.
+    volumes = proxy_volumes()
+    if "spire" in templates(pod):
+        container["volumeMounts"].append({"name": WORKLOAD_SOCKET_VOLUME, "mountPath": WORKLOAD_SOCKET_MOUNT,
+                                          "readOnly": True})
+        volumes.append({"name": WORKLOAD_SOCKET_VOLUME, "csi": {"driver": SPIFFE_CSI_DRIVER, "readOnly": True}})
+    ops.append({"op": "add", "path": "/spec/containers/-", "value": container})
     if (pod.get("spec") or {}).get("volumes"):
-        ops += [{"op": "add", "path": "/spec/volumes/-", "value": volume} for volume in proxy_volumes()]
+        ops += [{"op": "add", "path": "/spec/volumes/-", "value": volume} for volume in volumes]
     else:
-        ops.append({"op": "add", "path": "/spec/volumes", "value": proxy_volumes()})
+        ops.append({"op": "add", "path": "/spec/volumes", "value": volumes})
     return ops
+
+
+def templates(pod: Obj) -> list[str]:
+    """The injection templates a pod asks for (``inject.istio.io/templates``), Istio's default ``sidecar`` if none."""
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(TEMPLATES_ANNOTATION, "")
+    return [name.strip() for name in value.split(",") if name.strip()] or ["sidecar"]

@@ -11,7 +11,8 @@ work here, so a learner can fix the manifest rather than wonder why nothing happ
 
 Istio's own images are programs too: ``istio/proxyv2`` (every sidecar and gateway: ``pilot-agent proxy
 sidecar|router …``) runs labkit's agent, which starts a real Envoy, and ``istio/pilot`` (``pilot-discovery
-discovery …``) runs labkit's istiod. Both are full programs with dependencies (aiohttp), so unlike the
+discovery …``) runs labkit's istiod. SPIRE's server, agent and registrar images run labkit's SPIRE programs
+(:mod:`labkit.emulator.spire`). All of these are full programs with dependencies (aiohttp), so unlike the
 small servers, which start in ~12 ms without site-packages, they run as ``python -m <module>`` with them.
 
 A container ``command`` that only waits (``sleep infinity``, ``sleep 3650d``, ``tail -f /dev/null``; a sleep of an
@@ -38,6 +39,7 @@ PROGRAMS_DIR = Path(__file__).parent / "programs"
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
 AGENT_MODULE = "labkit.emulator.envoy.agent"
 ISTIOD_MODULE = "labkit.emulator.mesh.istiod"
+SPIRE_PACKAGE = "labkit.emulator.spire"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,12 @@ POSIX_SHELL = "/bin/sh"
 CURL = Program("curl", "", (), "curlimages/curl")
 PROXY = Program("pilot-agent", AGENT_MODULE, (), "docker.io/istio/proxyv2", site=True)
 ISTIOD = Program("pilot-discovery", ISTIOD_MODULE, (), "docker.io/istio/pilot", site=True)
+# SPIRE's images (ghcr.io/spiffe/…, gcr.io/spiffe-io/… for 1.5): their entrypoints are `spire-server run` and
+# `spire-agent run`, and the server's binary is also the CLI attendees exec (`spire-server entry show`).
+SPIRE_SERVER = Program("spire-server", f"{SPIRE_PACKAGE}.server", (8081,), "ghcr.io/spiffe/spire-server", site=True)
+SPIRE_AGENT = Program("spire-agent", f"{SPIRE_PACKAGE}.agent", (), "ghcr.io/spiffe/spire-agent", site=True)
+SPIRE_REGISTRAR = Program("k8s-workload-registrar", f"{SPIRE_PACKAGE}.registrar", (),
+                          "gcr.io/spiffe-io/k8s-workload-registrar", site=True)
 
 _RULES: tuple[_Rule, ...] = (
     _Rule(("examples-helloworld-v1",),
@@ -125,6 +133,9 @@ _RULES: tuple[_Rule, ...] = (
     # Any registry and organisation: docker.io/istio/…, gcr.io/istio-release/…, a mirror of either.
     _Rule(("proxyv2",), PROXY),
     _Rule(("pilot",), ISTIOD),
+    _Rule(("spire-server",), SPIRE_SERVER),
+    _Rule(("spire-agent",), SPIRE_AGENT),
+    _Rule(("k8s-workload-registrar",), SPIRE_REGISTRAR),
 )
 
 # Images a container may name to get the idle program (the sleep sample's own image among them).

@@ -198,3 +198,20 @@ def test_injection_declares_to_the_node_what_replaces_iptables() -> None:
     declared = SidecarDeclaration.of(injected["metadata"]["annotations"])
     assert declared == SidecarDeclaration("istio-proxy", 15080, frozenset({15020, 15021, 15090}))
     assert SidecarDeclaration.of(plain["metadata"].get("annotations") or {}) is None
+
+
+def test_the_spire_template_mounts_spires_socket_where_istios_agent_looks() -> None:
+    pod = {"metadata": {"name": "sleep-1", "namespace": "sleep", "annotations": {
+        "inject.istio.io/templates": "sidecar,spire", "spiffe.io/federatesWith": "bar.com"}},
+        "spec": {"containers": [{"name": "sleep", "image": "curlimages/curl"}], "serviceAccountName": "sleep"}}
+    injected = json_patch(pod, sidecar_patch(pod, cluster="cluster1", network="", mesh=MESH, values={}))
+    proxy = injected["spec"]["containers"][1]
+    assert {"name": "workload-socket", "mountPath": "/run/secrets/workload-spiffe-uds", "readOnly": True} in \
+        proxy["volumeMounts"]
+    assert {"name": "workload-socket", "csi": {"driver": "csi.spiffe.io", "readOnly": True}} in \
+        injected["spec"]["volumes"]
+    assert json.loads(injected["metadata"]["annotations"]["sidecar.istio.io/status"])["volumes"] == [
+        "istio-token", "istiod-ca-cert", "workload-socket"]
+    plain = {**pod, "metadata": {"name": "sleep-2", "namespace": "sleep"}}
+    injected = json_patch(plain, sidecar_patch(plain, cluster="cluster1", network="", mesh=MESH, values={}))
+    assert [v["name"] for v in injected["spec"]["volumes"]] == ["istio-token", "istiod-ca-cert"]

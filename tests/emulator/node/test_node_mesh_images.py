@@ -54,3 +54,16 @@ def test_istio_images_are_listed_among_the_known_ones() -> None:
     known = images.known_images()
     assert "docker.io/istio/proxyv2" in known and "docker.io/istio/pilot" in known
     assert images.SOURCE_ROOT.joinpath("labkit", "emulator", "node", "images.py").exists()
+
+
+@pytest.mark.parametrize(("image", "module"), [
+    ("ghcr.io/spiffe/spire-server:1.9.6", "labkit.emulator.spire.server"),
+    ("gcr.io/spiffe-io/spire-server:1.5.1", "labkit.emulator.spire.server"),
+    ("ghcr.io/spiffe/spire-agent:1.9.6", "labkit.emulator.spire.agent"),
+    ("gcr.io/spiffe-io/k8s-workload-registrar:1.5.1", "labkit.emulator.spire.registrar"),
+])
+def test_spire_images_run_labkit_spire_with_the_container_args(image: str, module: str) -> None:
+    args = ["-config", "/run/spire/config/server.conf"]
+    launch = images.plan_launch(image, None, args)
+    assert launch is not None and launch.program.site
+    assert images.python_argv(launch, "/py") == ["/py", "-s", "-m", module, *args]
