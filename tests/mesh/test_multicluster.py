@@ -235,12 +235,15 @@ def test_a_cluster_with_another_root_fails_with_the_tls_reason(mesh: Path) -> No
     other = make_mesh(mesh / "other-certs", ["cluster3"], key="ec-p256")
     assert other.root.cert_pem != (mesh / "certs" / "root-cert.pem").read_text()
     istio.plug_in_ca("cluster3", mesh / "other-certs" / "cluster3")
-    # Workloads keep their certificates until they renew them: restart cluster3's helloworld, as Istio's docs say
-    # to after plugging in a CA, so its new pod gets one from the new root.
+    # Workloads keep their certificates until they renew them: once istiod has taken the new CA (it republishes
+    # the root every namespace mounts), restart cluster3's helloworld, as Istio's docs say to after plugging in a
+    # CA, so its new pod gets a certificate from the new root.
+    eventually(lambda: (kube.get_object("cluster3", "v1", "ConfigMap", "istio-ca-root-cert", "sample") or {}).get(
+        "data", {}).get("root-cert.pem") == other.root.cert_pem, 60, "istiod in cluster3 to publish the new root")
     (old,) = kube.pods("cluster3", "sample", "app=helloworld")
     kube.delete_object("cluster3", "v1", "Pod", old.name, "sample")
     eventually(lambda: [p for p in kube.pods("cluster3", "sample", "app=helloworld") if p.name != old.name and
-                        p.ready], 60, "a new helloworld pod in cluster3")
+                        p.ready], 120, "a new helloworld pod in cluster3")
     # Only cluster3's helloworld is left, so every call must land there.
     for cluster in ("cluster1", "cluster2"):
         kube.apply(cluster, [{"apiVersion": "apps/v1", "kind": "Deployment",
