@@ -95,6 +95,16 @@ READER_RULES: tuple[Obj, ...] = (
     {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
 )
 
+# What the remote profile adds to the reader role: the primary's istiod (``externalIstiod``) writes the
+# ``istio-ca-root-cert`` ConfigMaps of the remote's namespaces and patches its webhooks' caBundle.
+EXTERNAL_ISTIOD_READER_RULES: tuple[Obj, ...] = (
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "watch", "update"]},
+    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+     "verbs": ["get", "list", "watch", "update", "patch"]},
+    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+     "verbs": ["get", "list", "watch", "update"]},
+)
+
 _ISTIOD_RULES: tuple[Obj, ...] = (
     # Read everything istiod reads: Istio config, workloads and their endpoints, and Secrets (credentialName,
     # remote secrets, cacerts).
@@ -180,7 +190,7 @@ def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj |
         core += _istiod_rbac(settings)
         istiod += [_istiod_deployment(settings), _istiod_service(settings)]
     if settings.remote:
-        core += reader_objects(settings.namespace)
+        core += reader_objects(settings.namespace, external_istiod=True)
         if settings.remote_pilot_address:
             istiod += _remote_istiod(settings)
     if settings.pilot or settings.remote:
@@ -237,15 +247,21 @@ def _crd(group: str, kind: str, plural: str, singular: str, short: Iterable[str]
     }
 
 
-def reader_objects(namespace: str) -> list[Obj]:
-    """The ``istio-reader-service-account`` and its cluster-wide read role (what a remote secret's token can do)."""
+def reader_objects(namespace: str, *, external_istiod: bool = False) -> list[Obj]:
+    """The ``istio-reader-service-account`` and its cluster-wide read role (what a remote secret's token can do).
+
+    Args:
+        namespace: the Istio namespace.
+        external_istiod: add what an istiod in another cluster needs to write here (the remote profile).
+    """
     role = f"istio-reader-clusterrole-{namespace}"
     labels = {"app": "istio-reader", "release": "istio"}
+    rules = [*READER_RULES, *(EXTERNAL_ISTIOD_READER_RULES if external_istiod else ())]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": READER_ACCOUNT, "namespace": namespace, "labels": labels}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": role, "labels": labels}, "rules": [dict(rule) for rule in READER_RULES]},
+         "metadata": {"name": role, "labels": labels}, "rules": [dict(rule) for rule in rules]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": {"name": role, "labels": labels},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},

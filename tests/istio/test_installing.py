@@ -207,6 +207,11 @@ def test_remote_profile_points_istiod_at_the_primary() -> None:
     assert "caBundle" not in config  # the primary's istiod patches it in
     assert _find(rendered.core, "ServiceAccount", "istio-reader-service-account")
     assert settings_of(yaml.safe_load((DATA / "remote.yaml").read_text())).components == ("Base", "IstiodRemote")
+    # The primary's istiod (externalIstiod) writes istio-ca-root-cert here and patches the webhook's caBundle.
+    rules = _find(rendered.core, "ClusterRole", "istio-reader-clusterrole-istio-system")["rules"]
+    assert {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "watch", "update"]} \
+        in rules
+    assert any(r["resources"] == ["mutatingwebhookconfigurations"] and "update" in r["verbs"] for r in rules)
 
 
 def test_every_unsupported_field_is_reported_in_one_error() -> None:
