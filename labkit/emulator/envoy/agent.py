@@ -120,10 +120,29 @@ def prepare(proxy_type: str, env: Mapping[str, str], root: Path) -> dict[str, An
     return config
 
 
-def envoy_argv(envoy: str, bootstrap_path: Path) -> list[str]:
-    """Envoy's command line: one worker, no hot restart (several Envoys per machine), strict xDS parsing."""
+DEFAULT_DRAIN = 45  # seconds: ProxyConfig.drainDuration's default
+
+
+def drain_seconds(env: Mapping[str, str]) -> int:
+    """``drainDuration`` of the proxy config (``PROXY_CONFIG``), in whole seconds, Istio's 45 s when absent.
+
+    Envoy closes the connections of a removed listener or filter chain once this has passed: that is how
+    taking a route away from a gateway cuts the connections already through it (a remote proxy's stream
+    to istiod among them).
+    """
+    try:
+        config = json.loads(env.get("PROXY_CONFIG") or "{}")
+    except ValueError:
+        config = {}
+    return go_duration(str(config.get("drainDuration") or ""), DEFAULT_DRAIN)
+
+
+def envoy_argv(envoy: str, bootstrap_path: Path, drain: int = DEFAULT_DRAIN) -> list[str]:
+    """Envoy's command line: one worker, no hot restart (several Envoys per machine), strict xDS parsing, and
+    the drain istio-agent asks for (``--drain-time-s`` from drainDuration, ``--drain-strategy immediate``)."""
     return [envoy, "-c", str(bootstrap_path), "--disable-hot-restart", "--concurrency", "1",
             "--reject-unknown-dynamic-fields", "--file-flush-interval-msec", "200",
+            "--drain-time-s", str(drain), "--drain-strategy", "immediate",
             "--log-level", "warning", "--log-format", LOG_FORMAT]
 
 
@@ -240,7 +259,8 @@ def run_proxy(proxy_type: str, env: Mapping[str, str]) -> int:
     root = Path(".")  # the pod's folder: short relative socket paths (a Unix socket path holds 107 bytes)
     config = prepare(proxy_type, env, root)
     envoy = find_envoy(env)
-    process = subprocess.Popen(envoy_argv(str(envoy.path), BOOTSTRAP), stdin=subprocess.DEVNULL, close_fds=True,
+    argv = envoy_argv(str(envoy.path), BOOTSTRAP, drain_seconds(env))
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True,
                                # No thread runs yet, so preexec_fn is safe here.
                                preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509
 
