@@ -15,7 +15,7 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 from envoy_kit import Agent, StandInIstiod, alive, first_push, get, pod_ips, poll, run, running_agent, wait_ready
 
 from labkit.emulator.envoy import admin
-from labkit.emulator.envoy.agent import main
+from labkit.emulator.envoy.agent import drain_seconds, envoy_argv, main
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +145,12 @@ def test_envoy_agent_with_dns_capture_serves_the_pods_dns_on_its_ip(tmp_path: Pa
         upstream.stop()
         upstream.server.server_close()
 
+
+
+@pytest.mark.parametrize(("proxy_config", "seconds"), [
+    ("", 45), ('{"drainDuration": "2s"}', 2), ('{"drainDuration": "1m30s"}', 90), ("not json", 45)])
+def test_envoy_agent_drains_for_the_proxy_configs_drain_duration(proxy_config: str, seconds: int) -> None:
+    """Envoy cuts a removed filter chain's connections after drainDuration (Istio's 45 s by default)."""
+    argv = envoy_argv("envoy", Path("bootstrap.json"), drain_seconds({"PROXY_CONFIG": proxy_config}))
+    assert argv[argv.index("--drain-time-s") + 1] == str(seconds)
+    assert argv[argv.index("--drain-strategy") + 1] == "immediate"
