@@ -12,7 +12,7 @@ call :func:`install_primary_remote` instead. Works on real and embedded clusters
 
 from __future__ import annotations
 
-import copy
+import string
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +46,14 @@ def gateway_address(context: kube.ContextRef, *, timeout: float = 60.0, namespac
 
 
 def remote_control_plane(discovery_address: str, *, manifests: Path = MANIFESTS) -> dict[str, Any]:
-    """The remote's IstioOperator (``cluster2.yaml``) with ``remotePilotAddress`` filled in.
+    """The remote's IstioOperator (``cluster2.yaml``) with ``remotePilotAddress`` (``${DISCOVERY_ADDRESS}``) filled in.
 
     Args:
         discovery_address: the primary's east-west gateway address.
         manifests: the folder holding ``cluster2.yaml``.
     """
-    operator, _ = load_operator(manifests / "cluster2.yaml")
-    operator = copy.deepcopy(operator)
-    operator["spec"]["values"]["global"]["remotePilotAddress"] = discovery_address
+    text = string.Template((manifests / "cluster2.yaml").read_text()).substitute(DISCOVERY_ADDRESS=discovery_address)
+    operator, _ = load_operator(text)
     return operator
 
 

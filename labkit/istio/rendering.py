@@ -29,6 +29,7 @@ import yaml
 
 from labkit.core.contract import PROXY_HTTP_PORT
 from labkit.core.wire import Obj
+from labkit.errors import ManifestError
 from labkit.istio.operator import GatewaySpec, InstallSettings
 
 REVISION = "default"
@@ -574,6 +575,10 @@ def _gateway(settings: InstallSettings, gateway: GatewaySpec) -> list[Obj]:
     ]
     if settings.network:
         env.append({"name": "ISTIO_META_NETWORK", "value": settings.network})
+    proxy_config = _proxy_config_annotation(gateway)
+    if proxy_config:
+        # Istio's gateway injection template hands the pod's proxy.istio.io/config to the agent as PROXY_CONFIG.
+        env.append({"name": "PROXY_CONFIG", "value": json.dumps(proxy_config, sort_keys=True)})
     env = _merge_env(env, list(gateway.env))
     container_ports = [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}]
     seen = {15090}
@@ -636,6 +641,25 @@ def _gateway(settings: InstallSettings, gateway: GatewaySpec) -> list[Obj]:
          }},
         {"apiVersion": "v1", "kind": "Service", "metadata": service_metadata, "spec": service_spec},
     ]
+
+
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+
+
+def _proxy_config_annotation(gateway: GatewaySpec) -> Obj:
+    """The ProxyConfig a gateway's ``proxy.istio.io/config`` pod annotation sets (YAML or JSON), else empty."""
+    text = gateway.pod_annotations.get(PROXY_CONFIG_ANNOTATION)
+    if not text:
+        return {}
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"gateway {gateway.namespace}/{gateway.name}: podAnnotations {PROXY_CONFIG_ANNOTATION} "
+                            f"is not YAML: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise ManifestError(f"gateway {gateway.namespace}/{gateway.name}: podAnnotations {PROXY_CONFIG_ANNOTATION} "
+                            f"must be a ProxyConfig object, e.g. 'drainDuration: 5s'")
+    return parsed
 
 
 def _merge_env(base: list[Obj], extra: list[Obj]) -> list[Obj]:

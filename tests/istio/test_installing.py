@@ -15,6 +15,7 @@ from labkit.istio import render_operator, settings_of, unsupported_fields
 from labkit.istio.rendering import RenderedInstall
 
 DATA = Path(__file__).parent / "data"
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 ROOT_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
@@ -288,3 +289,14 @@ def test_validation_webhooks_are_registered_fail_open_until_istiod_closes_them(c
     assert revision["webhooks"][0]["objectSelector"]["matchExpressions"] == [
         {"key": "istio.io/rev", "operator": "In", "values": ["default"]}]
     assert default["metadata"]["labels"]["istio.io/rev"] == "default"
+
+
+def test_a_gateways_proxy_config_annotation_reaches_its_agent() -> None:
+    """Istio's gateway template hands ``proxy.istio.io/config`` to the agent as PROXY_CONFIG (Lab 2 shortens the
+    east-west gateway's drainDuration with it)."""
+    operator = yaml.safe_load((MANIFESTS / "primary-remote" / "eastwest-gateway-cluster1.yaml").read_text())
+    rendered = render_operator(operator)
+    deployment = _find(rendered.gateways, "Deployment", "istio-eastwestgateway")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["PROXY_CONFIG"]) == {"drainDuration": "5s"}
+    assert "proxy.istio.io/config" in deployment["spec"]["template"]["metadata"]["annotations"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,30 +27,16 @@ from labkit.pki import describe, verify_certificate
 from labkit.testing import eventually, running_emulator
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
-# Envoy cuts the connections of a removed filter chain once the proxy's drainDuration has passed (Istio's
-# default is 45 s); the primary's east-west gateway drains in 2 s here so that the cut shows quickly.
-QUICK_DRAIN = {"name": "PROXY_CONFIG", "value": json.dumps({"drainDuration": "2s"})}
-
 # The official client leaves pooled sockets to the garbage collector after exec streams.
 pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 
-def _manifests(folder: Path) -> Path:
-    shutil.copytree(MANIFESTS, folder)
-    path = folder / "eastwest-gateway-cluster1.yaml"
-    operator = yaml.safe_load(path.read_text())
-    operator["spec"]["components"]["ingressGateways"][0]["k8s"]["env"].append(QUICK_DRAIN)
-    path.write_text(yaml.safe_dump(operator))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("primary-remote-home")
-    manifests = _manifests(state / "manifests")
     with running_emulator(("cluster1", "cluster2"), state):
-        install_primary_remote("cluster1", "cluster2", state / "certs", manifests=manifests)
+        install_primary_remote("cluster1", "cluster2", state / "certs")
         for cluster, version in (("cluster1", "v1"), ("cluster2", "v2")):
             kube.apply(cluster, [{"apiVersion": "v1", "kind": "Namespace",
                                   "metadata": {"name": "sample", "labels": {"istio-injection": "enabled"}}}])
@@ -61,7 +46,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         for cluster in ("cluster1", "cluster2"):
             kube.wait_ready(cluster, "sample", ["deploy/sleep", "deploy/helloworld-" + (
                 "v1" if cluster == "cluster1" else "v2")], timeout=90)
-        yield manifests
+        yield state
 
 
 def answers(cluster: str, n: int = 20) -> Counter[str]:
@@ -110,7 +95,7 @@ def test_the_remote_workload_certificate_is_signed_by_the_primarys_intermediate(
     default = next(s for s in secrets["dynamic_active_secrets"] if s["name"] == "default")
     source = default["secret"]["tls_certificate"]["certificate_chain"]
     chain = source.get("inline_string") or base64.b64decode(source["inline_bytes"]).decode()
-    certs = mesh.parent / "certs"
+    certs = mesh / "certs"
     leaf = describe(chain)[0]
     assert leaf.issuer == describe((certs / "cluster1" / "ca-cert.pem").read_text())[0].subject
     verify_certificate(chain, (certs / "root-cert.pem").read_text(), untrusted=chain,
@@ -126,8 +111,8 @@ def test_calls_from_either_cluster_reach_both(mesh: Path) -> None:
 def test_without_the_route_the_remote_is_frozen_and_cannot_start_pods_then_heals(mesh: Path) -> None:
     sleep = remote_sleep()
     kube.delete_object("cluster1", "networking.istio.io/v1", "VirtualService", "istiod-vs", "istio-system")
-    # The gateway drops the filter chains; once they are drained the remote proxies' streams are cut and
-    # their agents cannot dial again: istiod no longer lists them.
+    # The gateway drops the filter chains; once they are drained (the lab's gateway drains for 5 s) the remote
+    # proxies' streams are cut and their agents cannot dial again: istiod no longer lists them.
     eventually(lambda: sleep not in remote_rows(), 30, "the remote sleep gone from proxy-status")
     assert any(row.cluster == "cluster1" for row in istio.proxy_status("cluster1", quiet=True))
     # The data plane keeps its last configuration: calls still reach both clusters.
@@ -146,7 +131,7 @@ def test_without_the_route_the_remote_is_frozen_and_cannot_start_pods_then_heals
     assert "sidecar-injector.istio.io" in message
     assert len(kube.pods("cluster2", "sample", "app=sleep")) == 1
 
-    kube.apply("cluster1", mesh / "expose-istiod.yaml")
+    kube.apply("cluster1", MANIFESTS / "expose-istiod.yaml")
     eventually(lambda: synced(remote_rows().get(sleep)), 60, "the remote sleep SYNCED again")
     kube.wait_ready("cluster2", "sample", ["deploy/sleep"], timeout=90)
     assert len(kube.pods("cluster2", "sample", "app=sleep")) == 2
