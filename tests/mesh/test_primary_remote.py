@@ -83,6 +83,14 @@ def test_the_remote_runs_no_istiod_yet_its_proxies_are_the_primarys(mesh: Path) 
     # The injection path of the remote install named its cluster and network.
     assert (env["ISTIO_META_CLUSTER_ID"], env["ISTIO_META_NETWORK"]) == ("cluster2", "network2")
     istiod = kube.pods("cluster1", "istio-system", "app=istiod")[0].name
+    # istiod (externalIstiod) wrote the mesh root into the remote's namespaces and its injector's caBundle,
+    # through the remote secret: the remote's agents verify istiod, its API server verifies the webhook, with it.
+    root = (mesh / "certs" / "root-cert.pem").read_text()
+    configmap = kube.get_object("cluster2", "v1", "ConfigMap", "istio-ca-root-cert", "sample")
+    assert configmap["data"]["root-cert.pem"] == root
+    injector = kube.get_object("cluster2", "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration",
+                               "istio-sidecar-injector")
+    assert {base64.b64decode(h["clientConfig"]["caBundle"]).decode() for h in injector["webhooks"]} == {root}
     row = eventually(lambda: remote_rows().get(remote_sleep()), 30, "the remote sleep in proxy-status")
     assert row.istiod == istiod
     assert synced(row)
