@@ -17,7 +17,10 @@ doors:
   DNS proxy's name table (NDS) when it captures DNS. Envoy's ACK or NACK comes back on the stream, which
   ``/debug/syncz`` reports (as ``istioctl proxy-status`` shows);
 - it writes the mesh root into an ``istio-ca-root-cert`` ConfigMap in every namespace, where agents read it to
-  verify istiod.
+  verify istiod; with ``EXTERNAL_ISTIOD`` (a primary serving remote clusters) also in every namespace of each
+  remote cluster it is the control plane of, and into that cluster's injection webhook's ``caBundle``, through
+  the remote secret. A remote's injection path (``/inject/cluster/<c>/net/<n>``) names the cluster and network
+  of the proxies it injects.
 
 Scale it to 0 and proxies keep their last configuration but learn nothing new — as with a real istiod.
 Run: ``python -m labkit.emulator.mesh.istiod discovery …`` (container args) or
