@@ -120,30 +120,33 @@ def prepare(proxy_type: str, env: Mapping[str, str], root: Path) -> dict[str, An
     return config
 
 
-DEFAULT_DRAIN = 45  # seconds: ProxyConfig.drainDuration's default
-
-
-def drain_seconds(env: Mapping[str, str]) -> int:
-    """``drainDuration`` of the proxy config (``PROXY_CONFIG``), in whole seconds, Istio's 45 s when absent.
+def drain_seconds(env: Mapping[str, str]) -> int | None:
+    """``drainDuration`` of the proxy config (``PROXY_CONFIG``) in whole seconds; None when it sets none.
 
     Envoy closes the connections of a removed listener or filter chain once this has passed: that is how
     taking a route away from a gateway cuts the connections already through it (a remote proxy's stream
-    to istiod among them).
+    to istiod among them). Istio's own default (45 s) is not applied when the proxy config names none: Envoy's
+    (600 s) stays, so proxies that set nothing behave as they always did here.
     """
     try:
         config = json.loads(env.get("PROXY_CONFIG") or "{}")
     except ValueError:
-        config = {}
-    return go_duration(str(config.get("drainDuration") or ""), DEFAULT_DRAIN)
+        return None
+    text = str(config.get("drainDuration") or "") if isinstance(config, dict) else ""
+    seconds = go_duration(text, 0)
+    return seconds or None
 
 
-def envoy_argv(envoy: str, bootstrap_path: Path, drain: int = DEFAULT_DRAIN) -> list[str]:
+def envoy_argv(envoy: str, bootstrap_path: Path, drain: int | None = None) -> list[str]:
     """Envoy's command line: one worker, no hot restart (several Envoys per machine), strict xDS parsing, and
-    the drain istio-agent asks for (``--drain-time-s`` from drainDuration, ``--drain-strategy immediate``)."""
-    return [envoy, "-c", str(bootstrap_path), "--disable-hot-restart", "--concurrency", "1",
+    the drain istio-agent asks for when the proxy config sets one (``--drain-time-s``, ``--drain-strategy
+    immediate``)."""
+    argv = [envoy, "-c", str(bootstrap_path), "--disable-hot-restart", "--concurrency", "1",
             "--reject-unknown-dynamic-fields", "--file-flush-interval-msec", "200",
-            "--drain-time-s", str(drain), "--drain-strategy", "immediate",
             "--log-level", "warning", "--log-format", LOG_FORMAT]
+    if drain is not None:
+        argv += ["--drain-time-s", str(drain), "--drain-strategy", "immediate"]
+    return argv
 
 
 # ---- running Envoy ----------------------------------------------------------------------------------------------
