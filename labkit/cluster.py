@@ -227,7 +227,11 @@ class Cluster:
             try:
                 kube.wait_ready(self.context, namespace, names, timeout=timeout, progress=progress)
             except WaitTimeoutError as exc:
-                lines = "\n".join(f"  - {line}" for line in exc.not_ready)
+                # The cluster's own explanation too (``FailedCreate … failed calling webhook``), as kube.wait_ready
+                # gives it.
+                warnings = [e.line() for e in kube.warnings_about(self.context, namespace,
+                                                                  [n.rpartition("/")[2] for n in names])]
+                lines = "\n".join(f"  - {line}" for line in [*exc.not_ready, *warnings])
                 raise WaitTimeoutError(f"not ready after {timeout:.0f} s in {self.name}/{namespace}:\n{lines}\n"
                                        f"Look closer with: lab[{self.name!r}].get('pods', {namespace!r})",
                                        exc.not_ready) from None
@@ -301,11 +305,20 @@ class Cluster:
 
     # --- Istio --------------------------------------------------------------------------------------------------
 
-    def install(self, manifest: str | Path, *, quiet: bool = False) -> istio.InstallResult:
-        """Install Istio from an IstioOperator of this lab (istioctl on real clusters)."""
+    def install(self, manifest: str | Path, *, values: Mapping[str, str] | None = None,
+                quiet: bool = False) -> istio.InstallResult:
+        """Install Istio from an IstioOperator of this lab (istioctl on real clusters).
+
+        Args:
+            manifest: an IstioOperator file of this lab.
+            values: ``${NAME}`` placeholders to fill in its text (the primary's gateway address for a remote).
+            quiet: print nothing.
+        """
         if not quiet:
             print(f"{self.name}:")
-        return istio.install(self.context, self._path(manifest), quiet=quiet)
+        path = self._path(manifest)
+        source: Path | str = string.Template(path.read_text()).substitute(values) if values else path
+        return istio.install(self.context, source, quiet=quiet)
 
     def plug_in_ca(self, folder: Path, *, network: str | None = None) -> None:
         """Create ``istio-system`` (labelled with ``network``) and its ``cacerts`` Secret from a cacerts folder."""

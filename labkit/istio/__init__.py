@@ -10,6 +10,7 @@ from labkit.istio.access_log import AccessLogEntry, parse_access_log, proxy_acce
 from labkit.istio.installing import InstallResult, install, load_operator, render_operator
 from labkit.istio.multicluster import connect, control_plane, eastwest_gateway, install_multi_primary, plug_in_ca
 from labkit.istio.operator import GatewaySpec, InstallSettings, check_operator, settings_of, unsupported_fields
+from labkit.istio.primary_remote import install_primary_remote, remote_control_plane
 from labkit.istio.proxy_config import EndpointRow, EndpointTable, endpoint_table, proxy_endpoints
 from labkit.istio.proxy_status import ProxyStatus, proxy_status
 from labkit.istio.remote_clusters import RemoteCluster, parse_clusterz, parse_istioctl, remote_clusters
@@ -47,6 +48,7 @@ __all__ = [
     "endpoint_table",
     "install",
     "install_multi_primary",
+    "install_primary_remote",
     "kubeconfig_of",
     "load_operator",
     "parse_access_log",
@@ -59,6 +61,7 @@ __all__ = [
     "redact_kubeconfig",
     "remote_access",
     "remote_clusters",
+    "remote_control_plane",
     "remote_kubeconfig",
     "remote_secret",
     "render",

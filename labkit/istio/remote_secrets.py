@@ -67,7 +67,11 @@ def create_remote_secret(
     objects: list[Obj] = []
     if kube.get_object(context, "v1", "Namespace", namespace) is None:
         objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    objects += reader_objects(namespace)
+    reader = reader_objects(namespace)
+    # An install that rendered the reader role (the remote profile, which also lets an external istiod write
+    # there) owns it: applying the plain role again would take those rules away.
+    if kube.get_object(context, "rbac.authorization.k8s.io/v1", "ClusterRole", reader[1]["metadata"]["name"]) is None:
+        objects += reader
     objects.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                     "metadata": {"name": TOKEN_SECRET, "namespace": namespace,
                                  "annotations": {"kubernetes.io/service-account.name": READER_ACCOUNT}}})

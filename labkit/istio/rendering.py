@@ -29,6 +29,7 @@ import yaml
 
 from labkit.core.contract import PROXY_HTTP_PORT
 from labkit.core.wire import Obj
+from labkit.errors import ManifestError
 from labkit.istio.operator import GatewaySpec, InstallSettings
 
 REVISION = "default"
@@ -93,6 +94,16 @@ READER_RULES: tuple[Obj, ...] = (
     {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": _READ},
     {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
     {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+)
+
+# What the remote profile adds to the reader role: the primary's istiod (``externalIstiod``) writes the
+# ``istio-ca-root-cert`` ConfigMaps of the remote's namespaces and patches its webhooks' caBundle.
+EXTERNAL_ISTIOD_READER_RULES: tuple[Obj, ...] = (
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "watch", "update"]},
+    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+     "verbs": ["get", "list", "watch", "update", "patch"]},
+    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+     "verbs": ["get", "list", "watch", "update"]},
 )
 
 _ISTIOD_RULES: tuple[Obj, ...] = (
@@ -180,7 +191,7 @@ def render(settings: InstallSettings, *, ca_root_pem: str = "", namespace: Obj |
         core += _istiod_rbac(settings)
         istiod += [_istiod_deployment(settings), _istiod_service(settings)]
     if settings.remote:
-        core += reader_objects(settings.namespace)
+        core += reader_objects(settings.namespace, external_istiod=True)
         if settings.remote_pilot_address:
             istiod += _remote_istiod(settings)
     if settings.pilot or settings.remote:
@@ -237,15 +248,21 @@ def _crd(group: str, kind: str, plural: str, singular: str, short: Iterable[str]
     }
 
 
-def reader_objects(namespace: str) -> list[Obj]:
-    """The ``istio-reader-service-account`` and its cluster-wide read role (what a remote secret's token can do)."""
+def reader_objects(namespace: str, *, external_istiod: bool = False) -> list[Obj]:
+    """The ``istio-reader-service-account`` and its cluster-wide read role (what a remote secret's token can do).
+
+    Args:
+        namespace: the Istio namespace.
+        external_istiod: add what an istiod in another cluster needs to write here (the remote profile).
+    """
     role = f"istio-reader-clusterrole-{namespace}"
     labels = {"app": "istio-reader", "release": "istio"}
+    rules = [*READER_RULES, *(EXTERNAL_ISTIOD_READER_RULES if external_istiod else ())]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": READER_ACCOUNT, "namespace": namespace, "labels": labels}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": role, "labels": labels}, "rules": [dict(rule) for rule in READER_RULES]},
+         "metadata": {"name": role, "labels": labels}, "rules": [dict(rule) for rule in rules]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": {"name": role, "labels": labels},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
@@ -558,6 +575,10 @@ def _gateway(settings: InstallSettings, gateway: GatewaySpec) -> list[Obj]:
     ]
     if settings.network:
         env.append({"name": "ISTIO_META_NETWORK", "value": settings.network})
+    proxy_config = _proxy_config_annotation(gateway)
+    if proxy_config:
+        # Istio's gateway injection template hands the pod's proxy.istio.io/config to the agent as PROXY_CONFIG.
+        env.append({"name": "PROXY_CONFIG", "value": json.dumps(proxy_config, sort_keys=True)})
     env = _merge_env(env, list(gateway.env))
     container_ports = [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}]
     seen = {15090}
@@ -620,6 +641,25 @@ def _gateway(settings: InstallSettings, gateway: GatewaySpec) -> list[Obj]:
          }},
         {"apiVersion": "v1", "kind": "Service", "metadata": service_metadata, "spec": service_spec},
     ]
+
+
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+
+
+def _proxy_config_annotation(gateway: GatewaySpec) -> Obj:
+    """The ProxyConfig a gateway's ``proxy.istio.io/config`` pod annotation sets (YAML or JSON), else empty."""
+    text = gateway.pod_annotations.get(PROXY_CONFIG_ANNOTATION)
+    if not text:
+        return {}
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"gateway {gateway.namespace}/{gateway.name}: podAnnotations {PROXY_CONFIG_ANNOTATION} "
+                            f"is not YAML: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise ManifestError(f"gateway {gateway.namespace}/{gateway.name}: podAnnotations {PROXY_CONFIG_ANNOTATION} "
+                            f"must be a ProxyConfig object, e.g. 'drainDuration: 5s'")
+    return parsed
 
 
 def _merge_env(base: list[Obj], extra: list[Obj]) -> list[Obj]:

@@ -6,6 +6,9 @@ adds a module instead of methods on ``Lab``.
 
 - :mod:`labkit.labs.multi_primary`: Lab 1, routes and expected shares from a sidecar's endpoint weights, the
   topology of its calls, on any multi-network mesh.
+- :mod:`labkit.labs.primary_remote`: Lab 2, who configures the remote's proxies and who signed their
+  certificates, the demo app's answers, the path of calls and of the remote's configuration, and the waits that
+  show the remote frozen and healed.
 - :mod:`labkit.labs.nlb_headless`: Lab 3, the two captures at the load balancer, side by side.
 - :mod:`labkit.labs.replicated_control_planes`: Lab 4, the hand-made CA, what a federated call answered and the
   path it took.

@@ -15,6 +15,7 @@ from labkit.istio import render_operator, settings_of, unsupported_fields
 from labkit.istio.rendering import RenderedInstall
 
 DATA = Path(__file__).parent / "data"
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 ROOT_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
@@ -207,6 +208,11 @@ def test_remote_profile_points_istiod_at_the_primary() -> None:
     assert "caBundle" not in config  # the primary's istiod patches it in
     assert _find(rendered.core, "ServiceAccount", "istio-reader-service-account")
     assert settings_of(yaml.safe_load((DATA / "remote.yaml").read_text())).components == ("Base", "IstiodRemote")
+    # The primary's istiod (externalIstiod) writes istio-ca-root-cert here and patches the webhook's caBundle.
+    rules = _find(rendered.core, "ClusterRole", "istio-reader-clusterrole-istio-system")["rules"]
+    assert {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "watch", "update"]} \
+        in rules
+    assert any(r["resources"] == ["mutatingwebhookconfigurations"] and "update" in r["verbs"] for r in rules)
 
 
 def test_every_unsupported_field_is_reported_in_one_error() -> None:
@@ -283,3 +289,14 @@ def test_validation_webhooks_are_registered_fail_open_until_istiod_closes_them(c
     assert revision["webhooks"][0]["objectSelector"]["matchExpressions"] == [
         {"key": "istio.io/rev", "operator": "In", "values": ["default"]}]
     assert default["metadata"]["labels"]["istio.io/rev"] == "default"
+
+
+def test_a_gateways_proxy_config_annotation_reaches_its_agent() -> None:
+    """Istio's gateway template hands ``proxy.istio.io/config`` to the agent as PROXY_CONFIG (Lab 2 shortens the
+    east-west gateway's drainDuration with it)."""
+    operator = yaml.safe_load((MANIFESTS / "primary-remote" / "eastwest-gateway-cluster1.yaml").read_text())
+    rendered = render_operator(operator)
+    deployment = _find(rendered.gateways, "Deployment", "istio-eastwestgateway")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["PROXY_CONFIG"]) == {"drainDuration": "5s"}
+    assert "proxy.istio.io/config" in deployment["spec"]["template"]["metadata"]["annotations"]

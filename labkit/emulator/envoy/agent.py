@@ -120,11 +120,33 @@ def prepare(proxy_type: str, env: Mapping[str, str], root: Path) -> dict[str, An
     return config
 
 
-def envoy_argv(envoy: str, bootstrap_path: Path) -> list[str]:
-    """Envoy's command line: one worker, no hot restart (several Envoys per machine), strict xDS parsing."""
-    return [envoy, "-c", str(bootstrap_path), "--disable-hot-restart", "--concurrency", "1",
+def drain_seconds(env: Mapping[str, str]) -> int | None:
+    """``drainDuration`` of the proxy config (``PROXY_CONFIG``) in whole seconds; None when it sets none.
+
+    Envoy closes the connections of a removed listener or filter chain once this has passed: that is how
+    taking a route away from a gateway cuts the connections already through it (a remote proxy's stream
+    to istiod among them). Istio's own default (45 s) is not applied when the proxy config names none: Envoy's
+    (600 s) stays, so proxies that set nothing behave as they always did here.
+    """
+    try:
+        config = json.loads(env.get("PROXY_CONFIG") or "{}")
+    except ValueError:
+        return None
+    text = str(config.get("drainDuration") or "") if isinstance(config, dict) else ""
+    seconds = go_duration(text, 0)
+    return seconds or None
+
+
+def envoy_argv(envoy: str, bootstrap_path: Path, drain: int | None = None) -> list[str]:
+    """Envoy's command line: one worker, no hot restart (several Envoys per machine), strict xDS parsing, and
+    the drain istio-agent asks for when the proxy config sets one (``--drain-time-s``, ``--drain-strategy
+    immediate``)."""
+    argv = [envoy, "-c", str(bootstrap_path), "--disable-hot-restart", "--concurrency", "1",
             "--reject-unknown-dynamic-fields", "--file-flush-interval-msec", "200",
             "--log-level", "warning", "--log-format", LOG_FORMAT]
+    if drain is not None:
+        argv += ["--drain-time-s", str(drain), "--drain-strategy", "immediate"]
+    return argv
 
 
 # ---- running Envoy ----------------------------------------------------------------------------------------------
@@ -240,7 +262,8 @@ def run_proxy(proxy_type: str, env: Mapping[str, str]) -> int:
     root = Path(".")  # the pod's folder: short relative socket paths (a Unix socket path holds 107 bytes)
     config = prepare(proxy_type, env, root)
     envoy = find_envoy(env)
-    process = subprocess.Popen(envoy_argv(str(envoy.path), BOOTSTRAP), stdin=subprocess.DEVNULL, close_fds=True,
+    argv = envoy_argv(str(envoy.path), BOOTSTRAP, drain_seconds(env))
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True,
                                # No thread runs yet, so preexec_fn is safe here.
                                preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509
 

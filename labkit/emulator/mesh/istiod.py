@@ -17,7 +17,10 @@ doors:
   DNS proxy's name table (NDS) when it captures DNS. Envoy's ACK or NACK comes back on the stream, which
   ``/debug/syncz`` reports (as ``istioctl proxy-status`` shows);
 - it writes the mesh root into an ``istio-ca-root-cert`` ConfigMap in every namespace, where agents read it to
-  verify istiod.
+  verify istiod; with ``EXTERNAL_ISTIOD`` (a primary serving remote clusters) also in every namespace of each
+  remote cluster it is the control plane of, and into that cluster's injection webhook's ``caBundle``, through
+  the remote secret. A remote's injection path (``/inject/cluster/<c>/net/<n>``) names the cluster and network
+  of the proxies it injects.
 
 Scale it to 0 and proxies keep their last configuration but learn nothing new — as with a real istiod.
 Run: ``python -m labkit.emulator.mesh.istiod discovery …`` (container args) or
@@ -90,6 +93,9 @@ SYNC_TIMEOUT = 10.0
 # The audience of the projected token a proxy presents to istiod (istio-agent's default).
 TOKEN_AUDIENCE = "istio-ca"
 ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
+CONTROL_PLANE_CLUSTERS = "topology.istio.io/controlPlaneClusters"
+INJECTOR_WEBHOOK = "istio-sidecar-injector"
+MUTATING_WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 # Namespaces Istio's namespace controller leaves alone.
 IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
 PROBE_PERIOD = 3.0
@@ -166,7 +172,9 @@ class Istiod:
         self.config_informers: dict[str, Informer] = {}
         self.certificates = mesh_ca.CurrentCa()
         self.generator = ConfigGenerator()
-        self._root_certs: dict[str, str] = {}  # namespace → the root written into its istio-ca-root-cert
+        # (cluster, namespace) → the root written into its istio-ca-root-cert (and (cluster, "webhook/…") → the root
+        # patched into a remote injection webhook's caBundle).
+        self._root_certs: dict[tuple[str, str], str] = {}
         self.snapshot: MeshSnapshot | None = None
         self.mesh = MeshConfig()
         self.values: Obj = {}
@@ -376,30 +384,72 @@ class Istiod:
         self.xds.push()
 
     async def _publish_root_cert(self) -> None:
-        """Istio's namespace controller: the mesh root in an ``istio-ca-root-cert`` ConfigMap in every namespace."""
+        """Istio's namespace controller: the mesh root in an ``istio-ca-root-cert`` ConfigMap in every namespace of
+        its own cluster, and, with ``EXTERNAL_ISTIOD``, of every remote cluster it is the control plane of (through
+        that cluster's remote secret), together with the caBundle of that cluster's injection webhook."""
         ca = self.certificates.ca
         if ca is None:
             return
-        for namespace in self.local.informers["namespaces"].values():
+        clusters = [self.local]
+        if os.environ.get("EXTERNAL_ISTIOD", "").lower() == "true":
+            clusters += [r for _, r in sorted(self.remotes.items()) if r.status == "synced" and self._controls(r)]
+        for cluster in clusters:
+            await self._write_root_certs(cluster, ca.root_pem)
+            if cluster is not self.local:
+                await self._patch_injector_bundle(cluster, ca.root_pem)
+
+    def _controls(self, cluster: WatchedCluster) -> bool:
+        """Whether this istiod is a control plane of ``cluster``: its ``istio-system`` names us (or ``*``) in
+        ``topology.istio.io/controlPlaneClusters``, or names no control plane at all."""
+        for namespace in cluster.informers["namespaces"].values():
+            if namespace["metadata"]["name"] == ROOT:
+                named = ((namespace["metadata"].get("annotations") or {}).get(CONTROL_PLANE_CLUSTERS) or "").strip()
+                return not named or bool({"*", self.cluster_id} & {c.strip() for c in named.split(",")})
+        return False
+
+    async def _write_root_certs(self, cluster: WatchedCluster, root_pem: str) -> None:
+        for namespace in cluster.informers["namespaces"].values():
             name = namespace["metadata"]["name"]
+            key = (cluster.name, f"{name}/{namespace['metadata'].get('uid', '')}")
             if name in IGNORED_NAMESPACES or namespace["metadata"].get("deletionTimestamp") or \
-                    self._root_certs.get(name) == ca.root_pem:
+                    self._root_certs.get(key) == root_pem:
                 continue
             body = {"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": ROOT_CERT_CONFIGMAP, "namespace": name, "labels": {"istio.io/config": "true"}},
-                    "data": {"root-cert.pem": ca.root_pem}}
+                    "data": {"root-cert.pem": root_pem}}
             path = f"/api/v1/namespaces/{name}/configmaps"
             try:
                 try:
-                    await self.local.client.request("POST", path, body=body)
+                    await cluster.client.request("POST", path, body=body)
                 except KubeApiError as exc:
                     if exc.code != 409:
                         raise
-                    await self.local.client.request("PUT", f"{path}/{ROOT_CERT_CONFIGMAP}", body=body)
+                    await cluster.client.request("PUT", f"{path}/{ROOT_CERT_CONFIGMAP}", body=body)
             except KubeApiError as exc:
-                _log.warning("cannot write %s in %s: %s", ROOT_CERT_CONFIGMAP, name, exc.message)
+                _log.warning("cannot write %s in %s/%s: %s", ROOT_CERT_CONFIGMAP, cluster.name, name, exc.message)
                 continue
-            self._root_certs[name] = ca.root_pem
+            self._root_certs[key] = root_pem
+
+    async def _patch_injector_bundle(self, cluster: WatchedCluster, root_pem: str) -> None:
+        """Istio's webhook cert patcher for a remote cluster: its API server must trust this istiod's certificate
+        when it calls the injection webhook (through the east-west gateway)."""
+        key = (cluster.name, f"webhook/{INJECTOR_WEBHOOK}")
+        if self._root_certs.get(key) == root_pem:
+            return
+        path = f"{MUTATING_WEBHOOK_CONFIGURATIONS}/{INJECTOR_WEBHOOK}"
+        bundle = base64.b64encode(root_pem.encode()).decode()
+        try:
+            live = await cluster.client.request("GET", path)
+            hooks = live.get("webhooks") or []
+            if any((h.get("clientConfig") or {}).get("caBundle") != bundle for h in hooks):
+                for hook in hooks:
+                    hook.setdefault("clientConfig", {})["caBundle"] = bundle
+                await cluster.client.request("PUT", path, body=live)
+                _log.info("patched the caBundle of %s in %s", INJECTOR_WEBHOOK, cluster.name)
+        except KubeApiError as exc:
+            _log.warning("cannot patch %s in %s: %s", INJECTOR_WEBHOOK, cluster.name, exc.message)
+            return
+        self._root_certs[key] = root_pem
 
     # --- gRPC: ADS and the CA service (see labkit.emulator.mesh.serving) ------------------------------------------
 
@@ -535,9 +585,12 @@ class Istiod:
         pod = admission.get("object") or {}
         if not (pod.get("metadata") or {}).get("namespace"):
             pod.setdefault("metadata", {})["namespace"] = admission.get("namespace", "")
-        network = request.match_info.get("tail", "").partition("/net/")[2].split("/")[0] or \
-            (self.values.get("global") or {}).get("network", "")
-        cluster = (self.values.get("global") or {}).get("multiCluster", {}).get("clusterName") or self.cluster_id
+        # ``/inject/cluster/<c>/net/<n>``: the remote install names its own cluster and network in the path, so a
+        # sidecar injected for a remote cluster says where it runs (Istio's injection path parameters).
+        cluster, network = injection_target(request.match_info.get("tail", ""))
+        network = network or (self.values.get("global") or {}).get("network", "")
+        cluster = cluster or (self.values.get("global") or {}).get("multiCluster", {}).get("clusterName") or \
+            self.cluster_id
         ops = sidecar_patch(pod, cluster=cluster, network=network, mesh=self.mesh, values=self.values)
         response: Obj = {"uid": admission.get("uid", ""), "allowed": True}
         if ops:
@@ -589,6 +642,18 @@ class Istiod:
 _KINDS = {"virtualservices": "VirtualService", "destinationrules": "DestinationRule", "gateways": "Gateway",
           "serviceentries": "ServiceEntry", "sidecars": "Sidecar", "workloadentries": "WorkloadEntry",
           "peerauthentications": "PeerAuthentication", "authorizationpolicies": "AuthorizationPolicy"}
+
+
+def injection_target(tail: str) -> tuple[str, str]:
+    """The cluster and network named by an injection path's tail (``cluster/cluster2/net/network2``), each ``""``
+    when absent.
+
+    Args:
+        tail: what follows ``/inject/`` in the webhook's path.
+    """
+    parts = [p for p in tail.split("/") if p]
+    found = {parts[i]: parts[i + 1] for i in range(0, len(parts) - 1, 2)}
+    return found.get("cluster", ""), found.get("net", "")
 
 
 def _credentials_or_none(kubeconfig: str) -> Credentials | None:

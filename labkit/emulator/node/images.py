@@ -123,6 +123,12 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(("examples-helloworld-v2",),
           _program("helloworld", (5000,), "registry.istio.io/release/examples-helloworld-v2", "SERVICE_PORT",
                    SERVICE_VERSION="v2")),
+    # Lab 2's demo application (labkit's own images: the article's app is not published as images).
+    _Rule(("demo-dashboard",), _program("demoapp", (8080,), "labkit/demo-dashboard", "SERVICE_PORT",
+                                        DEMO_ROLE="dashboard")),
+    _Rule(("demo-profile",), _program("demoapp", (8080,), "labkit/demo-profile", "SERVICE_PORT", DEMO_ROLE="profile")),
+    _Rule(("demo-accounts",), _program("demoapp", (8080,), "labkit/demo-accounts", "SERVICE_PORT",
+                                       DEMO_ROLE="accounts")),
     _Rule(("curlimages/curl", "governmentpaas/curl-ssl", "appropriate/curl", "curl"), CURL),
     _Rule(("istio/base", "busybox", "alpine", "ubuntu", "debian"), SHELL),
     _Rule(("nginx", "library/nginx", "nginxinc/nginx-unprivileged"), _program("nginx", (80,), "nginx")),

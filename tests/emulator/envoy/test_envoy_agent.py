@@ -15,7 +15,7 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 from envoy_kit import Agent, StandInIstiod, alive, first_push, get, pod_ips, poll, run, running_agent, wait_ready
 
 from labkit.emulator.envoy import admin
-from labkit.emulator.envoy.agent import main
+from labkit.emulator.envoy.agent import drain_seconds, envoy_argv, main
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +145,15 @@ def test_envoy_agent_with_dns_capture_serves_the_pods_dns_on_its_ip(tmp_path: Pa
         upstream.stop()
         upstream.server.server_close()
 
+
+
+@pytest.mark.parametrize(("proxy_config", "seconds"), [
+    ('{"drainDuration": "2s"}', 2), ('{"drainDuration": "1m30s"}', 90), ("", None), ("not json", None)])
+def test_envoy_agent_drains_for_the_proxy_configs_drain_duration(proxy_config: str, seconds: int | None) -> None:
+    """Envoy cuts a removed filter chain's connections after the proxy config's drainDuration, when it sets one."""
+    argv = envoy_argv("envoy", Path("bootstrap.json"), drain_seconds({"PROXY_CONFIG": proxy_config}))
+    if seconds is None:
+        assert "--drain-time-s" not in argv
+        return
+    assert argv[argv.index("--drain-time-s") + 1] == str(seconds)
+    assert argv[argv.index("--drain-strategy") + 1] == "immediate"

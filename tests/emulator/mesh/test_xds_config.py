@@ -350,3 +350,45 @@ def test_envoy_accepts_a_sidecar_with_rules_and_entries(tmp_path: Path, credenti
     config = generate(SLEEP, snapshot(*rules, mesh=MeshConfig(outbound_traffic_policy="REGISTRY_ONLY")),
                       credential=credential)
     envoy_validate(config, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- expose-istiod
+ISTIOD_HOST = "istiod.istio-system.svc.cluster.local"
+# istiod as the primary's istiod sees itself: no sidecar (plaintext endpoints), 15012 and the webhook's 443 → 15017.
+ISTIOD = Service(ISTIOD_HOST, "istio-system", "istiod",
+                 (ServicePort("https-dns", 15012, "TCP"), ServicePort("https-webhook", 443, "TCP")),
+                 endpoints=(Endpoint("127.1.0.2", 15012, "https-dns", network="network1", cluster="cluster1"),
+                            Endpoint("127.1.0.2", 15017, "https-webhook", network="network1", cluster="cluster1")))
+EASTWEST = Proxy(id="router~127.1.0.31~istio-eastwestgateway.istio-system~istio-system.svc.cluster.local",
+                 type="router", name="istio-eastwestgateway", namespace="istio-system", ip="127.1.0.31",
+                 labels={"istio": "eastwestgateway"}, cluster="cluster1", network="network1")
+ISTIOD_GATEWAY = ConfigObject("Gateway", "istio-system", "istiod-gateway", {
+    "selector": {"istio": "eastwestgateway"},
+    "servers": [{"port": {"name": "tls-istiod", "number": 15012, "protocol": "tls"}, "tls": {"mode": "PASSTHROUGH"},
+                 "hosts": ["*"]},
+                {"port": {"name": "tls-istiodwebhook", "number": 15017, "protocol": "tls"},
+                 "tls": {"mode": "PASSTHROUGH"}, "hosts": ["*"]}]})
+ISTIOD_VS = ConfigObject("VirtualService", "istio-system", "istiod-vs", {
+    "hosts": ["*"], "gateways": ["istiod-gateway"],
+    "tls": [{"match": [{"port": 15012, "sniHosts": ["*"]}],
+             "route": [{"destination": {"host": ISTIOD_HOST, "port": {"number": 15012}}}]},
+            {"match": [{"port": 15017, "sniHosts": ["*"]}],
+             "route": [{"destination": {"host": ISTIOD_HOST, "port": {"number": 443}}}]}]})
+
+
+def test_expose_istiod_passes_15012_and_15017_through_to_istiod(tmp_path: Path, credential: ProxyCredential) -> None:
+    """Lab 2's expose-istiod: the east-west gateway forwards the remote's TLS to istiod untouched (its own
+    certificate reaches the caller), 15012 to istiod's 15012 and 15017 to the webhook's Service port 443."""
+    mesh = snapshot(ISTIOD_GATEWAY, ISTIOD_VS, services=(HELLOWORLD, ISTIOD))
+    listeners = by_name(build_listeners(EASTWEST, mesh))
+    for port, cluster in ((15012, f"outbound|15012||{ISTIOD_HOST}"), (15017, f"outbound|443||{ISTIOD_HOST}")):
+        (chain,) = listeners[f"127.1.0.31_{port}"]["filter_chains"]
+        assert "transport_socket" not in chain  # passthrough: nothing terminated
+        assert chain["filters"][0]["typed_config"]["cluster"] == cluster
+    clusters = by_name(build_clusters(EASTWEST, mesh))
+    assert "transport_socket" not in clusters[f"outbound|443||{ISTIOD_HOST}"]  # istiod has no sidecar: no mTLS
+    envoy_validate(generate(EASTWEST, mesh, credential=credential), tmp_path)
+    # Without the VirtualService the ports stay open but match nothing: new connections are reset.
+    bare = by_name(build_listeners(EASTWEST, snapshot(ISTIOD_GATEWAY, services=(HELLOWORLD, ISTIOD))))
+    (chain,) = bare["127.1.0.31_15012"]["filter_chains"]
+    assert chain["filter_chain_match"]["server_names"] == ["no-service-matches-this-gateway.invalid"]
