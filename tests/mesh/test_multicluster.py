@@ -243,7 +243,7 @@ def test_a_cluster_with_another_root_fails_with_the_tls_reason(mesh: Path) -> No
     (old,) = kube.pods("cluster3", "sample", "app=helloworld")
     kube.delete_object("cluster3", "v1", "Pod", old.name, "sample")
     eventually(lambda: [p for p in kube.pods("cluster3", "sample", "app=helloworld") if p.name != old.name and
-                        p.ready], 120, "a new helloworld pod in cluster3")
+                        p.ready], 60, "a new helloworld pod in cluster3")
     # Only cluster3's helloworld is left, so every call must land there.
     for cluster in ("cluster1", "cluster2"):
         kube.apply(cluster, [{"apiVersion": "apps/v1", "kind": "Deployment",

@@ -386,7 +386,8 @@ class Istiod:
     async def _publish_root_cert(self) -> None:
         """Istio's namespace controller: the mesh root in an ``istio-ca-root-cert`` ConfigMap in every namespace of
         its own cluster, and, with ``EXTERNAL_ISTIOD``, of every remote cluster it is the control plane of (through
-        that cluster's remote secret), together with the caBundle of that cluster's injection webhook."""
+        that cluster's remote secret), together with the caBundle of each such cluster's injection webhook (its own
+        included: a plugged-in ``cacerts`` changes the root its serving certificate chains to)."""
         ca = self.certificates.ca
         if ca is None:
             return
@@ -395,8 +396,7 @@ class Istiod:
             clusters += [r for _, r in sorted(self.remotes.items()) if r.status == "synced" and self._controls(r)]
         for cluster in clusters:
             await self._write_root_certs(cluster, ca.root_pem)
-            if cluster is not self.local:
-                await self._patch_injector_bundle(cluster, ca.root_pem)
+            await self._patch_injector_bundle(cluster, ca.root_pem)
 
     def _controls(self, cluster: WatchedCluster) -> bool:
         """Whether this istiod is a control plane of ``cluster``: its ``istio-system`` names us (or ``*``) in
@@ -431,8 +431,8 @@ class Istiod:
             self._root_certs[key] = root_pem
 
     async def _patch_injector_bundle(self, cluster: WatchedCluster, root_pem: str) -> None:
-        """Istio's webhook cert patcher for a remote cluster: its API server must trust this istiod's certificate
-        when it calls the injection webhook (through the east-west gateway)."""
+        """Istio's webhook cert patcher: the cluster's API server must trust this istiod's certificate when it calls
+        the injection webhook (directly, or for a remote cluster through the east-west gateway)."""
         key = (cluster.name, f"webhook/{INJECTOR_WEBHOOK}")
         if self._root_certs.get(key) == root_pem:
             return
