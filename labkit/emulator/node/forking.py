@@ -217,12 +217,12 @@ class Zygote:
         """Stop the zygote (its children, if any are left, die with it) and wait until it is gone."""
         process, sock, reader = self._process, self._socket, self._reader
         self._process = self._socket = self._reader = None
-        if sock is not None:
-            sock.close()  # the zygote reads end-of-file and exits
         if reader is not None:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+        if sock is not None:
+            sock.close()  # the zygote reads end-of-file and exits
         self._lost("the node closed its zygote")
         if process is not None:
             try:
