@@ -76,11 +76,13 @@ PRELOAD = (
 
 
 def enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether labkit programs start as forks of a zygote: yes unless ``LABKIT_ZYGOTE=0``.
+    """Whether labkit programs start as forks of a zygote: yes on Linux unless ``LABKIT_ZYGOTE=0``.
 
     Args:
         environ: the environment to read; this process's by default.
     """
+    if sys.platform != "linux":  # SOCK_SEQPACKET, pipe2 and the death signal are Linux's
+        return False
     return (os.environ if environ is None else environ).get(ENABLE_VARIABLE, "1").strip() not in {"0", "false", "no"}
 
 
