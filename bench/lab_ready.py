@@ -68,7 +68,8 @@ def cpu_by_program(root_pid: int) -> dict[str, float]:
     for pid in descendants(root_pid):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            words = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+            # A child of a node's zygote has its command line as one title (setproctitle): split on spaces too.
+            words = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
         except OSError:
             continue
         module = next((w for w in words if w.startswith("labkit.")), "")

@@ -150,6 +150,7 @@ def _doctor(_: argparse.Namespace) -> int:
         failures.append(str(exc))
     for tool, (arguments, pattern, note) in _OPTIONAL_TOOLS.items():
         rows.append(_optional_tool(tool, arguments, pattern, note))
+    rows.append(_zygote_row())
     _print_table(rows)
 
     # Imported here: the Kubernetes client takes ~0.25 s to import and only doctor needs it.
@@ -166,6 +167,16 @@ def _doctor(_: argparse.Namespace) -> int:
     for failure in failures:
         print(f"\nerror: {failure}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _zygote_row() -> tuple[str, str, str, str]:
+    """How embedded clusters start labkit programs: forked from a warm interpreter per node, or afresh."""
+    from labkit.emulator.node import forking  # noqa: PLC0415 - the node package is only needed here
+
+    if forking.enabled():
+        return ("zygote", "on", "proxy agents and istiod fork from one warm interpreter per cluster node", "ok")
+    return ("zygote", "off", f"{forking.ENABLE_VARIABLE}=0: every labkit program starts a fresh interpreter",
+            "slower pod start, more memory")
 
 
 def _optional_tool(tool: str, arguments: list[str], pattern: str, note: str) -> tuple[str, str, str, str]:

