@@ -81,3 +81,26 @@ def test_the_sidecars_certificate_is_spires_svid(cluster: str) -> None:
     assert {"dns": pod.name} in found["subject_alt_names"]  # type: ignore[operator]
     logs = kube.logs(cluster, "sleep", "deploy/sleep", container="istio-proxy")
     assert "Workload SDS socket found. Istio SDS Server won't be started" in logs
+
+
+EASTWEST = {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator", "metadata": {"name": "eastwest"},
+            "spec": {"profile": "empty", "components": {"ingressGateways": [{
+                "name": "istio-eastwestgateway", "enabled": True,
+                "label": {"istio": "eastwestgateway", "app": "istio-eastwestgateway"}}]}}}
+
+
+def test_a_gateway_installed_without_the_meshs_trust_domain_gets_its_identity_in_it(cluster: str) -> None:
+    """The east-west gateway's IstioOperator (gen-eastwest-gateway.sh's) sets no meshConfig, so its agent asks for
+    a cluster.local identity; Istio's CA signs the caller it authenticated, in the mesh's trust domain, whatever
+    the CSR asks for — the gateway gets its certificate and becomes ready."""
+    istio.install(cluster, EASTWEST, quiet=True, timeout=120)
+
+    def certificate() -> list[object] | None:
+        result = kube.exec_(cluster, "istio-system", "deploy/istio-eastwestgateway", ["pilot-agent", "request", "GET",
+                                                                                      "certs"], container="istio-proxy")
+        if result.exit_code != 0:
+            return None
+        chains = [c for e in json.loads(result.stdout).get("certificates", []) for c in e.get("cert_chain", [])]
+        return [san for c in chains for san in c.get("subject_alt_names", [])] or None
+    sans = eventually(certificate, 60, "the east-west gateway's certificate")
+    assert {"uri": "spiffe://foo.com/ns/istio-system/sa/istio-eastwestgateway-service-account"} in sans
