@@ -442,6 +442,18 @@ class NodeRuntime:
         files: list[tuple[Path, str]] = []
         mounts = _mount_paths(pod)
         for volume in pod.spec.get("volumes") or []:
+            csi = volume.get("csi")
+            if csi is not None:
+                # A CSI volume is the driver's to fill (the SPIFFE CSI driver: SPIRE's agent puts the Workload API
+                # socket there). The kubelet starts no container before the driver has mounted it, so a program
+                # that looks for the socket once, at start (Istio's agent), finds it.
+                for mount_path in mounts.get(volume.get("name")) or []:
+                    folder = pod.dir / mount_path.lstrip("/")
+                    if not folder.is_dir() or not any(folder.iterdir()):
+                        raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume.get("name")}" : '
+                                           f"kubernetes.io/csi: mounter.SetUpAt failed to get CSI client: driver "
+                                           f"name {csi.get('driver', '')} not found in the list of registered CSI "
+                                           f"drivers")
             for kind, source, name_field in (("ConfigMap", volume.get("configMap"), "name"),
                                              ("Secret", volume.get("secret"), "secretName")):
                 if source is None or not mounts.get(volume.get("name")):

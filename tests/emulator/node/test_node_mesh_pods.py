@@ -250,6 +250,33 @@ def test_configmap_and_secret_volumes_appear_at_their_mount_path_once_the_object
         record_event=record)
 
 
+def test_a_csi_volume_holds_the_pod_until_its_driver_has_filled_it(tmp_path: Path) -> None:
+    """Istio's agent looks for SPIRE's socket once, when it starts: like a kubelet, which starts no container before
+    the SPIFFE CSI driver has mounted its volume, the node holds the pod (FailedMount, in the kubelet's words) until
+    SPIRE's agent has put the socket in the volume's folder."""
+    events: list[tuple[str, str]] = []
+
+    def record(_ref: Obj, _type: str, reason: str, message: str, **_: Any) -> None:
+        events.append((reason, message))
+
+    async def body(node: Node) -> None:
+        pod = a_pod("spiffe", sleeper(volumeMounts=[{"name": "workload-socket",
+                                                     "mountPath": "/run/secrets/workload-spiffe-uds"}]),
+                    volumes=[{"name": "workload-socket", "csi": {"driver": "csi.spiffe.io", "readOnly": True}}])
+        await node.runtime.sync_pod(pod)
+        await asyncio.sleep(0.3)
+        assert ("FailedMount", 'MountVolume.SetUp failed for volume "workload-socket" : kubernetes.io/csi: '
+                "mounter.SetUpAt failed to get CSI client: driver name csi.spiffe.io not found in the list of "
+                "registered CSI drivers") in events
+        assert node.statuses[("sample", "spiffe")]["phase"] == "Pending"
+        (folder,) = tmp_path.rglob(f"sample_spiffe_{pod['metadata']['uid']}")
+        (folder / "run/secrets/workload-spiffe-uds").mkdir(parents=True, exist_ok=True)
+        (folder / "run/secrets/workload-spiffe-uds/socket").write_text("")  # what the driver serves
+        await node.running("spiffe")
+
+    run(tmp_path, body, record_event=record)
+
+
 def test_the_node_wires_only_what_the_pod_declares(tmp_path: Path) -> None:
     async def body(node: Node) -> None:
         undeclared = a_pod("undeclared", sleeper(), istio_proxy())
