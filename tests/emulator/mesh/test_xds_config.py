@@ -275,6 +275,38 @@ def test_ingress_gateway_servers() -> None:
     assert named["domains"] == ["hello.example.com", "hello.example.com:*"]
 
 
+def test_a_gateway_listens_on_its_services_target_port_for_a_server_port() -> None:
+    # istioctl's default ingress gateway: Service port 80 → targetPort 8080, which is where its load balancer
+    # forwards; a Gateway server on port 80 must be served there (its route keeps the server's number).
+    gateway_service = Service("istio-ingressgateway.istio-system.svc.cluster.local", "istio-system",
+                              "istio-ingressgateway", (ServicePort("http2", 80, "HTTP"),),
+                              endpoints=(Endpoint(INGRESS.ip, 8080, "http2", cluster="cluster1",
+                                                  network="network1"),))
+    server = ConfigObject("Gateway", "istio-system", "web", {"selector": {"istio": "ingressgateway"}, "servers": [
+        {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]},
+        {"port": {"number": 8443, "name": "https-mesh", "protocol": "HTTPS"}, "hosts": ["*"],
+         "tls": {"mode": "ISTIO_MUTUAL"}}]})
+    mesh = snapshot(server, services=(HELLOWORLD, gateway_service))
+    listeners = by_name(build_listeners(INGRESS, mesh))
+    assert set(listeners) == {"127.1.0.30_8080", "127.1.0.30_8443"}  # 8443: no Service port of that number
+    http = listeners["127.1.0.30_8080"]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert http["rds"]["route_config_name"] == "http.80"
+    assert "http.80" in by_name(build_routes(INGRESS, mesh))
+
+
+def test_passthrough_dials_the_host_and_port_80_when_the_host_names_no_port() -> None:
+    # curl http://10.0.0.1/hello sends Host: 10.0.0.1; Istio would dial the original destination, port 80.
+    cluster = by_name(build_clusters(SLEEP, snapshot()))["PassthroughCluster"]
+    assert cluster["original_dst_lb_config"] == {"use_http_header": True,
+                                                 "http_header_name": "x-envoy-original-dst-host"}
+    allow_any = by_name(build_routes(SLEEP, snapshot()))["http_proxy"]["virtual_hosts"][-1]
+    with_port, without = allow_any["routes"]
+    assert with_port["match"]["headers"][0]["string_match"] == {"safe_regex": {"regex": ".*:[0-9]+"}}
+    assert [h["header"]["value"] for h in (*with_port["request_headers_to_add"], *without["request_headers_to_add"])] \
+        == ["%REQ(:authority)%", "%REQ(:authority)%:80"]
+    assert without["match"] == {"prefix": "/"} and without["route"]["cluster"] == "PassthroughCluster"
+
+
 def test_every_gateway_listener_logs_connections_no_filter_chain_matches() -> None:
     # Istio's listener-level access log, filtered on NR: how a gateway tells why it reset a connection (an SNI its
     # Gateway hosts do not name, plaintext on a TLS-only port), on TLS chains as on plain ones.

@@ -12,8 +12,9 @@ Two departures, both because sidecars here are HTTP proxies without iptables (DE
   instead of Istio's ORIGINAL_DST cluster: with no redirected connection there is no original destination
   to dial, and the hand-written Endpoints of a headless Service (lab 3) must still be reachable, with the
   DestinationRule's TLS settings applied per endpoint;
-- ``PassthroughCluster`` is ORIGINAL_DST reading the destination from the request's ``:authority``, so
-  ``ALLOW_ANY`` traffic to an ``IP:port`` works while a name Envoy cannot resolve ends in ``no healthy
+- ``PassthroughCluster`` is ORIGINAL_DST reading the destination from a header the ``allow_any`` route sets
+  from the request's ``:authority`` (port 80 when it names none), so ``ALLOW_ANY`` traffic to an ``IP[:port]``
+  works while a name Envoy cannot resolve ends in ``no healthy
   upstream`` (Istio would forward the original connection).
 
 Gateways additionally get the AUTO_PASSTHROUGH clusters ``outbound_.<port>_.<subset>_.<host>``: EDS,
@@ -286,6 +287,6 @@ def _blackhole() -> dict[str, Any]:
 def _passthrough() -> dict[str, Any]:
     cluster = _base(names.PASSTHROUGH_CLUSTER, "ORIGINAL_DST")
     cluster["lb_policy"] = "CLUSTER_PROVIDED"
-    cluster["original_dst_lb_config"] = {"use_http_header": True, "http_header_name": ":authority"}
+    cluster["original_dst_lb_config"] = {"use_http_header": True, "http_header_name": names.ORIGINAL_DST_HEADER}
     cluster["circuit_breakers"] = _circuit_breakers({})
     return cluster

@@ -10,7 +10,8 @@ Sidecars here have no iptables (DESIGN.md decision 5), so instead of Istio's ``v
   required, SPIFFE trust domain checked) and, unless PeerAuthentication says STRICT, a plaintext chain;
   HTTP ports end in an HCM that hands the caller's identity to the app as ``x-forwarded-client-cert``.
 
-Gateways get one listener per Gateway server port on ``<pod IP>:<port>``. AUTO_PASSTHROUGH is the
+Gateways get one listener per Gateway server port on ``<pod IP>:<target port>`` (the gateway Service's
+``targetPort`` for that port, as Istio translates it). AUTO_PASSTHROUGH is the
 east-west gateway: one filter chain per exposed service/port/subset keyed on the ``outbound_.…`` SNI,
 ``tcp_proxy`` to the matching cluster, nothing terminated. Two Gateways on one port are merged; filter
 chains with identical matches are kept once (the first Gateway by namespace/name wins) and reported by
@@ -181,8 +182,24 @@ def _gateway_listeners(proxy: Proxy, snapshot: MeshSnapshot) -> tuple[list[dict[
             chains.append({"name": "no_matching_service", "filter_chain_match": {"server_names": [UNMATCHABLE_SNI]},
                            "filters": [_tcp_proxy(names.BLACKHOLE_CLUSTER, snapshot,
                                                   [(names.BLACKHOLE_CLUSTER, 1)])]})
-        listeners.append(_listener(proxy, port, "OUTBOUND", chains, snapshot))
+        listeners.append(_listener(proxy, gateway_target_port(proxy, snapshot, port), "OUTBOUND", chains, snapshot))
     return listeners, conflicts
+
+
+def gateway_target_port(proxy: Proxy, snapshot: MeshSnapshot, number: int) -> int:
+    """Where a gateway listens for a Gateway server's ``port.number``: as Istio does, the number is the port of the
+    gateway's Service, and the listener binds that port's ``targetPort`` on the pod (``80`` → ``8080`` for the
+    default ingress gateway, which is what its Service forwards to); the number itself when no Service of the
+    gateway has that port."""
+    for service in snapshot.services:
+        for port in service.ports:
+            if port.port != number:
+                continue
+            for endpoint in service.endpoints:
+                if endpoint.address == proxy.ip and endpoint.cluster == proxy.cluster \
+                        and policies.serves(service, port, endpoint.service_port):
+                    return endpoint.port
+    return number
 
 
 def _server_chains(proxy: Proxy, snapshot: MeshSnapshot, gateway: ConfigObject, server: Mapping[str, Any],

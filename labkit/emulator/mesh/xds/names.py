@@ -29,6 +29,8 @@ SDS_CLUSTER = "sds-grpc"
 HTTP_PROXY_ROUTE = "http_proxy"
 BLACKHOLE_CLUSTER = "BlackHoleCluster"
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
+# Where PassthroughCluster (ORIGINAL_DST) reads its destination, ``IP:port`` (Envoy's default header name).
+ORIGINAL_DST_HEADER = "x-envoy-original-dst-host"
 ALLOW_ANY_VHOST = "allow_any"
 BLOCK_ALL_VHOST = "block_all"
 SDS_DEFAULT = "default"

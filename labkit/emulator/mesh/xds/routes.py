@@ -377,11 +377,23 @@ def _catch_all(snapshot: MeshSnapshot) -> dict[str, Any]:
         return {"name": names.BLOCK_ALL_VHOST, "domains": ["*"], "routes": [
             {"name": names.BLOCK_ALL_VHOST, "match": {"prefix": "/"}, "direct_response": {"status": 502}}],
             "include_request_attempt_count": True}
+    # PassthroughCluster dials the address in ORIGINAL_DST_HEADER, which must carry a port. An HTTP client leaves
+    # the default port out of Host (curl http://10.0.0.1/ sends Host: 10.0.0.1), where Istio would have the
+    # connection's original destination, port 80 included: a Host without a port means port 80.
+    passthrough = {"cluster": names.PASSTHROUGH_CLUSTER, "timeout": "0s",
+                   "max_stream_duration": {"max_stream_duration": "0s", "grpc_timeout_header_max": "0s"}}
     return {"name": names.ALLOW_ANY_VHOST, "domains": ["*"], "routes": [
+        {"name": names.ALLOW_ANY_VHOST, "match": {"prefix": "/", "headers": [
+            {"name": ":authority", "string_match": {"safe_regex": {"regex": r".*:[0-9]+"}}}]},
+         "route": passthrough, "request_headers_to_add": [_original_dst("%REQ(:authority)%")]},
         {"name": names.ALLOW_ANY_VHOST, "match": {"prefix": "/"},
-         "route": {"cluster": names.PASSTHROUGH_CLUSTER, "timeout": "0s",
-                   "max_stream_duration": {"max_stream_duration": "0s", "grpc_timeout_header_max": "0s"}}}],
+         "route": passthrough, "request_headers_to_add": [_original_dst("%REQ(:authority)%:80")]}],
         "include_request_attempt_count": True}
+
+
+def _original_dst(value: str) -> dict[str, Any]:
+    """The header PassthroughCluster takes its destination from, set by the route (never the client's own)."""
+    return {"header": {"key": names.ORIGINAL_DST_HEADER, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
 def _inbound(proxy: Proxy, snapshot: MeshSnapshot, port: int) -> dict[str, Any]:
