@@ -176,11 +176,18 @@ class Cluster:
             print(summary_line(self.name, applied))
         return applied
 
-    def delete(self, manifest: str | Path) -> Applied:
-        """Delete what a manifest of this lab describes (``kubectl delete -f``); prints what went, in one line."""
-        deleted = Applied(kube.delete(self.context, self._path(manifest)))
+    def delete(self, manifest: str | Path, *, selector: str | None = None) -> Applied:
+        """Delete what a manifest of this lab describes (``kubectl delete -f [-l selector]``); prints what went,
+        in one line."""
+        deleted = Applied(kube.delete(self.context, self._path(manifest), selector=selector))
         print(summary_line(self.name, deleted) if deleted else f"{self.name}: nothing to delete")
         return deleted
+
+    def scale(self, target: str, replicas: int) -> None:
+        """``kubectl scale -n <ns> deploy/<name> --replicas N`` for ``"helloworld/deploy/helloworld-v1"``."""
+        where = traffic.Source.parse(target)
+        kube.scale(self.context, where.namespace, where.target, replicas)
+        print(f"{self.name}: {where.target.replace('deploy/', 'deployment.apps/')} scaled")
 
     def namespace(self, name: str, *, labels: Mapping[str, str] | None = None) -> None:
         """Create (or update) a namespace with labels, e.g. ``istio-injection=enabled``."""
@@ -237,10 +244,19 @@ class Cluster:
                                        exc.not_ready) from None
         print(f"✓ {self.name}: {', '.join(names)} ready ({time.perf_counter() - started:.1f} s)")
 
-    def exec(self, source: str, command: Sequence[str], *, container: str | None = None) -> str:
-        """Run a command in a pod (``"sample/deploy/sleep"``) and return its output (stdout then stderr)."""
+    def exec(self, source: str, command: Sequence[str], *, container: str | None = None,
+             stdin: str | None = None) -> str:
+        """Run a command in a pod (``"sample/deploy/sleep"``) and return its output (stdout then stderr).
+
+        Args:
+            source: ``namespace/pod`` or ``namespace/deploy/name``.
+            command: the argv.
+            container: the container; the pod's default one otherwise.
+            stdin: text for the command's standard input (``kubectl exec -i … <<< "$text"``).
+        """
         where = traffic.Source.parse(source)
-        result = kube.exec_(self.context, where.namespace, where.target, list(command), container=container)
+        result = kube.exec_(self.context, where.namespace, where.target, list(command), container=container,
+                            stdin=stdin)
         return result.stdout + result.stderr
 
     def logs(self, target: str, *, container: str | None = None, tail: int | None = 200,

@@ -30,7 +30,7 @@ from labkit.kube.contexts import (
 from labkit.kube.events import Event, events_for, warnings_about
 from labkit.kube.execing import ExecResult, Pod, exec_, logs, parse_target, pods, resolve_pod
 from labkit.kube.polling import poll
-from labkit.kube.reading import delete_object, get_object, list_objects
+from labkit.kube.reading import delete_object, get_object, list_objects, scale
 from labkit.kube.tables import table
 from labkit.kube.waiting import not_ready, wait_ready
 
@@ -73,6 +73,7 @@ __all__ = [
     "poll",
     "resolve",
     "resolve_pod",
+    "scale",
     "selector_matches",
     "server_version",
     "table",

@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
-from kubernetes.stream.ws_client import ERROR_CHANNEL
+from kubernetes.stream.ws_client import ERROR_CHANNEL, STDIN_CHANNEL
 from websocket import WebSocketException
 
 from labkit.core.selectors import selector_string
@@ -170,10 +170,11 @@ def exec_(
     command: list[str],
     *,
     container: str | None = None,
+    stdin: str | None = None,
     timeout: float = 60.0,
     kubeconfig: Path | str | None = None,
 ) -> ExecResult:
-    """Run ``command`` in a pod, like ``kubectl exec -n NS TARGET [-c C] -- COMMAND``.
+    """Run ``command`` in a pod, like ``kubectl exec [-i] -n NS TARGET [-c C] -- COMMAND``.
 
     Args:
         context: the kubeconfig context.
@@ -181,6 +182,8 @@ def exec_(
         pod_or_workload: a pod name or ``deploy/NAME`` (any of kubectl's workload forms).
         command: the argv to run.
         container: the container; the server picks the pod's first one by default.
+        stdin: text to feed the command's standard input, closed after it (``kubectl exec -i … < file``);
+            ``None`` gives the command no standard input.
         timeout: seconds to wait for the command to finish.
         kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
 
@@ -195,7 +198,7 @@ def exec_(
     # reading an object) would go out as a WebSocket handshake.
     api = client.ApiClient(client_for(context, kubeconfig).configuration)
     v1 = client.CoreV1Api(api)
-    options: dict[str, Any] = {"command": list(command), "stdout": True, "stderr": True, "stdin": False,
+    options: dict[str, Any] = {"command": list(command), "stdout": True, "stderr": True, "stdin": stdin is not None,
                                "tty": False, "_preload_content": False}
     if container:
         options["container"] = container
@@ -207,6 +210,10 @@ def exec_(
     stdout: list[str] = []
     stderr: list[str] = []
     try:
+        if stdin is not None:
+            session.write_stdin(stdin)
+            # End of input, as the shell's `< file` gives it (the v5 stream protocol's close of channel 0).
+            session.close_channel(STDIN_CHANNEL)
         deadline = time.monotonic() + timeout
         while session.is_open():
             remaining = deadline - time.monotonic()

@@ -90,3 +90,32 @@ def delete_object(context: ContextRef, api_version: str, kind: str, name: str, n
             return False
         raise_api_error(exc, f"deleting {kind.lower()} {name} on {context}")
     return True
+
+
+_SCALABLE = {"deploy": "Deployment", "deployment": "Deployment", "deployments": "Deployment",
+             "sts": "StatefulSet", "statefulset": "StatefulSet", "statefulsets": "StatefulSet"}
+
+
+def scale(context: ContextRef, namespace: str, target: str, replicas: int, *,
+          kubeconfig: Path | str | None = None) -> None:
+    """``kubectl scale -n NS deploy/NAME --replicas N``: set a workload's replicas through its ``scale``
+    subresource, so the manifest's owner keeps the rest of the object (an apply of a partial Deployment would not).
+
+    Args:
+        context: the kubeconfig context.
+        namespace: the workload's namespace.
+        target: ``deploy/<name>`` or ``statefulset/<name>``.
+        replicas: how many pods it should run.
+        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
+    """
+    kind_name, _, name = target.partition("/")
+    kind = _SCALABLE.get(kind_name.lower())
+    if kind is None or not name:
+        raise ManifestError(f"cannot scale {target!r}: give deploy/<name> or statefulset/<name>")
+    resource = _resource(context, "apps/v1", kind, kubeconfig).subresources["scale"]
+    try:
+        dynamic_for(context, kubeconfig).patch(resource, body={"spec": {"replicas": replicas}}, name=name,
+                                               namespace=namespace,
+                                               content_type="application/merge-patch+json")
+    except ApiException as exc:
+        raise_api_error(exc, f"scaling {kind.lower()} {namespace}/{name} on {context}")

@@ -118,6 +118,23 @@ def test_wait_then_exec_into_a_deployment(kc: Path, namespace: str) -> None:
     assert refused.exit_code == 7 and "curl: (7)" in refused.stderr
 
 
+def test_exec_feeds_stdin_and_closes_it(kc: Path, namespace: str) -> None:
+    """``kubectl exec -i … < file``: the command reads its input to the end (SPIRE's ``bundle set`` does)."""
+    result = kube.exec_("cluster1", namespace, "deploy/sleep", ["cat"], stdin='{"keys": []}\n', kubeconfig=kc)
+    assert (result.exit_code, result.stdout) == (0, '{"keys": []}\n')
+
+
+def test_scale_sets_replicas_and_a_later_apply_takes_them_back(kc: Path, namespace: str) -> None:
+    kube.scale("cluster1", namespace, "deploy/helloworld-v1", 0, kubeconfig=kc)
+    scaled = kube.get_object("cluster1", "apps/v1", "Deployment", "helloworld-v1", namespace, kubeconfig=kc)
+    assert scaled is not None and scaled["spec"]["replicas"] == 0
+    eventually(lambda: not kube.pods("cluster1", namespace, "app=helloworld", kubeconfig=kc), 30, "no helloworld pod")
+    kube.apply("cluster1", SAMPLES / "helloworld.yaml", namespace=namespace, selector="version=v1", kubeconfig=kc)
+    kube.wait_ready("cluster1", namespace, "deploy/helloworld-v1", timeout=60, kubeconfig=kc)
+    with pytest.raises(ManifestError, match="give deploy/<name> or statefulset/<name>"):
+        kube.scale("cluster1", namespace, "svc/helloworld", 1, kubeconfig=kc)
+
+
 def test_a_wait_that_times_out_says_why(kc: Path, namespace: str) -> None:
     typo = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "typo"},
             "spec": {"selector": {"matchLabels": {"app": "typo"}},
