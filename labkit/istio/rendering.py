@@ -601,6 +601,16 @@ def _gateway(settings: InstallSettings, gateway: GatewaySpec) -> list[Obj]:
                                               "prometheus.io/scrape": "true", "sidecar.istio.io/inject": "false",
                                               **gateway.pod_annotations}}
     sds = f"{name}-sds"
+    mounts: list[Obj] = [{"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True},
+                         {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio"}]
+    volumes: list[Obj] = [{"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
+                              "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}},
+                          {"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}}]
+    if SPIRE_TEMPLATE in _templates(gateway):
+        # Istio's `spire` template on a gateway (podAnnotations inject.istio.io/templates: "gateway,spire"): SPIRE's
+        # CSI volume at Istio's SDS socket path, so the gateway's identity comes from SPIRE like its sidecars'.
+        mounts.append({"name": "workload-socket", "mountPath": "/run/secrets/workload-spiffe-uds", "readOnly": True})
+        volumes.append({"name": "workload-socket", "csi": {"driver": "csi.spiffe.io", "readOnly": True}})
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": account, "namespace": ns, "labels": object_labels}},
@@ -628,15 +638,9 @@ def _gateway(settings: InstallSettings, gateway: GatewaySpec) -> list[Obj]:
                      "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021, "scheme": "HTTP"},
                                         "initialDelaySeconds": 1, "periodSeconds": 2, "timeoutSeconds": 1,
                                         "successThreshold": 1, "failureThreshold": 30},
-                     "volumeMounts": [{"name": "istio-token", "mountPath": "/var/run/secrets/tokens",
-                                       "readOnly": True},
-                                      {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio"}],
+                     "volumeMounts": mounts,
                  }],
-                 "volumes": [
-                     {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
-                         "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}},
-                     {"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}},
-                 ],
+                 "volumes": volumes,
              }},
          }},
         {"apiVersion": "v1", "kind": "Service", "metadata": service_metadata, "spec": service_spec},
@@ -644,6 +648,13 @@ def _gateway(settings: InstallSettings, gateway: GatewaySpec) -> list[Obj]:
 
 
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+TEMPLATES_ANNOTATION = "inject.istio.io/templates"
+SPIRE_TEMPLATE = "spire"
+
+
+def _templates(gateway: GatewaySpec) -> list[str]:
+    """The injection templates a gateway's pods ask for (``inject.istio.io/templates``)."""
+    return [t.strip() for t in gateway.pod_annotations.get(TEMPLATES_ANNOTATION, "").split(",") if t.strip()]
 
 
 def _proxy_config_annotation(gateway: GatewaySpec) -> Obj:

@@ -300,3 +300,18 @@ def test_a_gateways_proxy_config_annotation_reaches_its_agent() -> None:
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["PROXY_CONFIG"]) == {"drainDuration": "5s"}
     assert "proxy.istio.io/config" in deployment["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_a_gateway_asking_for_the_spire_template_mounts_spires_socket() -> None:
+    """Lab 5's ingress gateway (podAnnotations ``inject.istio.io/templates: gateway,spire``) gets the SPIFFE CSI
+    volume at Istio's SDS socket path, as the ``spire`` template gives it to sidecars."""
+    operator = yaml.safe_load((MANIFESTS / "spire-federation" / "cluster2.yaml").read_text())
+    deployment = _find(render_operator(operator).gateways, "Deployment", "istio-ingressgateway")
+    spec = deployment["spec"]["template"]["spec"]
+    assert {"name": "workload-socket", "csi": {"driver": "csi.spiffe.io", "readOnly": True}} in spec["volumes"]
+    assert {"name": "workload-socket", "mountPath": "/run/secrets/workload-spiffe-uds", "readOnly": True} in \
+        spec["containers"][0]["volumeMounts"]
+    assert deployment["metadata"]["namespace"] == "istio-ingress"
+    plain = _find(render_operator(yaml.safe_load((MANIFESTS / "spire-federation" / "eastwest-gateway-cluster2.yaml")
+                                                  .read_text())).gateways, "Deployment", "istio-eastwestgateway")
+    assert all(v["name"] != "workload-socket" for v in plain["spec"]["template"]["spec"]["volumes"])
