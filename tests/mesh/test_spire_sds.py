@@ -91,8 +91,8 @@ EASTWEST = {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator", 
 
 def test_a_gateway_installed_without_the_meshs_trust_domain_gets_its_identity_in_it(cluster: str) -> None:
     """The east-west gateway's IstioOperator (gen-eastwest-gateway.sh's) sets no meshConfig, so its agent asks for
-    a cluster.local identity; Istio's CA signs the caller it authenticated, in the mesh's trust domain, whatever
-    the CSR asks for — the gateway gets its certificate and becomes ready."""
+    a cluster.local identity; Istio's CA signs the caller it authenticated, in the mesh's trust domain — the
+    gateway gets its certificate and becomes ready."""
     istio.install(cluster, EASTWEST, quiet=True, timeout=120)
 
     def certificate() -> list[object] | None:

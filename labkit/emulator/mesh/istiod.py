@@ -480,13 +480,18 @@ class Istiod:
         ca = self.certificates.ca
         if ca is None:
             raise RuntimeError("Istio CA is not ready")
-        identity = f"spiffe://{self.mesh.trust_domain}/ns/{caller.namespace}/sa/{caller.service_account}"
-        # As Istio's CA does, the certificate names the authenticated caller in this mesh's trust domain, whatever
-        # the CSR asks for: a gateway installed by an IstioOperator of its own (the east-west gateway's, which sets
-        # no meshConfig) has an agent whose TRUST_DOMAIN is still cluster.local, and it gets its identity all the same.
+        path = f"/ns/{caller.namespace}/sa/{caller.service_account}"
+        identity = f"spiffe://{self.mesh.trust_domain}{path}"
         asked = request_identities(csr)
+        # The certificate names the authenticated caller in this mesh's trust domain, as Istio's CA does: a gateway
+        # installed by an IstioOperator of its own (the east-west gateway's sets no meshConfig) has an agent whose
+        # TRUST_DOMAIN is still cluster.local, and it gets its identity all the same. A CSR for another workload is
+        # still refused.
+        if len(asked) != 1 or not asked[0].startswith("spiffe://") or not asked[0].endswith(path) \
+                or "/" in asked[0].removeprefix("spiffe://").removesuffix(path):
+            raise AuthenticationError(f"the CSR asks for {asked}, but the caller is {identity}")
         if asked != [identity]:
-            _log.info("CSR from %s/%s asks for %s; signing %s", caller.namespace, caller.service_account, asked,
+            _log.info("CSR from %s/%s asks for %s; signing %s", caller.namespace, caller.service_account, asked[0],
                       identity)
         lifetime = dt.timedelta(seconds=ttl) if ttl > 0 else mesh_ca.WORKLOAD_LIFETIME
         leaf = ca.authority.sign_request(csr, identity, validity=lifetime)
