@@ -170,7 +170,7 @@ class Controller(ABC):
         """The keys an event concerns (none for events this controller ignores).
 
         Args:
-            event: a store event (a private copy).
+            event: a store event, the store's own: look at it, never change it or anything in it.
         """
 
     @abstractmethod
@@ -192,7 +192,8 @@ class Controller(ABC):
         if self._task is not None:
             raise RuntimeError(f"controller {self.name} is already running")
         self.queue = WorkQueue()
-        self._unsubscribe = self.store.subscribe(self._on_event)
+        # keys_for only looks at an event: no copy of every object for every controller.
+        self._unsubscribe = self.store.subscribe(self._on_event, shared=True)
         for key in self.initial_keys():
             self.queue.add(key)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"controller-{self.name}")
