@@ -29,6 +29,7 @@ import aiohttp
 import yaml
 
 from labkit.core.wire import Obj, Status
+from labkit.emulator.schemas.decoding import FAST_YAML
 from labkit.errors import KubeApiError
 
 _log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Credentials:
     @classmethod
     def from_kubeconfig(cls, text: str) -> Credentials:
         """The current context of a kubeconfig (what a remote secret holds): server, CA data, bearer token."""
-        config = yaml.safe_load(text)
+        config = yaml.load(text, Loader=FAST_YAML)
         if not isinstance(config, dict):
             raise _unanswered("the kubeconfig is not a YAML mapping")
         contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
