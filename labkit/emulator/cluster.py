@@ -128,6 +128,7 @@ class Cluster:
             dns_server=(dns_address.host, dns_address.port), resolve_ref=self._resolve_ref,
             read_data=self._read_data, ca_file=self.state_dir / "ca.crt", issue_token=self._issue_pod_token,
             record_event=EventRecorder(self.store, "kubelet", self.node_name))
+        await self.runtime.start()
         streams.install(self.api, self.runtime)
         self._unsubscribe = self.store.subscribe(self._events.put_nowait)
         self._pump = asyncio.create_task(self._apply_events(), name=f"{self.name}-events")

@@ -233,6 +233,12 @@ class NodeRuntime:
         self._release(pod)
         shutil.rmtree(pod.dir, ignore_errors=True)
 
+    async def start(self) -> None:
+        """Get the node ready for its first pods: start its zygote, whose imports (istiod's, the agent's) then
+        overlap the cluster's set-up instead of holding the first istiod in ContainerCreating."""
+        if self.zygote is not None:
+            await self.zygote.prepare()
+
     async def shutdown(self) -> None:
         """Stop every pod and wait for every process to be gone."""
         await asyncio.gather(*(self.remove_pod(p.namespace, p.name, p.uid) for p in list(self._pods.values())))
