@@ -90,11 +90,10 @@ class KubeClient:
 
     def __init__(self, credentials: Credentials, *, timeout: float = 10.0):
         self.credentials = credentials
-        context = ssl.create_default_context()
-        if credentials.ca_pem:
-            # ssl wants a file or cadata; cadata avoids temp files and works with PEM text.
-            context = ssl.create_default_context(cadata=credentials.ca_pem)
-        self._ssl = context
+        # ssl wants a file or cadata; cadata avoids temp files and works with PEM text. The machine's trust store is
+        # loaded (a tenth of a second) only when the credentials bring no CA of their own.
+        self._ssl = ssl.create_default_context(cadata=credentials.ca_pem) if credentials.ca_pem \
+            else ssl.create_default_context()
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
