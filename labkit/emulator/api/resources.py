@@ -184,8 +184,8 @@ def _status(kind: str) -> Subresource:
 
 # The built-in types the labs use, in the order a real server lists its groups: kubectl resolves an
 # ambiguous name (``events``, ``ev``) to the first group that has it, which must be the core group.
-# Only subresources the emulator serves are advertised: a real server also lists pods/attach,
-# pods/portforward, pods/eviction and namespaces/finalize, which the labs never use.
+# Only subresources the emulator serves are advertised: a real server also lists pods/eviction and
+# namespaces/finalize, which the labs never use.
 BUILTINS: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "Namespace", "namespaces", "namespace", False, NAMESPACE_VERBS, ("ns",),
                  subresources=(_status("Namespace"),)),
@@ -193,6 +193,7 @@ BUILTINS: tuple[ResourceType, ...] = (
                  subresources=(
                      Subresource("exec", "PodExecOptions", ("create", "get")),
                      Subresource("log", "Pod", ("get",)),
+                     Subresource("portforward", "PodPortForwardOptions", ("create", "get")),
                      _status("Pod"),
                  )),
     ResourceType("", "v1", "Service", "services", "service", True, short_names=("svc",), categories=("all",),

@@ -53,13 +53,16 @@ _WARNINGS = web.RequestKey("labkit.warnings", list)
 
 
 class PodIO(Protocol):
-    """Exec and logs, served by the node runtime."""
+    """Exec, logs and port-forward, served by the node runtime."""
 
     async def exec(self, namespace: str, name: str, container: str, argv: list[str], *,
                    stdin: bool) -> asyncio.subprocess.Process: ...
 
     def logs(self, namespace: str, name: str, container: str, *, tail: int | None,
              previous: bool) -> bytes: ...
+
+    async def connect(self, namespace: str, name: str,
+                      port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
 
 
 @dataclass(frozen=True)

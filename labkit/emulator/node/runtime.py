@@ -349,6 +349,28 @@ class NodeRuntime:
         pod.execs.add(process)
         return process
 
+    async def connect(self, namespace: str, name: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection to ``port`` of the pod, as a kubelet's port-forward dials ``localhost:port`` inside it.
+
+        A pod's "localhost" here is where its programs listen: the apps' address first (a sidecar holds the pod
+        IP), then the pod IP (the proxy's own ports, and pods without a sidecar).
+
+        Args:
+            namespace: the pod's namespace.
+            name: the pod's name.
+            port: the port inside the pod.
+
+        Raises:
+            StatusError: 404 for an unknown pod.
+            OSError: nothing listens there; the message is Go's dial error, which a kubelet reports.
+        """
+        pod = self._find(namespace, name)
+        addresses = list(dict.fromkeys((self._app_address(pod), pod.ip)))
+        for address in addresses:
+            with contextlib.suppress(OSError):
+                return await asyncio.open_connection(address, port)
+        raise ConnectionRefusedError(f"dial tcp4 {addresses[0]}:{port}: connect: connection refused")
+
     # ---- internals --------------------------------------------------------------------------------------------
 
     def _find(self, namespace: str, name: str) -> PodRecord:

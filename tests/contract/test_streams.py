@@ -1,0 +1,117 @@
+"""Pod streams through real clients: port-forward, proxy, logs and attach, as the labs' tools use them.
+
+Istio's docs reach every dashboard with ``kubectl port-forward``; these tests do what a learner does
+(forward, then ask over HTTP) and check that the answer comes from the pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import select
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+from kubernetes.stream import portforward
+
+from labkit.emulator import launching
+from labkit.testing import eventually
+
+SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
+CTX = ("--context", "cluster3", "-n", "streams")
+
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+
+
+@pytest.fixture(scope="module")
+def hello(kubectl: Any) -> str:
+    """helloworld v1 and its Service in namespace streams of cluster3 (no sidecar); the pod's name."""
+    kubectl("--context", "cluster3", "create", "ns", "streams")
+    kubectl(*CTX, "apply", "-f", str(SAMPLES / "helloworld.yaml"), "-l", "service=helloworld")
+    kubectl(*CTX, "apply", "-f", str(SAMPLES / "helloworld.yaml"), "-l", "version=v1")
+    kubectl(*CTX, "rollout", "status", "deploy/helloworld-v1", "--timeout=60s")
+    return kubectl(*CTX, "get", "pods", "-l", "app=helloworld", "-o", "jsonpath={.items[0].metadata.name}").stdout
+
+
+@contextlib.contextmanager
+def forwarding(kubectl: Any, target: str, port: int, **env: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """``kubectl port-forward <target> :<port>``: the local port kubectl chose, while it runs."""
+    command = [shutil.which("kubectl") or "kubectl", *CTX, "port-forward", target, f":{port}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(kubectl.env, **env))
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = process.stdout.readline() if ready else ""
+        found = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)", line)
+        assert found, f"kubectl port-forward printed {line!r}; stderr: {process.stderr.read() if not ready else ''}"
+        assert int(found.group(2)) == port
+        yield int(found.group(1)), process
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def test_port_forward_to_a_pod_answers_from_it(kubectl: Any, hello: str) -> None:
+    with forwarding(kubectl, f"pod/{hello}", 5000) as (local, _):
+        for _ in range(3):  # one session carries many connections
+            assert _get(f"http://127.0.0.1:{local}/hello") == f"Hello version: v1, instance: {hello}\n"
+
+
+def test_port_forward_to_a_service_reaches_its_target_port(kubectl: Any, hello: str) -> None:
+    with forwarding(kubectl, "svc/helloworld", 5000) as (local, _):
+        assert _get(f"http://127.0.0.1:{local}/hello").startswith("Hello version: v1, instance: helloworld-v1-")
+
+
+def test_port_forward_over_spdy_when_websockets_are_off(kubectl: Any, hello: str) -> None:
+    with forwarding(kubectl, f"pod/{hello}", 5000, KUBECTL_PORT_FORWARD_WEBSOCKETS="false") as (local, _):
+        assert _get(f"http://127.0.0.1:{local}/hello") == f"Hello version: v1, instance: {hello}\n"
+
+
+def test_port_forward_to_a_closed_port_reports_the_kubelets_error(kubectl: Any, hello: str) -> None:
+    with forwarding(kubectl, f"pod/{hello}", 5999) as (local, process):
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            _get(f"http://127.0.0.1:{local}/")
+        process.kill()
+        _, stderr = process.communicate()
+    assert "an error occurred forwarding" in stderr and "-> 5999" in stderr
+    assert "failed to connect to localhost:5999 inside namespace" in stderr and "connection refused" in stderr
+
+
+@pytest.fixture(scope="module")
+def api(emulator: launching.Emulator) -> Iterator[client.ApiClient]:
+    with config.new_client_from_config(str(emulator.kubeconfig), context="cluster3") as api_client:
+        yield api_client
+
+
+def test_python_client_port_forward_answers_from_the_pod(api: client.ApiClient, hello: str) -> None:
+    forward = portforward(client.CoreV1Api(api).connect_get_namespaced_pod_portforward, hello, "streams",
+                          ports="5000")
+    connection = forward.socket(5000)
+    connection.setblocking(True)
+    connection.sendall(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    received = b""
+    while not received.endswith(b"\n") or b"Hello version" not in received:
+        ready, _, _ = select.select([connection], [], [], 10)
+        assert ready, f"no answer through the port-forward; so far {received!r}"
+        data = connection.recv(4096)
+        if not data:
+            break
+        received += data
+    connection.close()
+    assert received.startswith(b"HTTP/1.") and f"Hello version: v1, instance: {hello}".encode() in received
+    assert forward.error(5000) is None
+    eventually(lambda: not forward.connected, 10, "the port-forward's socket to close")
