@@ -115,3 +115,47 @@ def test_python_client_port_forward_answers_from_the_pod(api: client.ApiClient, 
     assert received.startswith(b"HTTP/1.") and f"Hello version: v1, instance: {hello}".encode() in received
     assert forward.error(5000) is None
     eventually(lambda: not forward.connected, 10, "the port-forward's socket to close")
+
+
+@contextlib.contextmanager
+def proxying(kubectl: Any) -> Iterator[str]:
+    """``kubectl proxy --port=0``: the base URL it serves the API on, while it runs."""
+    command = [shutil.which("kubectl") or "kubectl", "--context", "cluster3", "proxy", "--port=0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=kubectl.env)
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = process.stdout.readline() if ready else ""
+        found = re.match(r"Starting to serve on 127\.0\.0\.1:(\d+)", line)
+        assert found, f"kubectl proxy printed {line!r}"
+        yield f"http://127.0.0.1:{found.group(1)}"
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def test_kubectl_proxy_reaches_a_service_and_a_pod(kubectl: Any, hello: str) -> None:
+    with proxying(kubectl) as base:
+        for service in ("helloworld:5000", "helloworld:http", "http:helloworld:5000"):
+            answer = _get(f"{base}/api/v1/namespaces/streams/services/{service}/proxy/hello")
+            assert answer == f"Hello version: v1, instance: {hello}\n"
+        assert _get(f"{base}/api/v1/namespaces/streams/pods/{hello}:5000/proxy/hello") == \
+            f"Hello version: v1, instance: {hello}\n"
+        assert _get(f"{base}/api/v1/namespaces/streams/pods/{hello}/proxy/hello").startswith("Hello version: v1")
+
+
+def test_service_proxy_without_endpoints_is_503_with_the_real_message(kubectl: Any, hello: str) -> None:
+    kubectl(*CTX, "create", "service", "clusterip", "nobody", "--tcp=80:8080")
+    out = kubectl(*CTX, "get", "--raw", "/api/v1/namespaces/streams/services/nobody:80/proxy/", check=False)
+    assert out.returncode == 1
+    assert 'no endpoints available for service \\"nobody\\"' in out.stderr or \
+        'no endpoints available for service "nobody"' in out.stderr
+    out = kubectl(*CTX, "get", "--raw", "/api/v1/namespaces/streams/services/helloworld:81/proxy/", check=False)
+    assert "no service port 81 found for service" in out.stderr
+
+
+def test_python_client_service_and_pod_proxy(api: client.ApiClient, hello: str) -> None:
+    v1 = client.CoreV1Api(api)
+    answer = v1.connect_get_namespaced_service_proxy_with_path("helloworld:5000", "streams", "hello")
+    assert answer == f"Hello version: v1, instance: {hello}\n"
+    assert v1.connect_get_namespaced_pod_proxy_with_path(f"{hello}:5000", "streams", "hello") == answer

@@ -31,6 +31,7 @@ NAMESPACE_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch"
 CREATE_ONLY = ("create",)
 CRD_VERBS = ("delete", "deletecollection", "get", "list", "patch", "create", "update", "watch")
 STATUS_VERBS = ("get", "patch", "update")
+PROXY_VERBS = ("create", "delete", "get", "patch", "update")
 
 _CRD_GROUP = "apiextensions.k8s.io"
 _CRD_KIND = "CustomResourceDefinition"
@@ -194,10 +195,11 @@ BUILTINS: tuple[ResourceType, ...] = (
                      Subresource("exec", "PodExecOptions", ("create", "get")),
                      Subresource("log", "Pod", ("get",)),
                      Subresource("portforward", "PodPortForwardOptions", ("create", "get")),
+                     Subresource("proxy", "PodProxyOptions", PROXY_VERBS),
                      _status("Pod"),
                  )),
     ResourceType("", "v1", "Service", "services", "service", True, short_names=("svc",), categories=("all",),
-                 subresources=(_status("Service"),)),
+                 subresources=(Subresource("proxy", "ServiceProxyOptions", PROXY_VERBS), _status("Service"))),
     ResourceType("", "v1", "Endpoints", "endpoints", "endpoints", True, short_names=("ep",)),
     ResourceType("", "v1", "Secret", "secrets", "secret", True),
     ResourceType("", "v1", "ConfigMap", "configmaps", "configmap", True, short_names=("cm",)),

@@ -193,6 +193,8 @@ class ApiServer:
         namespace: str | None = None
         if len(rest) >= 3 and rest[0] == "namespaces" and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
             namespace, rest = rest[1], rest[2:]
+        if len(rest) > 3 and rest[2] == "proxy":
+            rest = rest[:3]  # the rest of the path is the proxied one, the handler's to take from the request
         if not rest or len(rest) > 3:
             raise StatusError(404, "NotFound", f"the server could not find the requested resource "
                                                f"(/{'/'.join(parts)})")
