@@ -159,3 +159,38 @@ def test_python_client_service_and_pod_proxy(api: client.ApiClient, hello: str) 
     answer = v1.connect_get_namespaced_service_proxy_with_path("helloworld:5000", "streams", "hello")
     assert answer == f"Hello version: v1, instance: {hello}\n"
     assert v1.connect_get_namespaced_pod_proxy_with_path(f"{hello}:5000", "streams", "hello") == answer
+
+
+def _busybox(kubectl: Any, name: str, script: str, restart: str = "Never") -> None:
+    kubectl(*CTX, "run", name, "--image=busybox:1.36", f"--restart={restart}", "--", "sh", "-c", script)
+
+
+def test_logs_follow_until_the_container_ends_with_timestamps(kubectl: Any, hello: str) -> None:
+    _busybox(kubectl, "counter", "echo one; sleep 1; echo two; sleep 1; echo three")
+    eventually(lambda: "one" in kubectl(*CTX, "logs", "counter", check=False).stdout, 30, "the first line")
+    followed = kubectl(*CTX, "logs", "-f", "--timestamps", "counter", timeout=30).stdout  # returns when it ends
+    stamped = [line.split(" ", 1) for line in followed.splitlines()]
+    assert [text for _, text in stamped] == ["one", "two", "three"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", stamp) for stamp, _ in stamped)
+    assert stamped[0][0] < stamped[1][0] < stamped[2][0]  # written a second apart, stamped as they came
+    assert kubectl(*CTX, "logs", "counter", "--tail=1").stdout == "three\n"
+
+
+def test_logs_since_keeps_only_recent_lines(kubectl: Any, hello: str) -> None:
+    _busybox(kubectl, "slow", "echo early; sleep 5; echo late; sleep 3600")
+    eventually(lambda: "late" in kubectl(*CTX, "logs", "slow", check=False).stdout, 30, "the late line")
+    assert kubectl(*CTX, "logs", "slow", "--since=3s").stdout == "late\n"
+    assert kubectl(*CTX, "logs", "slow", "--since=1h").stdout == "early\nlate\n"
+
+
+def test_logs_previous_after_a_restart_and_the_error_without_one(kubectl: Any, hello: str) -> None:
+    _busybox(kubectl, "crashy", "echo attempt $(date +%s%N); exit 3", restart="Always")
+    restarted = eventually(lambda: kubectl(*CTX, "get", "pod", "crashy", "-o",
+                                           "jsonpath={.status.containerStatuses[0].restartCount}").stdout
+                           not in ("", "0"), 60, "a restart")
+    assert restarted
+    assert kubectl(*CTX, "logs", "crashy", "--previous").stdout.startswith("attempt ")
+    out = kubectl(*CTX, "logs", "counter", "--previous", check=False)
+    assert out.returncode == 1
+    assert out.stderr.strip() == 'Error from server (BadRequest): previous terminated container "counter" in ' \
+                                 'pod "counter" not found'

@@ -21,7 +21,7 @@ import copy
 import datetime as dt
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -59,7 +59,10 @@ class PodIO(Protocol):
                    stdin: bool) -> asyncio.subprocess.Process: ...
 
     def logs(self, namespace: str, name: str, container: str, *, tail: int | None,
-             previous: bool) -> bytes: ...
+             previous: bool, timestamps: bool, since: float | None) -> bytes: ...
+
+    def follow_logs(self, namespace: str, name: str, container: str, *, tail: int | None, timestamps: bool,
+                    since: float | None) -> AsyncIterator[bytes]: ...
 
     async def connect(self, namespace: str, name: str,
                       port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...

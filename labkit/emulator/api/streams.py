@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from labkit.core import kubetime
 from labkit.emulator.api.auth import User
 from labkit.emulator.api.server import ApiServer, PodIO, Target
 from labkit.emulator.apimachinery import status
@@ -134,19 +136,61 @@ async def _exec(server: ApiServer, pod_io: PodIO, request: web.Request, target: 
 async def _log(server: ApiServer, pod_io: PodIO, request: web.Request, target: Target) -> web.StreamResponse:
     pod = server.store.get("", "pods", target.name, target.namespace or "")
     container = _container(pod, request.query.get("container"))
-    tail = request.query.get("tailLines")
-    previous = request.query.get("previous") in ("true", "1")
-    data = pod_io.logs(target.namespace or "", target.name, container, tail=int(tail) if tail else None,
-                       previous=previous)
-    if request.query.get("follow") not in ("true", "1"):
-        return web.Response(body=data, content_type="text/plain")
+    query = request.query
+    tail, limit = _number(query, "tailLines"), _number(query, "limitBytes")
+    previous, timestamps = _flag(query, "previous"), _flag(query, "timestamps")
+    since = _since(query)
+    namespace = target.namespace or ""
+    if not _flag(query, "follow") or previous:  # a previous instance has ended: there is nothing to follow
+        data = pod_io.logs(namespace, target.name, container, tail=tail, previous=previous, timestamps=timestamps,
+                           since=since)
+        return web.Response(body=data[:limit] if limit else data, content_type="text/plain")
+    chunks = pod_io.follow_logs(namespace, target.name, container, tail=tail, timestamps=timestamps, since=since)
+    first = await anext(chunks, b"")  # an unknown pod or container fails here, before the 200 goes out
     response = web.StreamResponse(headers={"Content-Type": "text/plain"})
     response.enable_chunked_encoding()
     await response.prepare(request)
-    await response.write(data)
-    follow = getattr(pod_io, "follow_logs", None)
-    if follow is not None:
-        with contextlib.suppress(ConnectionResetError, RuntimeError):
-            async for chunk in follow(target.namespace or "", target.name, container):
+    sent = 0
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        chunk = first
+        while True:
+            if limit and sent + len(chunk) >= limit:
+                await response.write(chunk[:limit - sent])
+                break
+            if chunk:
                 await response.write(chunk)
+                sent += len(chunk)
+            chunk = await anext(chunks, None)
+            if chunk is None:
+                break
+    await chunks.aclose()
     return response
+
+
+def _flag(query: Any, name: str) -> bool:
+    return query.get(name) in ("true", "1")
+
+
+def _number(query: Any, name: str) -> int | None:
+    value = query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise status.bad_request(f'{name}: Invalid value: "{value}": must be an integer') from exc
+
+
+def _since(query: Any) -> float | None:
+    """``sinceSeconds`` (``kubectl logs --since=5m``) or ``sinceTime`` (``--since-time``) as a moment."""
+    seconds = _number(query, "sinceSeconds")
+    if seconds is not None:
+        if seconds < 1:
+            raise status.bad_request(f"sinceSeconds: Invalid value: {seconds}: must be greater than 0")
+        return time.time() - seconds
+    if query.get("sinceTime"):
+        moment = kubetime.timestamp(query["sinceTime"])
+        if moment is None:
+            raise status.bad_request(f'sinceTime: Invalid value: "{query["sinceTime"]}": must be RFC 3339')
+        return moment
+    return None

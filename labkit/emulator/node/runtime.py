@@ -46,7 +46,7 @@ from labkit.core.wire import Obj
 from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
-from labkit.emulator.node import forking, hooks, probing, spawning
+from labkit.emulator.node import forking, hooks, logfiles, probing, spawning
 from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
@@ -64,6 +64,7 @@ MOUNT_RETRY = 0.5
 MAX_MOUNT_RETRY = 5.0
 GRACE_CAP = 2.0
 FOLLOW_POLL = 0.05
+LOG_DRAIN = 1.0  # how long an ended container's output may still be on its way to the log file
 
 StatusCallback = Callable[[str, str, dict[str, Any]], None]
 # (namespace, service account, audiences, lifetime in seconds or None for the default) -> a bound token,
@@ -267,7 +268,7 @@ class NodeRuntime:
     # ---- logs and exec ----------------------------------------------------------------------------------------
 
     def logs(self, namespace: str, name: str, container: str | None = None, *, tail: int | None = None,
-             previous: bool = False) -> bytes:
+             previous: bool = False, timestamps: bool = False, since: float | None = None) -> bytes:
         """What ``kubectl logs`` prints: the container's stdout and stderr.
 
         Args:
@@ -276,6 +277,8 @@ class NodeRuntime:
             container: the container; may be left out when the pod has only one.
             tail: only the last ``tail`` lines.
             previous: the instance before the last restart (``kubectl logs --previous``).
+            timestamps: start each line with the time it was written (``--timestamps``).
+            since: only lines written at or after this time (seconds since the epoch; ``--since``).
 
         Raises:
             StatusError: 404 for an unknown pod, 400 for an unknown container or no previous instance.
@@ -283,11 +286,15 @@ class NodeRuntime:
         pod = self._find(namespace, name)
         record = self._container(pod, container)
         path = self._log_file(pod, record, previous)
-        data = path.read_bytes() if path.exists() else b""
-        return _tail(data, tail)
+        if not timestamps and since is None:
+            data = path.read_bytes() if path.exists() else b""
+            return _tail(data, tail)
+        entries, _ = logfiles.read(path)
+        return logfiles.render(entries, timestamps=timestamps, since=since, tail=tail)
 
     async def follow_logs(self, namespace: str, name: str, container: str | None = None, *,
-                          tail: int | None = None) -> AsyncIterator[bytes]:
+                          tail: int | None = None, timestamps: bool = False,
+                          since: float | None = None) -> AsyncIterator[bytes]:
         """``kubectl logs -f``: what is there, then what comes, until the container's process ends.
 
         Args:
@@ -295,25 +302,24 @@ class NodeRuntime:
             name: the pod's name.
             container: the container; may be left out when the pod has only one.
             tail: start with only the last ``tail`` lines.
+            timestamps: start each line with the time it was written; lines then go out whole.
+            since: start with only the lines written at or after this time (seconds since the epoch).
         """
         pod = self._find(namespace, name)
         record = self._container(pod, container)
         path = self._log_file(pod, record, previous=False)
         process = record.process
-        data = path.read_bytes() if path.exists() else b""
-        position = len(data)
-        if data := _tail(data, tail):
+        entries, position = logfiles.read(path, partial=not timestamps)
+        if data := logfiles.render(entries, timestamps=timestamps, since=since, tail=tail):
             yield data
         while True:
-            chunk = b""
-            with contextlib.suppress(FileNotFoundError), path.open("rb") as file:
-                file.seek(position)
-                chunk = file.read()
-            if chunk:
-                position += len(chunk)
-                yield chunk
+            # The supervisor lets go of the process once its output has reached the file.
+            ended = pod.removing or record.log_path != path or process is None or record.process is not process
+            entries, after = logfiles.read(path, position, partial=not timestamps or ended)
+            if entries:
+                position = after
+                yield logfiles.render(entries, timestamps=timestamps)
                 continue
-            ended = (pod.removing or record.log_path != path or process is None or process.returncode is not None)
             if ended:
                 return
             await asyncio.sleep(FOLLOW_POLL)
@@ -577,9 +583,12 @@ class NodeRuntime:
         container.container_id = f"containerd://{secrets.token_hex(32)}"
         try:
             argv = self.environment.argv(container)
-            with container.log_path.open("ab") as log:
-                process = await spawning.spawn(argv, env=container.env, cwd=pod.dir, stdout=log,
+            output, log_writer = await logfiles.open_pipe(container.log_path)
+            try:
+                process = await spawning.spawn(argv, env=container.env, cwd=pod.dir, stdout=output,
                                                stderr=asyncio.subprocess.STDOUT, zygote=self.zygote)
+            finally:
+                os.close(output)  # the child has it; the log ends when the child's copies close
         except OSError as exc:
             message = (f"failed to create containerd task: failed to create shim task: OCI runtime "
                        f"create failed: unable to start container process: {exc}: unknown")
@@ -602,6 +611,9 @@ class NodeRuntime:
             failed=lambda: self.events.unhealthy(ref, container.name, probe, target)))
         try:
             code = await process.wait()
+            # The last words are still in the pipe: a restart or `logs -f` must find them in the file.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(log_writer.closed), LOG_DRAIN)
         finally:
             readiness.cancel()
             with contextlib.suppress(asyncio.CancelledError):
