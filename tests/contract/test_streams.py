@@ -7,10 +7,15 @@ Istio's docs reach every dashboard with ``kubectl port-forward``; these tests do
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import re
 import select
 import shutil
+import struct
 import subprocess
+import termios
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -194,3 +199,40 @@ def test_logs_previous_after_a_restart_and_the_error_without_one(kubectl: Any, h
     assert out.returncode == 1
     assert out.stderr.strip() == 'Error from server (BadRequest): previous terminated container "counter" in ' \
                                  'pod "counter" not found'
+
+
+def _on_terminal(kubectl: Any, *args: str, typed: bytes, until: bytes, size: tuple[int, int] = (33, 101)) -> bytes:
+    """Run kubectl with a terminal of its own (rows × columns ``size``), type ``typed``, read until ``until``."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+    process = subprocess.Popen([shutil.which("kubectl") or "kubectl", *args], stdin=slave, stdout=slave,
+                               stderr=slave, env=kubectl.env, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        sent = False
+        while until not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break  # kubectl ended
+            if not sent and b"$ " in seen:  # the prompt: the command is reading
+                os.write(master, typed)
+                sent = True
+        return seen
+    finally:
+        process.kill()
+        process.wait()
+        os.close(master)
+
+
+def test_exec_it_runs_the_command_on_a_terminal_of_the_clients_size(kubectl: Any, hello: str) -> None:
+    seen = _on_terminal(kubectl, *CTX, "exec", "-it", hello, "--", "sh", "-c",
+                        "tty; stty size; printf '$ '; read answer; echo got $answer",
+                        typed=b"hello\r", until=b"got hello")
+    assert b"/dev/pts/" in seen
+    assert b"33 101" in seen
+    assert b"got hello" in seen

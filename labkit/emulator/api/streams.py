@@ -22,8 +22,9 @@ from labkit.core import kubetime
 from labkit.emulator.api.auth import User
 from labkit.emulator.api.server import ApiServer, PodIO, Target
 from labkit.emulator.apimachinery import status
+from labkit.emulator.node import terminals
 
-STDIN, STDOUT, STDERR, ERROR, CLOSE = 0, 1, 2, 3, 255
+STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
 
 
@@ -74,13 +75,14 @@ async def _exec(server: ApiServer, pod_io: PodIO, request: web.Request, target: 
     if not argv:
         raise status.bad_request("you must specify at least one command for the container")
     with_stdin = request.query.get("stdin") in ("true", "1")
+    tty = request.query.get("tty") in ("true", "1")
     socket = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
     if not socket.can_prepare(request).ok:
         raise status.bad_request("exec needs a WebSocket upgrade (v4 or v5.channel.k8s.io); SPDY is not served: "
                                  "unset KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false")
     await socket.prepare(request)
     try:
-        process = await pod_io.exec(target.namespace or "", target.name, container, argv, stdin=with_stdin)
+        process = await pod_io.exec(target.namespace or "", target.name, container, argv, stdin=with_stdin, tty=tty)
     except Exception as exc:  # after the upgrade, every failure must travel as a Status on the error channel
         failure = exc if isinstance(exc, status.StatusError) else status.internal(
             f"error executing command in container: {exc}")
@@ -109,10 +111,12 @@ async def _exec(server: ApiServer, pod_io: PodIO, request: web.Request, target: 
                 process.stdin.write(data[1:])
                 with contextlib.suppress(ConnectionError):
                     await process.stdin.drain()
+            elif data[0] == RESIZE and tty:
+                _resize(process, data[1:])
             elif data[0] == CLOSE and len(data) > 1 and data[1] == STDIN and process.stdin is not None:
-                process.stdin.close()
+                _close_stdin(process)
         if process.stdin is not None and not process.stdin.is_closing():
-            process.stdin.close()
+            _close_stdin(process)
 
     feeder = asyncio.create_task(feed())
     try:
@@ -129,8 +133,28 @@ async def _exec(server: ApiServer, pod_io: PodIO, request: web.Request, target: 
         feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await feeder
+        if isinstance(process, terminals.TerminalProcess):
+            process.close()
         await socket.close()
     return socket
+
+
+def _resize(process: Any, payload: bytes) -> None:
+    """Channel 4: the client's window size (``{"Width": 80, "Height": 24}``), set on the command's terminal."""
+    try:
+        size = json.loads(payload)
+        width, height = int(size.get("Width") or 0), int(size.get("Height") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return  # a malformed size is dropped, as a kubelet logs and goes on
+    if width > 0 and height > 0 and isinstance(process, terminals.TerminalProcess):
+        process.resize(width, height)
+
+
+def _close_stdin(process: Any) -> None:
+    if isinstance(process, terminals.TerminalProcess):
+        process.close_stdin()  # a terminal reads Ctrl-D: closing it would hang the command up
+    elif not process.stdin.is_closing():
+        process.stdin.close()
 
 
 async def _log(server: ApiServer, pod_io: PodIO, request: web.Request, target: Target) -> web.StreamResponse:

@@ -46,7 +46,7 @@ from labkit.core.wire import Obj
 from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
-from labkit.emulator.node import forking, hooks, logfiles, probing, spawning
+from labkit.emulator.node import forking, hooks, logfiles, probing, spawning, terminals
 from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
@@ -325,7 +325,7 @@ class NodeRuntime:
             await asyncio.sleep(FOLLOW_POLL)
 
     async def exec(self, namespace: str, name: str, container: str | None, argv: list[str], *,
-                   stdin: bool = False) -> asyncio.subprocess.Process:
+                   stdin: bool = False, tty: bool = False) -> asyncio.subprocess.Process | terminals.TerminalProcess:
         """Run ``argv`` as the pod (its environment, directory and shims); the caller owns the pipes and waits.
 
         Args:
@@ -334,6 +334,7 @@ class NodeRuntime:
             container: the container whose environment to use; the first one when ``None``.
             argv: the command, looked up on the pod's ``PATH`` (its ``bin/`` first, then the machine's).
             stdin: give the process a stdin pipe (``kubectl exec -i``); otherwise it reads from /dev/null.
+            tty: run it on a terminal of its own (``kubectl exec -t``, :mod:`.terminals`) instead of pipes.
 
         Raises:
             StatusError: 404 for an unknown pod, 400 for an unknown or not running container.
@@ -350,6 +351,19 @@ class NodeRuntime:
         if program is None or not os.access(program, os.X_OK):
             raise ExecNotFoundError(argv[0], INSTALL_HINTS.get(argv[0], f"Install {argv[0]} on this machine."))
         pod.execs = {p for p in pod.execs if p.returncode is None}
+        if tty:
+            master, slave = terminals.open_pty()
+            try:
+                process = await spawning.spawn([program, *argv[1:]], env=dict(env, TERM=env.get("TERM", "xterm")),
+                                               cwd=pod.dir, stdin=slave, stdout=slave, stderr=slave, terminal=True)
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            pod.execs.add(process)  # type: ignore[arg-type]
+            writer, reader = await terminals.master_streams(master)
+            return terminals.TerminalProcess(process, master, writer, reader)
         process = await spawning.spawn([program, *argv[1:]], env=env, cwd=pod.dir,
                                        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL)
         pod.execs.add(process)
