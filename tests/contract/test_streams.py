@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
-from kubernetes.stream import portforward
+from kubernetes.stream import portforward, stream
 
 from labkit.emulator import launching
 from labkit.testing import eventually
@@ -236,3 +236,70 @@ def test_exec_it_runs_the_command_on_a_terminal_of_the_clients_size(kubectl: Any
     assert b"/dev/pts/" in seen
     assert b"33 101" in seen
     assert b"got hello" in seen
+
+
+def test_run_i_rm_feeds_stdin_prints_output_and_deletes_the_pod(kubectl: Any, hello: str) -> None:
+    out = kubectl(*CTX, "run", "greeter", "-i", "--rm", "--restart=Never", "--image=busybox", "--", "sh", "-c",
+                  "read name; echo hello $name", input="world\n", timeout=90)
+    assert "hello world" in out.stdout
+    assert 'pod "greeter" deleted' in out.stdout
+    assert "greeter" not in kubectl(*CTX, "get", "pods").stdout
+
+
+def test_run_i_of_a_quick_command_loses_none_of_its_output(kubectl: Any, hello: str) -> None:
+    out = kubectl(*CTX, "run", "quick", "-i", "--rm", "--restart=Never", "--image=busybox", "--", "sh", "-c",
+                  "echo first; echo second", timeout=90)
+    assert "first\nsecond\n" in out.stdout
+
+
+def test_attach_writes_to_the_containers_own_stdin(kubectl: Any, api: client.ApiClient, hello: str) -> None:
+    kubectl(*CTX, "apply", "-f", "-", input="""
+apiVersion: v1
+kind: Pod
+metadata: {name: echoer}
+spec:
+  containers:
+  - name: echoer
+    image: busybox
+    stdin: true
+    command: [sh, -c, 'while read line; do echo "got $line"; done']
+""")
+    kubectl(*CTX, "wait", "--for=condition=Ready", "pod/echoer", "--timeout=60s")
+    command = [shutil.which("kubectl") or "kubectl", *CTX, "attach", "-i", "echoer"]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=kubectl.env)
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(b"one\n")
+        process.stdin.flush()
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"got one" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([process.stdout], [], [], 1)
+            if ready:
+                seen += os.read(process.stdout.fileno(), 4096)
+        assert b"got one" in seen
+    finally:
+        process.kill()
+        process.communicate()
+    # The container's stdin outlives that attach (no stdinOnce): the Python client's attach reaches it too.
+    session = stream(client.CoreV1Api(api).connect_get_namespaced_pod_attach, "echoer", "streams", stdin=True,
+                     stdout=True, stderr=True, tty=False, _preload_content=False)
+    try:
+        session.write_stdin("two\n")
+        heard = ""
+        deadline = time.monotonic() + 30
+        while "got two" not in heard and time.monotonic() < deadline:
+            session.update(timeout=1)
+            heard += session.read_stdout() if session.peek_stdout() else ""
+        assert "got two" in heard and "got one" not in heard  # output from the attach on, as a kubelet gives it
+    finally:
+        session.close()
+    assert kubectl(*CTX, "get", "pod", "echoer", "-o", "jsonpath={.status.phase}").stdout == "Running"
+
+
+def test_run_it_gives_the_containers_shell_a_terminal(kubectl: Any, hello: str) -> None:
+    seen = _on_terminal(kubectl, *CTX, "run", "shell", "-it", "--rm", "--restart=Never", "--image=busybox", "--",
+                        "sh", "-c", "tty; printf '$ '; read answer; echo got $answer",
+                        typed=b"yes\r", until=b'pod "shell" deleted')
+    assert b"/dev/pts/" in seen and b"got yes" in seen

@@ -192,6 +192,7 @@ BUILTINS: tuple[ResourceType, ...] = (
                  subresources=(_status("Namespace"),)),
     ResourceType("", "v1", "Pod", "pods", "pod", True, short_names=("po",), categories=("all",),
                  subresources=(
+                     Subresource("attach", "PodAttachOptions", ("create", "get")),
                      Subresource("exec", "PodExecOptions", ("create", "get")),
                      Subresource("log", "Pod", ("get",)),
                      Subresource("portforward", "PodPortForwardOptions", ("create", "get")),

@@ -53,7 +53,7 @@ _WARNINGS = web.RequestKey("labkit.warnings", list)
 
 
 class PodIO(Protocol):
-    """Exec, logs and port-forward, served by the node runtime."""
+    """Exec, attach, logs and port-forward, served by the node runtime."""
 
     async def exec(self, namespace: str, name: str, container: str, argv: list[str], *,
                    stdin: bool, tty: bool) -> Any: ...
@@ -63,6 +63,8 @@ class PodIO(Protocol):
 
     def follow_logs(self, namespace: str, name: str, container: str, *, tail: int | None, timestamps: bool,
                     since: float | None) -> AsyncIterator[bytes]: ...
+
+    async def attach(self, namespace: str, name: str, container: str) -> Any: ...
 
     async def connect(self, namespace: str, name: str,
                       port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...

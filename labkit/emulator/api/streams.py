@@ -1,11 +1,16 @@
-"""``pods/exec`` and ``pods/log``: the streaming subresources, over the protocols real clients speak.
+"""``pods/exec``, ``pods/attach`` and ``pods/log``: the streaming subresources, over the protocols real clients speak.
 
-Exec is a WebSocket with Kubernetes' channel framing (``v5.channel.k8s.io`` for kubectl 1.30+,
+Exec and attach are a WebSocket with Kubernetes' channel framing (``v5.channel.k8s.io`` for kubectl 1.30+,
 ``v4.channel.k8s.io`` for the Python client): every frame starts with a channel byte — 0 stdin,
-1 stdout, 2 stderr, 3 a final ``Status`` — and v5 lets the client close stdin with ``[255, 0]``.
-The exit code travels in that final Status (``NonZeroExitCode`` with an ``ExitCode`` cause), which is
-how ``kubectl exec`` prints ``command terminated with exit code 7`` and exits 1, and how a loop of
-calls learns that curl failed. The command itself runs in the node runtime as the pod.
+1 stdout, 2 stderr, 3 a final ``Status``, 4 the client's terminal size — and v5 lets the client close stdin
+with ``[255, 0]``. The exit code travels in that final Status (``NonZeroExitCode`` with an ``ExitCode``
+cause), which is how ``kubectl exec`` prints ``command terminated with exit code 7`` and exits 1, and how a
+loop of calls learns that curl failed. The command itself runs in the node runtime as the pod, on a
+terminal of its own when asked (``exec -t``). Attach joins the container's own process (``kubectl run -i``).
+
+Logs answer ``kubectl logs`` with its options: ``tailLines``, ``limitBytes``, ``timestamps``,
+``sinceSeconds``/``sinceTime``, ``previous``, and ``follow`` (streamed until the container ends or the
+client leaves).
 """
 
 from __future__ import annotations
@@ -37,7 +42,11 @@ def install(server: ApiServer, pod_io: PodIO) -> None:
     async def log_handler(request: web.Request, target: Target, user: User) -> web.StreamResponse:
         return await _log(server, pod_io, request, target)
 
+    async def attach_handler(request: web.Request, target: Target, user: User) -> web.StreamResponse:
+        return await _attach(server, pod_io, request, target)
+
     server.add_stream_handler("exec", exec_handler)
+    server.add_stream_handler("attach", attach_handler)
     server.add_stream_handler("log", log_handler)
 
 
@@ -139,13 +148,64 @@ async def _exec(server: ApiServer, pod_io: PodIO, request: web.Request, target: 
     return socket
 
 
-def _resize(process: Any, payload: bytes) -> None:
-    """Channel 4: the client's window size (``{"Width": 80, "Height": 24}``), set on the command's terminal."""
+async def _attach(server: ApiServer, pod_io: PodIO, request: web.Request, target: Target) -> web.StreamResponse:
+    pod = server.store.get("", "pods", target.name, target.namespace or "")
+    container = _container(pod, request.query.get("container"))
+    _running(pod, container)
+    with_stdin = request.query.get("stdin") in ("true", "1")
+    attachment = await pod_io.attach(target.namespace or "", target.name, container)
+    socket = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
+    if not socket.can_prepare(request).ok:
+        raise status.bad_request("attach needs a WebSocket upgrade (v4 or v5.channel.k8s.io); SPDY is not served: "
+                                 "unset KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false")
+    await socket.prepare(request)
+
+    async def feed() -> None:
+        async for message in socket:
+            if message.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+                break
+            data = message.data if isinstance(message.data, bytes) else message.data.encode()
+            if not data:
+                continue
+            if data[0] == STDIN and with_stdin:
+                await attachment.write(data[1:])
+            elif data[0] == RESIZE:
+                width, height = _size(data[1:])
+                attachment.resize(width, height)
+            elif data[0] == CLOSE and len(data) > 1 and data[1] == STDIN and with_stdin:
+                attachment.close_stdin()
+
+    async def pump() -> None:
+        async for chunk in attachment.output:
+            await socket.send_bytes(bytes([STDOUT]) + chunk)
+        # The kubelet reports an attach that ran its course as a success, whatever the exit code.
+        await socket.send_bytes(bytes([ERROR]) + json.dumps(_exit_status(0)).encode())
+
+    tasks = {asyncio.create_task(pump()), asyncio.create_task(feed())}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)  # the container ended, or the client left
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if with_stdin:
+            attachment.leave()
+        await socket.close()
+    return socket
+
+
+def _size(payload: bytes) -> tuple[int, int]:
+    """Channel 4's window size (``{"Width": 80, "Height": 24}``) as ``(width, height)``; zeros when malformed."""
     try:
         size = json.loads(payload)
-        width, height = int(size.get("Width") or 0), int(size.get("Height") or 0)
+        return int(size.get("Width") or 0), int(size.get("Height") or 0)
     except (ValueError, TypeError, AttributeError):
-        return  # a malformed size is dropped, as a kubelet logs and goes on
+        return 0, 0  # a malformed size is dropped, as a kubelet logs and goes on
+
+
+def _resize(process: Any, payload: bytes) -> None:
+    """Channel 4: the client's window size, set on the command's terminal."""
+    width, height = _size(payload)
     if width > 0 and height > 0 and isinstance(process, terminals.TerminalProcess):
         process.resize(width, height)
 

@@ -61,14 +61,23 @@ class LogWriter(asyncio.Protocol):
 async def open_pipe(log_path: Path) -> tuple[int, LogWriter]:
     """A pipe whose write end (returned, for the child; close it once the child has it) feeds ``log_path``."""
     read_end, write_end = os.pipe()
-    writer = LogWriter(log_path)
     try:
-        await asyncio.get_running_loop().connect_read_pipe(lambda: writer, os.fdopen(read_end, "rb", buffering=0))
+        writer = await read_into(read_end, log_path)
     except BaseException:
         os.close(write_end)
-        writer.connection_lost(None)
         raise
     return write_end, writer
+
+
+async def read_into(fd: int, log_path: Path) -> LogWriter:
+    """Feed ``log_path`` from ``fd`` (a pipe's read end, or a terminal's master end), which it then owns."""
+    writer = LogWriter(log_path)
+    try:
+        await asyncio.get_running_loop().connect_read_pipe(lambda: writer, os.fdopen(fd, "rb", buffering=0))
+    except BaseException:
+        writer.connection_lost(None)
+        raise
+    return writer
 
 
 def _times(log_path: Path) -> tuple[list[int], list[int]]:

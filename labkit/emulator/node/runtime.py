@@ -46,7 +46,7 @@ from labkit.core.wire import Obj
 from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
-from labkit.emulator.node import forking, hooks, logfiles, probing, spawning, terminals
+from labkit.emulator.node import attaching, forking, hooks, logfiles, probing, spawning, terminals
 from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
@@ -312,6 +312,12 @@ class NodeRuntime:
         entries, position = logfiles.read(path, partial=not timestamps)
         if data := logfiles.render(entries, timestamps=timestamps, since=since, tail=tail):
             yield data
+        async for chunk in self._follow(pod, record, process, path, position, timestamps=timestamps):
+            yield chunk
+
+    async def _follow(self, pod: PodRecord, record: ContainerRecord, process: spawning.Process | None, path: Path,
+                      position: int, *, timestamps: bool = False) -> AsyncIterator[bytes]:
+        """What the container instance ``process`` writes to ``path`` after ``position``, until it has ended."""
         while True:
             # The supervisor lets go of the process once its output has reached the file.
             ended = pod.removing or record.log_path != path or process is None or record.process is not process
@@ -323,6 +329,29 @@ class NodeRuntime:
             if ended:
                 return
             await asyncio.sleep(FOLLOW_POLL)
+
+    async def attach(self, namespace: str, name: str, container: str | None) -> attaching.Attachment:
+        """``kubectl attach`` (and ``run -i``): the running container's stdin, output and terminal.
+
+        Output is what the container writes from now on; the first attach of a ``stdinOnce`` container (what
+        ``kubectl run -i`` makes) gets it from the start, so a command quicker than the attach loses nothing.
+
+        Args:
+            namespace: the pod's namespace.
+            name: the pod's name.
+            container: the container; the first one when ``None``.
+
+        Raises:
+            StatusError: 404 for an unknown pod, 400 for an unknown or not running container.
+        """
+        pod = self._find(namespace, name)
+        record = self._container(pod, container, default_first=True)
+        process, path = record.process, record.log_path
+        if process is None or process.returncode is not None or path is None:
+            raise api_status.bad_request(f'unable to upgrade connection: container not found ("{record.name}")')
+        once = bool(record.spec.get("stdinOnce"))
+        start = 0 if once and not record.stdin_claimed else (path.stat().st_size if path.exists() else 0)
+        return attaching.Attachment(record, self._follow(pod, record, process, path, start), once=once)
 
     async def exec(self, namespace: str, name: str, container: str | None, argv: list[str], *,
                    stdin: bool = False, tty: bool = False) -> asyncio.subprocess.Process | terminals.TerminalProcess:
@@ -596,13 +625,7 @@ class NodeRuntime:
         container.ever_created = True
         container.container_id = f"containerd://{secrets.token_hex(32)}"
         try:
-            argv = self.environment.argv(container)
-            output, log_writer = await logfiles.open_pipe(container.log_path)
-            try:
-                process = await spawning.spawn(argv, env=container.env, cwd=pod.dir, stdout=output,
-                                               stderr=asyncio.subprocess.STDOUT, zygote=self.zygote)
-            finally:
-                os.close(output)  # the child has it; the log ends when the child's copies close
+            process, log_writer = await self._start(pod, container, self.environment.argv(container))
         except OSError as exc:
             message = (f"failed to create containerd task: failed to create shim task: OCI runtime "
                        f"create failed: unable to start container process: {exc}: unknown")
@@ -629,12 +652,61 @@ class NodeRuntime:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(log_writer.closed), LOG_DRAIN)
         finally:
+            if container.stdin is not None:
+                container.stdin.close()
+                container.stdin, container.terminal = None, None
             readiness.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await readiness
         # A signal shows as 128+N, as container runtimes report it (SIGKILL → 137).
         exit_code = 128 - code if code < 0 else code
         return exit_code, "Completed" if exit_code == 0 else "Error", ""
+
+    async def _start(self, pod: PodRecord, container: ContainerRecord,
+                     argv: list[str]) -> tuple[spawning.Process, logfiles.LogWriter]:
+        """Start one instance of the container, its output going to its log file.
+
+        A container with ``tty: true`` runs on a terminal (output and input through its master end); with
+        ``stdin: true``, on a stdin pipe the node keeps for attaches; otherwise stdin is /dev/null.
+        """
+        assert container.log_path is not None
+        container.stdin, container.terminal, container.stdin_claimed = None, None, False
+        loop = asyncio.get_running_loop()
+        if container.spec.get("tty"):
+            master, slave = terminals.open_pty()
+            try:
+                log_writer = await logfiles.read_into(os.dup(master), container.log_path)
+                process = await spawning.spawn(argv, env=dict(container.env, TERM="xterm"), cwd=pod.dir, stdin=slave,
+                                               stdout=slave, stderr=slave, terminal=True)
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                                os.fdopen(master, "wb", buffering=0))
+            container.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+            container.terminal = master
+            return process, log_writer
+        output, log_writer = await logfiles.open_pipe(container.log_path)
+        read_end, write_end = os.pipe() if container.spec.get("stdin") else (None, None)
+        try:
+            process = await spawning.spawn(argv, env=container.env, cwd=pod.dir,
+                                           stdin=read_end if read_end is not None else asyncio.subprocess.DEVNULL,
+                                           stdout=output, stderr=asyncio.subprocess.STDOUT, zygote=self.zygote)
+        except BaseException:
+            if write_end is not None:
+                os.close(write_end)
+            raise
+        finally:
+            os.close(output)  # the child has it; the log ends when the child's copies close
+            if read_end is not None:
+                os.close(read_end)
+        if write_end is not None:
+            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                                os.fdopen(write_end, "wb", buffering=0))
+            container.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+        return process, log_writer
 
     def _set_ready(self, pod: PodRecord, container: ContainerRecord, ready: bool) -> None:
         if container.ready != ready:
