@@ -1,12 +1,17 @@
 """Container logs with the time each line came, as a kubelet keeps them for ``kubectl logs``.
 
 ``kubectl logs --timestamps`` prefixes every line with the time it was written and ``--since`` keeps the recent
-ones, so the node must know when each line came. A container's stdout and stderr therefore go into a pipe the
-node reads (:class:`LogWriter`), not straight into the file: each chunk is appended to the log file as the
-program wrote it (readers of the file see the same bytes as before), and the chunk's arrival time goes to an
-index beside it (``<n>.times``: pairs of file offset and time, one per chunk, coalesced within a millisecond).
-A line takes the time of the chunk it starts in. The pipe also gives the program the back-pressure a
-container runtime gives: a program that writes faster than the node stores waits.
+ones, so the node must know when each line came. A kubelet learns it from the container runtime, which reads
+every write; doing that here would put every line of every Envoy access log through the emulator's event loop,
+on the path whose speed the labs measure. So programs keep writing straight into their log file, and a
+:class:`Stamper` notes, a few times a second, how far each running container's file has grown: an index beside
+it (``<n>.times``, pairs of *end offset, time*) says that the bytes up to that offset had come by then. A line
+takes the time of the first note that covers its start: never earlier than it was written, at most one
+sampling period later (:data:`SAMPLE`), which ``--since`` and the order of lines never notice. Lines no note
+covers yet take the file's modification time.
+
+A container on a terminal (``tty: true``) is the exception: its output comes from the terminal's master end,
+which the node must read anyway (:class:`LogWriter`), so each chunk is noted as it comes.
 """
 
 from __future__ import annotations
@@ -20,17 +25,73 @@ import struct
 import time
 from pathlib import Path
 
-_ENTRY = struct.Struct("<QQ")  # file offset, nanoseconds since the epoch
-_COALESCE = 1_000_000  # ns
+_ENTRY = struct.Struct("<QQ")  # the log file's size, nanoseconds since the epoch when it had been reached
+SAMPLE = 0.1  # seconds between notes of the running containers' log sizes
 
 
 def index_path(log_path: Path) -> Path:
-    """Where the times of ``log_path``'s chunks are kept."""
+    """Where the times of ``log_path``'s bytes are kept."""
     return log_path.with_suffix(".times")
 
 
+def _note(log_path: Path, size: int, nanoseconds: int) -> None:
+    with index_path(log_path).open("ab") as index:
+        index.write(_ENTRY.pack(size, nanoseconds))
+
+
+class Stamper:
+    """Notes how far the log files it watches have grown, every ``period`` seconds while any is watched.
+
+    Args:
+        period: seconds between notes.
+    """
+
+    def __init__(self, period: float = SAMPLE):
+        self.period = period
+        self._sizes: dict[Path, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, log_path: Path) -> None:
+        """Start noting ``log_path`` (a container instance's file, just opened)."""
+        self._sizes[log_path] = log_path.stat().st_size if log_path.exists() else 0
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="log stamper")
+
+    def unwatch(self, log_path: Path) -> None:
+        """The instance ended: one last note, then no more."""
+        self.sample(log_path)
+        self._sizes.pop(log_path, None)
+
+    def sample(self, log_path: Path | None = None) -> None:
+        """Note the files (or just ``log_path``) that grew since their last note."""
+        now = time.time_ns()
+        for path in [log_path] if log_path is not None else list(self._sizes):
+            if path not in self._sizes:
+                continue
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                self._sizes.pop(path, None)  # the pod's folder went with the pod
+                continue
+            if size > self._sizes[path]:
+                with contextlib.suppress(FileNotFoundError):
+                    _note(path, size, now)
+                self._sizes[path] = size
+
+    async def _run(self) -> None:
+        while self._sizes:
+            await asyncio.sleep(self.period)
+            self.sample()
+
+    def close(self) -> None:
+        """Stop noting."""
+        if self._task is not None:
+            self._task.cancel()
+        self._sizes.clear()
+
+
 class LogWriter(asyncio.Protocol):
-    """Reads a container's output pipe into its log file and the times index; :attr:`closed` when the pipe ends.
+    """Reads a terminal's output into its log file, noting each chunk's time; :attr:`closed` when it ends.
 
     Args:
         log_path: the log file of this instance of the container (appended to).
@@ -39,17 +100,13 @@ class LogWriter(asyncio.Protocol):
     def __init__(self, log_path: Path):
         self._log = log_path.open("ab", buffering=0)
         self._index = index_path(log_path).open("ab", buffering=0)
-        self._offset = self._log.tell()
-        self._last = 0
+        self._size = self._log.tell()
         self.closed = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
-        now = time.time_ns()
-        if now - self._last >= _COALESCE:
-            self._index.write(_ENTRY.pack(self._offset, now))
-            self._last = now
         self._log.write(data)
-        self._offset += len(data)
+        self._size += len(data)
+        self._index.write(_ENTRY.pack(self._size, time.time_ns()))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._log.close()
@@ -58,19 +115,8 @@ class LogWriter(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def open_pipe(log_path: Path) -> tuple[int, LogWriter]:
-    """A pipe whose write end (returned, for the child; close it once the child has it) feeds ``log_path``."""
-    read_end, write_end = os.pipe()
-    try:
-        writer = await read_into(read_end, log_path)
-    except BaseException:
-        os.close(write_end)
-        raise
-    return write_end, writer
-
-
 async def read_into(fd: int, log_path: Path) -> LogWriter:
-    """Feed ``log_path`` from ``fd`` (a pipe's read end, or a terminal's master end), which it then owns."""
+    """Feed ``log_path`` from ``fd`` (a terminal's master end, or a pipe's read end), which it then owns."""
     writer = LogWriter(log_path)
     try:
         await asyncio.get_running_loop().connect_read_pipe(lambda: writer, os.fdopen(fd, "rb", buffering=0))
@@ -81,35 +127,35 @@ async def read_into(fd: int, log_path: Path) -> LogWriter:
 
 
 def _times(log_path: Path) -> tuple[list[int], list[int]]:
-    offsets: list[int] = []
+    ends: list[int] = []
     stamps: list[int] = []
     with contextlib.suppress(FileNotFoundError):
         raw = index_path(log_path).read_bytes()
-        for offset, stamp in _ENTRY.iter_unpack(raw[:len(raw) - len(raw) % _ENTRY.size]):
-            offsets.append(offset)
+        for end, stamp in _ENTRY.iter_unpack(raw[:len(raw) - len(raw) % _ENTRY.size]):
+            ends.append(end)
             stamps.append(stamp)
-    return offsets, stamps
+    return ends, stamps
 
 
 def read(log_path: Path, start: int = 0, *, partial: bool = True) -> tuple[list[tuple[int, bytes]], int]:
     """The lines of ``log_path`` from byte ``start``, each with the time it came (ns), and the offset after them.
 
-    Without an index (a file written otherwise) every line takes the file's time. ``partial``: include a last
-    line the program has not finished yet; otherwise it is left for the next read.
+    A line takes the time of the first note covering its start, or the file's time when none does yet.
+    ``partial``: include a last line the program has not finished yet; otherwise it is left for the next read.
     """
     try:
         data = log_path.read_bytes()[start:]
         fallback = log_path.stat().st_mtime_ns
     except FileNotFoundError:
         return [], start
-    offsets, stamps = _times(log_path)
+    ends, stamps = _times(log_path)
     entries: list[tuple[int, bytes]] = []
     position = start
     for line in data.splitlines(keepends=True):
         if not partial and not line.endswith(b"\n"):
             break
-        found = bisect.bisect_right(offsets, position) - 1
-        entries.append((stamps[found] if found >= 0 else fallback, line))
+        found = bisect.bisect_right(ends, position)
+        entries.append((stamps[found] if found < len(ends) else fallback, line))
         position += len(line)
     return entries, position
 

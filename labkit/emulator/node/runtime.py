@@ -64,7 +64,7 @@ MOUNT_RETRY = 0.5
 MAX_MOUNT_RETRY = 5.0
 GRACE_CAP = 2.0
 FOLLOW_POLL = 0.05
-LOG_DRAIN = 1.0  # how long an ended container's output may still be on its way to the log file
+LOG_DRAIN = 1.0  # how long an ended terminal container's output may still be on its way to the log file
 
 StatusCallback = Callable[[str, str, dict[str, Any]], None]
 # (namespace, service account, audiences, lifetime in seconds or None for the default) -> a bound token,
@@ -137,6 +137,7 @@ class NodeRuntime:
         self.grace_cap = grace_cap
         self.python = python
         self.events = KubeletEvents(record_event)
+        self.stamper = logfiles.Stamper()
         self.zygote = forking.Zygote(python, self.state_dir / "zygote.log") \
             if (forking.enabled() if zygote is None else zygote) else None
         self._pods: dict[str, PodRecord] = {}
@@ -237,6 +238,7 @@ class NodeRuntime:
     async def shutdown(self) -> None:
         """Stop every pod and wait for every process to be gone."""
         await asyncio.gather(*(self.remove_pod(p.namespace, p.name, p.uid) for p in list(self._pods.values())))
+        self.stamper.close()
         if self.zygote is not None:
             await self.zygote.close()
         if self._bridge is not None:
@@ -625,7 +627,7 @@ class NodeRuntime:
         container.ever_created = True
         container.container_id = f"containerd://{secrets.token_hex(32)}"
         try:
-            process, log_writer = await self._start(pod, container, self.environment.argv(container))
+            process, terminal_output = await self._start(pod, container, self.environment.argv(container))
         except OSError as exc:
             message = (f"failed to create containerd task: failed to create shim task: OCI runtime "
                        f"create failed: unable to start container process: {exc}: unknown")
@@ -648,13 +650,16 @@ class NodeRuntime:
             failed=lambda: self.events.unhealthy(ref, container.name, probe, target)))
         try:
             code = await process.wait()
-            # The last words are still in the pipe: a restart or `logs -f` must find them in the file.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(log_writer.closed), LOG_DRAIN)
+            if terminal_output is not None:
+                # The last words may still be in the terminal: a restart or `logs -f` must find them in the file.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(terminal_output), LOG_DRAIN)
         finally:
             if container.stdin is not None:
                 container.stdin.close()
                 container.stdin, container.terminal = None, None
+            if terminal_output is None and container.log_path is not None:
+                self.stamper.unwatch(container.log_path)
             readiness.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await readiness
@@ -663,11 +668,12 @@ class NodeRuntime:
         return exit_code, "Completed" if exit_code == 0 else "Error", ""
 
     async def _start(self, pod: PodRecord, container: ContainerRecord,
-                     argv: list[str]) -> tuple[spawning.Process, logfiles.LogWriter]:
-        """Start one instance of the container, its output going to its log file.
+                     argv: list[str]) -> tuple[spawning.Process, asyncio.Future[None] | None]:
+        """Start one instance of the container, its output going to its log file (:mod:`.logfiles`).
 
-        A container with ``tty: true`` runs on a terminal (output and input through its master end); with
-        ``stdin: true``, on a stdin pipe the node keeps for attaches; otherwise stdin is /dev/null.
+        A container with ``tty: true`` runs on a terminal (output and input through its master end; the future
+        returned is done when its output has all been read); with ``stdin: true``, on a stdin pipe the node
+        keeps for attaches; otherwise stdin is /dev/null.
         """
         assert container.log_path is not None
         container.stdin, container.terminal, container.stdin_claimed = None, None, False
@@ -687,26 +693,26 @@ class NodeRuntime:
                                                                 os.fdopen(master, "wb", buffering=0))
             container.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
             container.terminal = master
-            return process, log_writer
-        output, log_writer = await logfiles.open_pipe(container.log_path)
+            return process, log_writer.closed
         read_end, write_end = os.pipe() if container.spec.get("stdin") else (None, None)
         try:
-            process = await spawning.spawn(argv, env=container.env, cwd=pod.dir,
-                                           stdin=read_end if read_end is not None else asyncio.subprocess.DEVNULL,
-                                           stdout=output, stderr=asyncio.subprocess.STDOUT, zygote=self.zygote)
+            with container.log_path.open("ab") as log:
+                process = await spawning.spawn(argv, env=container.env, cwd=pod.dir,
+                                               stdin=read_end if read_end is not None else asyncio.subprocess.DEVNULL,
+                                               stdout=log, stderr=asyncio.subprocess.STDOUT, zygote=self.zygote)
         except BaseException:
             if write_end is not None:
                 os.close(write_end)
             raise
         finally:
-            os.close(output)  # the child has it; the log ends when the child's copies close
             if read_end is not None:
-                os.close(read_end)
+                os.close(read_end)  # the child has it
+        self.stamper.watch(container.log_path)
         if write_end is not None:
             transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
                                                                 os.fdopen(write_end, "wb", buffering=0))
             container.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
-        return process, log_writer
+        return process, None
 
     def _set_ready(self, pod: PodRecord, container: ContainerRecord, ready: bool) -> None:
         if container.ready != ready:

@@ -25,22 +25,43 @@ def test_render_filters_by_time_then_tails_then_stamps() -> None:
     assert logfiles.render(entries, since=15.0, tail=1, timestamps=True) == b"1970-01-01T00:00:30Z c\n"
 
 
-def test_a_pipe_fills_the_file_and_each_line_takes_its_chunks_time(tmp_path: Path) -> None:
+def test_each_line_takes_the_time_of_the_first_note_that_covers_it(tmp_path: Path) -> None:
     log = tmp_path / "0.log"
 
-    async def scenario() -> list[tuple[int, bytes]]:
-        write_end, writer = await logfiles.open_pipe(log)
-        os.write(write_end, b"first\nsecond ")
-        await asyncio.sleep(0.05)  # two chunks, apart in time, as a program writes them
-        os.write(write_end, b"half\nthird\n")
-        os.close(write_end)
-        await asyncio.wait_for(writer.closed, 5)
-        return logfiles.read(log)[0]
+    async def scenario() -> None:
+        stamper = logfiles.Stamper(period=3600)  # notes only when asked, to make the order certain
+        log.write_bytes(b"")
+        stamper.watch(log)
+        with log.open("ab") as file:
+            file.write(b"first\nsecond ")
+            file.flush()
+            stamper.sample()
+            await asyncio.sleep(0.01)
+            file.write(b"half\nthird\n")
+        stamper.unwatch(log)  # the last note, as the instance ends
+        stamper.close()
 
-    entries = asyncio.run(scenario())
-    assert log.read_bytes() == b"first\nsecond half\nthird\n"
+    asyncio.run(scenario())
+    entries, end = logfiles.read(log)
+    assert end == len(log.read_bytes())
     assert [line for _, line in entries] == [b"first\n", b"second half\n", b"third\n"]
     first, second, third = (stamp for stamp, _ in entries)
-    assert first == second < third  # "second half" started in the first chunk
-    complete, end = logfiles.read(log, partial=False)
-    assert end == len(log.read_bytes()) and len(complete) == 3
+    assert first == second < third  # "second half" had started by the first note
+    complete, _ = logfiles.read(log, partial=False)
+    assert len(complete) == 3
+
+
+def test_a_terminals_output_is_noted_as_it_comes(tmp_path: Path) -> None:
+    log = tmp_path / "0.log"
+
+    async def scenario() -> None:
+        read_end, write_end = os.pipe()
+        writer = await logfiles.read_into(read_end, log)
+        os.write(write_end, b"$ ls\r\n")
+        os.close(write_end)
+        await asyncio.wait_for(writer.closed, 5)
+
+    asyncio.run(scenario())
+    entries, _ = logfiles.read(log)
+    assert [line for _, line in entries] == [b"$ ls\r\n"]
+    assert entries[0][0] > 1_700_000_000_000_000_000
