@@ -221,10 +221,13 @@ class _RawReader:
 
 async def _upgraded(request: web.Request, connect: Connect,
                     failure: Callable[[int, OSError], str]) -> web.StreamResponse:
+    # httpstream.Handshake's checks and wording.
     versions = [v.strip() for v in request.headers.getall("X-Stream-Protocol-Version", []) for v in v.split(",")]
+    if not versions:
+        raise status.bad_request("unable to upgrade: X-Stream-Protocol-Version is required")
     if PORT_FORWARD_PROTOCOL not in versions:
-        raise status.forbidden(f"unable to upgrade: unable to negotiate protocol: client supports {versions}, server "
-                               f"supports [{PORT_FORWARD_PROTOCOL}]")
+        raise status.forbidden(f"unable to upgrade: unable to negotiate protocol: client supports "
+                               f"[{' '.join(versions)}], server accepts [{PORT_FORWARD_PROTOCOL}]")
     protocol, transport = request.protocol, request.transport
     if protocol is None or transport is None:
         raise status.internal("the connection closed before the upgrade")
