@@ -6,12 +6,16 @@ Istio's docs reach every dashboard with ``kubectl port-forward``; these tests do
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import re
 import select
 import shutil
+import socket
 import struct
 import subprocess
 import termios
@@ -303,3 +307,53 @@ def test_run_it_gives_the_containers_shell_a_terminal(kubectl: Any, hello: str) 
                         "sh", "-c", "tty; printf '$ '; read answer; echo got $answer",
                         typed=b"yes\r", until=b'pod "shell" deleted')
     assert b"/dev/pts/" in seen and b"got yes" in seen
+
+
+# Reads each connection to its end, answers "<bytes> <sha256>", closes.
+SUMS = """
+import hashlib, os, socket
+server = socket.create_server((os.environ["POD_IP"], 9000))
+while True:
+    connection, _ = server.accept()
+    digest, size = hashlib.sha256(), 0
+    while data := connection.recv(65536):
+        digest.update(data)
+        size += len(data)
+    connection.sendall(f"{size} {digest.hexdigest()}".encode())
+    connection.close()
+"""
+
+
+@pytest.mark.parametrize("websockets", ["true", "false"], ids=["websocket-tunnel", "spdy-upgrade"])
+def test_port_forward_carries_large_bodies_both_ways_and_parallel_connections(kubectl: Any, hello: str,
+                                                                               websockets: str) -> None:
+    # A file server and a checksum server in a busybox pod (the machine's python3 plays them), on its pod IP.
+    pod_ip = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    files = {"name": "files", "image": "busybox", "env": [pod_ip], "ports": [{"containerPort": 8000}],
+             "command": ["sh", "-c", 'head -c 3000000 /dev/urandom > big && '
+                                     'exec python3 -m http.server 8000 --bind "$POD_IP"']}
+    sums = {"name": "sums", "image": "busybox", "env": [pod_ip], "ports": [{"containerPort": 9000}],
+            "command": ["python3", "-c", SUMS]}
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "files"},
+                "spec": {"containers": [files, sums]}}
+    kubectl(*CTX, "apply", "-f", "-", input=json.dumps(manifest))
+    kubectl(*CTX, "wait", "--for=condition=Ready", "pod/files", "--timeout=60s")
+    expected = kubectl(*CTX, "exec", "files", "--", "sha256sum", "big").stdout.split()[0]
+    env = {"KUBECTL_PORT_FORWARD_WEBSOCKETS": websockets}
+    with forwarding(kubectl, "pod/files", 8000, **env) as (local, _):
+        with urllib.request.urlopen(f"http://127.0.0.1:{local}/big", timeout=30) as response:
+            body = response.read()
+        assert len(body) == 3_000_000 and hashlib.sha256(body).hexdigest() == expected
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            listings = list(pool.map(lambda _: _get(f"http://127.0.0.1:{local}/"), range(24)))
+        assert all("big" in listing for listing in listings)
+    # Upload, then half-close: the pod reads to the end of what was sent and answers after it.
+    upload = os.urandom(2_000_000)
+    with forwarding(kubectl, "pod/files", 9000, **env) as (local, _), \
+            socket.create_connection(("127.0.0.1", local), timeout=30) as connection:
+        connection.sendall(upload)
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(4096):
+            answer += chunk
+    assert answer.decode() == f"{len(upload)} {hashlib.sha256(upload).hexdigest()}"
