@@ -357,3 +357,17 @@ def test_port_forward_carries_large_bodies_both_ways_and_parallel_connections(ku
         while chunk := connection.recv(4096):
             answer += chunk
     assert answer.decode() == f"{len(upload)} {hashlib.sha256(upload).hexdigest()}"
+
+
+def test_logs_of_a_container_that_never_started_say_why_as_the_kubelet_does(kubectl: Any, hello: str) -> None:
+    kubectl(*CTX, "run", "typo", "--image=example.com/no-such-image:1")
+
+    def pull_error() -> str | None:
+        error = kubectl(*CTX, "logs", "typo", check=False).stderr.strip()
+        return error if "pull" in error else None  # "waiting to start: ContainerCreating" comes first
+
+    message = eventually(pull_error, 30, "an image pull error")
+    assert message in ('Error from server (BadRequest): container "typo" in pod "typo" is waiting to start: '
+                       "image can't be pulled",
+                       'Error from server (BadRequest): container "typo" in pod "typo" is waiting to start: '
+                       "trying and failing to pull image")

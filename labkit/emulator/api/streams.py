@@ -224,6 +224,7 @@ async def _log(server: ApiServer, pod_io: PodIO, request: web.Request, target: T
     tail, limit = _number(query, "tailLines"), _number(query, "limitBytes")
     previous, timestamps = _flag(query, "previous"), _flag(query, "timestamps")
     since = _since(query)
+    _loggable(pod, container, previous)
     namespace = target.namespace or ""
     if not _flag(query, "follow") or previous:  # a previous instance has ended: there is nothing to follow
         data = pod_io.logs(namespace, target.name, container, tail=tail, previous=previous, timestamps=timestamps,
@@ -249,6 +250,35 @@ async def _log(server: ApiServer, pod_io: PodIO, request: web.Request, target: T
                 break
     await chunks.aclose()
     return response
+
+
+def _loggable(pod: dict[str, Any], container: str, previous: bool) -> None:
+    """The kubelet's checks before it reads a log (``validateContainerLogStatus``), with its wording."""
+    name = pod["metadata"]["name"]
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    status_ = next((s for s in statuses if s.get("name") == container), None)
+    if status_ is None:
+        raise status.bad_request(f'container "{container}" in pod "{name}" is waiting to start - no logs yet')
+    state, last = status_.get("state") or {}, (status_.get("lastState") or {}).get("terminated")
+    if previous:
+        if not last or not last.get("containerID"):
+            raise status.bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+        return
+    if "running" in state:
+        return
+    if "terminated" in state or last:
+        if not (state.get("terminated") or {}).get("containerID") and not (last or {}).get("containerID"):
+            raise status.bad_request(f'container "{container}" in pod "{name}" is terminated')
+        return
+    reason = (state.get("waiting") or {}).get("reason")
+    if reason == "ErrImagePull":
+        raise status.bad_request(f'container "{container}" in pod "{name}" is waiting to start: image can\'t be pulled')
+    if reason == "ImagePullBackOff":
+        raise status.bad_request(f'container "{container}" in pod "{name}" is waiting to start: trying and failing '
+                                 f"to pull image")
+    if reason:
+        raise status.bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+    raise status.bad_request(f'container "{container}" in pod "{name}" is waiting to start - no logs yet')
 
 
 def _flag(query: Any, name: str) -> bool:

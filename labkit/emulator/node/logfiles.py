@@ -52,8 +52,9 @@ class Stamper:
         self._task: asyncio.Task[None] | None = None
 
     def watch(self, log_path: Path) -> None:
-        """Start noting ``log_path`` (a container instance's file, just opened)."""
-        self._sizes[log_path] = log_path.stat().st_size if log_path.exists() else 0
+        """Start noting ``log_path`` (a container instance's file, just opened): what it already holds, now."""
+        self._sizes[log_path] = 0
+        self.sample(log_path)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="log stamper")
 

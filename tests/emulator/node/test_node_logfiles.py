@@ -30,8 +30,9 @@ def test_each_line_takes_the_time_of_the_first_note_that_covers_it(tmp_path: Pat
 
     async def scenario() -> None:
         stamper = logfiles.Stamper(period=3600)  # notes only when asked, to make the order certain
-        log.write_bytes(b"")
+        log.write_bytes(b"zero\n")  # a program quicker than the node's watch
         stamper.watch(log)
+        await asyncio.sleep(0.01)
         with log.open("ab") as file:
             file.write(b"first\nsecond ")
             file.flush()
@@ -44,11 +45,11 @@ def test_each_line_takes_the_time_of_the_first_note_that_covers_it(tmp_path: Pat
     asyncio.run(scenario())
     entries, end = logfiles.read(log)
     assert end == len(log.read_bytes())
-    assert [line for _, line in entries] == [b"first\n", b"second half\n", b"third\n"]
-    first, second, third = (stamp for stamp, _ in entries)
-    assert first == second < third  # "second half" had started by the first note
+    assert [line for _, line in entries] == [b"zero\n", b"first\n", b"second half\n", b"third\n"]
+    zero, first, second, third = (stamp for stamp, _ in entries)
+    assert zero < first == second < third  # "second half" had started by the first note after the watch
     complete, _ = logfiles.read(log, partial=False)
-    assert len(complete) == 3
+    assert len(complete) == 4
 
 
 def test_a_terminals_output_is_noted_as_it_comes(tmp_path: Path) -> None:
