@@ -313,14 +313,14 @@ async def _channels(request: web.Request, connect: Connect,
         await send(2 * index, prefix)
         await send(2 * index + 1, prefix)
     receiver = asyncio.create_task(receive())
+    forwards = asyncio.gather(*(forward(index, port) for index, port in enumerate(ports)))
     try:
-        await asyncio.gather(*(forward(index, port) for index, port in enumerate(ports)))
-    except (ConnectionError, RuntimeError):
-        pass  # the client left
+        # Done when every port's connection has ended, or when the client leaves (then they are dropped).
+        await asyncio.wait({receiver, forwards}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiver
+        for task in (receiver, forwards):
+            task.cancel()
+        await asyncio.gather(receiver, forwards, return_exceptions=True)
         for writer in writers.values():
             writer.close()
         await socket.close()
