@@ -235,11 +235,12 @@ def _on_terminal(kubectl: Any, *args: str, typed: bytes, until: bytes, size: tup
 
 def test_exec_it_runs_the_command_on_a_terminal_of_the_clients_size(kubectl: Any, hello: str) -> None:
     seen = _on_terminal(kubectl, *CTX, "exec", "-it", hello, "--", "sh", "-c",
-                        "tty; stty size; printf '$ '; read answer; echo got $answer",
-                        typed=b"hello\r", until=b"got hello")
+                        "tty; stty size; printf '$ '; read answer; echo got $answer; exit 4",
+                        typed=b"hello\r", until=b"exit code 4")
     assert b"/dev/pts/" in seen
     assert b"33 101" in seen
     assert b"got hello" in seen
+    assert b"command terminated with exit code 4" in seen  # the terminal's end is the command's end
 
 
 def test_run_i_rm_feeds_stdin_prints_output_and_deletes_the_pod(kubectl: Any, hello: str) -> None:

@@ -30,6 +30,7 @@ from labkit.emulator.apimachinery import status
 from labkit.emulator.node import terminals
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+FIRST_SIZE_WAIT = 0.5  # seconds a terminal session waits for the client's window size before it starts the command
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
 
 
@@ -90,8 +91,11 @@ async def _exec(server: ApiServer, pod_io: PodIO, request: web.Request, target: 
         raise status.bad_request("exec needs a WebSocket upgrade (v4 or v5.channel.k8s.io); SPDY is not served: "
                                  "unset KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false")
     await socket.prepare(request)
+    early: list[bytes] = []
+    size = await _first_size(socket, early) if tty else None
     try:
-        process = await pod_io.exec(target.namespace or "", target.name, container, argv, stdin=with_stdin, tty=tty)
+        process = await pod_io.exec(target.namespace or "", target.name, container, argv, stdin=with_stdin, tty=tty,
+                                    size=size)
     except Exception as exc:  # after the upgrade, every failure must travel as a Status on the error channel
         failure = exc if isinstance(exc, status.StatusError) else status.internal(
             f"error executing command in container: {exc}")
@@ -109,21 +113,26 @@ async def _exec(server: ApiServer, pod_io: PodIO, request: web.Request, target: 
             async with sending:
                 await socket.send_bytes(bytes([channel]) + chunk)
 
+    async def handle(data: bytes) -> None:
+        if data[0] == STDIN and process.stdin is not None:
+            process.stdin.write(data[1:])
+            with contextlib.suppress(ConnectionError):
+                await process.stdin.drain()
+        elif data[0] == RESIZE and tty:
+            _resize(process, data[1:])
+        elif data[0] == CLOSE and len(data) > 1 and data[1] == STDIN and process.stdin is not None:
+            _close_stdin(process)
+
     async def feed() -> None:
-        async for message in socket:
-            if message.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
-                break
-            data = message.data if isinstance(message.data, bytes) else message.data.encode()
-            if not data:
-                continue
-            if data[0] == STDIN and process.stdin is not None:
-                process.stdin.write(data[1:])
-                with contextlib.suppress(ConnectionError):
-                    await process.stdin.drain()
-            elif data[0] == RESIZE and tty:
-                _resize(process, data[1:])
-            elif data[0] == CLOSE and len(data) > 1 and data[1] == STDIN and process.stdin is not None:
-                _close_stdin(process)
+        for data in early:
+            await handle(data)
+        if not socket.closed:
+            async for message in socket:
+                if message.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+                    break
+                data = message.data if isinstance(message.data, bytes) else message.data.encode()
+                if data:
+                    await handle(data)
         if process.stdin is not None and not process.stdin.is_closing():
             _close_stdin(process)
 
@@ -192,6 +201,26 @@ async def _attach(server: ApiServer, pod_io: PodIO, request: web.Request, target
             attachment.leave()
         await socket.close()
     return socket
+
+
+async def _first_size(socket: web.WebSocketResponse, early: list[bytes]) -> tuple[int, int] | None:
+    """The client's window size, which kubectl sends first on a terminal session: the command's terminal must have
+    it before the command starts (``stty size``, a full-screen program); frames that come before it go to ``early``.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(FIRST_SIZE_WAIT):
+            while True:
+                message = await socket.receive()
+                if message.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+                    return None  # the client left already
+                data = message.data if isinstance(message.data, bytes) else message.data.encode()
+                if data and data[0] == RESIZE:
+                    width, height = _size(data[1:])
+                    if width > 0 and height > 0:
+                        return width, height
+                elif data:
+                    early.append(data)
+    return None
 
 
 def _size(payload: bytes) -> tuple[int, int]:

@@ -356,7 +356,8 @@ class NodeRuntime:
         return attaching.Attachment(record, self._follow(pod, record, process, path, start), once=once)
 
     async def exec(self, namespace: str, name: str, container: str | None, argv: list[str], *,
-                   stdin: bool = False, tty: bool = False) -> asyncio.subprocess.Process | terminals.TerminalProcess:
+                   stdin: bool = False, tty: bool = False,
+                   size: tuple[int, int] | None = None) -> asyncio.subprocess.Process | terminals.TerminalProcess:
         """Run ``argv`` as the pod (its environment, directory and shims); the caller owns the pipes and waits.
 
         Args:
@@ -366,6 +367,7 @@ class NodeRuntime:
             argv: the command, looked up on the pod's ``PATH`` (its ``bin/`` first, then the machine's).
             stdin: give the process a stdin pipe (``kubectl exec -i``); otherwise it reads from /dev/null.
             tty: run it on a terminal of its own (``kubectl exec -t``, :mod:`.terminals`) instead of pipes.
+            size: the terminal's ``(width, height)``, the client's window, set before the command starts.
 
         Raises:
             StatusError: 404 for an unknown pod, 400 for an unknown or not running container.
@@ -383,7 +385,7 @@ class NodeRuntime:
             raise ExecNotFoundError(argv[0], INSTALL_HINTS.get(argv[0], f"Install {argv[0]} on this machine."))
         pod.execs = {p for p in pod.execs if p.returncode is None}
         if tty:
-            master, slave = terminals.open_pty()
+            master, slave = terminals.open_pty(*(size or (None, None)))
             try:
                 process = await spawning.spawn([program, *argv[1:]], env=dict(env, TERM=env.get("TERM", "xterm")),
                                                cwd=pod.dir, stdin=slave, stdout=slave, stderr=slave, terminal=True)

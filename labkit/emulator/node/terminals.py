@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import struct
@@ -79,11 +80,20 @@ class TerminalProcess:
             self.stdin.write(EOF_CHARACTER)
 
 
+class _MasterReader(asyncio.StreamReaderProtocol):
+    """Reads a master end: once every holder of the slave end has closed it, reads fail with EIO — its end of file."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, OSError) and exc.errno == errno.EIO:
+            exc = None
+        super().connection_lost(exc)
+
+
 async def master_streams(master: int) -> tuple[asyncio.StreamWriter, asyncio.StreamReader]:
     """Asyncio streams on both directions of a terminal's master end (the reader ends when the program does)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(master, "rb", buffering=0))
+    await loop.connect_read_pipe(lambda: _MasterReader(reader), os.fdopen(master, "rb", buffering=0))
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
                                                         os.fdopen(os.dup(master), "wb", buffering=0))
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
