@@ -372,3 +372,16 @@ def test_logs_of_a_container_that_never_started_say_why_as_the_kubelet_does(kube
                        "image can't be pulled",
                        'Error from server (BadRequest): container "typo" in pod "typo" is waiting to start: '
                        "trying and failing to pull image")
+
+
+def test_python_client_port_forward_to_a_closed_port_reports_on_the_error_channel(api: client.ApiClient,
+                                                                                  hello: str) -> None:
+    forward = portforward(client.CoreV1Api(api).connect_get_namespaced_pod_portforward, hello, "streams",
+                          ports="5999")
+    connection = forward.socket(5999)
+    connection.setblocking(True)
+    ready, _, _ = select.select([connection], [], [], 10)
+    assert ready and connection.recv(1) == b""  # closed, with nothing from the pod
+    connection.close()
+    error = eventually(lambda: forward.error(5999), 10, "the error channel's message")
+    assert "failed to connect to localhost:5999 inside namespace" in error and "connection refused" in error
