@@ -10,6 +10,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -151,6 +152,13 @@ def test_kubectl_proxy_reaches_a_service_and_a_pod(kubectl: Any, hello: str) -> 
         assert _get(f"{base}/api/v1/namespaces/streams/pods/{hello}:5000/proxy/hello") == \
             f"Hello version: v1, instance: {hello}\n"
         assert _get(f"{base}/api/v1/namespaces/streams/pods/{hello}/proxy/hello").startswith("Hello version: v1")
+        # Without the slash after proxy, the API server redirects to it (relative links need it).
+        connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=10)
+        connection.request("GET", "/api/v1/namespaces/streams/services/helloworld:5000/proxy")
+        response = connection.getresponse()
+        assert response.status == 301
+        assert response.headers["Location"] == "/api/v1/namespaces/streams/services/helloworld:5000/proxy/"
+        connection.close()
 
 
 def test_service_proxy_without_endpoints_is_503_with_the_real_message(kubectl: Any, hello: str) -> None:

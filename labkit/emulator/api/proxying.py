@@ -83,12 +83,15 @@ def _pod_location(server: ApiServer, namespace: str, identifier: str) -> tuple[s
     return scheme, ip, int(port) if port else None
 
 
-def _upstream_path(request: web.Request, target: Target) -> str:
-    """What follows ``…/<name>/proxy`` in the request, with its query: the path the workload is asked for."""
+def _upstream_path(request: web.Request, target: Target) -> str | None:
+    """What follows ``…/<name>/proxy`` in the request, with its query: the path the workload is asked for;
+    ``None`` when nothing follows (not even ``/``)."""
     # Segments of the raw path, so the workload gets its path as sent (the name may come as ``x%3A5000``).
     path, _, query = request.raw_path.partition("?")
     segments = path.split("/")
     start = next(i for i in range(len(segments) - 2) if segments[i] == target.plural and segments[i + 2] == "proxy")
+    if len(segments) == start + 3:
+        return None
     rest = "/" + "/".join(segments[start + 3:])
     return rest + ("?" + query if query else "")
 
@@ -96,6 +99,11 @@ def _upstream_path(request: web.Request, target: Target) -> str:
 async def proxy(server: ApiServer, request: web.Request, target: Target) -> web.StreamResponse:
     """Forward ``request`` to the Service's or pod's workload and stream its answer back."""
     namespace = target.namespace or ""
+    upstream_path = _upstream_path(request, target)
+    if upstream_path is None:
+        # As the API server's proxy handler does (kubernetes#4958): relative links of the page need the slash.
+        path, _, query = request.raw_path.partition("?")
+        return web.Response(status=301, headers={hdrs.LOCATION: path + "/" + ("?" + query if query else "")})
     if target.plural == "services":
         scheme, host, port = _service_location(server, namespace, target.name)
         what = "service"
@@ -103,7 +111,7 @@ async def proxy(server: ApiServer, request: web.Request, target: Target) -> web.
         scheme, host, pod_port = _pod_location(server, namespace, target.name)
         port = pod_port if pod_port is not None else (443 if scheme == "https" else 80)
         what = "pod"
-    url = f"{scheme}://{host}:{port}{_upstream_path(request, target)}"
+    url = f"{scheme}://{host}:{port}{upstream_path}"
     headers = {k: v for k, v in request.headers.items() if k not in _DROPPED}
     headers[hdrs.HOST] = f"{host}:{port}"
     body = await request.read()
