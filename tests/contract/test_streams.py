@@ -31,6 +31,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.stream import portforward, stream
 
+from labkit import kube
 from labkit.emulator import launching
 from labkit.testing import eventually
 
@@ -42,13 +43,20 @@ pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
 
 
 @pytest.fixture(scope="module")
-def hello(kubectl: Any) -> str:
-    """helloworld v1 and its Service in namespace streams of cluster3 (no sidecar); the pod's name."""
-    kubectl("--context", "cluster3", "create", "ns", "streams")
-    kubectl(*CTX, "apply", "-f", str(SAMPLES / "helloworld.yaml"), "-l", "service=helloworld")
-    kubectl(*CTX, "apply", "-f", str(SAMPLES / "helloworld.yaml"), "-l", "version=v1")
-    kubectl(*CTX, "rollout", "status", "deploy/helloworld-v1", "--timeout=60s")
-    return kubectl(*CTX, "get", "pods", "-l", "app=helloworld", "-o", "jsonpath={.items[0].metadata.name}").stdout
+def hello(emulator: launching.Emulator) -> str:
+    """helloworld v1 and its Service in namespace streams of cluster3 (no sidecar); the pod's name.
+
+    Deployed through the Python client, so its tests need no kubectl.
+    """
+    config_file = emulator.kubeconfig
+    kube.apply("cluster3", [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "streams"}}],
+               kubeconfig=config_file)
+    for selector in ("service=helloworld", "version=v1"):
+        kube.apply("cluster3", SAMPLES / "helloworld.yaml", namespace="streams", selector=selector,
+                   kubeconfig=config_file)
+    kube.wait_ready("cluster3", "streams", ["deploy/helloworld-v1"], timeout=60, kubeconfig=config_file)
+    (pod,) = kube.pods("cluster3", "streams", "app=helloworld", kubeconfig=config_file)
+    return pod.name
 
 
 @contextlib.contextmanager
@@ -62,7 +70,9 @@ def forwarding(kubectl: Any, target: str, port: int, **env: str) -> Iterator[tup
         ready, _, _ = select.select([process.stdout], [], [], 30)
         line = process.stdout.readline() if ready else ""
         found = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)", line)
-        assert found, f"kubectl port-forward printed {line!r}; stderr: {process.stderr.read() if not ready else ''}"
+        if not found:
+            process.kill()
+            raise AssertionError(f"kubectl port-forward printed {line!r}; stderr: {process.communicate()[1]}")
         assert int(found.group(2)) == port
         yield int(found.group(1)), process
     finally:
