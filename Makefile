@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[lab,test]'
+	@# labkit is installed editable, so nothing compiled its modules; with PYTHONDONTWRITEBYTECODE set, every
+	@# emulator, zygote and kernel would compile them again at each start.
+	$(BIN)/python -m compileall -q labkit
 	@touch $@
 
 env: $(STAMP)

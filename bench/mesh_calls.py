@@ -3,7 +3,8 @@
 Run: .venv/bin/python bench/mesh_calls.py [N]
 
 Two embedded clusters on two networks (multi-primary): sleep in cluster1, helloworld only in cluster2.
-From the sleep pod, one curl makes N sequential keep-alive requests (default 1,000) along two paths:
+From the sleep pod, curl makes N sequential keep-alive requests (default 1,000; in five rounds that take turns
+with the other paths, so a burst of load from elsewhere hits every path alike) along each path:
 
 - mesh:   curl → sleep's sidecar (HTTP proxy) → mTLS → cluster2's east-west gateway (load balancer relay,
           Envoy AUTO_PASSTHROUGH) → helloworld's sidecar → helloworld;
@@ -13,7 +14,11 @@ From the sleep pod, one curl makes N sequential keep-alive requests (default 1,0
           config (sidecar HTTP proxy → mTLS with SNI → gateway TLS passthrough → backend sidecar terminating mTLS →
           the same helloworld process), certificates from a CA of their own (same key type, same ALPN), the same
           access log per request (Istio's format, to a file, as the mesh's go to the container logs), no control
-          plane. The physical floor of the path: ``mesh / floor`` says what the mesh adds on top.
+          plane. The client reaches the gateway through a LoadBalancer Service of its own, relayed by the same
+          service proxy that carries the mesh's hop to the east-west gateway's external address: the load balancer
+          is part of the physical path (a cloud's is too), not something the mesh adds. The physical floor of the
+          path: ``mesh / floor`` says what the mesh adds on top. The same client Envoy also has a second listener
+          that dials the gateway's own address, so the load balancer's share shows as ``floor, no LB``.
 
 It prints requests/s of each, the ratios, plus the time to bring the mesh up.
 """
@@ -37,6 +42,7 @@ from labkit.pki import new_root
 from labkit.testing import address_plan
 
 SAMPLES = Path(__file__).resolve().parents[1] / "manifests" / "samples"
+ROUNDS = 5
 
 
 HELLO_SNI = "outbound_.5000_._.helloworld.sample.svc.cluster.local"
@@ -75,21 +81,49 @@ def _tls_context(credential: object, root_pem: str, peer: str) -> dict:
             "alpn_protocols": ALPN}
 
 
-def floor_envoys(app_ip: str, folder: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
-    """Three Envoys configured by hand as the mesh path is; returns the client sidecar's proxy URL."""
+def floor_addresses() -> tuple[str, str, str]:
+    """The floor's client, gateway and backend addresses, in a loopback block of their own (a new one per call)."""
     hosts = address_plan().pod_network(1).hosts()
     next(hosts)
     client, gateway, backend = (str(next(hosts)) for _ in range(3))
+    return client, gateway, backend
+
+
+def floor_load_balancer(gateway: str) -> str:
+    """A LoadBalancer Service in cluster2 whose only endpoint is the floor's gateway; returns its external IP."""
+    kube.apply("cluster2", [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "floor"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "floor-gateway", "namespace": "floor"},
+         "spec": {"type": "LoadBalancer", "ports": [{"name": "tls", "port": 15443}]}},
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "floor-gateway", "namespace": "floor"},
+         "subsets": [{"addresses": [{"ip": gateway}], "ports": [{"name": "tls", "port": 15443}]}]},
+    ])
+    def address() -> str:
+        service = kube.get_object("cluster2", "v1", "Service", "floor-gateway", "floor") or {}
+        ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        return str(ingress[0]["ip"]) if ingress else ""
+
+    return kube.poll(address, timeout=30, what="an external address for the floor's load balancer")
+
+
+def floor_envoys(addresses: tuple[str, str, str], app_ip: str, load_balancer: str,
+                 folder: Path) -> tuple[str, str, list[subprocess.Popen[bytes]]]:
+    """Three Envoys configured by hand as the mesh path is.
+
+    Returns the client sidecar's proxy URLs (through the load balancer, straight to the gateway) and the Envoys.
+    """
+    client, gateway, backend = addresses
     root = new_root()
     ca = root.issue_intermediate("floor", key="ec-p256")
     sleep_id, hello_id = "spiffe://cluster.local/ns/sample/sa/sleep", "spiffe://cluster.local/ns/sample/sa/default"
     sleep, hello = ca.issue_workload(sleep_id), ca.issue_workload(hello_id)
+    upstream_tls = {"name": "tls", "typed_config": {"@type": TLS + "UpstreamTlsContext", "sni": HELLO_SNI,
+                                                    "common_tls_context": _tls_context(sleep, root.root_pem, hello_id)}}
     configs = {
-        "client": {"listeners": [_http_listener("proxy", client, 15080, "helloworld", str(folder / "client.log"))],
-                   "clusters": [_static_cluster("helloworld", gateway, 15443, transport_socket={
-                       "name": "tls", "typed_config": {"@type": TLS + "UpstreamTlsContext", "sni": HELLO_SNI,
-                                                       "common_tls_context": _tls_context(sleep, root.root_pem,
-                                                                                          hello_id)}})]},
+        "client": {"listeners": [_http_listener("proxy", client, 15080, "helloworld", str(folder / "client.log")),
+                                 _http_listener("no-lb", client, 15081, "no-lb", str(folder / "client.log"))],
+                   "clusters": [_static_cluster("helloworld", load_balancer, 15443, transport_socket=upstream_tls),
+                                _static_cluster("no-lb", gateway, 15443, transport_socket=upstream_tls)]},
         "gateway": {"listeners": [{"name": "passthrough", "address": _address(gateway, 15443),
                                    "listener_filters": [{"name": "tls_inspector",
                                                          "typed_config": {"@type": INSPECTOR}}],
@@ -116,7 +150,7 @@ def floor_envoys(app_ip: str, folder: Path) -> tuple[str, list[subprocess.Popen[
                                            "--disable-hot-restart", "--log-level", "error",
                                            "--base-id", str(900 + number)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    return f"http://{client}:15080", processes
+    return f"http://{client}:15080", f"http://{client}:15081", processes
 
 
 def timed_calls(url: str, n: int, *, proxy: bool | str) -> tuple[float, int]:
@@ -162,16 +196,28 @@ def main() -> None:
             direct_url = f"http://{app}:5000/hello"
             timed_calls(mesh_url, 50, proxy=True)  # warm both paths (connections, TLS sessions)
             timed_calls(direct_url, 50, proxy=False)
-            floor_proxy, floor = floor_envoys(app, state)
+            addresses = floor_addresses()
+            load_balancer = floor_load_balancer(addresses[1])
+            floor_proxy, no_lb_proxy, floor = floor_envoys(addresses, app, load_balancer, state)
             try:
                 deadline = time.monotonic() + 30
                 while timed_calls(mesh_url, 1, proxy=floor_proxy)[1] != 1:  # the floor's Envoys are up
                     assert time.monotonic() < deadline, "the floor's three Envoys never answered"
                     time.sleep(0.2)
                 timed_calls(mesh_url, 50, proxy=floor_proxy)
-                mesh_seconds, mesh_ok = timed_calls(mesh_url, n, proxy=True)
-                floor_seconds, floor_ok = timed_calls(mesh_url, n, proxy=floor_proxy)
-                direct_seconds, direct_ok = timed_calls(direct_url, n, proxy=False)
+                # Interleaved rounds: a burst of load from elsewhere on the machine hits all three paths alike.
+                paths = {"mesh": (mesh_url, True), "floor": (mesh_url, floor_proxy),
+                         "no LB": (mesh_url, no_lb_proxy), "direct": (direct_url, False)}
+                seconds, ok = dict.fromkeys(paths, 0.0), dict.fromkeys(paths, 0)
+                for _ in range(ROUNDS):
+                    for name, (url, proxy) in paths.items():
+                        spent, answered = timed_calls(url, n // ROUNDS, proxy=proxy)
+                        seconds[name] += spent
+                        ok[name] += answered
+                n = n // ROUNDS * ROUNDS
+                mesh_seconds, floor_seconds, direct_seconds = seconds["mesh"], seconds["floor"], seconds["direct"]
+                mesh_ok, floor_ok, direct_ok = ok["mesh"], ok["floor"], ok["direct"]
+                no_lb_seconds, no_lb_ok = seconds["no LB"], ok["no LB"]
             finally:
                 for process in floor:
                     process.terminate()
@@ -182,6 +228,7 @@ def main() -> None:
     print(f"two-cluster mesh ready (up, install, workloads, first cross-cluster answer): {ready:.1f} s")
     print(f"{n} sequential cross-cluster calls through the mesh: {mesh_rps:7.0f} req/s ({mesh_ok} × 200)")
     print(f"{n} sequential calls, same path, static Envoys (floor): {floor_rps:7.0f} req/s ({floor_ok} × 200)")
+    print(f"{n} sequential calls, static Envoys, no LB relay:   {n / no_lb_seconds:7.0f} req/s ({no_lb_ok} × 200)")
     print(f"{n} sequential calls straight to the backend:       {direct_rps:7.0f} req/s ({direct_ok} × 200)")
     print(f"ratio mesh / floor: {mesh_rps / floor_rps:.2f}   (the mesh should add nothing the floor lacks: ≥ 0.9)")
     print(f"ratio mesh / direct: {mesh_rps / direct_rps:.2f}")

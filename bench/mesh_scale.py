@@ -36,7 +36,8 @@ def proxy_memory(root_pid: int) -> tuple[int, float]:
     totals = []
     for pid in descendants(root_pid):
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            # A child of a node's zygote has its command line as one title (setproctitle): split on spaces too.
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
         except OSError:
             continue
         if b"labkit.emulator.envoy.agent" not in argv or b"proxy" not in argv:

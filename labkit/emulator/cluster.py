@@ -30,7 +30,7 @@ from aiohttp import web
 
 from labkit.core.contract import AddressPlan
 from labkit.core.wire import Obj
-from labkit.emulator.api import streams
+from labkit.emulator.api import forwarding, proxying, streams
 from labkit.emulator.api.admission import AdmissionChain
 from labkit.emulator.api.auth import Authenticator, User, bootstrap_role_bindings, bootstrap_roles
 from labkit.emulator.api.discovery import KUBERNETES_VERSION
@@ -128,7 +128,10 @@ class Cluster:
             dns_server=(dns_address.host, dns_address.port), resolve_ref=self._resolve_ref,
             read_data=self._read_data, ca_file=self.state_dir / "ca.crt", issue_token=self._issue_pod_token,
             record_event=EventRecorder(self.store, "kubelet", self.node_name))
+        await self.runtime.start()
         streams.install(self.api, self.runtime)
+        forwarding.install(self.api, self.runtime)
+        proxying.install(self.api)
         self._unsubscribe = self.store.subscribe(self._events.put_nowait)
         self._pump = asyncio.create_task(self._apply_events(), name=f"{self.name}-events")
         self._bootstrap()

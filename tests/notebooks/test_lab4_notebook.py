@@ -8,18 +8,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
-import nbformat
 import pytest
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from notebook_kit import LabNotebook
 
-from labkit.emulator import launching
-
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "04-replicated-control-planes.ipynb"
+NOTEBOOK = "04-replicated-control-planes.ipynb"
+LAB = "replicated-control-planes"
 REACHED = "svc-1 in cluster1 reaches svc-2.bar.global, and svc-2 sees svc-1's SPIFFE identity from cluster1"
 
 # Kernel start-up and the Kubernetes client inside the kernel warn in ways unrelated to the lab.
@@ -28,49 +22,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 
-@pytest.fixture
-def lab_home(tmp_path: Path) -> Iterator[Path]:
-    """A private LABKIT_HOME for the notebook's kernel; whatever the run leaves is stopped afterwards."""
-    saved = os.environ.get("LABKIT_HOME")
-    os.environ["LABKIT_HOME"] = str(tmp_path)
-    try:
-        yield tmp_path
-    finally:
-        launching.down(tmp_path / "labs" / "replicated-control-planes")
-        if saved is None:
-            os.environ.pop("LABKIT_HOME", None)
-        else:
-            os.environ["LABKIT_HOME"] = saved
-
-
-def client_for(notebook: nbformat.NotebookNode) -> NotebookClient:
-    return NotebookClient(notebook, kernel_name="python3", timeout=600,
-                          resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-
-
-def test_without_cluster2s_entry_the_cross_cluster_checkpoint_fails(lab_home: Path) -> None:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    notebook.cells = [c for c in notebook.cells if "cluster2-entry" not in c.metadata.get("tags", [])]
+def test_without_cluster2s_entry_the_cross_cluster_checkpoint_fails(lab_notebook: LabNotebook) -> None:
     with pytest.raises(CellExecutionError) as failure:
-        client_for(notebook).execute()
+        lab_notebook.client(lab_notebook.read(without_tag="cluster2-entry")).execute()
     message = str(failure.value)
     assert "CheckpointFailed" in message
     assert REACHED in message
     assert "upstream connect error" in message  # the evidence: cluster2's gateway reset the connection
 
 
-def test_every_cell_can_be_run_twice(lab_home: Path) -> None:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    cleanup = [i for i, c in enumerate(notebook.cells) if "lab.cleanup()" in c.source]
-    assert cleanup == [len(notebook.cells) - 1], "the lab must end with its cleanup cell"
-    client = client_for(notebook)
-    with client.setup_kernel():
-        for _ in range(2):
-            for index, cell in enumerate(notebook.cells[:-1]):
-                if cell.cell_type == "code":
-                    client.execute_cell(cell, index)
-        client.execute_cell(notebook.cells[-1], len(notebook.cells) - 1)
-    printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+def test_every_cell_can_be_run_twice(lab_notebook: LabNotebook) -> None:
+    printed = lab_notebook.run_twice()
     assert f"✅ {REACHED}" in printed
     assert "✅ svc-3 is not reachable from cluster1 until its own ServiceEntries are added" in printed
-    assert launching.status(lab_home / "labs" / "replicated-control-planes") is None  # the cleanup cell stopped it
+    assert lab_notebook.stopped  # the cleanup cell stopped the lab

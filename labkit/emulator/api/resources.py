@@ -31,6 +31,7 @@ NAMESPACE_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch"
 CREATE_ONLY = ("create",)
 CRD_VERBS = ("delete", "deletecollection", "get", "list", "patch", "create", "update", "watch")
 STATUS_VERBS = ("get", "patch", "update")
+PROXY_VERBS = ("create", "delete", "get", "patch", "update")
 
 _CRD_GROUP = "apiextensions.k8s.io"
 _CRD_KIND = "CustomResourceDefinition"
@@ -184,19 +185,22 @@ def _status(kind: str) -> Subresource:
 
 # The built-in types the labs use, in the order a real server lists its groups: kubectl resolves an
 # ambiguous name (``events``, ``ev``) to the first group that has it, which must be the core group.
-# Only subresources the emulator serves are advertised: a real server also lists pods/attach,
-# pods/portforward, pods/eviction and namespaces/finalize, which the labs never use.
+# Only subresources the emulator serves are advertised: a real server also lists pods/eviction and
+# namespaces/finalize, which the labs never use.
 BUILTINS: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "Namespace", "namespaces", "namespace", False, NAMESPACE_VERBS, ("ns",),
                  subresources=(_status("Namespace"),)),
     ResourceType("", "v1", "Pod", "pods", "pod", True, short_names=("po",), categories=("all",),
                  subresources=(
+                     Subresource("attach", "PodAttachOptions", ("create", "get")),
                      Subresource("exec", "PodExecOptions", ("create", "get")),
                      Subresource("log", "Pod", ("get",)),
+                     Subresource("portforward", "PodPortForwardOptions", ("create", "get")),
+                     Subresource("proxy", "PodProxyOptions", PROXY_VERBS),
                      _status("Pod"),
                  )),
     ResourceType("", "v1", "Service", "services", "service", True, short_names=("svc",), categories=("all",),
-                 subresources=(_status("Service"),)),
+                 subresources=(Subresource("proxy", "ServiceProxyOptions", PROXY_VERBS), _status("Service"))),
     ResourceType("", "v1", "Endpoints", "endpoints", "endpoints", True, short_names=("ep",)),
     ResourceType("", "v1", "Secret", "secrets", "secret", True),
     ResourceType("", "v1", "ConfigMap", "configmaps", "configmap", True, short_names=("cm",)),

@@ -21,7 +21,7 @@ import copy
 import datetime as dt
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -53,13 +53,21 @@ _WARNINGS = web.RequestKey("labkit.warnings", list)
 
 
 class PodIO(Protocol):
-    """Exec and logs, served by the node runtime."""
+    """Exec, attach, logs and port-forward, served by the node runtime."""
 
     async def exec(self, namespace: str, name: str, container: str, argv: list[str], *,
-                   stdin: bool) -> asyncio.subprocess.Process: ...
+                   stdin: bool, tty: bool, size: tuple[int, int] | None) -> Any: ...
 
     def logs(self, namespace: str, name: str, container: str, *, tail: int | None,
-             previous: bool) -> bytes: ...
+             previous: bool, timestamps: bool, since: float | None) -> bytes: ...
+
+    def follow_logs(self, namespace: str, name: str, container: str, *, tail: int | None, timestamps: bool,
+                    since: float | None) -> AsyncIterator[bytes]: ...
+
+    async def attach(self, namespace: str, name: str, container: str) -> Any: ...
+
+    async def connect(self, namespace: str, name: str,
+                      port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,8 @@ class ApiServer:
         namespace: str | None = None
         if len(rest) >= 3 and rest[0] == "namespaces" and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
             namespace, rest = rest[1], rest[2:]
+        if len(rest) > 3 and rest[2] == "proxy":
+            rest = rest[:3]  # the rest of the path is the proxied one, the handler's to take from the request
         if not rest or len(rest) > 3:
             raise StatusError(404, "NotFound", f"the server could not find the requested resource "
                                                f"(/{'/'.join(parts)})")

@@ -29,7 +29,15 @@ from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.events import NORMAL, WARNING, EventRecorder
 from labkit.emulator.store import Store, WatchEvent
 
-from .framework import Controller, Key, controller_ref, epoch, is_deleting, namespace_terminating, new_controller_ref
+from .framework import (
+    Key,
+    OwnerController,
+    controller_ref,
+    epoch,
+    is_deleting,
+    namespace_terminating,
+    new_controller_ref,
+)
 from .jobs import job_finished
 
 SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
@@ -61,7 +69,7 @@ def schedule_times(cron_job: Obj, now: float) -> tuple[float | None, float]:
     return (previous if previous > earliest else None), following
 
 
-class CronJobController(Controller):
+class CronJobController(OwnerController):
     """Creates the Jobs of each CronJob on schedule, keeps its history short and writes its status.
 
     Args:
@@ -71,6 +79,8 @@ class CronJobController(Controller):
     """
 
     name = "cronjob"
+    resource = ("batch", "cronjobs", "CronJob")
+    owns = ("batch", "jobs")
 
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time, create_job: CreateJob | None = None):
         super().__init__(store)
@@ -79,19 +89,13 @@ class CronJobController(Controller):
         self.events = EventRecorder(store, "cronjob-controller")
 
     def keys_for(self, event: WatchEvent) -> Iterable[Key]:
-        if (event.group, event.resource) == ("batch", "cronjobs"):
-            metadata = event.object["metadata"]
-            return [(metadata.get("namespace", ""), metadata["name"])]
-        if (event.group, event.resource) != ("batch", "jobs"):
-            return []
+        if (event.group, event.resource) != self.owns:
+            return super().keys_for(event)
+        # A CronJob has no selector and adopts nothing: only the Jobs it made concern it.
         ref = controller_ref(event.object)
         if ref is None or ref.get("kind") != "CronJob":
             return []
         return [(event.object["metadata"].get("namespace", ""), ref["name"])]
-
-    def initial_keys(self) -> Iterable[Key]:
-        return [(c["metadata"].get("namespace", ""), c["metadata"]["name"])
-                for c in self.store.list("batch", "cronjobs").items]
 
     async def reconcile(self, key: Key) -> None:
         namespace, name = key  # type: ignore[misc]

@@ -19,19 +19,17 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from labkit.core.selectors import LabelSelector, label_selector_from_dict
 from labkit.core.wire import Obj
 from labkit.emulator.events import EventRecorder
 from labkit.emulator.store import Store, WatchEvent
 
 from .deployments import pod_template_hash, scaled_value
 from .framework import (
-    Controller,
     Key,
+    OwnerController,
     epoch,
     is_deleting,
     namespace_terminating,
-    owner_keys,
     pod_active,
     pod_condition,
     pod_ready,
@@ -101,7 +99,7 @@ def _term_matches(term: Obj, node: Obj) -> bool:
     return bool(checks)
 
 
-class DaemonSetController(Controller):
+class DaemonSetController(OwnerController):
     """Creates one pod per eligible node for each DaemonSet and writes its status.
 
     Args:
@@ -111,6 +109,7 @@ class DaemonSetController(Controller):
     """
 
     name = "daemonset"
+    resource = ("apps", "daemonsets", "DaemonSet")
 
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time, create_pod: CreatePod | None = None):
         super().__init__(store)
@@ -119,19 +118,9 @@ class DaemonSetController(Controller):
         self.events = EventRecorder(store, "daemonset-controller")
 
     def keys_for(self, event: WatchEvent) -> Iterable[Key]:
-        if (event.group, event.resource) == ("apps", "daemonsets"):
-            metadata = event.object["metadata"]
-            return [(metadata.get("namespace", ""), metadata["name"])]
         if (event.group, event.resource) == ("", "nodes"):
-            return self.initial_keys()
-        if (event.group, event.resource) != ("", "pods"):
-            return []
-        return owner_keys(self.store, event, owner_group="apps", owner_resource="daemonsets", owner_kind="DaemonSet",
-                          selector_of=_selector)
-
-    def initial_keys(self) -> Iterable[Key]:
-        return [(d["metadata"].get("namespace", ""), d["metadata"]["name"])
-                for d in self.store.list("apps", "daemonsets").items]
+            return self.initial_keys()  # a node came or went: every DaemonSet places its pods again
+        return super().keys_for(event)
 
     async def reconcile(self, key: Key) -> None:
         namespace, name = key  # type: ignore[misc]
@@ -236,7 +225,3 @@ class DaemonSetController(Controller):
             fresh = self.store.get("apps", "daemonsets", name, namespace)
             fresh["status"] = status
             self.store.update_status("apps", "daemonsets", fresh)
-
-
-def _selector(daemon_set: Obj) -> LabelSelector:
-    return label_selector_from_dict((daemon_set.get("spec") or {}).get("selector"))

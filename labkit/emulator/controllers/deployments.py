@@ -23,25 +23,24 @@ import copy
 import json
 import math
 import re
-from collections.abc import Iterable
 
 from labkit.core import kubetime
-from labkit.core.selectors import LabelSelector, label_selector_from_dict
+from labkit.core.selectors import LabelSelector
 from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.events import NORMAL, EventRecorder
-from labkit.emulator.store import Store, WatchEvent
+from labkit.emulator.store import Store
 
 from .framework import (
-    Controller,
     Key,
+    OwnerController,
     controller_ref,
     epoch,
     is_deleting,
     namespace_terminating,
     new_controller_ref,
-    owner_keys,
     set_condition,
+    spec_selector,
 )
 
 SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -137,7 +136,7 @@ def max_unavailable(deployment: Obj) -> int:
     return min(surge_and_unavailable(deployment)[1], replicas)
 
 
-class DeploymentController(Controller):
+class DeploymentController(OwnerController):
     """Drives Deployments through ReplicaSets and reports the status ``kubectl rollout status`` reads.
 
     Args:
@@ -145,30 +144,19 @@ class DeploymentController(Controller):
     """
 
     name = "deployment"
+    resource = ("apps", "deployments", "Deployment")
+    owns = ("apps", "replicasets")
 
     def __init__(self, store: Store):
         super().__init__(store)
         self.events = EventRecorder(store, "deployment-controller")
-
-    def keys_for(self, event: WatchEvent) -> Iterable[Key]:
-        if (event.group, event.resource) == ("apps", "deployments"):
-            metadata = event.object["metadata"]
-            return [(metadata.get("namespace", ""), metadata["name"])]
-        if (event.group, event.resource) != ("apps", "replicasets"):
-            return []
-        return owner_keys(self.store, event, owner_group="apps", owner_resource="deployments",
-                          owner_kind="Deployment", selector_of=_selector)
-
-    def initial_keys(self) -> Iterable[Key]:
-        return [(d["metadata"].get("namespace", ""), d["metadata"]["name"])
-                for d in self.store.list("apps", "deployments").items]
 
     async def reconcile(self, key: Key) -> None:
         namespace, name = key  # type: ignore[misc]
         deployment = self.store.find("apps", "deployments", name, namespace)
         if deployment is None or is_deleting(deployment):
             return  # the garbage collector takes the ReplicaSets away
-        selector = _selector(deployment)
+        selector = spec_selector(deployment)
         if selector.empty:
             # A real controller refuses too: an empty selector would adopt every pod in the namespace.
             return
@@ -470,9 +458,6 @@ class DeploymentController(Controller):
 
 # --- pure helpers ----------------------------------------------------------------------------------
 
-
-def _selector(deployment: Obj) -> LabelSelector:
-    return label_selector_from_dict((deployment.get("spec") or {}).get("selector"))
 
 
 def _replicas(obj: Obj) -> int:

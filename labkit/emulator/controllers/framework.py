@@ -24,9 +24,10 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from labkit.core import kubetime
+from labkit.core.selectors import LabelSelector, label_selector_from_dict
 from labkit.emulator.apimachinery import BUILTIN_KINDS
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.store import Store, WatchEvent
@@ -170,7 +171,7 @@ class Controller(ABC):
         """The keys an event concerns (none for events this controller ignores).
 
         Args:
-            event: a store event (a private copy).
+            event: a store event, the store's own: look at it, never change it or anything in it.
         """
 
     @abstractmethod
@@ -192,7 +193,8 @@ class Controller(ABC):
         if self._task is not None:
             raise RuntimeError(f"controller {self.name} is already running")
         self.queue = WorkQueue()
-        self._unsubscribe = self.store.subscribe(self._on_event)
+        # keys_for only looks at an event: no copy of every object for every controller.
+        self._unsubscribe = self.store.subscribe(self._on_event, shared=True)
         for key in self.initial_keys():
             self.queue.add(key)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"controller-{self.name}")
@@ -431,6 +433,39 @@ class ResourceCatalog:
         self._by_resource[(info.group, info.resource)] = info
         if info.kind:
             self._by_kind[(info.group, info.kind)] = info
+
+
+class OwnerController(Controller):
+    """A controller of one workload resource whose objects own others: Deployments own ReplicaSets, ReplicaSets,
+    StatefulSets, DaemonSets and Jobs own pods.
+
+    Its keys are its own objects; a change of an owned object reconciles the owner that controls it (for an orphan,
+    every owner whose ``spec.selector`` matches it, since any of them may adopt it). Subclasses say which resource
+    they drive (:attr:`resource`) and which they own (:attr:`owns`).
+    """
+
+    resource: ClassVar[tuple[str, str, str]]
+    """The driven resource: API group, plural, and kind as ``ownerReferences`` name it."""
+    owns: ClassVar[tuple[str, str]] = ("", "pods")
+    """The owned resource: API group and plural."""
+
+    def keys_for(self, event: WatchEvent) -> Iterable[Key]:
+        group, plural, kind = self.resource
+        if (event.group, event.resource) == (group, plural):
+            return [name_of(event.object)]
+        if (event.group, event.resource) != self.owns:
+            return []
+        return owner_keys(self.store, event, owner_group=group, owner_resource=plural, owner_kind=kind,
+                          selector_of=spec_selector)
+
+    def initial_keys(self) -> Iterable[Key]:
+        group, plural, _ = self.resource
+        return [name_of(owner) for owner in self.store.list(group, plural).items]
+
+
+def spec_selector(owner: dict[str, Any]) -> LabelSelector:
+    """A workload's ``spec.selector``, parsed."""
+    return label_selector_from_dict((owner.get("spec") or {}).get("selector"))
 
 
 def owner_keys(store: Store, event: WatchEvent, *, owner_group: str, owner_resource: str, owner_kind: str,

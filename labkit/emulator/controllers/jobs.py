@@ -28,17 +28,24 @@ whose finished pods are deleted by hand forgets them).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from labkit.core import kubetime
-from labkit.core.selectors import LabelSelector, label_selector_from_dict
 from labkit.core.wire import Obj
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.events import NORMAL, WARNING, EventRecorder
-from labkit.emulator.store import Store, WatchEvent
+from labkit.emulator.store import Store
 
-from .framework import Controller, Key, epoch, is_deleting, namespace_terminating, owner_keys, pod_active, pod_ready
+from .framework import (
+    Key,
+    OwnerController,
+    epoch,
+    is_deleting,
+    namespace_terminating,
+    pod_active,
+    pod_ready,
+)
 from .pods import CreatePod, create_pod, delete_pod, owned_pods, pod_from_template
 
 POD_FAILURE_BACKOFF = 10.0
@@ -66,7 +73,7 @@ def job_finished(job: Obj) -> str | None:
     return None
 
 
-class JobController(Controller):
+class JobController(OwnerController):
     """Creates, counts and deletes the pods of each Job, and writes its status and conditions.
 
     Args:
@@ -78,6 +85,7 @@ class JobController(Controller):
     """
 
     name = "job"
+    resource = ("batch", "jobs", "Job")
 
     def __init__(self, store: Store, node_name: str, *, clock: Callable[[], float] = time.time,
                  create_pod: CreatePod | None = None, backoff: float = POD_FAILURE_BACKOFF):
@@ -87,19 +95,6 @@ class JobController(Controller):
         self._admit_and_create = create_pod
         self._backoff = backoff
         self.events = EventRecorder(store, "job-controller")
-
-    def keys_for(self, event: WatchEvent) -> Iterable[Key]:
-        if (event.group, event.resource) == ("batch", "jobs"):
-            metadata = event.object["metadata"]
-            return [(metadata.get("namespace", ""), metadata["name"])]
-        if (event.group, event.resource) != ("", "pods"):
-            return []
-        return owner_keys(self.store, event, owner_group="batch", owner_resource="jobs", owner_kind="Job",
-                          selector_of=_selector)
-
-    def initial_keys(self) -> Iterable[Key]:
-        return [(job["metadata"].get("namespace", ""), job["metadata"]["name"])
-                for job in self.store.list("batch", "jobs").items]
 
     async def reconcile(self, key: Key) -> None:
         namespace, name = key  # type: ignore[misc]
@@ -311,9 +306,6 @@ def _ranges(indexes: list[int]) -> str:
             runs.append([index, index])
     return ",".join(str(first) if first == last else f"{first}-{last}" for first, last in runs)
 
-
-def _selector(job: Obj) -> LabelSelector:
-    return label_selector_from_dict((job.get("spec") or {}).get("selector"))
 
 
 def _phase(pod: Obj) -> str:

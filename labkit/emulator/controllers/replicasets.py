@@ -18,27 +18,26 @@ match are released, as the real ``PodControllerRefManager`` does.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from labkit.core import kubetime
-from labkit.core.selectors import LabelSelector, label_selector_from_dict
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.events import NORMAL, WARNING, EventRecorder
-from labkit.emulator.store import Store, WatchEvent
+from labkit.emulator.store import Store
 
 from .framework import (
-    Controller,
     Key,
+    OwnerController,
     controller_ref,
     epoch,
     is_deleting,
     namespace_terminating,
     new_controller_ref,
-    owner_keys,
     pod_active,
     pod_condition,
     pod_ready,
+    spec_selector,
 )
 
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
@@ -47,7 +46,7 @@ BURST = 500
 """Pods created or deleted per reconcile at most (the real controller's ``burstReplicas``)."""
 
 
-class ReplicaSetController(Controller):
+class ReplicaSetController(OwnerController):
     """Creates and deletes pods to match each ReplicaSet, and writes its status.
 
     Args:
@@ -58,6 +57,7 @@ class ReplicaSetController(Controller):
     """
 
     name = "replicaset"
+    resource = ("apps", "replicasets", "ReplicaSet")
 
     def __init__(self, store: Store, node_name: str, *, clock: Callable[[], float] = time.time,
                  create_pod: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None):
@@ -68,19 +68,6 @@ class ReplicaSetController(Controller):
         # injection webhooks, validation) sees them; without the seam (unit tests) the store is written directly.
         self._admit_and_create = create_pod
         self.events = EventRecorder(store, "replicaset-controller")
-
-    def keys_for(self, event: WatchEvent) -> Iterable[Key]:
-        if (event.group, event.resource) == ("apps", "replicasets"):
-            metadata = event.object["metadata"]
-            return [(metadata.get("namespace", ""), metadata["name"])]
-        if (event.group, event.resource) != ("", "pods"):
-            return []
-        return owner_keys(self.store, event, owner_group="apps", owner_resource="replicasets",
-                          owner_kind="ReplicaSet", selector_of=_selector)
-
-    def initial_keys(self) -> Iterable[Key]:
-        return [(rs["metadata"].get("namespace", ""), rs["metadata"]["name"])
-                for rs in self.store.list("apps", "replicasets").items]
 
     async def reconcile(self, key: Key) -> None:
         namespace, name = key  # type: ignore[misc]
@@ -115,7 +102,7 @@ class ReplicaSetController(Controller):
         """The pods this ReplicaSet controls, after adopting orphans and releasing mismatches."""
         namespace = rs["metadata"].get("namespace", "")
         uid = rs["metadata"]["uid"]
-        selector = _selector(rs)
+        selector = spec_selector(rs)
         owned = []
         for pod in self.store.list("", "pods", namespace=namespace).items:
             ref = controller_ref(pod)
@@ -227,9 +214,6 @@ class ReplicaSetController(Controller):
             fresh["status"] = status
             self.store.update_status("apps", "replicasets", fresh)
 
-
-def _selector(rs: dict[str, Any]) -> LabelSelector:
-    return label_selector_from_dict((rs.get("spec") or {}).get("selector"))
 
 
 def qos_class(spec: dict[str, Any]) -> str:

@@ -23,22 +23,20 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from labkit.core.selectors import LabelSelector, label_selector_from_dict
 from labkit.core.wire import Obj
 from labkit.emulator.events import WARNING, EventRecorder
-from labkit.emulator.store import Store, WatchEvent
+from labkit.emulator.store import Store
 
 from .deployments import pod_template_hash
 from .framework import (
-    Controller,
     Key,
+    OwnerController,
     epoch,
     is_deleting,
     namespace_terminating,
-    owner_keys,
     pod_condition,
     pod_ready,
 )
@@ -62,7 +60,7 @@ def update_revision(stateful_set: Obj) -> str:
     return f"{stateful_set['metadata']['name']}-{pod_template_hash(template, collisions)}"
 
 
-class StatefulSetController(Controller):
+class StatefulSetController(OwnerController):
     """Keeps ``web-0`` … ``web-<n-1>`` of each StatefulSet, in order, and writes its status.
 
     Args:
@@ -73,6 +71,7 @@ class StatefulSetController(Controller):
     """
 
     name = "statefulset"
+    resource = ("apps", "statefulsets", "StatefulSet")
 
     def __init__(self, store: Store, node_name: str, *, clock: Callable[[], float] = time.time,
                  create_pod: CreatePod | None = None):
@@ -81,19 +80,6 @@ class StatefulSetController(Controller):
         self._clock = clock
         self._admit_and_create = create_pod
         self.events = EventRecorder(store, "statefulset-controller")
-
-    def keys_for(self, event: WatchEvent) -> Iterable[Key]:
-        if (event.group, event.resource) == ("apps", "statefulsets"):
-            metadata = event.object["metadata"]
-            return [(metadata.get("namespace", ""), metadata["name"])]
-        if (event.group, event.resource) != ("", "pods"):
-            return []
-        return owner_keys(self.store, event, owner_group="apps", owner_resource="statefulsets",
-                          owner_kind="StatefulSet", selector_of=_selector)
-
-    def initial_keys(self) -> Iterable[Key]:
-        return [(s["metadata"].get("namespace", ""), s["metadata"]["name"])
-                for s in self.store.list("apps", "statefulsets").items]
 
     async def reconcile(self, key: Key) -> None:
         namespace, name = key  # type: ignore[misc]
@@ -212,9 +198,6 @@ class StatefulSetController(Controller):
             fresh["status"] = status
             self.store.update_status("apps", "statefulsets", fresh)
 
-
-def _selector(stateful_set: Obj) -> LabelSelector:
-    return label_selector_from_dict((stateful_set.get("spec") or {}).get("selector"))
 
 
 def _phase(pod: Obj) -> str:

@@ -55,6 +55,7 @@ from labkit.emulator.mesh.model import (
     ServicePort,
     port_protocol,
 )
+from labkit.emulator.schemas.decoding import FAST_YAML
 
 NETWORK_LABEL = "topology.istio.io/network"
 GATEWAY_PORT_LABEL = "networking.istio.io/gatewayPort"
@@ -84,7 +85,7 @@ class ClusterView:
 
 def parse_mesh_config(text: str | None, proxy_metadata_defaults: Mapping[str, str] | None = None) -> MeshConfig:
     """``meshConfig`` from the ``mesh`` key of the ``istio`` ConfigMap."""
-    data = yaml.safe_load(text or "") or {}
+    data = yaml.load(text or "", Loader=FAST_YAML) or {}
     default_config = data.get("defaultConfig") or {}
     metadata = dict(proxy_metadata_defaults or {})
     metadata.update({k: str(v) for k, v in (default_config.get("proxyMetadata") or {}).items()})

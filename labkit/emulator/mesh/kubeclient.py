@@ -29,6 +29,7 @@ import aiohttp
 import yaml
 
 from labkit.core.wire import Obj, Status
+from labkit.emulator.schemas.decoding import FAST_YAML
 from labkit.errors import KubeApiError
 
 _log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Credentials:
     @classmethod
     def from_kubeconfig(cls, text: str) -> Credentials:
         """The current context of a kubeconfig (what a remote secret holds): server, CA data, bearer token."""
-        config = yaml.safe_load(text)
+        config = yaml.load(text, Loader=FAST_YAML)
         if not isinstance(config, dict):
             raise _unanswered("the kubeconfig is not a YAML mapping")
         contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
@@ -89,11 +90,10 @@ class KubeClient:
 
     def __init__(self, credentials: Credentials, *, timeout: float = 10.0):
         self.credentials = credentials
-        context = ssl.create_default_context()
-        if credentials.ca_pem:
-            # ssl wants a file or cadata; cadata avoids temp files and works with PEM text.
-            context = ssl.create_default_context(cadata=credentials.ca_pem)
-        self._ssl = context
+        # ssl wants a file or cadata; cadata avoids temp files and works with PEM text. The machine's trust store is
+        # loaded (a tenth of a second) only when the credentials bring no CA of their own.
+        self._ssl = ssl.create_default_context(cadata=credentials.ca_pem) if credentials.ca_pem \
+            else ssl.create_default_context()
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 

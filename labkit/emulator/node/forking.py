@@ -215,6 +215,15 @@ class Zygote:
         self._replies.append((reply, list(argv)))
         return await reply
 
+    async def prepare(self) -> None:
+        """Start the zygote now rather than at the first spawn, so its imports overlap other work.
+
+        The first program it forks (istiod, the first proxy) then waits for nothing but the fork; a zygote that
+        cannot start is left to :meth:`spawn` to report, which starts programs afresh.
+        """
+        with contextlib.suppress(ZygoteUnavailable):
+            await self._ensure()
+
     async def close(self) -> None:
         """Stop the zygote (its children, if any are left, die with it) and wait until it is gone."""
         process, sock, reader = self._process, self._socket, self._reader

@@ -95,6 +95,10 @@ class ContainerRecord:
         self.process: Process | None = None  # the container's main process, started afresh or forked
         self.log_path: Path | None = None
         self.task: asyncio.Task[None] | None = None
+        # ``stdin: true``: the running instance's stdin, which attaches write to; ``tty: true``: its terminal.
+        self.stdin: asyncio.StreamWriter | None = None
+        self.terminal: int | None = None
+        self.stdin_claimed = False  # ``stdinOnce``: an attach has had stdin, and closing it closed it for good
 
     def status(self) -> Obj:
         """The container's ``containerStatuses`` entry."""

@@ -46,7 +46,7 @@ from labkit.core.wire import Obj
 from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
-from labkit.emulator.node import forking, hooks, probing, spawning
+from labkit.emulator.node import attaching, forking, hooks, logfiles, probing, spawning, terminals
 from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
@@ -64,6 +64,7 @@ MOUNT_RETRY = 0.5
 MAX_MOUNT_RETRY = 5.0
 GRACE_CAP = 2.0
 FOLLOW_POLL = 0.05
+LOG_DRAIN = 1.0  # how long an ended terminal container's output may still be on its way to the log file
 
 StatusCallback = Callable[[str, str, dict[str, Any]], None]
 # (namespace, service account, audiences, lifetime in seconds or None for the default) -> a bound token,
@@ -136,6 +137,7 @@ class NodeRuntime:
         self.grace_cap = grace_cap
         self.python = python
         self.events = KubeletEvents(record_event)
+        self.stamper = logfiles.Stamper()
         self.zygote = forking.Zygote(python, self.state_dir / "zygote.log") \
             if (forking.enabled() if zygote is None else zygote) else None
         self._pods: dict[str, PodRecord] = {}
@@ -233,9 +235,16 @@ class NodeRuntime:
         self._release(pod)
         shutil.rmtree(pod.dir, ignore_errors=True)
 
+    async def start(self) -> None:
+        """Get the node ready for its first pods: start its zygote, whose imports (istiod's, the agent's) then
+        overlap the cluster's set-up instead of holding the first istiod in ContainerCreating."""
+        if self.zygote is not None:
+            await self.zygote.prepare()
+
     async def shutdown(self) -> None:
         """Stop every pod and wait for every process to be gone."""
         await asyncio.gather(*(self.remove_pod(p.namespace, p.name, p.uid) for p in list(self._pods.values())))
+        self.stamper.close()
         if self.zygote is not None:
             await self.zygote.close()
         if self._bridge is not None:
@@ -267,7 +276,7 @@ class NodeRuntime:
     # ---- logs and exec ----------------------------------------------------------------------------------------
 
     def logs(self, namespace: str, name: str, container: str | None = None, *, tail: int | None = None,
-             previous: bool = False) -> bytes:
+             previous: bool = False, timestamps: bool = False, since: float | None = None) -> bytes:
         """What ``kubectl logs`` prints: the container's stdout and stderr.
 
         Args:
@@ -276,6 +285,8 @@ class NodeRuntime:
             container: the container; may be left out when the pod has only one.
             tail: only the last ``tail`` lines.
             previous: the instance before the last restart (``kubectl logs --previous``).
+            timestamps: start each line with the time it was written (``--timestamps``).
+            since: only lines written at or after this time (seconds since the epoch; ``--since``).
 
         Raises:
             StatusError: 404 for an unknown pod, 400 for an unknown container or no previous instance.
@@ -283,11 +294,15 @@ class NodeRuntime:
         pod = self._find(namespace, name)
         record = self._container(pod, container)
         path = self._log_file(pod, record, previous)
-        data = path.read_bytes() if path.exists() else b""
-        return _tail(data, tail)
+        if not timestamps and since is None:
+            data = path.read_bytes() if path.exists() else b""
+            return _tail(data, tail)
+        entries, _ = logfiles.read(path)
+        return logfiles.render(entries, timestamps=timestamps, since=since, tail=tail)
 
     async def follow_logs(self, namespace: str, name: str, container: str | None = None, *,
-                          tail: int | None = None) -> AsyncIterator[bytes]:
+                          tail: int | None = None, timestamps: bool = False,
+                          since: float | None = None) -> AsyncIterator[bytes]:
         """``kubectl logs -f``: what is there, then what comes, until the container's process ends.
 
         Args:
@@ -295,31 +310,60 @@ class NodeRuntime:
             name: the pod's name.
             container: the container; may be left out when the pod has only one.
             tail: start with only the last ``tail`` lines.
+            timestamps: start each line with the time it was written; lines then go out whole.
+            since: start with only the lines written at or after this time (seconds since the epoch).
         """
         pod = self._find(namespace, name)
         record = self._container(pod, container)
         path = self._log_file(pod, record, previous=False)
         process = record.process
-        data = path.read_bytes() if path.exists() else b""
-        position = len(data)
-        if data := _tail(data, tail):
+        entries, position = logfiles.read(path, partial=not timestamps)
+        if data := logfiles.render(entries, timestamps=timestamps, since=since, tail=tail):
             yield data
+        async for chunk in self._follow(pod, record, process, path, position, timestamps=timestamps):
+            yield chunk
+
+    async def _follow(self, pod: PodRecord, record: ContainerRecord, process: spawning.Process | None, path: Path,
+                      position: int, *, timestamps: bool = False) -> AsyncIterator[bytes]:
+        """What the container instance ``process`` writes to ``path`` after ``position``, until it has ended."""
         while True:
-            chunk = b""
-            with contextlib.suppress(FileNotFoundError), path.open("rb") as file:
-                file.seek(position)
-                chunk = file.read()
-            if chunk:
-                position += len(chunk)
-                yield chunk
+            # The supervisor lets go of the process once its output has reached the file.
+            ended = pod.removing or record.log_path != path or process is None or record.process is not process
+            entries, after = logfiles.read(path, position, partial=not timestamps or ended)
+            if entries:
+                position = after
+                yield logfiles.render(entries, timestamps=timestamps)
                 continue
-            ended = (pod.removing or record.log_path != path or process is None or process.returncode is not None)
             if ended:
                 return
             await asyncio.sleep(FOLLOW_POLL)
 
+    async def attach(self, namespace: str, name: str, container: str | None) -> attaching.Attachment:
+        """``kubectl attach`` (and ``run -i``): the running container's stdin, output and terminal.
+
+        Output is what the container writes from now on; the first attach of a ``stdinOnce`` container (what
+        ``kubectl run -i`` makes) gets it from the start, so a command quicker than the attach loses nothing.
+
+        Args:
+            namespace: the pod's namespace.
+            name: the pod's name.
+            container: the container; the first one when ``None``.
+
+        Raises:
+            StatusError: 404 for an unknown pod, 400 for an unknown or not running container.
+        """
+        pod = self._find(namespace, name)
+        record = self._container(pod, container, default_first=True)
+        process, path = record.process, record.log_path
+        if process is None or process.returncode is not None or path is None:
+            raise api_status.bad_request(f'unable to upgrade connection: container not found ("{record.name}")')
+        once = bool(record.spec.get("stdinOnce"))
+        start = 0 if once and not record.stdin_claimed else (path.stat().st_size if path.exists() else 0)
+        return attaching.Attachment(record, self._follow(pod, record, process, path, start), once=once)
+
     async def exec(self, namespace: str, name: str, container: str | None, argv: list[str], *,
-                   stdin: bool = False) -> asyncio.subprocess.Process:
+                   stdin: bool = False, tty: bool = False,
+                   size: tuple[int, int] | None = None) -> asyncio.subprocess.Process | terminals.TerminalProcess:
         """Run ``argv`` as the pod (its environment, directory and shims); the caller owns the pipes and waits.
 
         Args:
@@ -328,6 +372,8 @@ class NodeRuntime:
             container: the container whose environment to use; the first one when ``None``.
             argv: the command, looked up on the pod's ``PATH`` (its ``bin/`` first, then the machine's).
             stdin: give the process a stdin pipe (``kubectl exec -i``); otherwise it reads from /dev/null.
+            tty: run it on a terminal of its own (``kubectl exec -t``, :mod:`.terminals`) instead of pipes.
+            size: the terminal's ``(width, height)``, the client's window, set before the command starts.
 
         Raises:
             StatusError: 404 for an unknown pod, 400 for an unknown or not running container.
@@ -344,10 +390,45 @@ class NodeRuntime:
         if program is None or not os.access(program, os.X_OK):
             raise ExecNotFoundError(argv[0], INSTALL_HINTS.get(argv[0], f"Install {argv[0]} on this machine."))
         pod.execs = {p for p in pod.execs if p.returncode is None}
+        if tty:
+            master, slave = terminals.open_pty(*(size or (None, None)))
+            try:
+                process = await spawning.spawn([program, *argv[1:]], env=dict(env, TERM=env.get("TERM", "xterm")),
+                                               cwd=pod.dir, stdin=slave, stdout=slave, stderr=slave, terminal=True)
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            pod.execs.add(process)  # type: ignore[arg-type]
+            writer, reader = await terminals.master_streams(master)
+            return terminals.TerminalProcess(process, master, writer, reader)
         process = await spawning.spawn([program, *argv[1:]], env=env, cwd=pod.dir,
                                        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL)
         pod.execs.add(process)
         return process
+
+    async def connect(self, namespace: str, name: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection to ``port`` of the pod, as a kubelet's port-forward dials ``localhost:port`` inside it.
+
+        A pod's "localhost" here is where its programs listen: the apps' address first (a sidecar holds the pod
+        IP), then the pod IP (the proxy's own ports, and pods without a sidecar).
+
+        Args:
+            namespace: the pod's namespace.
+            name: the pod's name.
+            port: the port inside the pod.
+
+        Raises:
+            StatusError: 404 for an unknown pod.
+            OSError: nothing listens there; the message is Go's dial error, which a kubelet reports.
+        """
+        pod = self._find(namespace, name)
+        addresses = list(dict.fromkeys((self._app_address(pod), pod.ip)))
+        for address in addresses:
+            with contextlib.suppress(OSError):
+                return await asyncio.open_connection(address, port)
+        raise ConnectionRefusedError(f"dial tcp4 {addresses[0]}:{port}: connect: connection refused")
 
     # ---- internals --------------------------------------------------------------------------------------------
 
@@ -566,10 +647,7 @@ class NodeRuntime:
         container.ever_created = True
         container.container_id = f"containerd://{secrets.token_hex(32)}"
         try:
-            argv = self.environment.argv(container)
-            with container.log_path.open("ab") as log:
-                process = await spawning.spawn(argv, env=container.env, cwd=pod.dir, stdout=log,
-                                               stderr=asyncio.subprocess.STDOUT, zygote=self.zygote)
+            process, terminal_output = await self._start(pod, container, self.environment.argv(container))
         except OSError as exc:
             message = (f"failed to create containerd task: failed to create shim task: OCI runtime "
                        f"create failed: unable to start container process: {exc}: unknown")
@@ -592,13 +670,69 @@ class NodeRuntime:
             failed=lambda: self.events.unhealthy(ref, container.name, probe, target)))
         try:
             code = await process.wait()
+            if terminal_output is not None:
+                # The last words may still be in the terminal: a restart or `logs -f` must find them in the file.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(terminal_output), LOG_DRAIN)
         finally:
+            if container.stdin is not None:
+                container.stdin.close()
+                container.stdin, container.terminal = None, None
+            if terminal_output is None and container.log_path is not None:
+                self.stamper.unwatch(container.log_path)
             readiness.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await readiness
         # A signal shows as 128+N, as container runtimes report it (SIGKILL → 137).
         exit_code = 128 - code if code < 0 else code
         return exit_code, "Completed" if exit_code == 0 else "Error", ""
+
+    async def _start(self, pod: PodRecord, container: ContainerRecord,
+                     argv: list[str]) -> tuple[spawning.Process, asyncio.Future[None] | None]:
+        """Start one instance of the container, its output going to its log file (:mod:`.logfiles`).
+
+        A container with ``tty: true`` runs on a terminal (output and input through its master end; the future
+        returned is done when its output has all been read); with ``stdin: true``, on a stdin pipe the node
+        keeps for attaches; otherwise stdin is /dev/null.
+        """
+        assert container.log_path is not None
+        container.stdin, container.terminal, container.stdin_claimed = None, None, False
+        loop = asyncio.get_running_loop()
+        if container.spec.get("tty"):
+            master, slave = terminals.open_pty()
+            try:
+                log_writer = await logfiles.read_into(os.dup(master), container.log_path)
+                process = await spawning.spawn(argv, env=dict(container.env, TERM="xterm"), cwd=pod.dir, stdin=slave,
+                                               stdout=slave, stderr=slave, terminal=True)
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                                os.fdopen(master, "wb", buffering=0))
+            container.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+            container.terminal = master
+            return process, log_writer.closed
+        read_end, write_end = os.pipe() if container.spec.get("stdin") else (None, None)
+        try:
+            with container.log_path.open("ab") as log:
+                process = await spawning.spawn(argv, env=container.env, cwd=pod.dir,
+                                               stdin=read_end if read_end is not None else asyncio.subprocess.DEVNULL,
+                                               stdout=log, stderr=asyncio.subprocess.STDOUT, zygote=self.zygote)
+        except BaseException:
+            if write_end is not None:
+                os.close(write_end)
+            raise
+        finally:
+            if read_end is not None:
+                os.close(read_end)  # the child has it
+        self.stamper.watch(container.log_path)
+        if write_end is not None:
+            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                                os.fdopen(write_end, "wb", buffering=0))
+            container.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+        return process, None
 
     def _set_ready(self, pod: PodRecord, container: ContainerRecord, ready: bool) -> None:
         if container.ready != ready:

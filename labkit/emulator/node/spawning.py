@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from labkit.emulator.node import forking
+from labkit.emulator.node import forking, terminals
 
 PR_SET_PDEATHSIG = 1
 
@@ -58,7 +58,7 @@ def die_with(parent: int) -> Callable[[], None]:
 
 async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: Any = asyncio.subprocess.DEVNULL,
                 stdout: Any = asyncio.subprocess.PIPE, stderr: Any = asyncio.subprocess.PIPE,
-                zygote: forking.Zygote | None = None) -> Process:
+                zygote: forking.Zygote | None = None, terminal: bool = False) -> Process:
     """Start ``argv`` in its own process group, dying with this process.
 
     Args:
@@ -70,7 +70,19 @@ async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: An
         stderr: as for :func:`asyncio.create_subprocess_exec`.
         zygote: the node's zygote, which forks ``argv`` when it is a labkit program run with ``-m`` and no stream
             is a pipe; a zygote that cannot take it leaves the start to this function.
+        terminal: ``stdin`` is a terminal's slave end, to become the child's controlling terminal: the child leads
+            a session of its own (and so its own process group), as a shell on a terminal does.
     """
+    if terminal:
+        parent = os.getpid()
+
+        def on_terminal() -> None:
+            die_with(parent)()
+            terminals.take_controlling_terminal()
+
+        return await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
+            preexec_fn=on_terminal)
     if zygote is not None and forking.forkable(argv, zygote.python) and asyncio.subprocess.PIPE not in (
             stdin, stdout, stderr):
         with contextlib.ExitStack() as stack:

@@ -111,10 +111,10 @@ def test_builtin_discovery_metadata_matches_a_real_server() -> None:
     pods = registry.get("", "v1", "pods")
     assert pods.verbs == ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
     assert pods.categories == ("all",)
-    assert [sub.name for sub in pods.subresources] == ["exec", "log", "status"]
+    assert [sub.name for sub in pods.subresources] == ["attach", "exec", "log", "portforward", "proxy", "status"]
     assert pods.subresource("exec").verbs == ("create", "get")
     assert pods.subresource("log").verbs == ("get",)
-    assert pods.subresource("portforward") is None
+    assert pods.subresource("portforward").verbs == ("create", "get")
     namespaces = registry.get("", "v1", "namespaces")
     assert "deletecollection" not in namespaces.verbs and not namespaces.namespaced
     scale = registry.get("apps", "v1", "deployments").subresource("scale")

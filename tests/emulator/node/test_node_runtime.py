@@ -382,6 +382,25 @@ def test_the_app_address_seam_moves_the_app_off_the_pod_ip(tmp_path: Path) -> No
     run(tmp_path, body)
 
 
+def test_port_forward_dials_the_pods_localhost_the_app_when_a_sidecar_holds_the_pod_ip(tmp_path: Path) -> None:
+    async def body(node: Node) -> None:
+        app_ip = node.pool.allocate()
+        await node.runtime.sync_pod(pod("hello-sidecar", annotations={APP_ADDRESS_ANNOTATION: app_ip},
+                                        ports=[{"containerPort": 5000}]))
+        await node.ready("sample", "hello-sidecar")
+        reader, writer = await node.runtime.connect("sample", "hello-sidecar", 5000)
+        writer.write(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.endswith(b"Helloworld is healthy")
+        with pytest.raises(ConnectionRefusedError, match=f"dial tcp4 {app_ip}:5999: connect: connection refused"):
+            await node.runtime.connect("sample", "hello-sidecar", 5999)
+        with pytest.raises(StatusError):
+            await node.runtime.connect("sample", "nobody", 5000)
+
+    run(tmp_path, body)
+
+
 def test_shutdown_leaves_no_process(tmp_path: Path) -> None:
     pids: list[int] = []
 
