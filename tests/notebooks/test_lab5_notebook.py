@@ -14,17 +14,15 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from notebook_kit import LabNotebook
 
-from labkit.emulator import launching
-
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "05-spire-federation.ipynb"
+NOTEBOOK = "05-spire-federation.ipynb"
+LAB = "spire-federation"
 LABKIT = str(Path(sys.executable).with_name("labkit"))
 FEDERATED = "each SPIRE server holds the other trust domain's bundle (foo.com ↔ bar.com)"
 
@@ -34,21 +32,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 
-@pytest.fixture
-def lab_home(tmp_path: Path) -> Iterator[Path]:
-    """A private LABKIT_HOME for the notebook's kernel; whatever the run leaves is stopped afterwards."""
-    saved = os.environ.get("LABKIT_HOME")
-    os.environ["LABKIT_HOME"] = str(tmp_path / "home")
-    try:
-        yield tmp_path / "home"
-    finally:
-        launching.down(tmp_path / "home" / "labs" / "spire-federation")
-        if saved is None:
-            os.environ.pop("LABKIT_HOME", None)
-        else:
-            os.environ["LABKIT_HOME"] = saved
-
-
 def _copy(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The same cell once more, under an id of its own (nbformat refuses duplicate ids)."""
     again = copy.deepcopy(cell)
@@ -56,37 +39,35 @@ def _copy(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return again
 
 
-def test_without_the_first_bundle_exchange_the_federation_checkpoint_fails(lab_home: Path) -> None:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    notebook.cells = [c for c in notebook.cells if "bundle-exchange" not in c.metadata.get("tags", [])]
-    client = NotebookClient(notebook, kernel_name="python3", timeout=600,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+def test_without_the_first_bundle_exchange_the_federation_checkpoint_fails(lab_notebook: LabNotebook) -> None:
     with pytest.raises(CellExecutionError) as failure:
-        client.execute()
+        lab_notebook.client(lab_notebook.read(without_tag="bundle-exchange")).execute()
     message = str(failure.value)
     assert "CheckpointFailed" in message
     assert FEDERATED in message
 
 
-def test_every_cell_runs_twice_and_labkit_run_writes_the_charts(lab_home: Path, tmp_path: Path) -> None:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+def test_every_cell_runs_twice_and_labkit_run_writes_the_charts(lab_notebook: LabNotebook, tmp_path: Path) -> None:
+    notebook = lab_notebook.read()
     cleanup = [i for i, c in enumerate(notebook.cells) if "lab.cleanup()" in c.source]
     assert cleanup == [len(notebook.cells) - 1], "the lab must end with its cleanup cell"
     steps = notebook.cells[:-1]
     notebook.cells = [*steps, *(_copy(c) for c in steps), notebook.cells[-1]]
-    twice = tmp_path / "05-spire-federation.ipynb"
+    twice = tmp_path / "run" / NOTEBOOK
+    twice.parent.mkdir()
     nbformat.write(notebook, twice)
-    done = subprocess.run([LABKIT, "run", str(twice), "--out", str(tmp_path / "out")], capture_output=True,
-                          text=True, timeout=1200, cwd=NOTEBOOK.parent, env=dict(os.environ, MPLBACKEND="Agg"),
+    out = tmp_path / "run" / "out"
+    done = subprocess.run([LABKIT, "run", str(twice), "--out", str(out)], capture_output=True, text=True,
+                          timeout=1200, cwd=lab_notebook.path.parent, env=dict(os.environ, MPLBACKEND="Agg"),
                           check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    executed = nbformat.read(tmp_path / "out" / twice.name, as_version=4)
+    executed = nbformat.read(out / NOTEBOOK, as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     for lesson in (FEDERATED, "north-south: cluster1's sleep reaches helloworld v2 through cluster2's ingress gateway",
                    "without bar.com's bundle, calls from foo.com to bar.com fail verifying the server (TLS error)",
                    "with bar.com's bundle restored, cluster1 reaches v2 again"):
         assert printed.count(f"✅ {lesson}") == 2, lesson
-    charts = sorted((tmp_path / "out").glob("05-spire-federation-cell*.png"))
+    charts = sorted(out.glob("05-spire-federation-cell*.png"))
     assert len(charts) == 2  # the stage chart, once per pass
     assert all(chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for chart in charts)
-    assert launching.status(lab_home / "labs" / "spire-federation") is None  # the cleanup cell stopped the lab
+    assert lab_notebook.stopped  # the cleanup cell stopped the lab
