@@ -9,7 +9,8 @@ domains trust each other only because their servers exchanged SPIFFE bundles. Th
 - :func:`deploy_apps`: helloworld v1 in cluster1, v2 in cluster2, sleep in both, each asking for the other domain's
   bundle;
 - :func:`spire_server`: the ``spire-server`` CLI in the server's pod (``kubectl exec … -- spire-server …``);
-- :func:`remove_bundle`, :func:`restore_bundle`: take a federated bundle away and give it back.
+- :func:`remove_bundle`, :func:`restore_bundle`: take a federated bundle away and give it back;
+  :func:`set_trust_domain_aliases`: which other trust domains the mesh accepts as its own in server names.
 
 And what a learner reads off the lab: :func:`versions` and :func:`outcome` of a calls table, :func:`resolved` (what
 ``nslookup`` answered), :func:`sds_certificates` (``istioctl proxy-config secret``), :func:`identity` (the SAN and
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import yaml
 
 from labkit import istio, kube, pki
 from labkit.errors import LabkitError
@@ -132,6 +134,25 @@ def restore_bundle(cluster: Cluster, source: Cluster) -> str:
     bundle = spire_server(source, "bundle", "show", "-format", "spiffe")
     return spire_server(cluster, "bundle", "set", "-format", "spiffe", "-id", f"spiffe://{trust_domain(source)}",
                         stdin=bundle).strip()
+
+
+def set_trust_domain_aliases(cluster: Cluster, aliases: list[str]) -> list[str]:
+    """Set ``meshConfig.trustDomainAliases`` in the cluster's ``istio`` ConfigMap (what an install with other aliases
+    writes); istiod rebuilds every sidecar's server-name checks from it. Returns the aliases it had before.
+
+    Raises:
+        LabkitError: the cluster has no ``istio`` ConfigMap in ``istio-system`` (Istio is not installed there).
+    """
+    configmap = cluster.object("v1", "ConfigMap", "istio", "istio-system")
+    if configmap is None:
+        raise LabkitError(f"{cluster}: no ConfigMap istio in istio-system to hold meshConfig; install Istio first")
+    mesh = yaml.safe_load((configmap.get("data") or {}).get("mesh") or "") or {}
+    before = list(mesh.get("trustDomainAliases") or [])
+    mesh["trustDomainAliases"] = list(aliases)
+    cluster.apply([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": "istio-system"},
+                    "data": {**(configmap.get("data") or {}), "mesh": yaml.safe_dump(mesh, sort_keys=False)}}],
+                  quiet=True)
+    return before
 
 
 def federated_domains(cluster: Cluster) -> list[str]:

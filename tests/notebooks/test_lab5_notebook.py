@@ -65,7 +65,9 @@ def test_every_cell_runs_twice_and_labkit_run_writes_the_charts(lab_notebook: La
     printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     for lesson in (FEDERATED, "north-south: cluster1's sleep reaches helloworld v2 through cluster2's ingress gateway",
                    "without bar.com's bundle, calls from foo.com to bar.com fail verifying the server (TLS error)",
-                   "with bar.com's bundle restored, cluster1 reaches v2 again"):
+                   "with bar.com's bundle restored, cluster1 reaches v2 again",
+                   "without bar.com in cluster1's trustDomainAliases, calls to v2 fail although both bundles are trusted",
+                   "with the alias back, cluster1 reaches v2 again"):
         assert printed.count(f"✅ {lesson}") == 2, lesson
     charts = sorted(out.glob("05-spire-federation-cell*.png"))
     assert len(charts) == 2  # the stage chart, once per pass
