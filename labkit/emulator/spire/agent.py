@@ -32,7 +32,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import signal
 import ssl
 import sys
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from labkit.emulator.spire import health
 from labkit.emulator.spire.config import AgentConfig
 from labkit.emulator.spire.entries import Entry, Selector
 from labkit.emulator.spire.pods import PodContext
+from labkit.emulator.spire.programs import run_program, stop_event
 from labkit.emulator.spire.workloadapi import Svid, WorkloadEndpoint, WorkloadView
 from labkit.errors import KubeApiError, PkiError, SpireError
 from labkit.pki import Credential, TrustBundle, describe, new_request
@@ -342,29 +342,14 @@ async def run(config_path: str) -> None:
     pod = PodContext.from_environment()
     config = AgentConfig.parse(await pod.read_file(config_path), config_path)
     agent = SpireAgent(config, pod, await _node_name(pod))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()
     _log.info("Starting agent: trust_domain=%s node=%s", config.trust_domain, agent.node_name)
     await agent.run(stop)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "run":
-        args = args[1:]
-    logging.basicConfig(level=logging.INFO, format="time=%(asctime)s level=%(levelname)s msg=%(message)s",
-                        stream=sys.stderr)
-    config = "/run/spire/config/agent.conf"
-    if "-config" in args and args.index("-config") + 1 < len(args):
-        config = args[args.index("-config") + 1]
-    try:
-        asyncio.run(run(config))
-    except SpireError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_program(args[1:] if args[:1] == ["run"] else args, "/run/spire/config/agent.conf", run)
 
 
 if __name__ == "__main__":

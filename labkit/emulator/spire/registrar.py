@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import urllib.parse
 from typing import Any
@@ -38,6 +37,7 @@ from labkit.emulator.mesh.kubeclient import Informer
 from labkit.emulator.spire.config import RegistrarConfig
 from labkit.emulator.spire.entries import Entry, Selector, trust_domain_name
 from labkit.emulator.spire.pods import PodContext
+from labkit.emulator.spire.programs import run_program, stop_event
 from labkit.emulator.spire.sockets import unix_address
 from labkit.errors import SpireError
 
@@ -172,26 +172,12 @@ class Registrar:
 async def run(config_path: str) -> None:
     pod = PodContext.from_environment()
     config = RegistrarConfig.parse(await pod.read_file(config_path), config_path)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await Registrar(config, pod).run(stop)
+    await Registrar(config, pod).run(stop_event())
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="time=%(asctime)s level=%(levelname)s msg=%(message)s",
-                        stream=sys.stderr)
-    config = "/run/spire/config/k8s-workload-registrar.conf"
-    if "-config" in args and args.index("-config") + 1 < len(args):
-        config = args[args.index("-config") + 1]
-    try:
-        asyncio.run(run(config))
-    except SpireError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_program(list(sys.argv[1:] if argv is None else argv), "/run/spire/config/k8s-workload-registrar.conf",
+                       run)
 
 
 if __name__ == "__main__":

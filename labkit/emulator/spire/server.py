@@ -11,11 +11,9 @@ spire-server entry show`` should answer as fast as the real binary, without load
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sys
 
-from labkit.errors import SpireError
+from labkit.emulator.spire.programs import LOG_FORMAT, run_program
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,17 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0].startswith("-"):
         from labkit.emulator.spire import serving  # noqa: PLC0415 - the CLI needs none of it
 
-        logging.basicConfig(level=logging.INFO, format="time=%(asctime)s level=%(levelname)s msg=%(message)s "
-                            "subsystem_name=%(name)s", stream=sys.stderr)
-        config = "/run/spire/config/server.conf"
-        if "-config" in args and args.index("-config") + 1 < len(args):
-            config = args[args.index("-config") + 1]
-        try:
-            asyncio.run(serving.run(config))
-        except SpireError as exc:
-            print(f"Error: {exc}", file=sys.stderr)
-            return 1
-        return 0
+        return run_program(args, "/run/spire/config/server.conf", serving.run,
+                           log_format=f"{LOG_FORMAT} subsystem_name=%(name)s")
     from labkit.emulator.spire import cli  # noqa: PLC0415 - the server needs none of it
 
     return cli.main(args)

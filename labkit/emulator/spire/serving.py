@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import logging
 import os
-import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from labkit.emulator.spire import federation, health
 from labkit.emulator.spire.config import ServerConfig, bind_host
 from labkit.emulator.spire.entries import Datastore, Entry, Selector, trust_domain_name
 from labkit.emulator.spire.pods import PodContext
+from labkit.emulator.spire.programs import stop_event
 from labkit.emulator.spire.sockets import unix_address
 from labkit.errors import KubeApiError, PkiError, SpireError
 from labkit.pki import CertificateAuthority, Credential, TrustBundle, describe, new_request
@@ -405,10 +405,7 @@ async def run(config_path: str) -> None:
     pod = PodContext.from_environment()
     config = ServerConfig.parse(await pod.read_file(config_path), config_path)
     server = SpireServer(config, pod)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()
     await server.start()
     try:
         await stop.wait()
