@@ -46,8 +46,9 @@ from labkit.core.wire import Obj
 from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
-from labkit.emulator.node import forking, hooks, probing, spawning
+from labkit.emulator.node import forking, hooks, probing, sandboxing, spawning
 from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
+from labkit.emulator.node.images import SOURCE_ROOT
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
 from labkit.emulator.node.resolving import DnsBridge, Resolver
@@ -108,6 +109,9 @@ class NodeRuntime:
         zygote: whether labkit programs run as ``python -m`` start as forks of a zygote of this node
             (:mod:`.forking`); by default unless ``LABKIT_ZYGOTE=0``.
         record_event: where the kubelet's Events go (``Pulled``, ``Started``, ``BackOff`` …); none by default.
+        sandbox: whether every container and exec runs in its pod's sandbox (:mod:`.sandboxing`: hostname,
+            ``/tmp``, service-account files and volumes at their paths); by default where the OS allows it
+            and ``LABKIT_SANDBOX`` is not ``0``.
     """
 
     def __init__(self, cluster: str, node_name: str, state_dir: Path, pod_ips: IpPool, on_status: StatusCallback,
@@ -117,7 +121,7 @@ class NodeRuntime:
                  ca_file: Path | None = None, issue_token: TokenIssuer | None = None,
                  restart_backoff: float = DEFAULT_BACKOFF, probe_period_scale: float = 1.0,
                  grace_cap: float = GRACE_CAP, python: str = sys.executable, zygote: bool | None = None,
-                 record_event: EventSink | None = None):
+                 record_event: EventSink | None = None, sandbox: bool | None = None):
         self.cluster = cluster
         self.node_name = node_name
         self.state_dir = Path(state_dir)
@@ -138,6 +142,7 @@ class NodeRuntime:
         self.events = KubeletEvents(record_event)
         self.zygote = forking.Zygote(python, self.state_dir / "zygote.log") \
             if (forking.enabled() if zygote is None else zygote) else None
+        self.sandboxed = sandboxing.available() if sandbox is None else sandbox
         self._pods: dict[str, PodRecord] = {}
         self._app_addresses: dict[str, str] = {}
         self._sources_changed = asyncio.Event()
@@ -145,7 +150,7 @@ class NodeRuntime:
         self._bridge_lock = asyncio.Lock()
         self._host_path = os.environ.get("PATH", os.defpath)
         self.environment = NodeEnvironment(node_name, host_ip, self._host_path, kubernetes_service, ca_file,
-                                           resolve_ref, python)
+                                           resolve_ref, python, read_data)
 
     # ---- pods -------------------------------------------------------------------------------------------------
 
@@ -178,6 +183,8 @@ class NodeRuntime:
                 record.app_address = self.pod_ips.allocate()
             directory.mkdir(parents=True, exist_ok=True)
             record.bin_dir.mkdir(exist_ok=True)
+            (directory / "tmp").mkdir(mode=0o1777, exist_ok=True)
+            (directory / "tmp").chmod(0o1777)  # /tmp's own mode, whatever the umask
             self.environment.write_shims(record, await self._dns_address())
         except BaseException:
             self._pods.pop(uid, None)
@@ -345,7 +352,8 @@ class NodeRuntime:
             raise ExecNotFoundError(argv[0], INSTALL_HINTS.get(argv[0], f"Install {argv[0]} on this machine."))
         pod.execs = {p for p in pod.execs if p.returncode is None}
         process = await spawning.spawn([program, *argv[1:]], env=env, cwd=pod.dir,
-                                       stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL)
+                                       stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                                       sandbox=self._sandbox(pod, record))
         pod.execs.add(process)
         return process
 
@@ -393,6 +401,45 @@ class NodeRuntime:
     def _app_address(self, pod: PodRecord) -> str:
         return (self._app_addresses.get(pod.uid) or pod.annotations.get(APP_ADDRESS_ANNOTATION) or pod.app_address
                 or pod.ip)
+
+    def _sandbox(self, pod: PodRecord, container: ContainerRecord) -> sandboxing.Sandbox | None:
+        """What ``container``'s processes (and its execs) see, or ``None`` where pods run unsandboxed.
+
+        The pod's folder holds every path: its ``tmp/`` is ``/tmp``, ``serviceaccount/`` the standard
+        service-account path, and each of the container's volume mounts ``<folder>/<mountPath>`` (where the node
+        writes ConfigMaps, Secrets and tokens, and where emptyDirs start empty), so the node's updates show at once.
+        """
+        if not self.sandboxed:
+            return None
+        binds = [sandboxing.Bind(str(pod.dir / "tmp"), "/tmp")]
+        if pod.account_dir is not None:
+            binds.append(sandboxing.Bind(str(pod.account_dir), sandboxing.SERVICEACCOUNT_PATH, read_only=True))
+        kinds = {v.get("name"): v for v in pod.spec.get("volumes") or []}
+        for mount in container.spec.get("volumeMounts") or []:
+            path = os.path.normpath(mount.get("mountPath") or "/")
+            if path == "/" or not path.startswith("/") or mount.get("subPath") or mount.get("subPathExpr"):
+                continue  # a file mounted by subPath is not written by the node: the machine's file stays
+            source = pod.dir / path.lstrip("/")
+            source.mkdir(parents=True, exist_ok=True)
+            volume = kinds.get(mount.get("name")) or {}
+            written = any(k in volume for k in ("configMap", "secret", "projected", "downwardAPI"))
+            binds.append(sandboxing.Bind(str(source), path, read_only=bool(mount.get("readOnly")) or written))
+        workdir = container.spec.get("workingDir")
+        if workdir and os.path.normpath(workdir) != "/":
+            source = pod.dir / os.path.normpath(workdir).lstrip("/")
+            source.mkdir(parents=True, exist_ok=True)
+            binds.append(sandboxing.Bind(str(source), os.path.normpath(workdir)))
+        binds.sort(key=lambda bind: bind.target.count("/"))  # parents first: a child mount is not hidden
+        scratch = pod.dir / ".sandbox"
+        scratch.mkdir(exist_ok=True)
+        # The node's folder (the pods' Unix sockets, the CA), the interpreter, Envoy and labkit's source stay at
+        # their own paths even when one of the pod's mounts (its /tmp) covers them.
+        keep = dict.fromkeys(str(p) for p in (self.state_dir, pod.dir, Path(self.python).parent, Path(sys.prefix),
+                                              SOURCE_ROOT, *((self.ca_file.parent,) if self.ca_file else ()),
+                                              *(Path(os.environ[v]).parent for v in ("ENVOY_BIN",) if v in os.environ)))
+        return sandboxing.Sandbox(pod.name, tuple(binds), tuple(keep),
+                                  workdir=os.path.normpath(workdir) if workdir else str(pod.dir),
+                                  scratch=str(scratch))
 
     def _mount_volumes(self, pod: PodRecord) -> bool:
         """Write the pod's volumes as the kubelet would; ``False`` when one cannot be had yet (retried).
@@ -557,7 +604,8 @@ class NodeRuntime:
             argv = self.environment.argv(container)
             with container.log_path.open("ab") as log:
                 process = await spawning.spawn(argv, env=container.env, cwd=pod.dir, stdout=log,
-                                               stderr=asyncio.subprocess.STDOUT, zygote=self.zygote)
+                                               stderr=asyncio.subprocess.STDOUT, zygote=self.zygote,
+                                               sandbox=self._sandbox(pod, container))
         except OSError as exc:
             message = (f"failed to create containerd task: failed to create shim task: OCI runtime "
                        f"create failed: unable to start container process: {exc}: unknown")

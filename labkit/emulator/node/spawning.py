@@ -12,6 +12,8 @@ thread, which lives as long as the emulator's node, so that is the right owner.
 Labkit programs run as ``python -s -m …`` (the proxy agent, istiod) are forked by the node's zygote instead when
 the node has one (:mod:`.forking`): the same process group, the same death with the emulator, a fraction of the
 start-up time and memory. Anything else, and anything the zygote cannot take, starts here as before.
+
+Either way the child enters its pod's sandbox (:mod:`.sandboxing`) last, right before it becomes the program.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from labkit.emulator.node import forking
+from labkit.emulator.node import forking, sandboxing
 
 PR_SET_PDEATHSIG = 1
 
@@ -45,20 +48,26 @@ class Process(Protocol):
     async def wait(self) -> int: ...
 
 
-def die_with(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn`` that makes the child die with ``parent`` (this process), even when it is SIGKILLed."""
+def die_with(parent: int, sandbox: sandboxing.Sandbox | None = None) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child die with ``parent`` (this process), even when it is SIGKILLed.
+
+    Args:
+        parent: this process's pid.
+        sandbox: the pod's sandbox, entered next (:mod:`.sandboxing`); none by default.
+    """
     def setup() -> None:
         if _libc is not None:
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # The parent may have died between fork and prctl: then nobody would send the signal.
         if os.getppid() != parent:
             os._exit(1)
+        sandboxing.preexec(sandbox)
     return setup
 
 
 async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: Any = asyncio.subprocess.DEVNULL,
                 stdout: Any = asyncio.subprocess.PIPE, stderr: Any = asyncio.subprocess.PIPE,
-                zygote: forking.Zygote | None = None) -> Process:
+                zygote: forking.Zygote | None = None, sandbox: sandboxing.Sandbox | None = None) -> Process:
     """Start ``argv`` in its own process group, dying with this process.
 
     Args:
@@ -70,6 +79,11 @@ async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: An
         stderr: as for :func:`asyncio.create_subprocess_exec`.
         zygote: the node's zygote, which forks ``argv`` when it is a labkit program run with ``-m`` and no stream
             is a pipe; a zygote that cannot take it leaves the start to this function.
+        sandbox: the pod's sandbox, entered by the child before it runs ``argv``; none by default.
+
+    Raises:
+        OSError: the program cannot be started, or the sandbox cannot be entered (the child says why on its
+            stderr).
     """
     if zygote is not None and forking.forkable(argv, zygote.python) and asyncio.subprocess.PIPE not in (
             stdin, stdout, stderr):
@@ -86,11 +100,14 @@ async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: An
             if -1 not in streams:  # None (inherit the emulator's) is left to a plain start
                 with contextlib.suppress(forking.ZygoteUnavailable):
                     return await zygote.spawn(argv, env=env, cwd=cwd, stdin=streams[0], stdout=streams[1],
-                                              stderr=streams[2])
-    return await asyncio.create_subprocess_exec(
-        *argv, env=dict(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-        process_group=0, preexec_fn=die_with(os.getpid()),
-    )
+                                              stderr=streams[2], sandbox=sandbox)
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+            process_group=0, preexec_fn=die_with(os.getpid(), sandbox),
+        )
+    except subprocess.SubprocessError as exc:  # only the sandbox raises in the child before exec
+        raise sandboxing.SandboxUnavailable(0, f"cannot enter the pod's sandbox: {exc}") from exc
 
 
 def signal_group(process: Process, signum: int) -> None:
