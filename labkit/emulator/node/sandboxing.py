@@ -345,13 +345,12 @@ def describe(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     """
     if not switched_on(environ):
         why = f"{ENABLE_VARIABLE}=0" if sys.platform == "linux" else "not Linux"
-        return "off", (f"{why}: pods share the machine's hostname, /tmp and paths; volumes and the service account "
-                       "only in the pod's folder")
+        return "off", f"{why}: pods share the machine's hostname, /tmp and paths"
     reason = probe()
     if reason:
         return "off", f"{reason}: pods share the machine's hostname, /tmp and paths"
-    how = "mount and UTS namespaces" if os.geteuid() == 0 else "user, mount and UTS namespaces"
-    return "on", (f"{how}: hostname, /tmp, service account and volumes per pod; network and other paths shared")
+    how = "mount+UTS" if os.geteuid() == 0 else "user+mount+UTS"
+    return "on", f"{how} namespaces: own hostname, /tmp, service account, volumes; network shared"
 
 
 def json_of(sandbox: Sandbox | None) -> str:
