@@ -411,35 +411,40 @@ class NodeRuntime:
         """
         if not self.sandboxed:
             return None
-        binds = [sandboxing.Bind(str(pod.dir / "tmp"), "/tmp")]
-        if pod.account_dir is not None:
+        tmp = pod.dir / "tmp"
+        if not _inside(pod.dir, tmp) or not tmp.is_dir():  # the pod's programs may have replaced it with a link
+            tmp.unlink(missing_ok=True)
+            tmp.mkdir(mode=0o1777)
+            tmp.chmod(0o1777)
+        binds = [sandboxing.Bind(str(tmp), "/tmp")]
+        if pod.account_dir is not None and _inside(pod.dir, pod.account_dir):
             binds.append(sandboxing.Bind(str(pod.account_dir), sandboxing.SERVICEACCOUNT_PATH, read_only=True))
         kinds = {v.get("name"): v for v in pod.spec.get("volumes") or []}
         for mount in container.spec.get("volumeMounts") or []:
             path = os.path.normpath(mount.get("mountPath") or "/")
             if path == "/" or not path.startswith("/") or mount.get("subPath") or mount.get("subPathExpr"):
                 continue  # a file mounted by subPath is not written by the node: the machine's file stays
-            source = pod.dir / path.lstrip("/")
-            source.mkdir(parents=True, exist_ok=True)
+            source = _folder_in(pod.dir, path)
+            if source is None:
+                continue
             volume = kinds.get(mount.get("name")) or {}
             written = any(k in volume for k in ("configMap", "secret", "projected", "downwardAPI"))
             binds.append(sandboxing.Bind(str(source), path, read_only=bool(mount.get("readOnly")) or written))
-        workdir = container.spec.get("workingDir")
-        if workdir and os.path.normpath(workdir) != "/":
-            source = pod.dir / os.path.normpath(workdir).lstrip("/")
-            source.mkdir(parents=True, exist_ok=True)
-            binds.append(sandboxing.Bind(str(source), os.path.normpath(workdir)))
+        workdir = os.path.normpath(container.spec.get("workingDir") or "/")
+        source = _folder_in(pod.dir, workdir) if workdir != "/" else None
+        if source is not None:
+            binds.append(sandboxing.Bind(str(source), workdir))
         binds.sort(key=lambda bind: bind.target.count("/"))  # parents first: a child mount is not hidden
-        scratch = pod.dir / ".sandbox"
-        scratch.mkdir(exist_ok=True)
+        scratch = _folder_in(pod.dir, ".sandbox")
         # The node's folder (the pods' Unix sockets, the CA), the interpreter, Envoy and labkit's source stay at
         # their own paths even when one of the pod's mounts (its /tmp) covers them.
         keep = dict.fromkeys(str(p) for p in (self.state_dir, pod.dir, Path(self.python).parent, Path(sys.prefix),
                                               SOURCE_ROOT, *((self.ca_file.parent,) if self.ca_file else ()),
                                               *(Path(os.environ[v]).parent for v in ("ENVOY_BIN",) if v in os.environ)))
-        return sandboxing.Sandbox(pod.name, tuple(binds), tuple(keep),
-                                  workdir=os.path.normpath(workdir) if workdir else str(pod.dir),
-                                  scratch=str(scratch))
+        # A host-network pod shares the node's hostname, as it shares the node's network.
+        hostname = self.node_name if pod.spec.get("hostNetwork") else pod.name
+        return sandboxing.Sandbox(hostname, tuple(binds), tuple(keep), workdir=workdir if source else str(pod.dir),
+                                  scratch=str(scratch or ""))
 
     def _mount_volumes(self, pod: PodRecord) -> bool:
         """Write the pod's volumes as the kubelet would; ``False`` when one cannot be had yet (retried).
@@ -467,9 +472,10 @@ class NodeRuntime:
                 logger.info("MountVolume.SetUp failed for pod %s/%s: %s", pod.namespace, pod.name, exc)
                 return False
         for path, value in files:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_private(path, value)
-        if token is not None:
+            if _inside(pod.dir, path):
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _write_private(path, value)
+        if token is not None and _inside(pod.dir, pod.dir / SERVICEACCOUNT_DIR):
             folder = pod.dir / SERVICEACCOUNT_DIR
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             _write_private(folder / "token", token)
@@ -562,6 +568,8 @@ class NodeRuntime:
                 continue  # the object went away: the kubelet keeps the last content
             for path, value in files:
                 with contextlib.suppress(OSError):
+                    if not _inside(pod.dir, path):
+                        continue
                     if not path.exists() or path.read_text() != value:
                         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                         _write_private(path, value)
@@ -676,6 +684,21 @@ def _mount_paths(pod: PodRecord) -> dict[str, list[str]]:
             if mount.get("mountPath") and mount["mountPath"] not in paths:
                 paths.append(mount["mountPath"])
     return mounts
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    """Whether ``path`` resolves inside ``folder``: a pod's programs can write its folder, and a symlink they put
+    where a volume goes must not make the node write elsewhere on the machine."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _folder_in(folder: Path, path: str) -> Path | None:
+    """``folder/<path>``, made if missing; ``None`` when it would lead out of ``folder`` (a link the pod made)."""
+    source = folder / path.lstrip("/")
+    if not _inside(folder, source):
+        return None
+    source.mkdir(parents=True, exist_ok=True)
+    return source
 
 
 def _write_private(path: Path, text: str) -> None:

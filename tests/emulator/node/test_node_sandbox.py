@@ -158,3 +158,25 @@ def test_a_program_forked_by_the_zygote_enters_the_same_sandbox(tmp_path: Path) 
     hostname, _, listing = (tmp_path / "out").read_text().strip().partition(" ")
     kept = {tmp_path.relative_to("/tmp").parts[0]} if tmp_path.is_relative_to("/tmp") else set()
     assert (hostname, set(ast.literal_eval(listing))) == ("forked-1", {"only-in-the-pod", *kept})
+
+
+def test_a_link_the_pod_puts_where_its_volume_is_written_does_not_make_the_node_write_elsewhere(
+        tmp_path: Path) -> None:
+    objects = _Objects()
+    objects.data[("ConfigMap", "settings")] = {"greeting": "hello"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    async def body(runtime: NodeRuntime, statuses: dict[str, dict[str, Any]]) -> None:
+        await runtime.sync_pod(_pod("app-2", volumes=[{"name": "settings", "configMap": {"name": "settings"}}],
+                                    volumeMounts=[{"name": "settings", "mountPath": "/etc/labkit-settings"}]))
+        await _running(statuses, "app-2")
+        # The pod's folder is its working directory: its programs can reach the folder the node writes the volume in.
+        code, _, err = await _exec(runtime, "app-2", ["sh", "-c", f"rm -r etc/labkit-settings && "
+                                                                  f"ln -s {elsewhere} etc/labkit-settings"])
+        assert (code, err) == (0, "")
+        objects.data[("ConfigMap", "settings")] = {"greeting": "changed", "more": "x"}
+        runtime.volume_sources_changed()
+        assert list(elsewhere.iterdir()) == []
+
+    _run(tmp_path, body, objects)
