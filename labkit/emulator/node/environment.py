@@ -1,9 +1,10 @@
 """What a container sees: its environment (the Downward API included), its command line, its ``PATH`` shims.
 
-Every container gets what a kubelet gives (``HOSTNAME``, ``KUBERNETES_SERVICE_HOST``/``_PORT``, the ``env`` of its
-spec with ``fieldRef``, ``secretKeyRef`` and ``configMapKeyRef`` resolved and ``$(VAR)`` expanded) plus what the
-emulated node adds in place of mounts and namespaces it cannot make: ``POD_IP``, ``LABKIT_POD_UID``,
-``LABKIT_SERVICEACCOUNT_DIR`` (the projected token, unless ``automountServiceAccountToken: false``),
+Every container gets what a kubelet gives (``HOSTNAME``, ``KUBERNETES_SERVICE_HOST``/``_PORT``, the variables of
+its ``envFrom`` ConfigMaps and Secrets, the ``env`` of its spec with the Downward API's ``fieldRef`` and
+``resourceFieldRef``, ``secretKeyRef`` and ``configMapKeyRef`` resolved and ``$(VAR)`` expanded) plus what the
+emulated node adds for the programs that read the pod's files from its folder, sandboxed or not: ``POD_IP``,
+``LABKIT_POD_UID``, ``LABKIT_SERVICEACCOUNT_DIR`` (the projected token, unless ``automountServiceAccountToken: false``),
 ``LABKIT_KUBERNETES_CA_FILE`` and ``LABKIT_LISTEN`` (``<address>:<port>`` a labkit program binds), and the
 pod's ``resolv.conf`` as ``LABKIT_DNS_SERVER`` (the cluster DNS, ``ip:port``) and ``LABKIT_DNS_SEARCH``.
 
@@ -180,6 +181,7 @@ class NodeEnvironment:
                 "status.podIP": pod.ip,
                 "status.podIPs": pod.ip,
                 "status.hostIP": self.host_ip,
+                "status.hostIPs": self.host_ip,
                 "spec.serviceAccountName": pod.spec.get("serviceAccountName") or "default",
                 "spec.nodeName": pod.spec.get("nodeName") or self.node_name,
             }

@@ -21,6 +21,9 @@ any pod process, :mod:`.spawning`), and each child dies with the zygote (``PR_SE
 the zygote has a single thread, the one that forks, so the signal's owner lives as long as the zygote). A
 SIGKILLed emulator therefore leaves nothing behind.
 
+A request may carry the pod's sandbox (:mod:`.sandboxing`): the child enters it right after the fork, which is
+possible because the zygote has a single thread (a user namespace can only be entered by one).
+
 What a fork cannot give: ``/proc/<pid>/environ`` shows the zygote's start-up environment, not the child's (Linux
 reads it from memory set at exec). Programs run as scripts (the small servers, ``-S``) and host commands keep
 being started afresh, and ``LABKIT_ZYGOTE=0`` turns the zygote off altogether.

@@ -10,7 +10,11 @@ What a pod becomes here (this module keeps the pods; the parts of a pod's life a
   the pod's life and released when it is removed;
 * a directory ``<state_dir>/pods/<ns>_<name>_<uid>/`` holding its logs (``logs/<container>/<n>.log``,
   one file per restart, as the kubelet keeps them), ``bin/`` (shims first on the pod's ``PATH``,
-  :mod:`.environment`) and ``serviceaccount/`` (the projected token the kubelet would mount);
+  :mod:`.environment`), ``serviceaccount/`` (the projected token the kubelet would mount), ``tmp/`` and each
+  volume at ``<mountPath>`` inside it;
+* on Linux, a sandbox (:mod:`.sandboxing`) that every container process and exec enters: the pod's name as
+  hostname, and a filesystem view where ``/tmp``, the service-account path and each volume's ``mountPath`` are
+  those folders of the pod's directory;
 * one process per container (:mod:`.images` says which program plays its image), in a process group of its
   own that dies with the emulator (:mod:`.spawning`), with the environment of :mod:`.environment`, restarted
   with back-off as the restart policy says (:mod:`.supervision`) and probed for readiness (:mod:`.probing`);
