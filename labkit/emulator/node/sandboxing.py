@@ -72,8 +72,12 @@ _LOCKED_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME
 
 _libc: Any = None
 if sys.platform == "linux":
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):
         _libc = ctypes.CDLL(None, use_errno=True)
+        # Looked up now, in the parent: a child forked from a threaded process should do as little as it can
+        # (a symbol lookup takes the dynamic linker's lock, which another thread may have held at the fork).
+        for _name in ("unshare", "mount", "sethostname", "chroot"):
+            getattr(_libc, _name)
 
 
 class SandboxUnavailable(OSError):

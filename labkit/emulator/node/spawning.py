@@ -35,8 +35,9 @@ PR_SET_PDEATHSIG = 1
 
 _libc: Any = None
 if sys.platform == "linux":
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):
         _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl  # noqa: B018 - looked up in the parent, not in each child (see .sandboxing)
 
 
 class Process(Protocol):
