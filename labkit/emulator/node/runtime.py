@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import logging
 import os
 import secrets
@@ -454,8 +455,9 @@ class NodeRuntime:
         """Write the pod's volumes as the kubelet would; ``False`` when one cannot be had yet (retried).
 
         The service-account token and every ``projected`` ``serviceAccountToken`` (TokenRequests), and the
-        ``configMap`` and ``secret`` volumes at their ``mountPath`` inside the pod's folder (Istio's agent reads the
-        mesh root from the ``istio-ca-root-cert`` ConfigMap there). A missing object that is not ``optional`` holds
+        ``configMap``, ``secret`` and ``downwardAPI`` volumes (and such sources of ``projected`` ones) at their
+        ``mountPath`` inside the pod's folder (Istio's agent reads the mesh root from the ``istio-ca-root-cert``
+        ConfigMap there). A missing object that is not ``optional`` holds
         the pod in ContainerCreating, as on a kubelet, with a ``FailedMount`` event naming it.
         """
         try:
@@ -491,7 +493,8 @@ class NodeRuntime:
         return True
 
     def _volume_files(self, pod: PodRecord) -> list[tuple[Path, str]]:
-        """The files of the pod's ``configMap`` and ``secret`` volumes, at their mount paths (all keys, or ``items``).
+        """The files of the pod's ``configMap``, ``secret`` and ``downwardAPI`` volumes and of the same sources of
+        ``projected`` volumes, at their mount paths (all keys, or ``items``).
 
         Raises:
             _MountFailed: a volume's object (or a listed key) is missing and the volume is not ``optional``.
@@ -499,28 +502,66 @@ class NodeRuntime:
         files: list[tuple[Path, str]] = []
         mounts = _mount_paths(pod)
         for volume in pod.spec.get("volumes") or []:
-            for kind, source, name_field in (("ConfigMap", volume.get("configMap"), "name"),
-                                             ("Secret", volume.get("secret"), "secretName")):
-                if source is None or not mounts.get(volume.get("name")):
-                    continue
-                name = source.get(name_field, "")
-                data = self.read_data(pod.namespace, kind, name) if self.read_data is not None else None
-                if data is None:
-                    if source.get("optional"):
-                        continue
-                    raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume.get("name")}" : '
-                                       f'{kind.lower()} "{name}" not found')
-                items = source.get("items") or [{"key": key, "path": key} for key in sorted(data)]
-                for item in items:
-                    if item.get("key") not in data:
-                        if source.get("optional"):
-                            continue
-                        raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume.get("name")}" : '
-                                           f'configmap references non-existent config key: {item.get("key")}')
-                    for mount_path in mounts[volume.get("name")]:
-                        files.append((pod.dir / mount_path.lstrip("/") / item.get("path", item["key"]),
-                                      data[item["key"]]))
+            if not mounts.get(volume.get("name")):
+                continue
+            entries = self._volume_entries(pod, volume)
+            for mount_path in mounts[volume.get("name")]:
+                files += [(pod.dir / mount_path.lstrip("/") / path, value) for path, value in entries]
         return files
+
+    def _volume_entries(self, pod: PodRecord, volume: Obj) -> list[tuple[str, str]]:
+        """``(path in the volume, content)`` of one volume's files the node writes (tokens aside)."""
+        entries: list[tuple[str, str]] = []
+        name = volume.get("name", "")
+        if volume.get("configMap") is not None:
+            entries += self._object_entries(pod, name, "ConfigMap", volume["configMap"], "name")
+        if volume.get("secret") is not None:
+            entries += self._object_entries(pod, name, "Secret", volume["secret"], "secretName")
+        if volume.get("downwardAPI") is not None:
+            entries += self._downward_entries(pod, volume["downwardAPI"].get("items") or [])
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if source.get("configMap") is not None:
+                entries += self._object_entries(pod, name, "ConfigMap", source["configMap"], "name")
+            if source.get("secret") is not None:
+                entries += self._object_entries(pod, name, "Secret", source["secret"], "name")
+            if source.get("downwardAPI") is not None:
+                entries += self._downward_entries(pod, source["downwardAPI"].get("items") or [])
+        return entries
+
+    def _object_entries(self, pod: PodRecord, volume: str, kind: str, source: Obj,
+                        name_field: str) -> list[tuple[str, str]]:
+        name = source.get(name_field, "")
+        data = self.read_data(pod.namespace, kind, name) if self.read_data is not None else None
+        if data is None:
+            if source.get("optional"):
+                return []
+            raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume}" : {kind.lower()} "{name}" not found')
+        entries = []
+        for item in source.get("items") or [{"key": key, "path": key} for key in sorted(data)]:
+            if item.get("key") not in data:
+                if source.get("optional"):
+                    continue
+                raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume}" : '
+                                   f'configmap references non-existent config key: {item.get("key")}')
+            entries.append((item.get("path", item["key"]), data[item["key"]]))
+        return entries
+
+    def _downward_entries(self, pod: PodRecord, items: list[Obj]) -> list[tuple[str, str]]:
+        """The Downward API's files: a field (whole ``metadata.labels``/``annotations`` as ``key="value"`` lines,
+        as the kubelet writes them) or a container's resource."""
+        entries = []
+        for item in items:
+            if not item.get("path"):
+                continue
+            field = (item.get("fieldRef") or {}).get("fieldPath", "")
+            if field in {"metadata.labels", "metadata.annotations"}:
+                values = pod.labels if field == "metadata.labels" else pod.annotations
+                entries.append((item["path"], "\n".join(f"{key}={json.dumps(values[key])}" for key in sorted(values))))
+            elif field or item.get("resourceFieldRef"):
+                source = {"fieldRef": item["fieldRef"]} if field else {"resourceFieldRef": item["resourceFieldRef"]}
+                value = self.environment.env_value(pod, {"valueFrom": source})
+                entries.append((item["path"], value or ""))
+        return entries
 
     def _projected_tokens(self, pod: PodRecord, account: str) -> list[tuple[Path, str]]:
         """The files of every ``projected`` volume's ``serviceAccountToken`` source, where containers mount them.

@@ -180,3 +180,34 @@ def test_a_link_the_pod_puts_where_its_volume_is_written_does_not_make_the_node_
         assert list(elsewhere.iterdir()) == []
 
     _run(tmp_path, body, objects)
+
+
+def test_projected_and_downward_api_volumes_are_written_at_their_mount_paths(tmp_path: Path) -> None:
+    objects = _Objects()
+    objects.data[("ConfigMap", "kube-root-ca.crt")] = {"ca.crt": "the root"}
+    objects.data[("Secret", "creds")] = {"user": "admin", "password": "s3cret"}
+
+    async def body(runtime: NodeRuntime, statuses: dict[str, dict[str, Any]]) -> None:
+        volumes = [
+            {"name": "access", "projected": {"sources": [
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"secret": {"name": "creds", "items": [{"key": "user", "path": "user"}]}},
+                {"secret": {"name": "absent", "optional": True}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                                            "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}},
+            {"name": "podinfo", "downwardAPI": {"items": [
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+                {"path": "memory", "resourceFieldRef": {"containerName": "main", "resource": "limits.memory",
+                                                        "divisor": "1Mi"}}]}}]
+        mounts = [{"name": "access", "mountPath": "/var/run/labkit-access"},
+                  {"name": "podinfo", "mountPath": "/etc/podinfo"}]
+        await runtime.sync_pod(_pod("info-1", volumes=volumes, volumeMounts=mounts,
+                                    resources={"limits": {"memory": "32Mi"}}))
+        await _running(statuses, "info-1")
+        script = ("cd /var/run/labkit-access && ls && cat ca.crt user namespace && echo && "
+                  "cat /etc/podinfo/labels /etc/podinfo/name /etc/podinfo/memory")
+        assert await _exec(runtime, "info-1", ["sh", "-c", script]) == (
+            0, "ca.crt\nnamespace\nuser\nthe rootadminsample\napp=\"x\"info-132", "")
+
+    _run(tmp_path, body, objects)
