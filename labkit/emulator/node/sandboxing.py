@@ -40,6 +40,7 @@ import ctypes
 import functools
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -378,6 +379,8 @@ def main() -> None:
     except OSError as exc:
         os.write(2, f"labkit: cannot enter the pod's sandbox: {exc}\n".encode())
         os._exit(126)
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; the program starts as exec leaves it
+        signal.signal(signum, signal.SIG_DFL)
     try:
         os.execv(sys.argv[2], sys.argv[2:])
     except OSError as exc:

@@ -13,8 +13,9 @@ Labkit programs run as ``python -s -m …`` (the proxy agent, istiod) are forked
 the node has one (:mod:`.forking`): the same process group, the same death with the emulator, a fraction of the
 start-up time and memory. Anything else, and anything the zygote cannot take, starts here as before.
 
-Either way the child enters its pod's sandbox (:mod:`.sandboxing`) before it becomes the program: the zygote's
-single-threaded fork enters it itself, a fresh start goes through :func:`.sandboxing.entering_argv`.
+Either way the child enters its pod's sandbox (:mod:`.sandboxing`) before it becomes the program, in the fork
+(the zygote's, or this process's ``preexec_fn``), or, when gRPC is loaded here (tests that run a node in-process),
+through :func:`.sandboxing.entering_argv`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,14 +51,20 @@ class Process(Protocol):
     async def wait(self) -> int: ...
 
 
-def die_with(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn`` that makes the child die with ``parent`` (this process), even when it is SIGKILLed."""
+def die_with(parent: int, sandbox: sandboxing.Sandbox | None = None) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child die with ``parent`` (this process), even when it is SIGKILLed.
+
+    Args:
+        parent: this process's pid.
+        sandbox: the pod's sandbox, entered next (:mod:`.sandboxing`); none by default.
+    """
     def setup() -> None:
         if _libc is not None:
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # The parent may have died between fork and prctl: then nobody would send the signal.
         if os.getppid() != parent:
             os._exit(1)
+        sandboxing.preexec(sandbox)
     return setup
 
 
@@ -74,8 +82,11 @@ async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: An
         stderr: as for :func:`asyncio.create_subprocess_exec`.
         zygote: the node's zygote, which forks ``argv`` when it is a labkit program run with ``-m`` and no stream
             is a pipe; a zygote that cannot take it leaves the start to this function.
-        sandbox: the pod's sandbox, entered by the child before it runs ``argv``; none by default. A child that
-            cannot enter it says why on its stderr and exits with 126.
+        sandbox: the pod's sandbox, entered by the child before it runs ``argv``; none by default.
+
+    Raises:
+        OSError: the program cannot be started, or the sandbox cannot be entered (the child says why on its
+            stderr).
     """
     if zygote is not None and forking.forkable(argv, zygote.python) and asyncio.subprocess.PIPE not in (
             stdin, stdout, stderr):
@@ -93,14 +104,17 @@ async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: An
                 with contextlib.suppress(forking.ZygoteUnavailable):
                     return await zygote.spawn(argv, env=env, cwd=cwd, stdin=streams[0], stdout=streams[1],
                                               stderr=streams[2], sandbox=sandbox)
-    if sandbox is not None:
-        # Entered by a small program that then execs argv, not in this fork: a fork of a threaded process should
-        # do next to nothing before exec (another thread may hold a lock the child would need).
-        argv = sandboxing.entering_argv(sandbox, argv)
-    return await asyncio.create_subprocess_exec(
-        *argv, env=dict(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-        process_group=0, preexec_fn=die_with(os.getpid()),
-    )
+    if sandbox is not None and "grpc" in sys.modules:
+        # gRPC's fork handlers and threads make a fork of this process a bad place to run Python before exec (a
+        # child aborted): a small program enters the sandbox, then execs argv (~10-40 ms more per start).
+        argv, sandbox = sandboxing.entering_argv(sandbox, argv), None
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+            process_group=0, preexec_fn=die_with(os.getpid(), sandbox),
+        )
+    except subprocess.SubprocessError as exc:  # only the sandbox raises in the child before exec
+        raise sandboxing.SandboxUnavailable(0, f"cannot enter the pod's sandbox: {exc}") from exc
 
 
 def signal_group(process: Process, signum: int) -> None:
