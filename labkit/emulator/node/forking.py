@@ -21,6 +21,9 @@ any pod process, :mod:`.spawning`), and each child dies with the zygote (``PR_SE
 the zygote has a single thread, the one that forks, so the signal's owner lives as long as the zygote). A
 SIGKILLed emulator therefore leaves nothing behind.
 
+A request may carry the pod's sandbox (:mod:`.sandboxing`): the child enters it right after the fork, which is
+possible because the zygote has a single thread (a user namespace can only be entered by one).
+
 What a fork cannot give: ``/proc/<pid>/environ`` shows the zygote's start-up environment, not the child's (Linux
 reads it from memory set at exec). Programs run as scripts (the small servers, ``-S``) and host commands keep
 being started afresh, and ``LABKIT_ZYGOTE=0`` turns the zygote off altogether.
@@ -52,6 +55,7 @@ from typing import Any
 
 import setproctitle
 
+from labkit.emulator.node import sandboxing
 from labkit.emulator.node.images import SOURCE_ROOT
 
 logger = logging.getLogger(__name__)
@@ -176,7 +180,7 @@ class Zygote:
         return self._process.pid if self._process is not None and self._process.returncode is None else None
 
     async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, stdin: int, stdout: int,
-                    stderr: int) -> ForkedProcess:
+                    stderr: int, sandbox: sandboxing.Sandbox | None = None) -> ForkedProcess:
         """Fork a child that runs ``argv`` as a fresh interpreter would.
 
         Args:
@@ -186,6 +190,7 @@ class Zygote:
             stdin: its standard input (a file descriptor, sent to the zygote).
             stdout: its standard output.
             stderr: its standard error.
+            sandbox: the pod's sandbox, which the child enters before it runs the module; none by default.
 
         Raises:
             ZygoteUnavailable: the zygote cannot be had; start the program another way.
@@ -195,7 +200,7 @@ class Zygote:
             raise ZygoteUnavailable(f"not a -m command line of {self.python}: {argv[:4]}")
         sock = await self._ensure()
         request = json.dumps({"argv": list(argv), "module": module, "args": list(argv[4:]), "env": dict(env),
-                              "cwd": str(cwd)}).encode()
+                              "cwd": str(cwd), "sandbox": None if sandbox is None else sandbox.to_json()}).encode()
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -332,6 +337,7 @@ class _Request:
     env: dict[str, str]
     cwd: str
     fds: tuple[int, int, int]
+    sandbox: sandboxing.Sandbox | None = None
 
 
 def _preload(modules: Sequence[str]) -> None:
@@ -395,8 +401,10 @@ def _serve(sock: socket.socket) -> _Request | None:
                 if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 3:
                     raise ValueError("a truncated request")
                 fields = json.loads(message)
+                sandbox = fields.get("sandbox")
                 request = _Request(fields["argv"], fields["module"], fields["args"], fields["env"], fields["cwd"],
-                                   (fds[0], fds[1], fds[2]))
+                                   (fds[0], fds[1], fds[2]),
+                                   None if sandbox is None else sandboxing.Sandbox.from_json(sandbox))
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
@@ -435,6 +443,10 @@ def _become(request: _Request, base_path: list[str]) -> None:
     for target, fd in enumerate(request.fds):
         os.dup2(fd, target)
     os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 65536)
+    try:
+        sandboxing.preexec(request.sandbox)  # the zygote is single-threaded, so this fork is too
+    except OSError:
+        os._exit(126)  # the reason is in the container's log; the node sees the container fail to start
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.env)

@@ -10,7 +10,11 @@ What a pod becomes here (this module keeps the pods; the parts of a pod's life a
   the pod's life and released when it is removed;
 * a directory ``<state_dir>/pods/<ns>_<name>_<uid>/`` holding its logs (``logs/<container>/<n>.log``,
   one file per restart, as the kubelet keeps them), ``bin/`` (shims first on the pod's ``PATH``,
-  :mod:`.environment`) and ``serviceaccount/`` (the projected token the kubelet would mount);
+  :mod:`.environment`), ``serviceaccount/`` (the projected token the kubelet would mount), ``tmp/`` and each
+  volume at ``<mountPath>`` inside it;
+* on Linux, a sandbox (:mod:`.sandboxing`) that every container process and exec enters: the pod's name as
+  hostname, and a filesystem view where ``/tmp``, the service-account path and each volume's ``mountPath`` are
+  those folders of the pod's directory;
 * one process per container (:mod:`.images` says which program plays its image), in a process group of its
   own that dies with the emulator (:mod:`.spawning`), with the environment of :mod:`.environment`, restarted
   with back-off as the restart policy says (:mod:`.supervision`) and probed for readiness (:mod:`.probing`);
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import logging
 import os
 import secrets
@@ -46,8 +51,9 @@ from labkit.core.wire import Obj
 from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
-from labkit.emulator.node import attaching, forking, hooks, logfiles, probing, spawning, terminals
+from labkit.emulator.node import attaching, forking, hooks, logfiles, probing, sandboxing, spawning, terminals
 from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
+from labkit.emulator.node.images import SOURCE_ROOT
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
 from labkit.emulator.node.resolving import DnsBridge, Resolver
@@ -109,6 +115,9 @@ class NodeRuntime:
         zygote: whether labkit programs run as ``python -m`` start as forks of a zygote of this node
             (:mod:`.forking`); by default unless ``LABKIT_ZYGOTE=0``.
         record_event: where the kubelet's Events go (``Pulled``, ``Started``, ``BackOff`` …); none by default.
+        sandbox: whether every container and exec runs in its pod's sandbox (:mod:`.sandboxing`: hostname,
+            ``/tmp``, service-account files and volumes at their paths); by default where the OS allows it
+            and ``LABKIT_SANDBOX`` is not ``0``.
     """
 
     def __init__(self, cluster: str, node_name: str, state_dir: Path, pod_ips: IpPool, on_status: StatusCallback,
@@ -118,7 +127,7 @@ class NodeRuntime:
                  ca_file: Path | None = None, issue_token: TokenIssuer | None = None,
                  restart_backoff: float = DEFAULT_BACKOFF, probe_period_scale: float = 1.0,
                  grace_cap: float = GRACE_CAP, python: str = sys.executable, zygote: bool | None = None,
-                 record_event: EventSink | None = None):
+                 record_event: EventSink | None = None, sandbox: bool | None = None):
         self.cluster = cluster
         self.node_name = node_name
         self.state_dir = Path(state_dir)
@@ -140,6 +149,7 @@ class NodeRuntime:
         self.stamper = logfiles.Stamper()
         self.zygote = forking.Zygote(python, self.state_dir / "zygote.log") \
             if (forking.enabled() if zygote is None else zygote) else None
+        self.sandboxed = sandboxing.available() if sandbox is None else sandbox
         self._pods: dict[str, PodRecord] = {}
         self._app_addresses: dict[str, str] = {}
         self._sources_changed = asyncio.Event()
@@ -147,7 +157,7 @@ class NodeRuntime:
         self._bridge_lock = asyncio.Lock()
         self._host_path = os.environ.get("PATH", os.defpath)
         self.environment = NodeEnvironment(node_name, host_ip, self._host_path, kubernetes_service, ca_file,
-                                           resolve_ref, python)
+                                           resolve_ref, python, read_data)
 
     # ---- pods -------------------------------------------------------------------------------------------------
 
@@ -180,6 +190,8 @@ class NodeRuntime:
                 record.app_address = self.pod_ips.allocate()
             directory.mkdir(parents=True, exist_ok=True)
             record.bin_dir.mkdir(exist_ok=True)
+            (directory / "tmp").mkdir(mode=0o1777, exist_ok=True)
+            (directory / "tmp").chmod(0o1777)  # /tmp's own mode, whatever the umask
             self.environment.write_shims(record, await self._dns_address())
         except BaseException:
             self._pods.pop(uid, None)
@@ -394,7 +406,8 @@ class NodeRuntime:
             master, slave = terminals.open_pty(*(size or (None, None)))
             try:
                 process = await spawning.spawn([program, *argv[1:]], env=dict(env, TERM=env.get("TERM", "xterm")),
-                                               cwd=pod.dir, stdin=slave, stdout=slave, stderr=slave, terminal=True)
+                                               cwd=pod.dir, stdin=slave, stdout=slave, stderr=slave, terminal=True,
+                                               sandbox=self._sandbox(pod, record))
             except BaseException:
                 os.close(master)
                 raise
@@ -404,7 +417,8 @@ class NodeRuntime:
             writer, reader = await terminals.master_streams(master)
             return terminals.TerminalProcess(process, master, writer, reader)
         process = await spawning.spawn([program, *argv[1:]], env=env, cwd=pod.dir,
-                                       stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL)
+                                       stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                                       sandbox=self._sandbox(pod, record))
         pod.execs.add(process)
         return process
 
@@ -475,12 +489,57 @@ class NodeRuntime:
         return (self._app_addresses.get(pod.uid) or pod.annotations.get(APP_ADDRESS_ANNOTATION) or pod.app_address
                 or pod.ip)
 
+    def _sandbox(self, pod: PodRecord, container: ContainerRecord) -> sandboxing.Sandbox | None:
+        """What ``container``'s processes (and its execs) see, or ``None`` where pods run unsandboxed.
+
+        The pod's folder holds every path: its ``tmp/`` is ``/tmp``, ``serviceaccount/`` the standard
+        service-account path, and each of the container's volume mounts ``<folder>/<mountPath>`` (where the node
+        writes ConfigMaps, Secrets and tokens, and where emptyDirs start empty), so the node's updates show at once.
+        """
+        if not self.sandboxed:
+            return None
+        tmp = pod.dir / "tmp"
+        if not _inside(pod.dir, tmp) or not tmp.is_dir():  # the pod's programs may have replaced it with a link
+            tmp.unlink(missing_ok=True)
+            tmp.mkdir(mode=0o1777)
+            tmp.chmod(0o1777)
+        binds = [sandboxing.Bind(str(tmp), "/tmp")]
+        if pod.account_dir is not None and _inside(pod.dir, pod.account_dir):
+            binds.append(sandboxing.Bind(str(pod.account_dir), sandboxing.SERVICEACCOUNT_PATH, read_only=True))
+        kinds = {v.get("name"): v for v in pod.spec.get("volumes") or []}
+        for mount in container.spec.get("volumeMounts") or []:
+            path = os.path.normpath(mount.get("mountPath") or "/")
+            if path == "/" or not path.startswith("/") or mount.get("subPath") or mount.get("subPathExpr"):
+                continue  # a file mounted by subPath is not written by the node: the machine's file stays
+            source = _folder_in(pod.dir, path)
+            if source is None:
+                continue
+            volume = kinds.get(mount.get("name")) or {}
+            written = any(k in volume for k in ("configMap", "secret", "projected", "downwardAPI"))
+            binds.append(sandboxing.Bind(str(source), path, read_only=bool(mount.get("readOnly")) or written))
+        workdir = os.path.normpath(container.spec.get("workingDir") or "/")
+        source = _folder_in(pod.dir, workdir) if workdir != "/" else None
+        if source is not None:
+            binds.append(sandboxing.Bind(str(source), workdir))
+        binds.sort(key=lambda bind: bind.target.count("/"))  # parents first: a child mount is not hidden
+        scratch = _folder_in(pod.dir, ".sandbox")
+        # The node's folder (the pods' Unix sockets, the CA), the interpreter, Envoy and labkit's source stay at
+        # their own paths even when one of the pod's mounts (its /tmp) covers them.
+        keep = dict.fromkeys(str(p) for p in (self.state_dir, pod.dir, Path(self.python).parent, Path(sys.prefix),
+                                              SOURCE_ROOT, *((self.ca_file.parent,) if self.ca_file else ()),
+                                              *(Path(os.environ[v]).parent for v in ("ENVOY_BIN",) if v in os.environ)))
+        # A host-network pod shares the node's hostname, as it shares the node's network.
+        hostname = self.node_name if pod.spec.get("hostNetwork") else pod.name
+        return sandboxing.Sandbox(hostname, tuple(binds), tuple(keep), workdir=workdir if source else str(pod.dir),
+                                  scratch=str(scratch or ""))
+
     def _mount_volumes(self, pod: PodRecord) -> bool:
         """Write the pod's volumes as the kubelet would; ``False`` when one cannot be had yet (retried).
 
         The service-account token and every ``projected`` ``serviceAccountToken`` (TokenRequests), and the
-        ``configMap`` and ``secret`` volumes at their ``mountPath`` inside the pod's folder (Istio's agent reads the
-        mesh root from the ``istio-ca-root-cert`` ConfigMap there). A missing object that is not ``optional`` holds
+        ``configMap``, ``secret`` and ``downwardAPI`` volumes (and such sources of ``projected`` ones) at their
+        ``mountPath`` inside the pod's folder (Istio's agent reads the mesh root from the ``istio-ca-root-cert``
+        ConfigMap there). A missing object that is not ``optional`` holds
         the pod in ContainerCreating, as on a kubelet, with a ``FailedMount`` event naming it.
         """
         try:
@@ -501,9 +560,10 @@ class NodeRuntime:
                 logger.info("MountVolume.SetUp failed for pod %s/%s: %s", pod.namespace, pod.name, exc)
                 return False
         for path, value in files:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_private(path, value)
-        if token is not None:
+            if _inside(pod.dir, path):
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _write_private(path, value)
+        if token is not None and _inside(pod.dir, pod.dir / SERVICEACCOUNT_DIR):
             folder = pod.dir / SERVICEACCOUNT_DIR
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             _write_private(folder / "token", token)
@@ -515,7 +575,8 @@ class NodeRuntime:
         return True
 
     def _volume_files(self, pod: PodRecord) -> list[tuple[Path, str]]:
-        """The files of the pod's ``configMap`` and ``secret`` volumes, at their mount paths (all keys, or ``items``).
+        """The files of the pod's ``configMap``, ``secret`` and ``downwardAPI`` volumes and of the same sources of
+        ``projected`` volumes, at their mount paths (all keys, or ``items``).
 
         Raises:
             _MountFailed: a volume's object (or a listed key) is missing and the volume is not ``optional``.
@@ -535,28 +596,66 @@ class NodeRuntime:
                                            f"kubernetes.io/csi: mounter.SetUpAt failed to get CSI client: driver "
                                            f"name {csi.get('driver', '')} not found in the list of registered CSI "
                                            f"drivers")
-            for kind, source, name_field in (("ConfigMap", volume.get("configMap"), "name"),
-                                             ("Secret", volume.get("secret"), "secretName")):
-                if source is None or not mounts.get(volume.get("name")):
-                    continue
-                name = source.get(name_field, "")
-                data = self.read_data(pod.namespace, kind, name) if self.read_data is not None else None
-                if data is None:
-                    if source.get("optional"):
-                        continue
-                    raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume.get("name")}" : '
-                                       f'{kind.lower()} "{name}" not found')
-                items = source.get("items") or [{"key": key, "path": key} for key in sorted(data)]
-                for item in items:
-                    if item.get("key") not in data:
-                        if source.get("optional"):
-                            continue
-                        raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume.get("name")}" : '
-                                           f'configmap references non-existent config key: {item.get("key")}')
-                    for mount_path in mounts[volume.get("name")]:
-                        files.append((pod.dir / mount_path.lstrip("/") / item.get("path", item["key"]),
-                                      data[item["key"]]))
+            if not mounts.get(volume.get("name")):
+                continue
+            entries = self._volume_entries(pod, volume)
+            for mount_path in mounts[volume.get("name")]:
+                files += [(pod.dir / mount_path.lstrip("/") / path, value) for path, value in entries]
         return files
+
+    def _volume_entries(self, pod: PodRecord, volume: Obj) -> list[tuple[str, str]]:
+        """``(path in the volume, content)`` of one volume's files the node writes (tokens aside)."""
+        entries: list[tuple[str, str]] = []
+        name = volume.get("name", "")
+        if volume.get("configMap") is not None:
+            entries += self._object_entries(pod, name, "ConfigMap", volume["configMap"], "name")
+        if volume.get("secret") is not None:
+            entries += self._object_entries(pod, name, "Secret", volume["secret"], "secretName")
+        if volume.get("downwardAPI") is not None:
+            entries += self._downward_entries(pod, volume["downwardAPI"].get("items") or [])
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if source.get("configMap") is not None:
+                entries += self._object_entries(pod, name, "ConfigMap", source["configMap"], "name")
+            if source.get("secret") is not None:
+                entries += self._object_entries(pod, name, "Secret", source["secret"], "name")
+            if source.get("downwardAPI") is not None:
+                entries += self._downward_entries(pod, source["downwardAPI"].get("items") or [])
+        return entries
+
+    def _object_entries(self, pod: PodRecord, volume: str, kind: str, source: Obj,
+                        name_field: str) -> list[tuple[str, str]]:
+        name = source.get(name_field, "")
+        data = self.read_data(pod.namespace, kind, name) if self.read_data is not None else None
+        if data is None:
+            if source.get("optional"):
+                return []
+            raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume}" : {kind.lower()} "{name}" not found')
+        entries = []
+        for item in source.get("items") or [{"key": key, "path": key} for key in sorted(data)]:
+            if item.get("key") not in data:
+                if source.get("optional"):
+                    continue
+                raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume}" : '
+                                   f'configmap references non-existent config key: {item.get("key")}')
+            entries.append((item.get("path", item["key"]), data[item["key"]]))
+        return entries
+
+    def _downward_entries(self, pod: PodRecord, items: list[Obj]) -> list[tuple[str, str]]:
+        """The Downward API's files: a field (whole ``metadata.labels``/``annotations`` as ``key="value"`` lines,
+        as the kubelet writes them) or a container's resource."""
+        entries = []
+        for item in items:
+            if not item.get("path"):
+                continue
+            field = (item.get("fieldRef") or {}).get("fieldPath", "")
+            if field in {"metadata.labels", "metadata.annotations"}:
+                values = pod.labels if field == "metadata.labels" else pod.annotations
+                entries.append((item["path"], "\n".join(f"{key}={json.dumps(values[key])}" for key in sorted(values))))
+            elif field or item.get("resourceFieldRef"):
+                source = {"fieldRef": item["fieldRef"]} if field else {"resourceFieldRef": item["resourceFieldRef"]}
+                value = self.environment.env_value(pod, {"valueFrom": source})
+                entries.append((item["path"], value or ""))
+        return entries
 
     def _projected_tokens(self, pod: PodRecord, account: str) -> list[tuple[Path, str]]:
         """The files of every ``projected`` volume's ``serviceAccountToken`` source, where containers mount them.
@@ -608,6 +707,8 @@ class NodeRuntime:
                 continue  # the object went away: the kubelet keeps the last content
             for path, value in files:
                 with contextlib.suppress(OSError):
+                    if not _inside(pod.dir, path):
+                        continue
                     if not path.exists() or path.read_text() != value:
                         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                         _write_private(path, value)
@@ -703,7 +804,8 @@ class NodeRuntime:
             try:
                 log_writer = await logfiles.read_into(os.dup(master), container.log_path)
                 process = await spawning.spawn(argv, env=dict(container.env, TERM="xterm"), cwd=pod.dir, stdin=slave,
-                                               stdout=slave, stderr=slave, terminal=True)
+                                               stdout=slave, stderr=slave, terminal=True,
+                                               sandbox=self._sandbox(pod, container))
             except BaseException:
                 os.close(master)
                 raise
@@ -719,7 +821,8 @@ class NodeRuntime:
             with container.log_path.open("ab") as log:
                 process = await spawning.spawn(argv, env=container.env, cwd=pod.dir,
                                                stdin=read_end if read_end is not None else asyncio.subprocess.DEVNULL,
-                                               stdout=log, stderr=asyncio.subprocess.STDOUT, zygote=self.zygote)
+                                               stdout=log, stderr=asyncio.subprocess.STDOUT, zygote=self.zygote,
+                                               sandbox=self._sandbox(pod, container))
         except BaseException:
             if write_end is not None:
                 os.close(write_end)
@@ -774,6 +877,21 @@ def _mount_paths(pod: PodRecord) -> dict[str, list[str]]:
             if mount.get("mountPath") and mount["mountPath"] not in paths:
                 paths.append(mount["mountPath"])
     return mounts
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    """Whether ``path`` resolves inside ``folder``: a pod's programs can write its folder, and a symlink they put
+    where a volume goes must not make the node write elsewhere on the machine."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _folder_in(folder: Path, path: str) -> Path | None:
+    """``folder/<path>``, made if missing; ``None`` when it would lead out of ``folder`` (a link the pod made)."""
+    source = folder / path.lstrip("/")
+    if not _inside(folder, source):
+        return None
+    source.mkdir(parents=True, exist_ok=True)
+    return source
 
 
 def _write_private(path: Path, text: str) -> None:
