@@ -357,7 +357,8 @@ def describe(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     return "on", f"{how} namespaces: own hostname, /tmp, service account, volumes; network shared"
 
 
-def entering_argv(sandbox: Sandbox, argv: list[str], python: str = sys.executable) -> list[str]:
+def entering_argv(sandbox: Sandbox | None, argv: list[str], python: str = sys.executable,
+                  parent: int = 0) -> list[str]:
     """A command line that enters ``sandbox`` and then execs ``argv`` (an absolute program path and its arguments).
 
     A fork of the emulator (threaded: asyncio's executors, the API server's) should not run Python code before
@@ -365,26 +366,36 @@ def entering_argv(sandbox: Sandbox, argv: list[str], python: str = sys.executabl
     entering instead.
 
     Args:
-        sandbox: what the pod sees.
+        sandbox: what the pod sees; ``None`` to enter none (the program still starts through this one).
         argv: the program to run in it.
         python: the interpreter.
+        parent: a pid the program must die with (``PR_SET_PDEATHSIG``, set here rather than between fork and exec);
+            0 for none.
     """
-    return [python, "-I", "-S", __file__, json.dumps(sandbox.to_json(), separators=(",", ":")), *argv]
+    entered = "null" if sandbox is None else json.dumps(sandbox.to_json(), separators=(",", ":"))
+    return [python, "-I", "-S", __file__, str(parent), entered, *argv]
 
 
 def main() -> None:
-    """``python -I -S sandboxing.py <sandbox JSON> <program> <args>…``: enter, then become the program."""
+    """``python -I -S sandboxing.py <parent pid> <sandbox JSON|null> <program> <args>…``: die with the parent,
+    enter, then become the program."""
+    parent, entered, program = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
+    if parent and _libc is not None:
+        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
     try:
-        enter(Sandbox.from_json(json.loads(sys.argv[1])))
+        if entered is not None:
+            enter(Sandbox.from_json(entered))
     except OSError as exc:
         os.write(2, f"labkit: cannot enter the pod's sandbox: {exc}\n".encode())
         os._exit(126)
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; the program starts as exec leaves it
         signal.signal(signum, signal.SIG_DFL)
     try:
-        os.execv(sys.argv[2], sys.argv[2:])
+        os.execv(program[0], program)
     except OSError as exc:
-        os.write(2, f"labkit: cannot run {sys.argv[2]} in the pod's sandbox: {exc}\n".encode())
+        os.write(2, f"labkit: cannot run {program[0]} in the pod's sandbox: {exc}\n".encode())
         os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
 
 
