@@ -152,6 +152,7 @@ def _doctor(_: argparse.Namespace) -> int:
         rows.append(_optional_tool(tool, arguments, pattern, note))
     rows.append(_zygote_row())
     rows.append(_sandbox_row())
+    rows.append(_network_row())
     _print_table(rows)
 
     # Imported here: the Kubernetes client takes ~0.25 s to import and only doctor needs it.
@@ -186,6 +187,14 @@ def _sandbox_row() -> tuple[str, str, str, str]:
 
     state, detail = sandboxing.describe()
     return ("sandbox", state, detail, "ok" if state == "on" else "pods are not isolated from this machine")
+
+
+def _network_row() -> tuple[str, str, str, str]:
+    """Whether pods of different networks are apart here (another network's pod IPs time out), or why not."""
+    from labkit.emulator.network import separation  # noqa: PLC0415 - the emulator is only needed here
+
+    state, detail = separation.describe()
+    return ("networks", state, detail, "ok" if state == "on" else "a missing network label goes unnoticed")
 
 
 def _optional_tool(tool: str, arguments: list[str], pattern: str, note: str) -> tuple[str, str, str, str]:

@@ -17,6 +17,7 @@ CI running the notebook fails exactly when the lesson stops being true.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,7 @@ class ClusterCheck:
     kubernetes: str
     istio: str
     ready_pods: str
+    network: str = "real"  # embedded clusters: whether their pods are on a network of their own, or why not
 
 
 class Lab:
@@ -143,6 +145,11 @@ class Lab:
         what a lab expects before its install step.
         """
         rows = [self._check(cluster) for cluster in self.clusters]
+        if self.emulator is not None:
+            # The running emulator's, which may have been started before this Lab (labkit up).
+            running = launching.status(self.emulator.state_dir) or self.emulator
+            network = "separate" if running.separate_networks else f"shared ({running.networks_detail})"
+            rows = [dataclasses.replace(row, network=network) for row in rows]
         frame = pd.DataFrame([r.__dict__ for r in rows]).set_index("cluster")
         unreachable = [r for r in rows if not r.reachable]
         if unreachable:

@@ -205,6 +205,7 @@ class _Listener:
     target: _Target
     server: asyncio.Server | None = None
     reason: str = ""
+    twin: asyncio.Server | None = None  # the same address on the machine's own network, when networks are separate
 
 
 @dataclass(frozen=True)
@@ -230,11 +231,16 @@ class ServiceProxy:
     Args:
         rng: the source of endpoint choices (seed it for reproducible runs).
         connect_timeout: seconds to wait for an endpoint to accept before resetting the client.
+        host_listener: when the emulator has networks of its own (:mod:`.separation`), makes the listening socket
+            of an address on the machine's network too, so kubectl's machine reaches load balancers (and
+            ClusterIPs, as from a node) as before.
     """
 
-    def __init__(self, *, rng: random.Random | None = None, connect_timeout: float = CONNECT_TIMEOUT):
+    def __init__(self, *, rng: random.Random | None = None, connect_timeout: float = CONNECT_TIMEOUT,
+                 host_listener: Callable[[str, int], socket.socket] | None = None):
         self.rng = rng or random.Random()
         self.connect_timeout = connect_timeout
+        self.host_listener = host_listener
         self._services: dict[tuple[str, str], _Service] = {}
         self._endpoints: dict[tuple[str, str], dict[str, Any]] = {}
         self._listeners: dict[tuple[str, int], _Listener] = {}
@@ -385,6 +391,14 @@ class ServiceProxy:
             # Not fatal for the cluster: the Service is refused at this address, and `frontends()` says why.
             listener.reason = f"cannot listen: {exc.strerror or exc}"
             log.warning("Service %s/%s: cannot listen on %s:%s: %s", *listener.target.key, ip, port, exc)
+            return
+        if self.host_listener is not None:
+            try:
+                listener.twin = await loop.create_server(lambda: _ClientSide(self, listener),
+                                                         sock=self.host_listener(ip, port), backlog=512)
+            except OSError as exc:  # pods still reach it; only this machine cannot (a privileged port, say)
+                log.warning("Service %s/%s: this machine cannot reach %s:%s: %s", *listener.target.key, ip, port,
+                            exc)
 
     # -- relaying ------------------------------------------------------------------------------------------------
 
@@ -529,10 +543,11 @@ class _EndpointSide(_Side):
 
 
 async def _close(listener: _Listener) -> None:
-    if listener.server is not None:
-        listener.server.close()
-        await listener.server.wait_closed()
-        listener.server = None
+    for server in (listener.server, listener.twin):
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+    listener.server = listener.twin = None
 
 
 def _retarget(current: _Target, new: _Target) -> None:

@@ -159,6 +159,7 @@ class PodRecord:
         self.mounted = asyncio.Event()
         self.mounting: asyncio.Task[None] | None = None
         self.mount_failure = ""  # the last FailedMount reason reported
+        self.network = -1  # the network namespace its processes join (-1: the node's own)
 
     @property
     def restart_policy(self) -> str:

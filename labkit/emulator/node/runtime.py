@@ -118,6 +118,8 @@ class NodeRuntime:
         sandbox: whether every container and exec runs in its pod's sandbox (:mod:`.sandboxing`: hostname,
             ``/tmp``, service-account files and volumes at their paths); by default where the OS allows it
             and ``LABKIT_SANDBOX`` is not ``0``.
+        network: an open file descriptor of the network namespace this node's pods join
+            (:mod:`~labkit.emulator.network.separation`); -1 keeps them on the emulator's network.
     """
 
     def __init__(self, cluster: str, node_name: str, state_dir: Path, pod_ips: IpPool, on_status: StatusCallback,
@@ -127,7 +129,7 @@ class NodeRuntime:
                  ca_file: Path | None = None, issue_token: TokenIssuer | None = None,
                  restart_backoff: float = DEFAULT_BACKOFF, probe_period_scale: float = 1.0,
                  grace_cap: float = GRACE_CAP, python: str = sys.executable, zygote: bool | None = None,
-                 record_event: EventSink | None = None, sandbox: bool | None = None):
+                 record_event: EventSink | None = None, sandbox: bool | None = None, network: int = -1):
         self.cluster = cluster
         self.node_name = node_name
         self.state_dir = Path(state_dir)
@@ -147,7 +149,8 @@ class NodeRuntime:
         self.python = python
         self.events = KubeletEvents(record_event)
         self.stamper = logfiles.Stamper()
-        self.zygote = forking.Zygote(python, self.state_dir / "zygote.log") \
+        self.network = network
+        self.zygote = forking.Zygote(python, self.state_dir / "zygote.log", network=network) \
             if (forking.enabled() if zygote is None else zygote) else None
         self.sandboxed = sandboxing.available() if sandbox is None else sandbox
         self._pods: dict[str, PodRecord] = {}
@@ -184,6 +187,7 @@ class NodeRuntime:
             ip, allocated = self._allocate_ip((pod.get("status") or {}).get("podIP")), True
         directory = self.state_dir / "pods" / f"{namespace}_{name}_{uid}"
         record = PodRecord(pod, uid, ip, directory, allocated)
+        record.network = self.network if allocated else -1  # a hostNetwork pod stays on the node's network
         self._pods[uid] = record
         try:
             if record.sidecar and not (self._app_addresses.get(uid) or record.annotations.get(APP_ADDRESS_ANNOTATION)):
@@ -407,7 +411,7 @@ class NodeRuntime:
             try:
                 process = await spawning.spawn([program, *argv[1:]], env=dict(env, TERM=env.get("TERM", "xterm")),
                                                cwd=pod.dir, stdin=slave, stdout=slave, stderr=slave, terminal=True,
-                                               sandbox=self._sandbox(pod, record))
+                                               sandbox=self._sandbox(pod, record), network=pod.network)
             except BaseException:
                 os.close(master)
                 raise
@@ -418,7 +422,7 @@ class NodeRuntime:
             return terminals.TerminalProcess(process, master, writer, reader)
         process = await spawning.spawn([program, *argv[1:]], env=env, cwd=pod.dir,
                                        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-                                       sandbox=self._sandbox(pod, record))
+                                       sandbox=self._sandbox(pod, record), network=pod.network)
         pod.execs.add(process)
         return process
 
@@ -805,7 +809,7 @@ class NodeRuntime:
                 log_writer = await logfiles.read_into(os.dup(master), container.log_path)
                 process = await spawning.spawn(argv, env=dict(container.env, TERM="xterm"), cwd=pod.dir, stdin=slave,
                                                stdout=slave, stderr=slave, terminal=True,
-                                               sandbox=self._sandbox(pod, container))
+                                               sandbox=self._sandbox(pod, container), network=pod.network)
             except BaseException:
                 os.close(master)
                 raise
@@ -821,8 +825,10 @@ class NodeRuntime:
             with container.log_path.open("ab") as log:
                 process = await spawning.spawn(argv, env=container.env, cwd=pod.dir,
                                                stdin=read_end if read_end is not None else asyncio.subprocess.DEVNULL,
-                                               stdout=log, stderr=asyncio.subprocess.STDOUT, zygote=self.zygote,
-                                               sandbox=self._sandbox(pod, container))
+                                               stdout=log, stderr=asyncio.subprocess.STDOUT,
+                                               # the zygote lives on this node's pod network
+                                               zygote=self.zygote if pod.network == self.network else None,
+                                               sandbox=self._sandbox(pod, container), network=pod.network)
         except BaseException:
             if write_end is not None:
                 os.close(write_end)
