@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="comma-separated cluster names (default cluster1,cluster2,cluster3)")
     up.add_argument("--state-dir", type=Path,
                     help="where the kubeconfig and logs live (default $LABKIT_HOME or ~/.labkit)")
+    up.add_argument("--networks", default="",
+                    help="clusters that share a physical network, e.g. cluster1=east,cluster2=east "
+                         "(default: each cluster is a network of its own)")
     up.set_defaults(run=_up)
     state = commands.add_parser("status", help="show the running embedded clusters")
     state.add_argument("--state-dir", type=Path)
@@ -218,10 +221,11 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 # -- embedded clusters --------------------------------------------------------------------------------------
 
 def _up(args: argparse.Namespace) -> int:
-    emulator = launching.up(args.clusters, args.state_dir)
+    emulator = launching.up(args.clusters, args.state_dir, networks=args.networks)
     print(f"embedded clusters up: {', '.join(emulator.clusters)} (pid {emulator.pid})")
     for name, url in emulator.clusters.items():
         print(f"  {name:<12} {url}")
+    print(f"networks: {emulator.networks_detail}")
     print(f"kubeconfig: {emulator.kubeconfig}")
     print(f"export KUBECONFIG={emulator.kubeconfig}")
     return 0

@@ -492,6 +492,14 @@ class _ClientSide(_Side):
         self.target = listener.target
         self.frontend = listener.address
         self.connecting: asyncio.Task[None] | None = None
+        self.early: list[bytes] = []  # read before the endpoint accepted (see data_received)
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            # Some Python 3.11 releases start reading before the pause made in connection_made takes effect.
+            self.early.append(data)
+            return
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -536,6 +544,9 @@ class _EndpointSide(_Side):
             transport.close()
             return
         client.peer = self
+        early, client.early = client.early, []
+        for chunk in early:
+            client.data_received(chunk)
         if client.read_eof:
             transport.write_eof()  # type: ignore[attr-defined]
         else:

@@ -29,6 +29,7 @@ from labkit.core.wire import Obj
 from labkit.emulator.node import images
 
 if TYPE_CHECKING:
+    from labkit.emulator.node.sandboxing import Sandbox
     from labkit.emulator.node.spawning import Process
 
 
@@ -98,6 +99,7 @@ class ContainerRecord:
         # ``stdin: true``: the running instance's stdin, which attaches write to; ``tty: true``: its terminal.
         self.stdin: asyncio.StreamWriter | None = None
         self.terminal: int | None = None
+        self.sandbox: Sandbox | None = None  # the sandbox its processes entered, once started
         self.stdin_claimed = False  # ``stdinOnce``: an attach has had stdin, and closing it closed it for good
 
     def status(self) -> Obj:

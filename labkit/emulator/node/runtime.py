@@ -52,7 +52,13 @@ from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
 from labkit.emulator.node import attaching, forking, hooks, logfiles, probing, sandboxing, spawning, terminals
-from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
+from labkit.emulator.node.environment import (
+    PROGRAMS_DIR,
+    ContainerConfigError,
+    NodeEnvironment,
+    RefResolver,
+    listen_port,
+)
 from labkit.emulator.node.images import SOURCE_ROOT
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
@@ -735,6 +741,26 @@ class NodeRuntime:
                 self._bridge = bridge
         return self._bridge.address
 
+    async def _environment(self, pod: PodRecord, container: ContainerRecord, app_address: str) -> dict[str, str]:
+        """The container's environment, once what it names exists: until then the container waits in
+        ``CreateContainerConfigError``, tried again when a ConfigMap or Secret changes, as on a kubelet."""
+        delay = MOUNT_RETRY
+        while True:
+            try:
+                return self.environment.container_env(pod, container, app_address, await self._dns_address())
+            except ContainerConfigError as exc:
+                message = str(exc)
+                if container.state.get("waiting", {}).get("message") != message:
+                    container.state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
+                    self.events.start_failed(PodRef(pod.namespace, pod.name, pod.uid), container.name, message)
+                    self._publish(pod)
+            if pod.removing:
+                return {}
+            self._sources_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sources_changed.wait(), delay)
+            delay = min(delay * 2, MAX_MOUNT_RETRY)
+
     async def _supervise(self, pod: PodRecord, container: ContainerRecord) -> None:
         await supervise(pod, container, run_once=lambda: self._run_once(pod, container),
                         publish=lambda: self._publish(pod), restart_backoff=self.restart_backoff, events=self.events)
@@ -742,7 +768,9 @@ class NodeRuntime:
     async def _run_once(self, pod: PodRecord, container: ContainerRecord) -> tuple[int, str, str]:
         """Start the container's process and wait for it; returns ``(exitCode, reason, message)``."""
         app_address = self._app_address(pod)
-        container.env = self.environment.container_env(pod, container, app_address, await self._dns_address())
+        container.env = await self._environment(pod, container, app_address)
+        if pod.removing:
+            return 0, "", ""
         port = listen_port(container, container.env)
         if port is not None:
             container.env["LABKIT_LISTEN"] = f"{app_address}:{port}"
@@ -802,6 +830,7 @@ class NodeRuntime:
         """
         assert container.log_path is not None
         container.stdin, container.terminal, container.stdin_claimed = None, None, False
+        container.sandbox = self._sandbox(pod, container)  # its exec probes and hooks run in it too
         loop = asyncio.get_running_loop()
         if container.spec.get("tty"):
             master, slave = terminals.open_pty()
