@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +61,13 @@ class Lab:
         contexts: real kubeconfig contexts to use instead of embedded clusters (one per cluster, in order);
             defaults to ``LABKIT_CONTEXTS`` (comma-separated).
         state_dir: where embedded clusters keep their state (default ``$LABKIT_HOME/labs/<name>``).
+        networks: embedded clusters only: the physical network of clusters that share one (``{"a": "east",
+            "b": "east"}``); by default each cluster is a network of its own, as clusters in separate VPCs are.
     """
 
     def __init__(self, name: str, clusters: Sequence[str] = ("cluster1", "cluster2", "cluster3"), *,
-                 contexts: Sequence[str] | None = None, state_dir: Path | None = None):
+                 contexts: Sequence[str] | None = None, state_dir: Path | None = None,
+                 networks: Mapping[str, str] | None = None):
         self.name = name
         self.clusters = [kube.ClusterName(c) for c in clusters]
         self.manifests = MANIFESTS / name
@@ -87,7 +90,8 @@ class Lab:
             self.embedded = True
             named = list(self.clusters)
             started = time.perf_counter()
-            self.emulator = launching.up(self.clusters, self.dir)
+            self.emulator = launching.up(self.clusters, self.dir, networks=",".join(
+                f"{cluster}={network}" for cluster, network in (networks or {}).items()))
             kubeconfig = self.emulator.kubeconfig
             os.environ["KUBECONFIG"] = str(kubeconfig)  # so that `!kubectl --context cluster1 …` works in a cell
             print(f"Lab {name} on embedded clusters {', '.join(self.clusters)} "

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -104,18 +104,20 @@ _claims: list[BlockClaim] = []  # held for the life of the process; the kernel f
 
 
 @contextlib.contextmanager
-def running_lab(name: str, clusters: Sequence[str], state_dir: Path) -> Iterator[Lab]:
+def running_lab(name: str, clusters: Sequence[str], state_dir: Path,
+                networks: Mapping[str, str] | None = None) -> Iterator[Lab]:
     """A :class:`~labkit.lab.Lab` on its own embedded clusters for the length of a ``with``.
 
     Args:
         name: the lab's name (its manifests folder).
         clusters: the cluster names.
         state_dir: a private state folder.
+        networks: the physical network of clusters that share one; each its own by default.
     """
     from labkit.lab import Lab  # noqa: PLC0415 - pandas and the charts only for tests that need a Lab
 
     saved = os.environ.get("KUBECONFIG")
-    lab = Lab(name, clusters, state_dir=state_dir)
+    lab = Lab(name, clusters, state_dir=state_dir, networks=networks)
     try:
         yield lab
     finally:

@@ -18,13 +18,16 @@ import asyncio
 import base64
 import contextlib
 import copy
+import functools
 import logging
 import os
 import platform
 import secrets
+import socket
 import ssl
 import uuid
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -42,7 +45,7 @@ from labkit.emulator.events import NORMAL, EventExpiry, EventRecorder
 from labkit.emulator.network import ClusterDns, ClusterNames, ServiceProxy, captures
 from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
 from labkit.emulator.network.captures import Captures
-from labkit.emulator.network.separation import Separation, source_address
+from labkit.emulator.network.separation import HostSockets, Separation, is_ours, source_address
 from labkit.emulator.node.runtime import NodeRuntime
 from labkit.emulator.store import Store, WatchEvent
 from labkit.emulator.store.objects import DEFAULT_HISTORY
@@ -99,11 +102,16 @@ class Cluster:
         self.load_balancers = load_balancers
         self.admission = AdmissionChain(self.store, node_name=self.node_name, cluster_ips=self.cluster_ips,
                                         load_balancers=load_balancers, cluster=name)
+        if networks is not None and networks.host is not None:
+            # A webhook's URL may name the machine (a server on 127.0.0.1): dial that from the machine's network.
+            self.admission.webhooks.socket_factory = functools.partial(_dial, plan, networks.host)
         self.names = ClusterNames()
         self.networks = networks if networks is not None and networks.enabled else None
         host = self.networks.host if self.networks is not None else None
         self.dns = ClusterDns(self.names, host=plan.dns_service_ip(index), port=53, fallback_port=5353,
-                              host_listener=host and (lambda ip, port, udp: host.listener(ip, port, udp=udp)))
+                              host_listener=host and (lambda ip, port, udp: host.listener(ip, port, udp=udp)),
+                              # names outside the cluster are the machine's resolver's to answer
+                              host_lookup=host and (host.lookup, host.reverse))
         self.proxy = ServiceProxy(host_listener=host and host.listener)
         self.captures = Captures(self.store, self.proxy)
         self.runtime: NodeRuntime | None = None
@@ -359,3 +367,12 @@ class Cluster:
             else:
                 self.names.update_endpoints(obj)
                 await self.proxy.update_endpoints(obj)
+
+
+def _dial(plan: AddressPlan, host: HostSockets, address: tuple[Any, ...]) -> socket.socket:
+    """A socket for aiohttp to connect to ``address`` with: one of the machine's for an address outside the
+    emulator's block, else one of the node's."""
+    family, kind, proto, _name, target = address
+    if family == socket.AF_INET and not is_ours(plan, target[0]):
+        return host.connector()
+    return socket.socket(family, kind, proto)

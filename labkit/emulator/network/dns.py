@@ -66,12 +66,15 @@ class ClusterDns:
         forward_timeout: seconds to wait for the host's resolver before answering ``SERVFAIL``.
         host_listener: when the emulator has networks of its own (:mod:`.separation`), makes a socket bound to an
             address on the machine's network (``udp`` or TCP), so the machine can query the server too.
+        host_lookup: ``(name, family) -> addresses`` and ``address -> name`` resolved where the machine's
+            resolver is reachable (:class:`~.separation.HostSockets`); by default this process resolves them.
     """
 
     def __init__(self, names: ClusterNames, host: str = "127.0.0.1", port: int = 53, *,
                  fallback_port: int | None = None, ttl: int = DEFAULT_TTL, forward: bool = True,
                  forward_timeout: float = FORWARD_TIMEOUT,
-                 host_listener: Callable[[str, int, bool], socket.socket] | None = None):
+                 host_listener: Callable[[str, int, bool], socket.socket] | None = None,
+                 host_lookup: tuple[Callable[[str, int], list[str]], Callable[[str], str | None]] | None = None):
         self.names = names
         self.host = host
         self.port = port
@@ -86,6 +89,7 @@ class ClusterDns:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._address: BoundAddress | None = None
         self.host_listener = host_listener
+        self._lookup, self._reverse_lookup = host_lookup or (_addresses, _reverse_address)
         self._twins: list[asyncio.BaseTransport | asyncio.Server] = []
 
     @property
@@ -217,15 +221,15 @@ class ClusterDns:
         loop = asyncio.get_running_loop()
         try:
             if qtype == QTYPE.PTR:
-                host = await asyncio.wait_for(loop.run_in_executor(self._executor, _reverse, qname),
-                                              self.forward_timeout)
+                lookup = loop.run_in_executor(self._executor, _reverse, qname, self._reverse_lookup)
+                host = await asyncio.wait_for(lookup, self.forward_timeout)
                 if host:
                     reply.add_answer(RR(qname, QTYPE.PTR, rdata=PTR(_absolute(host)), ttl=self.ttl))
                 else:
                     reply.header.rcode = RCODE.NXDOMAIN
                 return
             family = socket.AF_INET if qtype == QTYPE.A else socket.AF_INET6
-            addresses = await asyncio.wait_for(loop.run_in_executor(self._executor, _addresses, qname, family),
+            addresses = await asyncio.wait_for(loop.run_in_executor(self._executor, self._lookup, qname, family),
                                                self.forward_timeout)
         except TimeoutError:
             log.info("host resolver did not answer %s within %.1f s", qname, self.forward_timeout)
@@ -335,12 +339,16 @@ def _addresses(name: str, family: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _reverse(qname: str) -> str | None:
+def _reverse(qname: str, lookup: Callable[[str], str | None]) -> str | None:
     labels = qname.rstrip(".").lower().split(".")
     if labels[-2:] != ["in-addr", "arpa"] or len(labels) != 6:
         return None
+    return lookup(".".join(reversed(labels[:4])))
+
+
+def _reverse_address(address: str) -> str | None:
     try:
-        return socket.gethostbyaddr(".".join(reversed(labels[:4])))[0]
+        return socket.gethostbyaddr(address)[0]
     except OSError:
         return None
 

@@ -120,13 +120,41 @@ class HostSockets:
 
     Args:
         pid: the host process.
-        channel: this side of its socket pair.
+        channel: this side of its socket pair for sockets.
+        lookups: this side of its socket pair for name lookups (served apart: a slow resolver must not hold a
+            listener back).
     """
 
-    def __init__(self, pid: int, channel: socket.socket):
+    def __init__(self, pid: int, channel: socket.socket, lookups: socket.socket):
         self.pid = pid
         self._channel = channel
+        self._lookups = lookups
         self._lock = threading.Lock()
+        self._lookup_lock = threading.Lock()
+
+    def lookup(self, name: str, family: int) -> list[str]:
+        """``getaddrinfo`` as the machine answers it (its resolver, ``/etc/hosts``): the cluster DNS forwards
+        names outside the cluster here.
+
+        Raises:
+            socket.gaierror: as ``getaddrinfo`` raised it there.
+        """
+        reply = self._ask_lookup({"name": name, "family": int(family)})
+        if "gaierror" in reply:
+            raise socket.gaierror(reply["gaierror"], reply.get("error", ""))
+        return list(reply["addresses"])
+
+    def reverse(self, address: str) -> str | None:
+        """``gethostbyaddr`` as the machine answers it, or ``None``."""
+        return self._ask_lookup({"address": address}).get("name")
+
+    def _ask_lookup(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self._lookup_lock:
+            self._lookups.send(json.dumps(request).encode())
+            message = self._lookups.recv(MAX_MESSAGE * 4)
+        if not message:
+            raise socket.gaierror(socket.EAI_AGAIN, "the host socket process is gone")
+        return json.loads(message)
 
     def listener(self, host: str, port: int, *, udp: bool = False) -> socket.socket:
         """A socket bound to ``host:port`` in the machine's namespace (listening, for TCP).
@@ -155,6 +183,7 @@ class HostSockets:
 
     def close(self) -> None:
         """Stop the host process (it exits when its channel closes)."""
+        self._lookups.close()
         self._channel.close()
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
@@ -400,36 +429,67 @@ def _wire_inside(plan: AddressPlan, namespace: int, members: list[int]) -> None:
         eth0 = ipr.link_lookup(ifname=INSIDE)[0]
         ipr.link("set", index=eth0, state="up")
         # Only this network's pod CIDRs are local (127.0.0.1 stays: its own route); the rest goes to the node.
+        # A socket that binds no address leaves with the network's own (a container's would leave with its pod IP,
+        # its only one; pods here share the namespace), which the node routes back here.
+        source = source_address(plan, members[0])
         ipr.route("del", dst="127.0.0.0/8", table=LOCAL_TABLE, type="local", oif=lo, scope=SCOPE_HOST)
         for cluster in members:
             ipr.route("add", dst=str(plan.pod_network(cluster)), oif=lo, table=LOCAL_TABLE, type="local",
                       scope=SCOPE_HOST)
             ipr.route("add", dst=f"{plan.api_server_address(cluster)}/32", oif=eth0, table=LOCAL_TABLE,
-                      scope=SCOPE_LINK)
-        # A socket that binds no address leaves with the network's own (a container's would leave with its pod IP,
-        # its only one; pods here share the namespace), which the node routes back here.
-        ipr.route("add", dst="127.0.0.0/8", oif=eth0, scope=SCOPE_LINK, prefsrc=source_address(plan, members[0]))
+                      scope=SCOPE_LINK, prefsrc=source)
+        ipr.route("add", dst="127.0.0.0/8", oif=eth0, scope=SCOPE_LINK, prefsrc=source)
 
 
 # -- the host process --------------------------------------------------------------------------------------------
 
 def _start_host_process() -> HostSockets:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    our_lookups, their_lookups = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         try:
             ours.close()
+            our_lookups.close()
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent:
                 os._exit(0)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            threading.Thread(target=_serve_lookups, args=(their_lookups,), daemon=True).start()
             _serve_host(theirs)
         finally:
             os._exit(0)
     theirs.close()
-    return HostSockets(pid, ours)
+    their_lookups.close()
+    return HostSockets(pid, ours, our_lookups)
+
+
+def _serve_lookups(channel: socket.socket) -> None:  # pragma: no cover - runs in the host process
+    while True:
+        try:
+            data = channel.recv(MAX_MESSAGE)
+        except InterruptedError:
+            continue
+        if not data:
+            return
+        request = json.loads(data)
+        reply: dict[str, Any]
+        if "address" in request:
+            try:
+                reply = {"name": socket.gethostbyaddr(request["address"])[0]}
+            except OSError:
+                reply = {"name": None}
+        else:
+            try:
+                infos = socket.getaddrinfo(request["name"].rstrip("."), None, request["family"], socket.SOCK_STREAM)
+                reply = {"addresses": list(dict.fromkeys(str(info[4][0]) for info in infos))}
+            except socket.gaierror as exc:
+                reply = {"gaierror": exc.errno, "error": exc.strerror or str(exc)}
+            except (OSError, UnicodeError) as exc:
+                reply = {"gaierror": socket.EAI_FAIL, "error": str(exc)}
+        channel.send(json.dumps(reply).encode())
 
 
 def _serve_host(channel: socket.socket) -> None:  # pragma: no cover - runs in the host process

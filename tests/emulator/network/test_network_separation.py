@@ -78,6 +78,7 @@ SCENARIO = textwrap.dedent('''
         "load balancer from west": dial((f"127.{block}.200.1", 15443), networks.namespace(1)),
         "load balancer from east": dial((f"127.{block}.200.1", 15443), networks.namespace(2)),
         "other network's API server": dial((plan.api_server_address(2), 6443), networks.namespace(1)),
+        "own network's API server": dial((plan.api_server_address(2), 6443), networks.namespace(3)),
         "node to west pod": dial((pod1, 5000)),
         "node to east pod": dial((pod2, 5000)),
         "twin": host_twin.getsockname()[0],
@@ -118,7 +119,7 @@ def test_another_networks_pods_and_cluster_ips_time_out(measured: dict[str, str]
 
 def test_load_balancers_and_api_servers_answer_every_network(measured: dict[str, str]) -> None:
     assert measured["load balancer from west"] == measured["load balancer from east"] == "connected"
-    assert measured["other network's API server"] == "connected"
+    assert measured["other network's API server"] == measured["own network's API server"] == "connected"
 
 
 def test_the_node_reaches_every_pod_and_the_machine_reaches_load_balancers(measured: dict[str, str]) -> None:
