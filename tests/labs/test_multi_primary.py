@@ -131,3 +131,11 @@ def test_topology_draws_only_the_gateways_that_exist_and_same_network_pods_direc
     # Every network1 pod is reached directly: four pods at 1/6 each over 120 sequential calls.
     direct = {e.target.name for e in picture.edges if e.source == client and e.target.kind == "pod"}
     assert direct == {i.name for i in mesh.instances if i.network == "network1"}
+
+
+def test_preflight_says_whether_the_clusters_networks_are_apart(lab: Lab) -> None:
+    from labkit.emulator.network import separation
+
+    frame = lab.preflight()
+    expected = {"separate"} if not separation.probe() else {f"shared ({lab.emulator.networks_detail})"}
+    assert set(frame["network"]) == expected
