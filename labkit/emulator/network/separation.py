@@ -42,13 +42,15 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from labkit.core.contract import AddressPlan
+if TYPE_CHECKING:  # this module runs as the host process's program too, which imports the standard library only
+    from labkit.core.contract import AddressPlan
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +121,14 @@ class HostSockets:
     """Sockets of the machine's own network namespace, made by a process that stayed there.
 
     Args:
-        pid: the host process.
+        process: the host process.
         channel: this side of its socket pair for sockets.
         lookups: this side of its socket pair for name lookups (served apart: a slow resolver must not hold a
             listener back).
     """
 
-    def __init__(self, pid: int, channel: socket.socket, lookups: socket.socket):
-        self.pid = pid
+    def __init__(self, process: subprocess.Popen[bytes], channel: socket.socket, lookups: socket.socket):
+        self.process = process
         self._channel = channel
         self._lookups = lookups
         self._lock = threading.Lock()
@@ -185,8 +187,11 @@ class HostSockets:
         """Stop the host process (it exits when its channel closes)."""
         self._lookups.close()
         self._channel.close()
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 @dataclass
@@ -444,26 +449,31 @@ def _wire_inside(plan: AddressPlan, namespace: int, members: list[int]) -> None:
 # -- the host process --------------------------------------------------------------------------------------------
 
 def _start_host_process() -> HostSockets:
+    """Start this module as the host process: a fresh, isolated interpreter (the standard library only, ~10 MB),
+    rather than a fork that would keep a copy of every page the emulator touches afterwards."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     our_lookups, their_lookups = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        try:
-            ours.close()
-            our_lookups.close()
-            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:
-                os._exit(0)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            threading.Thread(target=_serve_lookups, args=(their_lookups,), daemon=True).start()
-            _serve_host(theirs)
-        finally:
-            os._exit(0)
-    theirs.close()
-    their_lookups.close()
-    return HostSockets(pid, ours, our_lookups)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", __file__, str(os.getpid()), str(theirs.fileno()),
+             str(their_lookups.fileno())],
+            pass_fds=(theirs.fileno(), their_lookups.fileno()), stdin=subprocess.DEVNULL)
+    finally:
+        theirs.close()
+        their_lookups.close()
+    return HostSockets(process, ours, our_lookups)
+
+
+def _host_main() -> None:  # pragma: no cover - runs in the host process
+    """``python -I -S separation.py <parent pid> <socket fd> <lookup fd>``: serve until the emulator goes."""
+    parent, channel, lookups = (int(argument) for argument in sys.argv[1:4])
+    if _libc is not None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the emulator died before the signal was armed
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the emulator's to handle
+    threading.Thread(target=_serve_lookups, args=(socket.socket(fileno=lookups),), daemon=True).start()
+    _serve_host(socket.socket(fileno=channel))
 
 
 def _serve_lookups(channel: socket.socket) -> None:  # pragma: no cover - runs in the host process
@@ -529,3 +539,7 @@ def is_ours(plan: AddressPlan, host: str) -> bool:
         return ipaddress.IPv4Address(host) in ipaddress.IPv4Network(f"127.{plan.block}.0.0/16")
     except ValueError:
         return False
+
+
+if __name__ == "__main__":
+    _host_main()
