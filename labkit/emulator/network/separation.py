@@ -64,7 +64,9 @@ NETWORK_RULE_PRIORITY = 50  # before the local table, which moves to LOCAL_RULE_
 LOCAL_RULE_PRIORITY = 100
 SCOPE_LINK = 253
 SCOPE_HOST = 254
-INSIDE = "eth0"  # the network's end of its veth pair, as a pod's interface is named
+INSIDE = "eth0"
+GATEWAY = "169.254.0.1"  # the node's end of every network's veth pair
+RTNH_F_ONLINK = 4  # the network's end of its veth pair, as a pod's interface is named
 MAX_MESSAGE = 4096
 
 _libc: Any = None
@@ -399,6 +401,10 @@ def _wire(layout: Layout, namespaces: dict[str, int]) -> None:
             ipr.link("add", ifname=outside, kind="veth", peer={"ifname": INSIDE, "net_ns_fd": namespaces[network]})
             index = ipr.link_lookup(ifname=outside)[0]
             ipr.link("set", index=index, state="up")
+            # The network's next hop for everything it does not hold: ARP resolves this address only, so a packet
+            # for another network's pod reaches the node and is dropped there in silence (asked directly, nobody
+            # would answer the ARP, and the caller would get "No route to host" instead of a timeout).
+            ipr.addr("add", index=index, address=GATEWAY, prefixlen=32)
             members = layout.members(network)
             for cluster in members:
                 # The network's pods are behind its veth; its API servers are the node's own.
@@ -442,8 +448,8 @@ def _wire_inside(plan: AddressPlan, namespace: int, members: list[int]) -> None:
             ipr.route("add", dst=str(plan.pod_network(cluster)), oif=lo, table=LOCAL_TABLE, type="local",
                       scope=SCOPE_HOST)
             ipr.route("add", dst=f"{plan.api_server_address(cluster)}/32", oif=eth0, table=LOCAL_TABLE,
-                      scope=SCOPE_LINK, prefsrc=source)
-        ipr.route("add", dst="127.0.0.0/8", oif=eth0, scope=SCOPE_LINK, prefsrc=source)
+                      gateway=GATEWAY, flags=RTNH_F_ONLINK, prefsrc=source)
+        ipr.route("add", dst="127.0.0.0/8", oif=eth0, gateway=GATEWAY, flags=RTNH_F_ONLINK, prefsrc=source)
 
 
 # -- the host process --------------------------------------------------------------------------------------------

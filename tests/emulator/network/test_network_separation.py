@@ -43,12 +43,12 @@ SCENARIO = textwrap.dedent('''
         server = s._in_thread(work)
         threading.Thread(target=lambda: [server.accept()[0].close() for _ in range(100)], daemon=True).start()
 
-    def dial(target, namespace=None, source=None):
+    def dial(target, namespace=None, source=None, timeout=1.0):
         def work():
             if namespace is not None:
                 s.enter(namespace)
             client = socket.socket()
-            client.settimeout(1.0)
+            client.settimeout(timeout)
             if source:
                 client.bind((source, 0))
             try:
@@ -72,7 +72,8 @@ SCENARIO = textwrap.dedent('''
     results = {
         "same network, one cluster": dial((pod1, 5000), networks.namespace(1), f"127.{block}.1.6"),
         "same network, two clusters": dial((pod2, 5000), networks.namespace(3)),
-        "other network's pod": dial((pod1, 5000), networks.namespace(2)),
+        # Longer than ARP's three probes: a neighbour nobody answers for would say "No route to host" by then.
+        "other network's pod": dial((pod1, 5000), networks.namespace(2), timeout=4.0),
         "other network's ClusterIP": dial((f"127.{block}.101.7", 80), networks.namespace(2)),
         "own ClusterIP": dial((f"127.{block}.101.7", 80), networks.namespace(1)),
         "load balancer from west": dial((f"127.{block}.200.1", 15443), networks.namespace(1)),
