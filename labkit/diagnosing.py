@@ -12,7 +12,9 @@ command, on real and embedded clusters alike:
    remote secret names a server it cannot reach), and is the proxy in step with it (``istioctl proxy-status``)?
 4. does every east-west gateway have an external address (``EXTERNAL-IP <pending>`` otherwise)?
 5. what did the caller's sidecar log for the call (response flags such as ``UF``, ``URX``, ``NR``; the TLS reason
-   ``CERTIFICATE_VERIFY_FAILED`` when the two sides trust different roots)?
+   ``CERTIFICATE_VERIFY_FAILED`` when the two sides trust different roots, ``Connection_reset_by_peer`` when the
+   gateway it dialled closed the connection), and what did that gateway log (``NR filter_chain_not_found``: no
+   server of its Gateway covers the SNI the sidecar sent)?
 
 The work is split the way the expert splits it: :func:`gather` runs the commands and keeps what they said as an
 :class:`Evidence` value; :func:`decide` is pure, turning evidence into a :class:`Diagnosis` that names the most
@@ -45,10 +47,12 @@ NETWORK_LABEL = "missing network label (sidecar dials another network's pod IPs)
 REMOTE_UNREACHABLE = "remote secret with an unreachable API server"
 PROXY_NOT_SYNCED = "the proxy is not in step with istiod"
 GATEWAY_PENDING = "an east-west gateway has no external address"
+GATEWAY_NOT_EXPOSING = "the east-west gateway does not expose the service (expose-services missing or wrong hosts)"
 NO_ENDPOINTS = "the sidecar has no endpoint for the service"
 UPSTREAM_FAILURE = "calls fail upstream"
 
 _TLS_VERIFY = re.compile(r"CERTIFICATE_VERIFY_FAILED|TLSV1_ALERT_UNKNOWN_CA|unknown_ca|verify_cert_failed", re.I)
+_RESET = re.compile(r"Connection_reset_by_peer|connection_termination|reset by peer", re.I)
 _TIMEOUT = re.compile(r"timeout|timed_out|timed out", re.I)
 
 
@@ -121,6 +125,7 @@ class Evidence:
         pending_gateways: clusters whose east-west gateway has no external address.
         clusters: every cluster of the lab (to tell which are missing from the answers).
         log: the access log's last entries for the host, oldest first.
+        gateway_log: the ``NR`` lines of the east-west gateways the failed calls went to.
     """
 
     cluster: str
@@ -137,6 +142,7 @@ class Evidence:
     pending_gateways: tuple[str, ...] = ()
     clusters: tuple[str, ...] = ()
     log: tuple[LoggedCall, ...] = ()
+    gateway_log: tuple[str, ...] = ()
 
     @property
     def failed(self) -> int:
@@ -223,6 +229,17 @@ def decide(evidence: Evidence) -> Diagnosis:
                          f"label istio-system with topology.istio.io/network in {', '.join(where) or 'every cluster'}"
                          " (and set global.network to match), so sidecars reach its pods through its east-west "
                          "gateway", e)
+
+    gateways = {endpoint.address: endpoint for endpoint in e.endpoints if endpoint.kind == "gateway"}
+    reset = [entry for entry in e.log if entry.upstream_host in gateways
+             and _RESET.search(entry.transport_failure or entry.details)]
+    if reset:
+        gateway = gateways[reset[-1].upstream_host]
+        lines = [calls, f"access log: {reset[-1].line()}", *(f"gateway log: {line}" for line in e.gateway_log[-2:]),
+                 answered]
+        return Diagnosis(GATEWAY_NOT_EXPOSING, tuple(lines),
+                         f"apply expose-services in {gateway.where.split(' ')[0] or 'the remote cluster'}: a Gateway "
+                         "on 15443, tls mode AUTO_PASSTHROUGH, with hosts covering the service (\"*.local\")", e)
 
     stuck = [(name, status) for name, status in e.remote_clusters if status != "synced"]
     if stuck:
@@ -337,8 +354,13 @@ def gather(lab: Lab, source: str, url: str, *, n: int = 10) -> Evidence:
                     and not c.gateway_address())
 
     log = _logged(cluster, proxy, host, since) if (not resolved or any(s != 200 for s in statuses)) else ()
+    dialled = {entry.upstream_host for entry in log}
+    gateway_log = tuple(line for gateway in mesh.gateways if gateway.address in dialled
+                        for line in lab[gateway.cluster].logs(f"{gateway.namespace}/deploy/{gateway.name}",
+                                                              grep="filter_chain_not_found", tail=50).splitlines()
+                        if f"_.{fqdn}" in line)
     return Evidence(name, workload, url, resolved, lookup, statuses, errors, answered, endpoints, remotes, synced,
-                    pending, tuple(lab.clusters), log)
+                    pending, tuple(lab.clusters), log, gateway_log)
 
 
 def _classify(row: istio.EndpointRow, cluster: str, mesh: multi_primary.Mesh, port: int) -> Endpoint:

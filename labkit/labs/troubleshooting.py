@@ -95,7 +95,7 @@ def only_local(lab: Lab) -> bool:
     return answers(lab["cluster1"], HELLO, lambda calls: (calls["status"] == 200).all() and versions(calls) == {"v1"})
 
 
-# --- exercise 1: an invalid VirtualService -------------------------------------------------------------------------
+# --- an invalid VirtualService -------------------------------------------------------------------------
 
 def canary_objects(lab: Lab) -> dict[str, dict[str, Any] | None]:
     """The canary's DestinationRule and VirtualService as cluster1 holds them (None: absent)."""
@@ -131,7 +131,34 @@ def remove_canary(lab: Lab) -> None:
         cluster.delete("canary.yaml")
 
 
-# --- exercise 2: a remote secret whose server cannot be reached ---------------------------------------------------
+# --- expose-services with hosts that cover nothing -----------------------------------------------------
+
+def break_expose_services(lab: Lab) -> None:
+    """Apply cluster2's expose-services as pre-1.8 articles wrote it (``hosts: ["*.global"]``), then restart
+    cluster1's sleep.
+
+    The restart is the honest part: a connection already open through the gateway lives on until the gateway
+    drains it (Istio's ``drainDuration``, 45 s by default), so a client that was running keeps its answers for a
+    while; a workload started after the mistake — the usual case, the Gateway being wrong from the start — sees
+    the failure at once.
+    """
+    lab["cluster2"].apply("expose-services-global.yaml")
+    restart(lab["cluster1"], "sample", "app=sleep")
+    print("cluster1: sleep restarted")
+
+
+def fix_expose_services(lab: Lab) -> None:
+    """Apply Lab 1's expose-services again in cluster2 (``hosts: ["*.local"]``)."""
+    lab["cluster2"].apply(MULTI_PRIMARY / "expose-services.yaml")
+
+
+def gateway_refusals(lab: Lab, host: str = "httpbin.sample.svc.cluster.local") -> list[str]:
+    """cluster2's east-west gateway log lines that closed a connection for ``host`` (``NR filter_chain_not_found``)."""
+    text = lab["cluster2"].logs("istio-system/deploy/istio-eastwestgateway", grep="filter_chain_not_found", tail=50)
+    return [line for line in text.splitlines() if f"_.{host}" in line]
+
+
+# --- a remote secret whose server cannot be reached ---------------------------------------------------
 
 def break_remote_secret(lab: Lab) -> None:
     """Give cluster1 a remote secret for cluster2 made from a kubeconfig whose server is ``127.0.0.1:6443`` (a kind
@@ -151,7 +178,7 @@ def remote_status(lab: Lab, remote: str = "cluster2") -> str:
     return rows.get(remote, "absent")
 
 
-# --- exercise 3: a remote-only service without the DNS proxy ------------------------------------------------------
+# --- a remote-only service without the DNS proxy ------------------------------------------------------
 
 def break_remote_only(lab: Lab) -> None:
     """Delete httpbin's Service in cluster1, where httpbin has no pods ("it is not needed here")."""
@@ -170,7 +197,7 @@ def resolves(lab: Lab, host: str = "httpbin.sample") -> bool:
     return "can't find" not in lookup and "Address" in lookup.split("Name:")[-1]
 
 
-# --- exercise 4: two roots ----------------------------------------------------------------------------------------
+# --- two roots ----------------------------------------------------------------------------------------
 
 def break_two_roots(lab: Lab) -> None:
     """Plug a CA of a root of its own into cluster2 (made apart, as if each cluster's admin ran ``make`` alone) and

@@ -79,6 +79,28 @@ def test_a_remote_only_service_without_the_dns_proxy() -> None:
     assert any("yet the sidecar holds 1 endpoint(s)" in line for line in diagnosis.evidence)
 
 
+def test_expose_services_with_hosts_that_do_not_cover_the_service() -> None:
+    reset = "TLS_error:|33554536:system_library:OPENSSL_internal:Connection_reset_by_peer:TLS_error_end"
+    refused = LoggedCall(503, "URX,UF", f"upstream_reset_before_response_started{{remote_connection_failure|{reset}}}",
+                         reset, "127.69.200.4:15443")
+    nr = ('[2026-12-05T08:10:26.202Z] "- - -" 0 NR filter_chain_not_found - "-" 0 0 0 - "-" "-" "-" "-" "-" - - '
+          '127.69.2.4:15443 127.0.0.1:50106 outbound_.8000_._.httpbin.sample.svc.cluster.local -')
+    recorded = evidence(HTTPBIN, statuses=(503,) * 10, log=(refused,) * 3, gateway_log=(nr,),
+                        errors=("upstream connect error or disconnect/reset before headers. retried and the latest "
+                                "reset reason: remote connection failure",))
+    diagnosis = decide(recorded)
+    assert diagnosis.cause == diagnosing.GATEWAY_NOT_EXPOSING
+    assert f"gateway log: {nr}" in diagnosis.evidence
+    assert any("Connection_reset_by_peer" in line for line in diagnosis.evidence)
+    assert "expose-services in cluster2" in diagnosis.fix
+
+
+def test_a_reset_by_a_local_pod_is_not_blamed_on_a_gateway() -> None:
+    reset = "TLS_error:|33554536:system_library:OPENSSL_internal:Connection_reset_by_peer:TLS_error_end"
+    recorded = evidence(HELLO, statuses=(503,) * 10, log=(LoggedCall(503, "UF", reset, reset, LOCAL.address),))
+    assert decide(recorded).cause == diagnosing.UPSTREAM_FAILURE
+
+
 def test_two_roots() -> None:
     refused = LoggedCall(503, "URX,UF", f"upstream_reset_before_response_started{{remote_connection_failure|{TLS}}}",
                          TLS, "127.69.200.4:15443")
