@@ -10,7 +10,9 @@ command, on real and embedded clusters alike:
    which the sidecar cannot reach (the network label is missing or wrong);
 3. does the caller's istiod read every cluster (``istioctl remote-clusters``: ``synced``, or ``timeout`` when a
    remote secret names a server it cannot reach), and is the proxy in step with it (``istioctl proxy-status``)?
-4. does every east-west gateway have an external address (``EXTERNAL-IP <pending>`` otherwise)?
+4. does every east-west gateway have an external address (``EXTERNAL-IP <pending>`` otherwise)? Is istiod
+   running, and do the Events say that pods are refused (``FailedCreate … failed calling webhook``)? Calls may
+   still work then — proxies keep their last configuration — while no new pod can start;
 5. what did the caller's sidecar log for the call (response flags such as ``UF``, ``URX``, ``NR``; the TLS reason
    ``CERTIFICATE_VERIFY_FAILED`` when the two sides trust different roots, ``Connection_reset_by_peer`` when the
    gateway it dialled closed the connection), and what did that gateway log (``NR filter_chain_not_found``: no
@@ -46,9 +48,11 @@ TWO_ROOTS = "the clusters trust different roots"
 NETWORK_LABEL = "missing network label (sidecar dials another network's pod IPs)"
 REMOTE_UNREACHABLE = "remote secret with an unreachable API server"
 PROXY_NOT_SYNCED = "the proxy is not in step with istiod"
+ISTIOD_DOWN = "no istiod runs in the caller's cluster"
 GATEWAY_PENDING = "an east-west gateway has no external address"
 GATEWAY_NOT_EXPOSING = "the east-west gateway does not expose the service (expose-services missing or wrong hosts)"
 NO_ENDPOINTS = "the sidecar has no endpoint for the service"
+INJECTION_WEBHOOK = "the sidecar-injection webhook cannot be called: new pods are refused"
 UPSTREAM_FAILURE = "calls fail upstream"
 
 _TLS_VERIFY = re.compile(r"CERTIFICATE_VERIFY_FAILED|TLSV1_ALERT_UNKNOWN_CA|unknown_ca|verify_cert_failed", re.I)
@@ -126,6 +130,8 @@ class Evidence:
         clusters: every cluster of the lab (to tell which are missing from the answers).
         log: the access log's last entries for the host, oldest first.
         gateway_log: the ``NR`` lines of the east-west gateways the failed calls went to.
+        istiod_running: whether the caller's cluster has a running istiod.
+        warnings: recent Warning Events of the service's namespace, in any cluster (``cluster: line``).
     """
 
     cluster: str
@@ -143,6 +149,8 @@ class Evidence:
     clusters: tuple[str, ...] = ()
     log: tuple[LoggedCall, ...] = ()
     gateway_log: tuple[str, ...] = ()
+    istiod_running: bool = True
+    warnings: tuple[str, ...] = ()
 
     @property
     def failed(self) -> int:
@@ -240,6 +248,20 @@ def decide(evidence: Evidence) -> Diagnosis:
         return Diagnosis(GATEWAY_NOT_EXPOSING, tuple(lines),
                          f"apply expose-services in {gateway.where.split(' ')[0] or 'the remote cluster'}: a Gateway "
                          "on 15443, tls mode AUTO_PASSTHROUGH, with hosts covering the service (\"*.local\")", e)
+
+    refusals = [line for line in e.warnings if "failed calling webhook" in line]
+    if refusals:
+        lines = [f"events: {line}" for line in refusals[-2:]]
+        if not e.istiod_running:
+            lines.append(f"no running istiod in {e.cluster}/istio-system")
+        lines += [calls, answered]
+        return Diagnosis(INJECTION_WEBHOOK, tuple(lines),
+                         "make the webhook's service answer: istiod running with ready endpoints (kubectl -n "
+                         "istio-system get pods,endpoints istiod), and a caBundle that matches its certificate", e)
+
+    if not e.istiod_running:
+        return Diagnosis(ISTIOD_DOWN, (f"no running istiod in {e.cluster}/istio-system", calls, answered),
+                         f"start istiod in {e.cluster} again: proxies run on their last configuration until then", e)
 
     stuck = [(name, status) for name, status in e.remote_clusters if status != "synced"]
     if stuck:
@@ -345,8 +367,13 @@ def gather(lab: Lab, source: str, url: str, *, n: int = 10) -> Evidence:
     table = cluster.endpoints(proxy, envoy_cluster=f"outbound|{port}||{fqdn}")
     endpoints = tuple(_classify(row, name, mesh, port) for row in table.rows)
 
-    remotes = tuple((row.name, row.status) for row in cluster.remote_clusters(quiet=True))
-    statuses_of = {row.name: row for row in cluster.proxy_status(quiet=True)}
+    # Both questions are asked of istiod itself; with none running, that is the answer.
+    try:
+        remotes = tuple((row.name, row.status) for row in cluster.remote_clusters(quiet=True))
+        statuses_of = {row.name: row for row in cluster.proxy_status(quiet=True)}
+        running = True
+    except LabkitError:
+        remotes, statuses_of, running = (), {}, False
     pod = next((p.name for p in cluster.pods(where.namespace) if f"{p.name}.{where.namespace}" in statuses_of
                 and p.name.startswith(where.target.rpartition("/")[2] + "-")), None)
     synced = statuses_of[f"{pod}.{where.namespace}"].synced if pod else None
@@ -359,8 +386,10 @@ def gather(lab: Lab, source: str, url: str, *, n: int = 10) -> Evidence:
                         for line in lab[gateway.cluster].logs(f"{gateway.namespace}/deploy/{gateway.name}",
                                                               grep="filter_chain_not_found", tail=50).splitlines()
                         if f"_.{fqdn}" in line)
+    warnings = tuple(f"{c.name}: {event.line()}" for c in lab
+                     for event in kube.recent_warnings(c.context, namespace) if _still_true(c, event, namespace))
     return Evidence(name, workload, url, resolved, lookup, statuses, errors, answered, endpoints, remotes, synced,
-                    pending, tuple(lab.clusters), log, gateway_log)
+                    pending, tuple(lab.clusters), log, gateway_log, running, warnings)
 
 
 def _classify(row: istio.EndpointRow, cluster: str, mesh: multi_primary.Mesh, port: int) -> Endpoint:
@@ -375,6 +404,16 @@ def _classify(row: istio.EndpointRow, cluster: str, mesh: multi_primary.Mesh, po
             return Endpoint(row.endpoint, row.status, "local" if instance.network == mine else "remote-pod",
                             f"{instance.cluster} {instance.network or 'no network'}")
     return Endpoint(row.endpoint, row.status, "unknown")
+
+
+def _still_true(cluster: Cluster, event: kube.Event, namespace: str) -> bool:
+    """Whether a Warning still holds: a ReplicaSet's ``FailedCreate`` only while it has fewer pods than it wants
+    (an Event outlives its cause, and a fixed mesh should not be blamed for it)."""
+    if event.kind != "ReplicaSet" or event.reason != "FailedCreate":
+        return True
+    replica_set = cluster.object("apps/v1", "ReplicaSet", event.name, namespace) or {}
+    wanted = (replica_set.get("spec") or {}).get("replicas", 0) or 0
+    return int((replica_set.get("status") or {}).get("replicas", 0) or 0) < int(wanted)
 
 
 def _logged(cluster: Cluster, proxy: str, host: str, since: str) -> tuple[LoggedCall, ...]:

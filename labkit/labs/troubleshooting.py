@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from labkit import istio, kube
-from labkit.errors import ManifestError
+from labkit.errors import ManifestError, WaitTimeoutError
 from labkit.labs.spire_federation import restart
 from labkit.pki import make_mesh
 
@@ -195,6 +195,46 @@ def resolves(lab: Lab, host: str = "httpbin.sample") -> bool:
     """Whether ``host`` resolves in cluster1's sleep pod (``nslookup``)."""
     lookup = lab["cluster1"].exec(SOURCE, ["nslookup", host])
     return "can't find" not in lookup and "Address" in lookup.split("Name:")[-1]
+
+
+# --- the injection webhook out of reach --------------------------------------------------------------------------
+
+def break_injection_webhook(lab: Lab) -> None:
+    """Scale cluster1's istiod to zero (the webhook's only backend), then ask for a second helloworld-v1 pod."""
+    cluster = lab["cluster1"]
+    cluster.scale("istio-system/deploy/istiod", 0)
+    kube.poll(lambda: not cluster.pods("istio-system", "app=istiod"), timeout=60.0,
+              what="istiod's pods gone from cluster1")
+    cluster.scale("sample/deploy/helloworld-v1", 2)
+
+
+def webhook_refusals(lab: Lab, *, timeout: float = 30.0) -> list[str]:
+    """The Warning Events of cluster1's ``sample`` that say the injection webhook could not be called, waiting up
+    to ``timeout`` for the first (the ReplicaSet controller tries as soon as it sees the new replica count)."""
+    context = lab["cluster1"].context
+
+    def refused() -> list[str]:
+        return [event.line() for event in kube.recent_warnings(context, "sample")
+                if "failed calling webhook" in event.message]
+
+    try:
+        return kube.poll(refused, timeout=timeout, what="FailedCreate events in cluster1/sample")
+    except WaitTimeoutError:
+        return []
+
+
+def fix_injection_webhook(lab: Lab) -> bool:
+    """Scale istiod back to one replica; the ReplicaSet's next try gets its pod injected. Then back to one
+    helloworld-v1. Whether the second pod came up in the meantime."""
+    cluster = lab["cluster1"]
+    cluster.scale("istio-system/deploy/istiod", 1)
+    cluster.wait("istio-system", ["deploy/istiod"])
+    try:
+        cluster.wait("sample", ["deploy/helloworld-v1"], timeout=120.0)
+        came_up = len([p for p in cluster.pods("sample", "app=helloworld,version=v1") if p.ready]) == 2
+    finally:
+        cluster.scale("sample/deploy/helloworld-v1", 1)
+    return came_up
 
 
 # --- two roots ----------------------------------------------------------------------------------------

@@ -130,6 +130,28 @@ def test_a_missing_network_label() -> None:
     assert "cluster2" in diagnosis.fix
 
 
+def test_the_injection_webhook_out_of_reach() -> None:
+    refused = ('cluster1: Warning FailedCreate replicaset/helloworld-v1-667986485 (x13): Error creating: Internal '
+               'error occurred: failed calling webhook "namespace.sidecar-injector.istio.io": failed to call '
+               'webhook: Post "https://istiod.istio-system.svc:443/inject/cluster/cluster1/net/network1?timeout=10s": '
+               'no endpoints available for service "istiod"')
+    # Calls still work: the proxies keep their last configuration; only new pods are refused.
+    diagnosis = decide(evidence(HELLO, istiod_running=False, remote_clusters=(), proxy_synced=None,
+                                warnings=(refused,)))
+    assert diagnosis.cause == diagnosing.INJECTION_WEBHOOK
+    assert f"events: {refused}" in diagnosis.evidence
+    assert "no running istiod in cluster1/istio-system" in diagnosis.evidence
+
+
+def test_istiod_down_without_refused_pods() -> None:
+    diagnosis = decide(evidence(HELLO, istiod_running=False, remote_clusters=(), proxy_synced=None))
+    assert diagnosis.cause == diagnosing.ISTIOD_DOWN
+
+
+def test_warnings_that_are_not_about_the_webhook_are_no_fault_of_the_mesh() -> None:
+    assert decide(evidence(HELLO, warnings=("cluster2: Warning BackOff pod/x: Back-off restarting",))).ok
+
+
 def test_a_gateway_without_an_address() -> None:
     diagnosis = decide(evidence(HELLO, pending_gateways=("cluster2",), answered_by=(V1,), endpoints=(LOCAL,)))
     assert diagnosis.cause == diagnosing.GATEWAY_PENDING
