@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from labkit import istio, kube, traffic
@@ -52,6 +52,7 @@ ISTIOD_DOWN = "no istiod runs in the caller's cluster"
 GATEWAY_PENDING = "an east-west gateway has no external address"
 GATEWAY_NOT_EXPOSING = "the east-west gateway does not expose the service (expose-services missing or wrong hosts)"
 NO_ENDPOINTS = "the sidecar has no endpoint for the service"
+PLAINTEXT = "a plaintext (DISABLE) DestinationRule across networks: the other networks' endpoints are dropped"
 INJECTION_WEBHOOK = "the sidecar-injection webhook cannot be called: new pods are refused"
 UPSTREAM_FAILURE = "calls fail upstream"
 
@@ -131,6 +132,8 @@ class Evidence:
         log: the access log's last entries for the host, oldest first.
         gateway_log: the ``NR`` lines of the east-west gateways the failed calls went to.
         istiod_running: whether the caller's cluster has a running istiod.
+        plaintext_rules: the caller's cluster's DestinationRules that disable TLS for the service's port.
+        elsewhere: ``cluster network`` of every other network running pods of the service.
         warnings: recent Warning Events of the service's namespace, in any cluster (``cluster: line``).
     """
 
@@ -151,6 +154,8 @@ class Evidence:
     gateway_log: tuple[str, ...] = ()
     istiod_running: bool = True
     warnings: tuple[str, ...] = ()
+    plaintext_rules: tuple[str, ...] = ()
+    elsewhere: tuple[str, ...] = ()
 
     @property
     def failed(self) -> int:
@@ -239,6 +244,14 @@ def decide(evidence: Evidence) -> Diagnosis:
                          "gateway", e)
 
     gateways = {endpoint.address: endpoint for endpoint in e.endpoints if endpoint.kind == "gateway"}
+    if e.plaintext_rules and e.elsewhere and not gateways:
+        lines = [*e.plaintext_rules, f"pods on other networks: {', '.join(e.elsewhere)}",
+                 "sidecar endpoints: " + ("; ".join(endpoint.line() for endpoint in e.endpoints) or "none"),
+                 calls, answered, *(f"curl: {error}" for error in e.errors)]
+        return Diagnosis(PLAINTEXT, tuple(lines),
+                         "keep ISTIO_MUTUAL (or no tls setting: auto mTLS) for services reached across networks; "
+                         "an east-west gateway routes only mTLS, on its SNI", e)
+
     reset = [entry for entry in e.log if entry.upstream_host in gateways
              and _RESET.search(entry.transport_failure or entry.details)]
     if reset:
@@ -388,8 +401,11 @@ def gather(lab: Lab, source: str, url: str, *, n: int = 10) -> Evidence:
                         if f"_.{fqdn}" in line)
     warnings = tuple(f"{c.name}: {event.line()}" for c in lab
                      for event in kube.recent_warnings(c.context, namespace) if _still_true(c, event, namespace))
+    mine = mesh.networks.get(name, "")
+    elsewhere = tuple(sorted({f"{i.cluster} {i.network}" for i in mesh.instances if i.network and i.network != mine}))
+    plaintext = _plaintext_rules(cluster.list("networking.istio.io/v1", "DestinationRule"), fqdn, port)
     return Evidence(name, workload, url, resolved, lookup, statuses, errors, answered, endpoints, remotes, synced,
-                    pending, tuple(lab.clusters), log, gateway_log, running, warnings)
+                    pending, tuple(lab.clusters), log, gateway_log, running, warnings, plaintext, elsewhere)
 
 
 def _classify(row: istio.EndpointRow, cluster: str, mesh: multi_primary.Mesh, port: int) -> Endpoint:
@@ -404,6 +420,26 @@ def _classify(row: istio.EndpointRow, cluster: str, mesh: multi_primary.Mesh, po
             return Endpoint(row.endpoint, row.status, "local" if instance.network == mine else "remote-pod",
                             f"{instance.cluster} {instance.network or 'no network'}")
     return Endpoint(row.endpoint, row.status, "unknown")
+
+
+def _plaintext_rules(rules: Sequence[Mapping[str, Any]], fqdn: str, port: int) -> tuple[str, ...]:
+    """The DestinationRules among ``rules`` that set ``tls.mode: DISABLE`` for ``fqdn``'s ``port``, one line each."""
+    found = []
+    for rule in rules:
+        metadata, spec = rule.get("metadata") or {}, rule.get("spec") or {}
+        host = str(spec.get("host") or "")
+        namespace = str(metadata.get("namespace") or "")
+        full = host if "." in host.rstrip("*") or host == "*" else f"{host}.{namespace}.svc.cluster.local"
+        if not (full == fqdn or (full.startswith("*") and fqdn.endswith(full[1:]))):
+            continue
+        policy = spec.get("trafficPolicy") or {}
+        mode = (policy.get("tls") or {}).get("mode")
+        for level in policy.get("portLevelSettings") or []:
+            if (level.get("port") or {}).get("number") == port and "tls" in level:
+                mode = (level.get("tls") or {}).get("mode")
+        if mode == "DISABLE":
+            found.append(f"DestinationRule {namespace}/{metadata.get('name', '')}: tls.mode DISABLE for {host}")
+    return tuple(found)
 
 
 def _still_true(cluster: Cluster, event: kube.Event, namespace: str) -> bool:

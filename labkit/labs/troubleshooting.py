@@ -197,6 +197,18 @@ def resolves(lab: Lab, host: str = "httpbin.sample") -> bool:
     return "can't find" not in lookup and "Address" in lookup.split("Name:")[-1]
 
 
+# --- plaintext across networks -----------------------------------------------------------------------------------
+
+def break_plaintext(lab: Lab) -> None:
+    """Apply, in cluster1, a DestinationRule turning mTLS off for every service of ``sample`` ("while we debug")."""
+    lab["cluster1"].apply("plaintext.yaml")
+
+
+def fix_plaintext(lab: Lab) -> None:
+    """Delete that DestinationRule: auto mTLS again, and the other network's gateway comes back."""
+    lab["cluster1"].delete("plaintext.yaml")
+
+
 # --- the injection webhook out of reach --------------------------------------------------------------------------
 
 def break_injection_webhook(lab: Lab) -> None:

@@ -152,6 +152,42 @@ def test_warnings_that_are_not_about_the_webhook_are_no_fault_of_the_mesh() -> N
     assert decide(evidence(HELLO, warnings=("cluster2: Warning BackOff pod/x: Back-off restarting",))).ok
 
 
+PLAINTEXT_RULE = "DestinationRule sample/sample-plaintext: tls.mode DISABLE for *.sample.svc.cluster.local"
+
+
+def test_a_plaintext_destination_rule_across_networks() -> None:
+    only_local = decide(evidence(HELLO, endpoints=(LOCAL,), answered_by=(V1,), plaintext_rules=(PLAINTEXT_RULE,),
+                                 elsewhere=("cluster2 network2",)))
+    assert only_local.cause == diagnosing.PLAINTEXT
+    assert PLAINTEXT_RULE in only_local.evidence
+    assert "pods on other networks: cluster2 network2" in only_local.evidence
+    nothing = decide(evidence(HTTPBIN, endpoints=(), statuses=(503,) * 10, errors=("no healthy upstream",),
+                              plaintext_rules=(PLAINTEXT_RULE,), elsewhere=("cluster2 network2",)))
+    assert nothing.cause == diagnosing.PLAINTEXT
+    assert "curl: no healthy upstream" in nothing.evidence
+
+
+def test_a_plaintext_destination_rule_within_one_network_is_no_fault() -> None:
+    assert decide(evidence(HELLO, endpoints=(LOCAL,), answered_by=(V1,), plaintext_rules=(PLAINTEXT_RULE,))).ok
+
+
+def test_plaintext_rules_are_matched_by_host_and_port() -> None:
+    def rule(name: str, host: str, policy: dict[str, object]) -> dict[str, object]:
+        return {"metadata": {"name": name, "namespace": "sample"}, "spec": {"host": host, "trafficPolicy": policy}}
+
+    disable = {"tls": {"mode": "DISABLE"}}
+
+    def on_port(number: int) -> dict[str, object]:
+        return {"portLevelSettings": [{"port": {"number": number}, "tls": {"mode": "DISABLE"}}]}
+
+    rules = [rule("wild", "*.sample.svc.cluster.local", disable), rule("short", "helloworld", disable),
+             rule("other", "httpbin", disable), rule("mutual", "helloworld", {"tls": {"mode": "ISTIO_MUTUAL"}}),
+             rule("port", "helloworld", on_port(5000)), rule("elsewhere", "helloworld", on_port(9))]
+    found = diagnosing._plaintext_rules(rules, "helloworld.sample.svc.cluster.local", 5000)
+    assert [line.split(":")[0] for line in found] == ["DestinationRule sample/wild", "DestinationRule sample/short",
+                                                      "DestinationRule sample/port"]
+
+
 def test_a_gateway_without_an_address() -> None:
     diagnosis = decide(evidence(HELLO, pending_gateways=("cluster2",), answered_by=(V1,), endpoints=(LOCAL,)))
     assert diagnosis.cause == diagnosing.GATEWAY_PENDING

@@ -32,6 +32,9 @@ LESSONS = (
     "with a reachable server, cluster2 is synced and v2 answers again; diagnose named the remote secret",
     "without httpbin's Service in cluster1, curl cannot resolve httpbin.sample",
     "with the Service back, httpbin resolves and answers; diagnose named the name resolution",
+    "with a plaintext DestinationRule, the other network's endpoints are dropped: only v1 answers, httpbin has no "
+    "healthy upstream",
+    "with mTLS back, both answer again; diagnose named the plaintext DestinationRule",
     "without istiod, calls still work but the new pod is refused (FailedCreate … failed calling webhook)",
     "with istiod back, the second pod is created and ready; diagnose named the webhook",
 )
@@ -78,7 +81,7 @@ def test_every_answer_and_fix_is_hidden_until_revealed(lab_notebook: LabNotebook
     notebook = lab_notebook.read()
     answers = [c for c in notebook.cells if c.cell_type == "markdown" and "<b>Answer</b>" in c.source]
     fixes = [c for c in notebook.cells if c.cell_type == "code" and "troubleshooting.fix_" in c.source]
-    assert len(answers) == len(fixes) == 6
+    assert len(answers) == len(fixes) == 7
     for cell in answers + fixes:
         assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, cell.source[:60]
     assert all(c.source.startswith("<details>") for c in answers)
