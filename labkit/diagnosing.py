@@ -231,6 +231,15 @@ def decide(evidence: Evidence) -> Diagnosis:
                          "restart the workloads so they get certificates chaining to it", e)
 
     strays = [endpoint for endpoint in e.endpoints if endpoint.kind == "remote-pod"]
+    # istiod sends another network's pod IPs for two reasons: the network is not labelled (it looks like the
+    # caller's own), or it is labelled but its gateway has no address, so there is nothing to replace them with.
+    unreachable = [endpoint for endpoint in strays if endpoint.where.split(" ")[0] in e.pending_gateways]
+    if unreachable:
+        lines = [*(f"{cluster}: istio-eastwestgateway EXTERNAL-IP <pending>" for cluster in e.pending_gateways),
+                 *(f"endpoint {endpoint.line()}" for endpoint in unreachable), calls, answered]
+        return Diagnosis(GATEWAY_PENDING, tuple(lines),
+                         "give the gateway's Service a load balancer (MetalLB, a cloud LB, a loadBalancerClass whose "
+                         "controller runs) so it gets an external address", e)
     if strays:
         lines = [f"endpoint {endpoint.line()}" for endpoint in strays]
         timeouts = [entry for entry in e.log if "UF" in entry.flags or _TIMEOUT.search(entry.details)]

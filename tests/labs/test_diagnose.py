@@ -194,6 +194,16 @@ def test_a_gateway_without_an_address() -> None:
     assert "cluster2: istio-eastwestgateway EXTERNAL-IP <pending>" in diagnosis.evidence
 
 
+def test_another_networks_pod_ips_behind_a_pending_gateway_blame_the_gateway_not_the_label() -> None:
+    # Recorded with cluster2's east-west gateway Service of a loadBalancerClass no controller serves: istiod has no
+    # address for network2's gateway and sends its pod IPs instead (as Istio does for a network without gateways).
+    stray = Endpoint("127.219.2.5:5000", "HEALTHY", "remote-pod", "cluster2 network2")
+    diagnosis = decide(evidence(HELLO, endpoints=(LOCAL, stray), pending_gateways=("cluster2",)))
+    assert diagnosis.cause == diagnosing.GATEWAY_PENDING
+    assert "cluster2: istio-eastwestgateway EXTERNAL-IP <pending>" in diagnosis.evidence
+    assert f"endpoint {stray.line()}" in diagnosis.evidence
+
+
 def test_a_proxy_out_of_step_with_istiod() -> None:
     assert decide(evidence(HELLO, proxy_synced=False)).cause == diagnosing.PROXY_NOT_SYNCED
 
