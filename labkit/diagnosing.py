@@ -53,6 +53,7 @@ GATEWAY_PENDING = "an east-west gateway has no external address"
 GATEWAY_NOT_EXPOSING = "the east-west gateway does not expose the service (expose-services missing or wrong hosts)"
 NO_ENDPOINTS = "the sidecar has no endpoint for the service"
 PLAINTEXT = "a plaintext (DISABLE) DestinationRule across networks: the other networks' endpoints are dropped"
+LOCALITY_OFF = "locality load balancing is off: the DestinationRule has no outlierDetection"
 INJECTION_WEBHOOK = "the sidecar-injection webhook cannot be called: new pods are refused"
 UPSTREAM_FAILURE = "calls fail upstream"
 
@@ -134,6 +135,8 @@ class Evidence:
         istiod_running: whether the caller's cluster has a running istiod.
         plaintext_rules: the caller's cluster's DestinationRules that disable TLS for the service's port.
         elsewhere: ``cluster network`` of every other network running pods of the service.
+        locality_rules: the caller's cluster's DestinationRules for the service that set locality load balancing
+            without outlierDetection (which Istio then ignores).
         warnings: recent Warning Events of the service's namespace, in any cluster (``cluster: line``).
     """
 
@@ -156,6 +159,7 @@ class Evidence:
     warnings: tuple[str, ...] = ()
     plaintext_rules: tuple[str, ...] = ()
     elsewhere: tuple[str, ...] = ()
+    locality_rules: tuple[str, ...] = ()
 
     @property
     def failed(self) -> int:
@@ -319,6 +323,11 @@ def decide(evidence: Evidence) -> Diagnosis:
         return Diagnosis(UPSTREAM_FAILURE, tuple(lines), "read the access log's response flags and the upstream's log",
                          e)
 
+    if e.locality_rules:
+        return Diagnosis(LOCALITY_OFF, (*e.locality_rules, calls, answered),
+                         "add outlierDetection (e.g. consecutive5xxErrors, interval, baseEjectionTime) to the "
+                         "DestinationRule: Istio applies locality priorities and failover only then", e)
+
     return Diagnosis(NO_FAULT, (calls, answered,
                                 "sidecar endpoints: " + "; ".join(endpoint.line() for endpoint in e.endpoints)), "", e)
 
@@ -412,9 +421,12 @@ def gather(lab: Lab, source: str, url: str, *, n: int = 10) -> Evidence:
                      for event in kube.recent_warnings(c.context, namespace) if _still_true(c, event, namespace))
     mine = mesh.networks.get(name, "")
     elsewhere = tuple(sorted({f"{i.cluster} {i.network}" for i in mesh.instances if i.network and i.network != mine}))
-    plaintext = _plaintext_rules(cluster.list("networking.istio.io/v1", "DestinationRule"), fqdn, port)
+    rules = cluster.list("networking.istio.io/v1", "DestinationRule")
+    plaintext = _plaintext_rules(rules, fqdn, port)
+    locality = _locality_rules(rules, fqdn)
     return Evidence(name, workload, url, resolved, lookup, statuses, errors, answered, endpoints, remotes, synced,
-                    pending, tuple(lab.clusters), log, gateway_log, running, warnings, plaintext, elsewhere)
+                    pending, tuple(lab.clusters), log, gateway_log, running, warnings, plaintext, elsewhere,
+                    locality)
 
 
 def _classify(row: istio.EndpointRow, cluster: str, mesh: multi_primary.Mesh, port: int) -> Endpoint:
@@ -431,23 +443,39 @@ def _classify(row: istio.EndpointRow, cluster: str, mesh: multi_primary.Mesh, po
     return Endpoint(row.endpoint, row.status, "unknown")
 
 
-def _plaintext_rules(rules: Sequence[Mapping[str, Any]], fqdn: str, port: int) -> tuple[str, ...]:
-    """The DestinationRules among ``rules`` that set ``tls.mode: DISABLE`` for ``fqdn``'s ``port``, one line each."""
+def _rules_for(rules: Sequence[Mapping[str, Any]], fqdn: str) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """``(namespace/name, host, trafficPolicy)`` of the DestinationRules among ``rules`` whose host covers ``fqdn``."""
     found = []
     for rule in rules:
         metadata, spec = rule.get("metadata") or {}, rule.get("spec") or {}
         host = str(spec.get("host") or "")
         namespace = str(metadata.get("namespace") or "")
         full = host if "." in host.rstrip("*") or host == "*" else f"{host}.{namespace}.svc.cluster.local"
-        if not (full == fqdn or (full.startswith("*") and fqdn.endswith(full[1:]))):
-            continue
-        policy = spec.get("trafficPolicy") or {}
+        if full == fqdn or (full.startswith("*") and fqdn.endswith(full[1:])):
+            found.append((f"{namespace}/{metadata.get('name', '')}", host, spec.get("trafficPolicy") or {}))
+    return found
+
+
+def _locality_rules(rules: Sequence[Mapping[str, Any]], fqdn: str) -> tuple[str, ...]:
+    """The DestinationRules for ``fqdn`` that set locality load balancing but no outlierDetection, one line each."""
+    found = []
+    for name, _, policy in _rules_for(rules, fqdn):
+        setting = (policy.get("loadBalancer") or {}).get("localityLbSetting") or {}
+        if setting and setting.get("enabled", True) and not policy.get("outlierDetection"):
+            found.append(f"DestinationRule {name}: localityLbSetting without outlierDetection")
+    return tuple(found)
+
+
+def _plaintext_rules(rules: Sequence[Mapping[str, Any]], fqdn: str, port: int) -> tuple[str, ...]:
+    """The DestinationRules among ``rules`` that set ``tls.mode: DISABLE`` for ``fqdn``'s ``port``, one line each."""
+    found = []
+    for name, host, policy in _rules_for(rules, fqdn):
         mode = (policy.get("tls") or {}).get("mode")
         for level in policy.get("portLevelSettings") or []:
             if (level.get("port") or {}).get("number") == port and "tls" in level:
                 mode = (level.get("tls") or {}).get("mode")
         if mode == "DISABLE":
-            found.append(f"DestinationRule {namespace}/{metadata.get('name', '')}: tls.mode DISABLE for {host}")
+            found.append(f"DestinationRule {name}: tls.mode DISABLE for {host}")
     return tuple(found)
 
 

@@ -209,6 +209,30 @@ def fix_plaintext(lab: Lab) -> None:
     lab["cluster1"].delete("plaintext.yaml")
 
 
+# --- locality load balancing without outlierDetection ------------------------------------------------------------
+
+def break_locality(lab: Lab) -> None:
+    """Apply, in cluster1, locality load balancing with a failover rule for helloworld — without outlierDetection."""
+    lab["cluster1"].apply("locality.yaml")
+
+
+def fix_locality(lab: Lab) -> bool:
+    """Add the outlierDetection, then show the failover: cluster1's calls stay local (v1 only); with v1 scaled to
+    zero, v2 takes over. Back to the plain mesh afterwards (v1 up again, the rule deleted). Whether both held."""
+    cluster = lab["cluster1"]
+    cluster.apply("locality-outlier.yaml")
+    stays_local = only_local(lab)
+    cluster.scale("sample/deploy/helloworld-v1", 0)
+    try:
+        fails_over = answers(cluster, HELLO, lambda calls: (calls["status"] == 200).all()
+                             and versions(calls) == {"v2"})
+    finally:
+        cluster.scale("sample/deploy/helloworld-v1", 1)
+        cluster.wait("sample", ["deploy/helloworld-v1"])
+        cluster.delete("locality-outlier.yaml")
+    return stays_local and fails_over
+
+
 # --- the injection webhook out of reach --------------------------------------------------------------------------
 
 def break_injection_webhook(lab: Lab) -> None:

@@ -188,6 +188,29 @@ def test_plaintext_rules_are_matched_by_host_and_port() -> None:
                                                       "DestinationRule sample/port"]
 
 
+def test_locality_load_balancing_without_outlier_detection() -> None:
+    rule = "DestinationRule sample/helloworld-locality: localityLbSetting without outlierDetection"
+    diagnosis = decide(evidence(HELLO, locality_rules=(rule,)))  # both regions answer: no preference for the local
+    assert diagnosis.cause == diagnosing.LOCALITY_OFF
+    assert rule in diagnosis.evidence
+    assert f"answered by: {V1}, {V2}" in diagnosis.evidence
+    assert "outlierDetection" in diagnosis.fix
+
+
+def test_locality_rules_need_a_locality_setting_and_no_outlier_detection() -> None:
+    def rule(name: str, policy: dict[str, object]) -> dict[str, object]:
+        return {"metadata": {"name": name, "namespace": "sample"},
+                "spec": {"host": "helloworld", "trafficPolicy": policy}}
+
+    locality = {"localityLbSetting": {"enabled": True, "failover": [{"from": "cluster1", "to": "cluster2"}]}}
+    rules = [rule("bare", {"loadBalancer": locality}),
+             rule("outlier", {"loadBalancer": locality, "outlierDetection": {"consecutive5xxErrors": 3}}),
+             rule("off", {"loadBalancer": {"localityLbSetting": {"enabled": False}}}),
+             rule("simple", {"loadBalancer": {"simple": "ROUND_ROBIN"}})]
+    found = diagnosing._locality_rules(rules, "helloworld.sample.svc.cluster.local")
+    assert found == ("DestinationRule sample/bare: localityLbSetting without outlierDetection",)
+
+
 def test_a_gateway_without_an_address() -> None:
     diagnosis = decide(evidence(HELLO, pending_gateways=("cluster2",), answered_by=(V1,), endpoints=(LOCAL,)))
     assert diagnosis.cause == diagnosing.GATEWAY_PENDING

@@ -37,6 +37,8 @@ LESSONS = (
     "with mTLS back, both answer again; diagnose named the plaintext DestinationRule",
     "without istiod, calls still work but the new pod is refused (FailedCreate … failed calling webhook)",
     "with istiod back, the second pod is created and ready; diagnose named the webhook",
+    "locality load balancing without outlierDetection is ignored: cluster1's calls still reach both regions",
+    "with outlierDetection, calls stay local and fail over when v1 is gone; diagnose named it",
 )
 
 # Kernel start-up and the Kubernetes client inside the kernel warn in ways unrelated to the lab.
@@ -81,7 +83,7 @@ def test_every_answer_and_fix_is_hidden_until_revealed(lab_notebook: LabNotebook
     notebook = lab_notebook.read()
     answers = [c for c in notebook.cells if c.cell_type == "markdown" and "<b>Answer</b>" in c.source]
     fixes = [c for c in notebook.cells if c.cell_type == "code" and "troubleshooting.fix_" in c.source]
-    assert len(answers) == len(fixes) == 7
+    assert len(answers) == len(fixes) == 8
     for cell in answers + fixes:
         assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, cell.source[:60]
     assert all(c.source.startswith("<details>") for c in answers)
