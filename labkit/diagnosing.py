@@ -17,6 +17,9 @@ command, on real and embedded clusters alike:
    ``CERTIFICATE_VERIFY_FAILED`` when the two sides trust different roots, ``Connection_reset_by_peer`` when the
    gateway it dialled closed the connection), and what did that gateway log (``NR filter_chain_not_found``: no
    server of its Gateway covers the SNI the sidecar sent)?
+6. what do the caller's DestinationRules for the service say: ``tls.mode: DISABLE`` (plaintext cannot cross an
+   east-west gateway, so istiod drops the other networks' endpoints), or locality load balancing without the
+   ``outlierDetection`` Istio needs to apply it?
 
 The work is split the way the expert splits it: :func:`gather` runs the commands and keeps what they said as an
 :class:`Evidence` value; :func:`decide` is pure, turning evidence into a :class:`Diagnosis` that names the most
@@ -40,6 +43,8 @@ from labkit.labs import multi_primary
 if TYPE_CHECKING:
     from labkit.cluster import Cluster
     from labkit.lab import Lab
+
+__all__ = ["Diagnosis", "Endpoint", "Evidence", "LoggedCall", "decide", "diagnose", "gather"]
 
 # The causes a diagnosis can name, one per failure of istio.md's "What users get wrong" that evidence can show.
 NO_FAULT = "no fault found"
@@ -206,8 +211,10 @@ def decide(evidence: Evidence) -> Diagnosis:
 
     A name that does not resolve stops the call before the mesh sees it, so it comes first; then what the
     sidecar's own log says about the TLS handshake; then endpoints that cannot be right (another network's pod
-    IPs); then the control plane (remote clusters, proxy sync) and the gateways' addresses, which explain
-    endpoints that are missing rather than wrong.
+    IPs, behind a pending gateway or an unlabelled network), or missing for a reason written in the config (a
+    plaintext DestinationRule); then a gateway that resets the connection; then the control plane (refused pods,
+    istiod, remote clusters, proxy sync) and the gateways' addresses; and, when every call succeeds, a
+    DestinationRule that does not do what it says (locality without outlierDetection).
 
     Args:
         evidence: what :func:`gather` (or a recording) found.
@@ -502,6 +509,3 @@ def _logged(cluster: Cluster, proxy: str, host: str, since: str) -> tuple[Logged
     except WaitTimeoutError:
         found = []
     return tuple(LoggedCall(e.code, e.flags, e.details, e.transport_failure, e.upstream_host) for e in found[-3:])
-
-
-__all__: Sequence[str] = ("Diagnosis", "Endpoint", "Evidence", "LoggedCall", "decide", "diagnose", "gather")

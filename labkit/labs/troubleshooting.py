@@ -1,10 +1,10 @@
 """Lab 6: break a healthy multi-primary mesh on purpose, one realistic mistake at a time, and put it right.
 
 Each exercise is a pair of plain functions the notebook calls: ``break_…(lab)`` makes the mistake the way a user
-makes it (applies a manifest with a typo, applies a remote secret with the wrong server, deletes a Service that
-"has no pods here", plugs a cluster's own root in), and ``fix_…(lab)`` undoes it the way the user should, leaving
-the mesh healthy again, so the notebook can run twice in a row in one kernel. The symptoms are never faked: they
-are what the clusters, the sidecars and istiod do.
+makes it (applies a canary with typos, an old article's expose-services, a cluster's own root, a remote secret with
+the wrong server, a plaintext or locality DestinationRule; deletes a Service that "has no pods here"; scales istiod
+down), and ``fix_…(lab)`` undoes it the way the user should, leaving the mesh healthy again, so the notebook can run
+twice in a row in one kernel. The symptoms are never faked: they are what the clusters, the sidecars and istiod do.
 
 The mesh is Lab 1's (its IstioOperators, east-west gateways and ``expose-services``), on two clusters to keep a
 run short: cluster1/network1 runs helloworld v1, cluster2/network2 runs helloworld v2 and httpbin, a service that
