@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="comma-separated cluster names (default cluster1,cluster2,cluster3)")
     up.add_argument("--state-dir", type=Path,
                     help="where the kubeconfig and logs live (default $LABKIT_HOME or ~/.labkit)")
+    up.add_argument("--networks", default="",
+                    help="clusters that share a physical network, e.g. cluster1=east,cluster2=east "
+                         "(default: each cluster is a network of its own)")
     up.set_defaults(run=_up)
     state = commands.add_parser("status", help="show the running embedded clusters")
     state.add_argument("--state-dir", type=Path)
@@ -152,6 +155,7 @@ def _doctor(_: argparse.Namespace) -> int:
         rows.append(_optional_tool(tool, arguments, pattern, note))
     rows.append(_zygote_row())
     rows.append(_sandbox_row())
+    rows.append(_network_row())
     _print_table(rows)
 
     # Imported here: the Kubernetes client takes ~0.25 s to import and only doctor needs it.
@@ -188,6 +192,14 @@ def _sandbox_row() -> tuple[str, str, str, str]:
     return ("sandbox", state, detail, "ok" if state == "on" else "pods are not isolated from this machine")
 
 
+def _network_row() -> tuple[str, str, str, str]:
+    """Whether pods of different networks are apart here (another network's pod IPs time out), or why not."""
+    from labkit.emulator.network import separation  # noqa: PLC0415 - the emulator is only needed here
+
+    state, detail = separation.describe()
+    return ("networks", state, detail, "ok" if state == "on" else "a missing network label goes unnoticed")
+
+
 def _optional_tool(tool: str, arguments: list[str], pattern: str, note: str) -> tuple[str, str, str, str]:
     path = shutil.which(tool)
     if not path:
@@ -209,10 +221,11 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 # -- embedded clusters --------------------------------------------------------------------------------------
 
 def _up(args: argparse.Namespace) -> int:
-    emulator = launching.up(args.clusters, args.state_dir)
+    emulator = launching.up(args.clusters, args.state_dir, networks=args.networks)
     print(f"embedded clusters up: {', '.join(emulator.clusters)} (pid {emulator.pid})")
     for name, url in emulator.clusters.items():
         print(f"  {name:<12} {url}")
+    print(f"networks: {emulator.networks_detail}")
     print(f"kubeconfig: {emulator.kubeconfig}")
     print(f"export KUBECONFIG={emulator.kubeconfig}")
     return 0

@@ -17,9 +17,10 @@ CI running the notebook fails exactly when the lesson stops being true.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class ClusterCheck:
     kubernetes: str
     istio: str
     ready_pods: str
+    network: str = "real"  # embedded clusters: whether their pods are on a network of their own, or why not
 
 
 class Lab:
@@ -59,10 +61,13 @@ class Lab:
         contexts: real kubeconfig contexts to use instead of embedded clusters (one per cluster, in order);
             defaults to ``LABKIT_CONTEXTS`` (comma-separated).
         state_dir: where embedded clusters keep their state (default ``$LABKIT_HOME/labs/<name>``).
+        networks: embedded clusters only: the physical network of clusters that share one (``{"a": "east",
+            "b": "east"}``); by default each cluster is a network of its own, as clusters in separate VPCs are.
     """
 
     def __init__(self, name: str, clusters: Sequence[str] = ("cluster1", "cluster2", "cluster3"), *,
-                 contexts: Sequence[str] | None = None, state_dir: Path | None = None):
+                 contexts: Sequence[str] | None = None, state_dir: Path | None = None,
+                 networks: Mapping[str, str] | None = None):
         self.name = name
         self.clusters = [kube.ClusterName(c) for c in clusters]
         self.manifests = MANIFESTS / name
@@ -85,7 +90,8 @@ class Lab:
             self.embedded = True
             named = list(self.clusters)
             started = time.perf_counter()
-            self.emulator = launching.up(self.clusters, self.dir)
+            self.emulator = launching.up(self.clusters, self.dir, networks=",".join(
+                f"{cluster}={network}" for cluster, network in (networks or {}).items()))
             kubeconfig = self.emulator.kubeconfig
             os.environ["KUBECONFIG"] = str(kubeconfig)  # so that `!kubectl --context cluster1 …` works in a cell
             print(f"Lab {name} on embedded clusters {', '.join(self.clusters)} "
@@ -143,6 +149,11 @@ class Lab:
         what a lab expects before its install step.
         """
         rows = [self._check(cluster) for cluster in self.clusters]
+        if self.emulator is not None:
+            # The running emulator's, which may have been started before this Lab (labkit up).
+            running = launching.status(self.emulator.state_dir) or self.emulator
+            network = "separate" if running.separate_networks else f"shared ({running.networks_detail})"
+            rows = [dataclasses.replace(row, network=network) for row in rows]
         frame = pd.DataFrame([r.__dict__ for r in rows]).set_index("cluster")
         unreachable = [r for r in rows if not r.reachable]
         if unreachable:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -62,7 +62,8 @@ def eventually(check: Callable[[], T], timeout: float = 30.0, what: str = "condi
 
 @contextlib.contextmanager
 def running_emulator(clusters: Sequence[str], state_dir: Path, *, block: int | None = None,
-                     watch_history: int | None = None, export: bool = True) -> Iterator[launching.Emulator]:
+                     watch_history: int | None = None, export: bool = True,
+                     networks: str = "") -> Iterator[launching.Emulator]:
     """Embedded clusters for the length of a ``with``: ``KUBECONFIG`` names them inside, and all stop after.
 
     Args:
@@ -72,8 +73,9 @@ def running_emulator(clusters: Sequence[str], state_dir: Path, *, block: int | N
         watch_history: how many events the API servers keep for watches (small: to test expiry).
         export: point ``KUBECONFIG`` at the clusters inside the ``with``; off for a session-wide fixture whose
             tests pass the kubeconfig explicitly (other test modules of the session then see no change).
+        networks: clusters sharing a physical network (``cluster1=east,cluster2=east``); each its own by default.
     """
-    emulator = launching.up(clusters, state_dir, block=block, watch_history=watch_history)
+    emulator = launching.up(clusters, state_dir, block=block, watch_history=watch_history, networks=networks)
     saved = os.environ.get("KUBECONFIG")
     if export:
         os.environ["KUBECONFIG"] = str(emulator.kubeconfig)
@@ -102,18 +104,20 @@ _claims: list[BlockClaim] = []  # held for the life of the process; the kernel f
 
 
 @contextlib.contextmanager
-def running_lab(name: str, clusters: Sequence[str], state_dir: Path) -> Iterator[Lab]:
+def running_lab(name: str, clusters: Sequence[str], state_dir: Path,
+                networks: Mapping[str, str] | None = None) -> Iterator[Lab]:
     """A :class:`~labkit.lab.Lab` on its own embedded clusters for the length of a ``with``.
 
     Args:
         name: the lab's name (its manifests folder).
         clusters: the cluster names.
         state_dir: a private state folder.
+        networks: the physical network of clusters that share one; each its own by default.
     """
     from labkit.lab import Lab  # noqa: PLC0415 - pandas and the charts only for tests that need a Lab
 
     saved = os.environ.get("KUBECONFIG")
-    lab = Lab(name, clusters, state_dir=state_dir)
+    lab = Lab(name, clusters, state_dir=state_dir, networks=networks)
     try:
         yield lab
     finally:

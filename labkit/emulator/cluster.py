@@ -18,13 +18,16 @@ import asyncio
 import base64
 import contextlib
 import copy
+import functools
 import logging
 import os
 import platform
 import secrets
+import socket
 import ssl
 import uuid
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -42,6 +45,7 @@ from labkit.emulator.events import NORMAL, EventExpiry, EventRecorder
 from labkit.emulator.network import ClusterDns, ClusterNames, ServiceProxy, captures
 from labkit.emulator.network.addresses import IpPool, LoadBalancerPool
 from labkit.emulator.network.captures import Captures
+from labkit.emulator.network.separation import HostSockets, Separation, is_ours, source_address
 from labkit.emulator.node.runtime import NodeRuntime
 from labkit.emulator.store import Store, WatchEvent
 from labkit.emulator.store.objects import DEFAULT_HISTORY
@@ -71,10 +75,12 @@ class Cluster:
         state_dir: where its certificates, pod logs and shims live.
         load_balancers: the emulator-wide load-balancer pool.
         watch_history: events kept for watches resuming from a resourceVersion.
+        networks: the emulator's separate networks (:mod:`~labkit.emulator.network.separation`); ``None`` when
+            every pod shares the machine's loopback.
     """
 
     def __init__(self, name: str, index: int, plan: AddressPlan, state_dir: Path, load_balancers: LoadBalancerPool,
-                 watch_history: int = DEFAULT_HISTORY):
+                 watch_history: int = DEFAULT_HISTORY, networks: Separation | None = None):
         self.name = name
         self.index = index
         self.plan = plan
@@ -92,13 +98,21 @@ class Cluster:
         service_network = plan.service_network(index)
         self.cluster_ips = IpPool(service_network, frozenset({plan.kubernetes_service_ip(index),
                                                               plan.dns_service_ip(index)}), "ClusterIP")
-        self.pod_ips = IpPool(plan.pod_network(index), frozenset({self.address}), "pod IP")
+        self.pod_ips = IpPool(plan.pod_network(index), frozenset({self.address, source_address(plan, index)}), "pod IP")
         self.load_balancers = load_balancers
         self.admission = AdmissionChain(self.store, node_name=self.node_name, cluster_ips=self.cluster_ips,
                                         load_balancers=load_balancers, cluster=name)
+        if networks is not None and networks.host is not None:
+            # A webhook's URL may name the machine (a server on 127.0.0.1): dial that from the machine's network.
+            self.admission.webhooks.socket_factory = functools.partial(_dial, plan, networks.host)
         self.names = ClusterNames()
-        self.dns = ClusterDns(self.names, host=plan.dns_service_ip(index), port=53, fallback_port=5353)
-        self.proxy = ServiceProxy()
+        self.networks = networks if networks is not None and networks.enabled else None
+        host = self.networks.host if self.networks is not None else None
+        self.dns = ClusterDns(self.names, host=plan.dns_service_ip(index), port=53, fallback_port=5353,
+                              host_listener=host and (lambda ip, port, udp: host.listener(ip, port, udp=udp)),
+                              # names outside the cluster are the machine's resolver's to answer
+                              host_lookup=host and (host.lookup, host.reverse))
+        self.proxy = ServiceProxy(host_listener=host and host.listener)
         self.captures = Captures(self.store, self.proxy)
         self.runtime: NodeRuntime | None = None
         self.event_expiry = EventExpiry(self.store)
@@ -127,7 +141,8 @@ class Cluster:
             kubernetes_service=(self.plan.kubernetes_service_ip(self.index), 443),
             dns_server=(dns_address.host, dns_address.port), resolve_ref=self._resolve_ref,
             read_data=self._read_data, ca_file=self.state_dir / "ca.crt", issue_token=self._issue_pod_token,
-            record_event=EventRecorder(self.store, "kubelet", self.node_name))
+            record_event=EventRecorder(self.store, "kubelet", self.node_name),
+            network=self.networks.namespace(self.index) if self.networks is not None else -1)
         await self.runtime.start()
         streams.install(self.api, self.runtime)
         forwarding.install(self.api, self.runtime)
@@ -143,8 +158,11 @@ class Cluster:
         self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0,
                                      max_line_size=1 << 20, max_field_size=1 << 20)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, API_PORT, ssl_context=self._tls())
-        await site.start()
+        tls = self._tls()
+        await web.TCPSite(self._runner, self.address, API_PORT, ssl_context=tls).start()
+        if self.networks is not None and self.networks.host is not None:  # kubectl is on the machine's network
+            twin = self.networks.host.listener(self.address, API_PORT)
+            await web.SockSite(self._runner, twin, ssl_context=tls).start()
 
     async def stop(self) -> None:
         """Stop serving and stop every process this cluster started."""
@@ -349,3 +367,12 @@ class Cluster:
             else:
                 self.names.update_endpoints(obj)
                 await self.proxy.update_endpoints(obj)
+
+
+def _dial(plan: AddressPlan, host: HostSockets, address: tuple[Any, ...]) -> socket.socket:
+    """A socket for aiohttp to connect to ``address`` with: one of the machine's for an address outside the
+    emulator's block, else one of the node's."""
+    family, kind, proto, _name, target = address
+    if family == socket.AF_INET and not is_ours(plan, target[0]):
+        return host.connector()
+    return socket.socket(family, kind, proto)

@@ -44,6 +44,9 @@ class Emulator:
     clusters: dict[str, str]  # name -> API server URL
     started: float
     block: int  # the second octet of the emulator's 127.X.0.0/16
+    # Whether pods of different networks are apart (a network namespace each), and what is, or why not.
+    separate_networks: bool = False
+    networks_detail: str = ""
 
     @property
     def addresses(self) -> AddressPlan:
@@ -80,12 +83,14 @@ def status(state_dir: Path | None = None) -> Emulator | None:
         return None
     if not _alive(int(state["pid"])):
         return None
+    networks = state.get("networks") or {}
     return Emulator(int(state["pid"]), folder, {name: info["url"] for name, info in state["clusters"].items()},
-                    float(state["started"]), int(state["block"]))
+                    float(state["started"]), int(state["block"]), bool(networks.get("separate")),
+                    str(networks.get("detail", "")))
 
 
 def up(clusters: Sequence[str] = DEFAULT_CLUSTERS, state_dir: Path | None = None, *, timeout: float = 60.0,
-       block: int | None = None, watch_history: int | None = None) -> Emulator:
+       block: int | None = None, watch_history: int | None = None, networks: str = "") -> Emulator:
     """Start the emulator with ``clusters`` (or return the one already running with them).
 
     Args:
@@ -94,6 +99,8 @@ def up(clusters: Sequence[str] = DEFAULT_CLUSTERS, state_dir: Path | None = None
         timeout: seconds to wait for every API server to answer.
         block: force the 127.X.0.0/16 block (tests use it to keep emulators apart).
         watch_history: events each cluster keeps for resuming watches (a real server compacts too).
+        networks: clusters that share a physical network (``cluster1=east,cluster2=east``); by default each
+            cluster is a network of its own, and pods cannot reach another network's pod IPs.
 
     Raises:
         EmulatorError: another set of clusters is running there, or the emulator failed to start
@@ -113,6 +120,8 @@ def up(clusters: Sequence[str] = DEFAULT_CLUSTERS, state_dir: Path | None = None
         command += ["--block", str(block)]
     if watch_history is not None:
         command += ["--watch-history", str(watch_history)]
+    if networks:
+        command += ["--networks", networks]
     with (folder / LOG_FILE).open("ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                    start_new_session=True, close_fds=True)

@@ -162,3 +162,25 @@ def test_env_from_and_the_downward_api_show_in_exec_env(api: client.ApiClient, b
         "MY_POD": "box", "MY_NAMESPACE": "sandbox", "MY_UID": pod.metadata.uid, "MY_TIER": "back",
         "MY_OWNER": "team-a", "MY_IP": pod.status.pod_ip, "MY_NODE": pod.spec.node_name, "MY_ACCOUNT": "reader"}
     assert (env.get("MEMORY_MI"), env.get("CPU_CORES"), env.get("CPU_MILLIS")) == ("64", "1", "500")
+
+
+def test_a_missing_env_from_source_holds_the_container_until_it_exists(kubectl: Any, box: str) -> None:
+    """A kubelet will not start a container whose ``envFrom`` names a missing, non-optional object: it waits in
+    CreateContainerConfigError, says why in an Event, and starts it once the object is created."""
+    kubectl(*CTX, "run", "needs-config", "--image=busybox:1.36", "--restart=Never", "--overrides",
+            '{"spec": {"containers": [{"name": "needs-config", "image": "busybox:1.36", "command": ["sleep", "60"],'
+            ' "envFrom": [{"configMapRef": {"name": "late"}}]}]}}')
+
+    def waiting() -> dict[str, str]:
+        pod = json.loads(kubectl(*CTX, "get", "pod", "needs-config", "-o", "json").stdout)
+        return ((pod["status"].get("containerStatuses") or [{}])[0].get("state") or {}).get("waiting") or {}
+
+    state = eventually(lambda: waiting().get("reason") == "CreateContainerConfigError" and waiting(), 30,
+                       "CreateContainerConfigError")
+    assert state["message"] == 'configmap "late" not found'
+    events = kubectl(*CTX, "get", "events", "--field-selector", "involvedObject.name=needs-config").stdout
+    assert 'Error: configmap "late" not found' in events
+    kubectl(*CTX, "create", "configmap", "late", "--from-literal=ARRIVED=yes")
+    kubectl(*CTX, "wait", "--for=condition=Ready", "pod/needs-config", "--timeout=30s")
+    assert kubectl(*CTX, "exec", "needs-config", "--", "sh", "-c", "echo $ARRIVED").stdout == "yes\n"
+    kubectl(*CTX, "delete", "pod", "needs-config", "--grace-period=0", "--force")

@@ -48,7 +48,8 @@ def helloworld(replicas: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     state = tmp_path_factory.mktemp("four-clusters")
-    with running_lab("multi-primary", CLUSTERS, state) as lab:
+    # The clusters of one Istio network share one physical network too: a and b reach each other's pods.
+    with running_lab("multi-primary", CLUSTERS, state, networks=NETWORKS) as lab:
         istio.install_multi_primary([cluster.context for cluster in lab], state / "certs", networks=NETWORKS,
                                     gateways=GATEWAYS, timeout=90)
         for cluster in lab:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from labkit import istio, kube
+from labkit.emulator import launching
 from labkit.pki import make_mesh
 from labkit.testing import eventually, running_emulator
 
@@ -118,7 +119,6 @@ def test_istiod_serves_a_proxys_cds_and_certificate_over_grpc_to_a_plain_client(
     from labkit.emulator.envoy import protocol
     from labkit.pki import describe, new_request
 
-    istiod = kube.pods("cluster1", "istio-system", "app=istiod")[0]
     sleep = kube.get_object("cluster1", "v1", "Pod", kube.pods("cluster1", "sample", "app=sleep")[0].name, "sample")
     node = (f"sidecar~{sleep['status']['podIP']}~{sleep['metadata']['name']}.sample~sample.svc.cluster.local")
     root = (mesh / "certs" / "root-cert.pem").read_text()
@@ -129,7 +129,9 @@ def test_istiod_serves_a_proxys_cds_and_certificate_over_grpc_to_a_plain_client(
 
     async def scenario() -> None:
         credentials = grpc.ssl_channel_credentials(root_certificates=root.encode())
-        target = f"{istiod.ip}:15012"
+        # Through istiod's Service, as a client in the cluster dials it (the machine does not reach pod IPs).
+        service = kube.get_object("cluster1", "v1", "Service", "istiod", "istio-system")
+        target = f"{service['spec']['clusterIP']}:15012"
         async with grpc.aio.secure_channel(target, credentials, options=[
                 ("grpc.ssl_target_name_override", "istiod.istio-system.svc")]) as channel:
             call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
@@ -180,10 +182,11 @@ def test_strict_mtls_refuses_plaintext_and_shows_the_callers_identity(mesh: Path
     kube.apply("cluster1", [{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
                              "metadata": {"name": "default", "namespace": "sample"},
                              "spec": {"mtls": {"mode": "STRICT"}}}])
-    (httpbin,) = kube.pods("cluster1", "sample", "app=httpbin")
+    # A client outside the mesh (this machine, through the Service's address) speaks plaintext to httpbin's pod.
+    httpbin = kube.get_object("cluster1", "v1", "Service", "httpbin", "sample")["spec"]["clusterIP"]
 
     def plaintext_refused() -> bool:
-        with socket.create_connection((httpbin.ip, 80), timeout=5) as conn:
+        with socket.create_connection((httpbin, 8000), timeout=5) as conn:
             conn.sendall(b"GET /headers HTTP/1.1\r\nHost: httpbin\r\n\r\n")
             try:
                 return conn.recv(1024) == b""  # closed without an answer
@@ -229,6 +232,79 @@ def test_a_remote_secret_with_a_bad_server_times_out(mesh: Path) -> None:
         good["metadata"].pop(key, None)
     kube.apply("cluster1", [good])
     eventually(lambda: status() == "synced", 30, "cluster3 synced again")
+
+
+def _label(cluster: str, kind: str, name: str, namespace: str | None, network: str | None) -> None:
+    """Set (or, with ``None``, remove) the ``topology.istio.io/network`` label of a Namespace or Pod."""
+    from kubernetes import client
+
+    from labkit.kube.clients import client_for
+
+    api = client.CoreV1Api(client_for(cluster))
+    body = {"metadata": {"labels": {"topology.istio.io/network": network}}}
+    if kind == "Namespace":
+        api.patch_namespace(name, body)
+    else:
+        api.patch_namespaced_pod(name, namespace, body)
+
+
+def test_a_cluster_without_its_network_label_is_dialled_directly_and_times_out(mesh: Path) -> None:
+    """cluster3 as if installed without its network: cluster1's sidecars take its pod for one of their own network,
+    dial its pod IP, and the connection times out, because networks really are apart; with the label back, the
+    calls go through cluster3's east-west gateway again."""
+    running = launching.status(mesh)
+    if running is None or not running.separate_networks:
+        pytest.skip(f"network separation is off here: {running and running.networks_detail}")
+    (v2,) = kube.pods("cluster3", "sample", "app=helloworld")
+    subset = "outbound|5000|v2|helloworld.sample.svc.cluster.local"
+    rule = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "helloworld", "namespace": "sample"},
+            "spec": {"host": "helloworld.sample.svc.cluster.local",
+                     # 1 s instead of Istio's 10 s: the timeout is the symptom, waiting it out thrice is not.
+                     "trafficPolicy": {"connectionPool": {"tcp": {"connectTimeout": "1s"}}},
+                     "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                                 {"name": "v2", "labels": {"version": "v2"}}]}}
+    kube.apply("cluster3", [rule])  # its gateway routes the subset's SNI only if its istiod knows the subset
+    kube.apply("cluster1", [
+        rule,
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+         "metadata": {"name": "helloworld", "namespace": "sample"},
+         "spec": {"hosts": ["helloworld.sample.svc.cluster.local"],
+                  "http": [{"route": [{"destination": {"host": "helloworld.sample.svc.cluster.local",
+                                                       "subset": "v2"}}]}]}}])
+
+    def endpoints() -> set[str]:
+        return {row.endpoint for row in istio.proxy_endpoints("cluster1", "deploy/sleep.sample", cluster=subset).rows}
+
+    try:
+        eventually(lambda: endpoints() == {f"{gateway_ip('cluster3')}:15443"}, 30, "v2 behind cluster3's gateway")
+        assert calls("cluster1", "helloworld.sample:5000/hello", 3).keys() == {
+            f"Hello version: v2, instance: {v2.name}"}
+
+        _label("cluster3", "Namespace", "istio-system", None, None)
+        _label("cluster3", "Pod", v2.name, "sample", None)
+        eventually(lambda: endpoints() == {f"{v2.ip}:5000"}, 30, "cluster1's sidecar dialling v2's pod IP")
+        # (cluster3's gateway may drop v2 a moment before cluster1's sidecar stops using the gateway.)
+        eventually(lambda: calls("cluster1", "helloworld.sample:5000/hello", 1).keys() == {
+            "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: "
+            "connection timeout"}, 30, "calls to v2's pod IP timing out")
+        # The access log (flushed every 200 ms) says why: upstream failure (UF) after retries (URX), a timeout.
+        failed = eventually(lambda: [e for e in istio.proxy_access_log("cluster1", "deploy/sleep.sample", tail=20)
+                                     if e.upstream_host == f"{v2.ip}:5000"], 5, "the failures in the access log")
+        assert {(e.code, frozenset(e.flags.split(","))) for e in failed} == {(503, frozenset({"UF", "URX"}))}, failed
+        assert "connection_timeout" in failed[-1].details
+
+        _label("cluster3", "Namespace", "istio-system", None, "network3")
+        _label("cluster3", "Pod", v2.name, "sample", "network3")
+        eventually(lambda: endpoints() == {f"{gateway_ip('cluster3')}:15443"}, 30, "v2 behind the gateway again")
+        assert calls("cluster1", "helloworld.sample:5000/hello", 3).keys() == {
+            f"Hello version: v2, instance: {v2.name}"}
+    finally:
+        _label("cluster3", "Namespace", "istio-system", None, "network3")
+        _label("cluster3", "Pod", v2.name, "sample", "network3")
+        for cluster, kind in (("cluster1", "VirtualService"), ("cluster1", "DestinationRule"),
+                              ("cluster3", "DestinationRule")):
+            kube.delete_object(cluster, "networking.istio.io/v1", kind, "helloworld", "sample")
 
 
 def test_a_cluster_with_another_root_fails_with_the_tls_reason(mesh: Path) -> None:

@@ -77,7 +77,10 @@ def claim_block(preferred: int | None = None) -> BlockClaim:
     folder = block_lock_dir()
     for block in candidates:
         AddressPlan(block)  # validates the range
-        fd = os.open(folder / f"127.{block}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(folder / f"127.{block}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # another user's lock file (their umask kept others out): a block of theirs
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

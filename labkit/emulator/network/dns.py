@@ -25,6 +25,7 @@ import errno
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dnslib import AAAA, CNAME, PTR, QTYPE, RCODE, RR, SOA, SRV, A, DNSError, DNSHeader, DNSRecord
@@ -63,11 +64,17 @@ class ClusterDns:
         ttl: TTL of every answer, and of negative answers (SOA minimum).
         forward: resolve names outside the cluster domain with the host's resolver; ``False`` answers ``REFUSED``.
         forward_timeout: seconds to wait for the host's resolver before answering ``SERVFAIL``.
+        host_listener: when the emulator has networks of its own (:mod:`.separation`), makes a socket bound to an
+            address on the machine's network (``udp`` or TCP), so the machine can query the server too.
+        host_lookup: ``(name, family) -> addresses`` and ``address -> name`` resolved where the machine's
+            resolver is reachable (:class:`~.separation.HostSockets`); by default this process resolves them.
     """
 
     def __init__(self, names: ClusterNames, host: str = "127.0.0.1", port: int = 53, *,
                  fallback_port: int | None = None, ttl: int = DEFAULT_TTL, forward: bool = True,
-                 forward_timeout: float = FORWARD_TIMEOUT):
+                 forward_timeout: float = FORWARD_TIMEOUT,
+                 host_listener: Callable[[str, int, bool], socket.socket] | None = None,
+                 host_lookup: tuple[Callable[[str, int], list[str]], Callable[[str], str | None]] | None = None):
         self.names = names
         self.host = host
         self.port = port
@@ -81,6 +88,9 @@ class ClusterDns:
         self._writers: set[asyncio.StreamWriter] = set()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._address: BoundAddress | None = None
+        self.host_listener = host_listener
+        self._lookup, self._reverse_lookup = host_lookup or (_addresses, _reverse_address)
+        self._twins: list[asyncio.BaseTransport | asyncio.Server] = []
 
     @property
     def address(self) -> BoundAddress:
@@ -104,6 +114,8 @@ class ClusterDns:
             log.info("cannot bind %s:%s without privileges; DNS falls back to port %s",
                      self.host, self.port, self.fallback_port or "any")
             await self._bind(self.fallback_port)
+        if self.host_listener is not None:
+            await self._twin(self.host_listener)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="labkit-dns")
         return self.address
 
@@ -112,6 +124,9 @@ class ClusterDns:
         if self._udp is not None:
             self._udp.close()
             self._udp = None
+        for twin in self._twins:
+            twin.close()
+        self._twins.clear()
         if self._tcp is not None:
             self._tcp.close()
             await self._tcp.wait_closed()
@@ -206,15 +221,15 @@ class ClusterDns:
         loop = asyncio.get_running_loop()
         try:
             if qtype == QTYPE.PTR:
-                host = await asyncio.wait_for(loop.run_in_executor(self._executor, _reverse, qname),
-                                              self.forward_timeout)
+                lookup = loop.run_in_executor(self._executor, _reverse, qname, self._reverse_lookup)
+                host = await asyncio.wait_for(lookup, self.forward_timeout)
                 if host:
                     reply.add_answer(RR(qname, QTYPE.PTR, rdata=PTR(_absolute(host)), ttl=self.ttl))
                 else:
                     reply.header.rcode = RCODE.NXDOMAIN
                 return
             family = socket.AF_INET if qtype == QTYPE.A else socket.AF_INET6
-            addresses = await asyncio.wait_for(loop.run_in_executor(self._executor, _addresses, qname, family),
+            addresses = await asyncio.wait_for(loop.run_in_executor(self._executor, self._lookup, qname, family),
                                                self.forward_timeout)
         except TimeoutError:
             log.info("host resolver did not answer %s within %.1f s", qname, self.forward_timeout)
@@ -252,19 +267,30 @@ class ClusterDns:
             return
         raise OSError(errno.EADDRINUSE, f"no port free for both UDP and TCP on {self.host}")
 
+    async def _twin(self, host_listener: Callable[[str, int, bool], socket.socket]) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = self.address.host, self.address.port
+        try:
+            udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self),
+                                                         sock=host_listener(host, port, True))
+            self._twins.append(udp)
+            self._twins.append(await asyncio.start_server(self._serve_tcp, sock=host_listener(host, port, False)))
+        except OSError as exc:  # pods still query it; only this machine cannot (port 53 needs privileges here)
+            log.info("this machine cannot query the cluster DNS at %s:%s: %s", host, port, exc)
+
     def _spawn(self, coro: object) -> None:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer_datagram(self, data: bytes, peer: tuple[str, int]) -> None:
+    async def _answer_datagram(self, data: bytes, peer: tuple[str, int], transport: asyncio.DatagramTransport) -> None:
         reply = await self.answer(data)
-        if reply is None or self._udp is None:
+        if reply is None or transport.is_closing():
             return
         limit = max(UDP_PAYLOAD, _edns_payload(data))
         if len(reply) > limit:
             reply = _truncated(reply)
-        self._udp.sendto(reply, peer)
+        transport.sendto(reply, peer)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
@@ -293,10 +319,15 @@ class ClusterDns:
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: ClusterDns):
         self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         # One task per query: a forwarded name may take a while and must not hold the cluster's answers.
-        self.server._spawn(self.server._answer_datagram(data, addr))
+        if self.transport is not None:
+            self.server._spawn(self.server._answer_datagram(data, addr, self.transport))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a client that gave up: nothing to do, keep serving.
@@ -308,12 +339,16 @@ def _addresses(name: str, family: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _reverse(qname: str) -> str | None:
+def _reverse(qname: str, lookup: Callable[[str], str | None]) -> str | None:
     labels = qname.rstrip(".").lower().split(".")
     if labels[-2:] != ["in-addr", "arpa"] or len(labels) != 6:
         return None
+    return lookup(".".join(reversed(labels[:4])))
+
+
+def _reverse_address(address: str) -> str | None:
     try:
-        return socket.gethostbyaddr(".".join(reversed(labels[:4])))[0]
+        return socket.gethostbyaddr(address)[0]
     except OSError:
         return None
 

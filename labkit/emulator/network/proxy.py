@@ -205,6 +205,7 @@ class _Listener:
     target: _Target
     server: asyncio.Server | None = None
     reason: str = ""
+    twin: asyncio.Server | None = None  # the same address on the machine's own network, when networks are separate
 
 
 @dataclass(frozen=True)
@@ -230,11 +231,16 @@ class ServiceProxy:
     Args:
         rng: the source of endpoint choices (seed it for reproducible runs).
         connect_timeout: seconds to wait for an endpoint to accept before resetting the client.
+        host_listener: when the emulator has networks of its own (:mod:`.separation`), makes the listening socket
+            of an address on the machine's network too, so kubectl's machine reaches load balancers (and
+            ClusterIPs, as from a node) as before.
     """
 
-    def __init__(self, *, rng: random.Random | None = None, connect_timeout: float = CONNECT_TIMEOUT):
+    def __init__(self, *, rng: random.Random | None = None, connect_timeout: float = CONNECT_TIMEOUT,
+                 host_listener: Callable[[str, int], socket.socket] | None = None):
         self.rng = rng or random.Random()
         self.connect_timeout = connect_timeout
+        self.host_listener = host_listener
         self._services: dict[tuple[str, str], _Service] = {}
         self._endpoints: dict[tuple[str, str], dict[str, Any]] = {}
         self._listeners: dict[tuple[str, int], _Listener] = {}
@@ -385,6 +391,14 @@ class ServiceProxy:
             # Not fatal for the cluster: the Service is refused at this address, and `frontends()` says why.
             listener.reason = f"cannot listen: {exc.strerror or exc}"
             log.warning("Service %s/%s: cannot listen on %s:%s: %s", *listener.target.key, ip, port, exc)
+            return
+        if self.host_listener is not None:
+            try:
+                listener.twin = await loop.create_server(lambda: _ClientSide(self, listener),
+                                                         sock=self.host_listener(ip, port), backlog=512)
+            except OSError as exc:  # pods still reach it; only this machine cannot (a privileged port, say)
+                log.warning("Service %s/%s: this machine cannot reach %s:%s: %s", *listener.target.key, ip, port,
+                            exc)
 
     # -- relaying ------------------------------------------------------------------------------------------------
 
@@ -478,6 +492,14 @@ class _ClientSide(_Side):
         self.target = listener.target
         self.frontend = listener.address
         self.connecting: asyncio.Task[None] | None = None
+        self.early: list[bytes] = []  # read before the endpoint accepted (see data_received)
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            # Some Python 3.11 releases start reading before the pause made in connection_made takes effect.
+            self.early.append(data)
+            return
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -522,6 +544,9 @@ class _EndpointSide(_Side):
             transport.close()
             return
         client.peer = self
+        early, client.early = client.early, []
+        for chunk in early:
+            client.data_received(chunk)
         if client.read_eof:
             transport.write_eof()  # type: ignore[attr-defined]
         else:
@@ -529,10 +554,11 @@ class _EndpointSide(_Side):
 
 
 async def _close(listener: _Listener) -> None:
-    if listener.server is not None:
-        listener.server.close()
-        await listener.server.wait_closed()
-        listener.server = None
+    for server in (listener.server, listener.twin):
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+    listener.server = listener.twin = None
 
 
 def _retarget(current: _Target, new: _Target) -> None:

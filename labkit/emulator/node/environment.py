@@ -47,6 +47,10 @@ _SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "E
              "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 
 
+class ContainerConfigError(Exception):
+    """What a container's environment names is missing: the kubelet holds it in ``CreateContainerConfigError``."""
+
+
 def expand(value: str, env: dict[str, str]) -> str:
     """Kubernetes' ``$(VAR)`` expansion: known variables are replaced, ``$$`` escapes, the rest stays.
 
@@ -142,12 +146,14 @@ class NodeEnvironment:
         """The variables of the container's ``envFrom``: every key of each ConfigMap or Secret, after its ``prefix``.
 
         Later sources win over earlier ones, and ``env`` over all of them, as on a kubelet. A missing source that
-        is ``optional`` gives nothing; a missing one that is not gives nothing either (a kubelet would hold the
-        container in ``CreateContainerConfigError``).
+        is ``optional`` gives nothing.
 
         Args:
             pod: the pod's record.
             container: the container's record.
+
+        Raises:
+            ContainerConfigError: a source that is not ``optional`` does not exist.
         """
         env: dict[str, str] = {}
         for source in container.spec.get("envFrom") or []:
@@ -155,7 +161,10 @@ class NodeEnvironment:
                 ref = source.get(field)
                 if ref is None or self.read_data is None:
                     continue
-                data = self.read_data(pod.namespace, kind, ref.get("name", "")) or {}
+                data = self.read_data(pod.namespace, kind, ref.get("name", ""))
+                if data is None and not ref.get("optional"):
+                    raise ContainerConfigError(f'{kind.lower()} "{ref.get("name", "")}" not found')
+                data = data or {}
                 prefix = source.get("prefix") or ""
                 env.update({f"{prefix}{key}": value for key, value in data.items() if "=" not in key})
         return env
@@ -168,6 +177,9 @@ class NodeEnvironment:
             pod: the pod's record.
             item: the ``env`` entry.
             container: the container the entry belongs to (``resourceFieldRef`` without ``containerName``).
+
+        Raises:
+            ContainerConfigError: a Secret or ConfigMap (or its key) it names is missing and not ``optional``.
         """
         if "value" in item:
             return str(item["value"])
@@ -194,7 +206,14 @@ class NodeEnvironment:
         for key, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
             if key in source and self.resolve_ref is not None:
                 ref = source[key]
-                return self.resolve_ref(pod.namespace, kind, ref.get("name", ""), ref.get("key", ""))
+                name, wanted = ref.get("name", ""), ref.get("key", "")
+                value = self.resolve_ref(pod.namespace, kind, name, wanted)
+                if value is None and not ref.get("optional"):
+                    # The kubelet's words for the two cases.
+                    if self.read_data is not None and self.read_data(pod.namespace, kind, name) is None:
+                        raise ContainerConfigError(f'{kind.lower()} "{name}" not found')
+                    raise ContainerConfigError(f"couldn't find key {wanted} in {kind} {pod.namespace}/{name}")
+                return value
         return None
 
     def argv(self, container: ContainerRecord) -> list[str]:

@@ -159,10 +159,12 @@ class Zygote:
         python: the interpreter (the one the node runs labkit programs with).
         log_path: where the zygote's own output goes (its children's goes where each spawn says).
         preload: the modules the zygote imports before it serves.
+        network: the network namespace the zygote (and so every child) lives in; -1 for the emulator's own.
     """
 
-    def __init__(self, python: str, log_path: Path, *, preload: Sequence[str] = PRELOAD):
+    def __init__(self, python: str, log_path: Path, *, preload: Sequence[str] = PRELOAD, network: int = -1):
         self.python = python
+        self.network = network
         self.log_path = Path(log_path)
         self.preload = tuple(preload)
         self._socket: socket.socket | None = None
@@ -267,7 +269,8 @@ class Zygote:
                     self._process = await asyncio.create_subprocess_exec(
                         self.python, "-s", "-m", ZYGOTE_MODULE, str(theirs.fileno()), *self.preload,
                         stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT, env=env,
-                        pass_fds=(theirs.fileno(),), process_group=0, preexec_fn=die_with(os.getpid()))
+                        pass_fds=(theirs.fileno(),), process_group=0,
+                        preexec_fn=die_with(os.getpid(), network=self.network))
             except OSError as exc:
                 ours.close()
                 self._broken = True

@@ -29,6 +29,7 @@ from labkit.core.wire import Obj
 from labkit.emulator.node import images
 
 if TYPE_CHECKING:
+    from labkit.emulator.node.sandboxing import Sandbox
     from labkit.emulator.node.spawning import Process
 
 
@@ -98,6 +99,7 @@ class ContainerRecord:
         # ``stdin: true``: the running instance's stdin, which attaches write to; ``tty: true``: its terminal.
         self.stdin: asyncio.StreamWriter | None = None
         self.terminal: int | None = None
+        self.sandbox: Sandbox | None = None  # the sandbox its processes entered, once started
         self.stdin_claimed = False  # ``stdinOnce``: an attach has had stdin, and closing it closed it for good
 
     def status(self) -> Obj:
@@ -159,6 +161,7 @@ class PodRecord:
         self.mounted = asyncio.Event()
         self.mounting: asyncio.Task[None] | None = None
         self.mount_failure = ""  # the last FailedMount reason reported
+        self.network = -1  # the network namespace its processes join (-1: the node's own)
 
     @property
     def restart_policy(self) -> str:

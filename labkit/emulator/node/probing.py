@@ -144,7 +144,8 @@ async def run_exec(pod: PodRecord, container: ContainerRecord, argv: list[str], 
     if program is None:
         return False
     process = await spawning.spawn([program, *argv[1:]], env=container.env, cwd=pod.dir,
-                                   stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                                   stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                                   sandbox=container.sandbox, network=pod.network)
     try:
         return await asyncio.wait_for(process.wait(), timeout) == 0
     except TimeoutError:

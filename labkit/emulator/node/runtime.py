@@ -52,7 +52,13 @@ from labkit.emulator.apimachinery import status as api_status
 from labkit.emulator.apimachinery.status import StatusError
 from labkit.emulator.network.addresses import IpPool
 from labkit.emulator.node import attaching, forking, hooks, logfiles, probing, sandboxing, spawning, terminals
-from labkit.emulator.node.environment import PROGRAMS_DIR, NodeEnvironment, RefResolver, listen_port
+from labkit.emulator.node.environment import (
+    PROGRAMS_DIR,
+    ContainerConfigError,
+    NodeEnvironment,
+    RefResolver,
+    listen_port,
+)
 from labkit.emulator.node.images import SOURCE_ROOT
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
 from labkit.emulator.node.reporting import EventSink, KubeletEvents, PodRef
@@ -118,6 +124,8 @@ class NodeRuntime:
         sandbox: whether every container and exec runs in its pod's sandbox (:mod:`.sandboxing`: hostname,
             ``/tmp``, service-account files and volumes at their paths); by default where the OS allows it
             and ``LABKIT_SANDBOX`` is not ``0``.
+        network: an open file descriptor of the network namespace this node's pods join
+            (:mod:`~labkit.emulator.network.separation`); -1 keeps them on the emulator's network.
     """
 
     def __init__(self, cluster: str, node_name: str, state_dir: Path, pod_ips: IpPool, on_status: StatusCallback,
@@ -127,7 +135,7 @@ class NodeRuntime:
                  ca_file: Path | None = None, issue_token: TokenIssuer | None = None,
                  restart_backoff: float = DEFAULT_BACKOFF, probe_period_scale: float = 1.0,
                  grace_cap: float = GRACE_CAP, python: str = sys.executable, zygote: bool | None = None,
-                 record_event: EventSink | None = None, sandbox: bool | None = None):
+                 record_event: EventSink | None = None, sandbox: bool | None = None, network: int = -1):
         self.cluster = cluster
         self.node_name = node_name
         self.state_dir = Path(state_dir)
@@ -147,7 +155,8 @@ class NodeRuntime:
         self.python = python
         self.events = KubeletEvents(record_event)
         self.stamper = logfiles.Stamper()
-        self.zygote = forking.Zygote(python, self.state_dir / "zygote.log") \
+        self.network = network
+        self.zygote = forking.Zygote(python, self.state_dir / "zygote.log", network=network) \
             if (forking.enabled() if zygote is None else zygote) else None
         self.sandboxed = sandboxing.available() if sandbox is None else sandbox
         self._pods: dict[str, PodRecord] = {}
@@ -184,6 +193,7 @@ class NodeRuntime:
             ip, allocated = self._allocate_ip((pod.get("status") or {}).get("podIP")), True
         directory = self.state_dir / "pods" / f"{namespace}_{name}_{uid}"
         record = PodRecord(pod, uid, ip, directory, allocated)
+        record.network = self.network if allocated else -1  # a hostNetwork pod stays on the node's network
         self._pods[uid] = record
         try:
             if record.sidecar and not (self._app_addresses.get(uid) or record.annotations.get(APP_ADDRESS_ANNOTATION)):
@@ -407,7 +417,7 @@ class NodeRuntime:
             try:
                 process = await spawning.spawn([program, *argv[1:]], env=dict(env, TERM=env.get("TERM", "xterm")),
                                                cwd=pod.dir, stdin=slave, stdout=slave, stderr=slave, terminal=True,
-                                               sandbox=self._sandbox(pod, record))
+                                               sandbox=self._sandbox(pod, record), network=pod.network)
             except BaseException:
                 os.close(master)
                 raise
@@ -418,7 +428,7 @@ class NodeRuntime:
             return terminals.TerminalProcess(process, master, writer, reader)
         process = await spawning.spawn([program, *argv[1:]], env=env, cwd=pod.dir,
                                        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-                                       sandbox=self._sandbox(pod, record))
+                                       sandbox=self._sandbox(pod, record), network=pod.network)
         pod.execs.add(process)
         return process
 
@@ -731,6 +741,26 @@ class NodeRuntime:
                 self._bridge = bridge
         return self._bridge.address
 
+    async def _environment(self, pod: PodRecord, container: ContainerRecord, app_address: str) -> dict[str, str]:
+        """The container's environment, once what it names exists: until then the container waits in
+        ``CreateContainerConfigError``, tried again when a ConfigMap or Secret changes, as on a kubelet."""
+        delay = MOUNT_RETRY
+        while True:
+            try:
+                return self.environment.container_env(pod, container, app_address, await self._dns_address())
+            except ContainerConfigError as exc:
+                message = str(exc)
+                if container.state.get("waiting", {}).get("message") != message:
+                    container.state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
+                    self.events.start_failed(PodRef(pod.namespace, pod.name, pod.uid), container.name, message)
+                    self._publish(pod)
+            if pod.removing:
+                return {}
+            self._sources_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sources_changed.wait(), delay)
+            delay = min(delay * 2, MAX_MOUNT_RETRY)
+
     async def _supervise(self, pod: PodRecord, container: ContainerRecord) -> None:
         await supervise(pod, container, run_once=lambda: self._run_once(pod, container),
                         publish=lambda: self._publish(pod), restart_backoff=self.restart_backoff, events=self.events)
@@ -738,7 +768,9 @@ class NodeRuntime:
     async def _run_once(self, pod: PodRecord, container: ContainerRecord) -> tuple[int, str, str]:
         """Start the container's process and wait for it; returns ``(exitCode, reason, message)``."""
         app_address = self._app_address(pod)
-        container.env = self.environment.container_env(pod, container, app_address, await self._dns_address())
+        container.env = await self._environment(pod, container, app_address)
+        if pod.removing:
+            return 0, "", ""
         port = listen_port(container, container.env)
         if port is not None:
             container.env["LABKIT_LISTEN"] = f"{app_address}:{port}"
@@ -798,6 +830,7 @@ class NodeRuntime:
         """
         assert container.log_path is not None
         container.stdin, container.terminal, container.stdin_claimed = None, None, False
+        container.sandbox = self._sandbox(pod, container)  # its exec probes and hooks run in it too
         loop = asyncio.get_running_loop()
         if container.spec.get("tty"):
             master, slave = terminals.open_pty()
@@ -805,7 +838,7 @@ class NodeRuntime:
                 log_writer = await logfiles.read_into(os.dup(master), container.log_path)
                 process = await spawning.spawn(argv, env=dict(container.env, TERM="xterm"), cwd=pod.dir, stdin=slave,
                                                stdout=slave, stderr=slave, terminal=True,
-                                               sandbox=self._sandbox(pod, container))
+                                               sandbox=self._sandbox(pod, container), network=pod.network)
             except BaseException:
                 os.close(master)
                 raise
@@ -821,8 +854,10 @@ class NodeRuntime:
             with container.log_path.open("ab") as log:
                 process = await spawning.spawn(argv, env=container.env, cwd=pod.dir,
                                                stdin=read_end if read_end is not None else asyncio.subprocess.DEVNULL,
-                                               stdout=log, stderr=asyncio.subprocess.STDOUT, zygote=self.zygote,
-                                               sandbox=self._sandbox(pod, container))
+                                               stdout=log, stderr=asyncio.subprocess.STDOUT,
+                                               # the zygote lives on this node's pod network
+                                               zygote=self.zygote if pod.network == self.network else None,
+                                               sandbox=self._sandbox(pod, container), network=pod.network)
         except BaseException:
             if write_end is not None:
                 os.close(write_end)

@@ -23,8 +23,9 @@ interpreter, labkit's source) are bound back wherever a new mount hid them (the 
 ``/tmp``).
 
 The rest of the machine stays as it is: the pod's programs are the machine's (curl, ``/bin/sh``, Envoy, Python),
-the network is the machine's (pod IPs are loopback addresses), and paths outside the sandboxed ones are the
-machine's too. A pod's own ``/tmp``, volumes and service-account files are what this isolates.
+the network is their network's namespace (:mod:`labkit.emulator.network.separation`, joined before the sandbox is
+entered) or the machine's loopback, and paths outside the sandboxed ones are the machine's too. A pod's own
+``/tmp``, volumes and service-account files are what this isolates.
 
 Entering is done in the child with ctypes (Python 3.11 has no ``os.unshare``): ``unshare`` of a user namespace
 needs a single-threaded process, which a child right after ``fork`` is. :func:`available` probes once whether the
@@ -354,7 +355,7 @@ def describe(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     if reason:
         return "off", f"{reason}: pods share the machine's hostname, /tmp and paths"
     how = "mount+UTS" if os.geteuid() == 0 else "user+mount+UTS"
-    return "on", f"{how} namespaces: own hostname, /tmp, service account, volumes; network shared"
+    return "on", f"{how} namespaces: own hostname, /tmp, service account, volumes"
 
 
 def entering_argv(sandbox: Sandbox | None, argv: list[str], python: str = sys.executable,

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from labkit.emulator.network import separation
 from labkit.emulator.node import forking, sandboxing, terminals
 
 PR_SET_PDEATHSIG = 1
@@ -51,12 +52,14 @@ class Process(Protocol):
     async def wait(self) -> int: ...
 
 
-def die_with(parent: int, sandbox: sandboxing.Sandbox | None = None) -> Callable[[], None]:
+def die_with(parent: int, sandbox: sandboxing.Sandbox | None = None, network: int = -1) -> Callable[[], None]:
     """A ``preexec_fn`` that makes the child die with ``parent`` (this process), even when it is SIGKILLed.
 
     Args:
         parent: this process's pid.
         sandbox: the pod's sandbox, entered next (:mod:`.sandboxing`); none by default.
+        network: the network namespace to join first (:mod:`~labkit.emulator.network.separation`), while the
+            child still has the emulator's rights over it; -1 for none.
     """
     def setup() -> None:
         if _libc is not None:
@@ -64,6 +67,8 @@ def die_with(parent: int, sandbox: sandboxing.Sandbox | None = None) -> Callable
         # The parent may have died between fork and prctl: then nobody would send the signal.
         if os.getppid() != parent:
             os._exit(1)
+        if network >= 0:
+            separation.enter(network)
         sandboxing.preexec(sandbox)
     return setup
 
@@ -71,7 +76,7 @@ def die_with(parent: int, sandbox: sandboxing.Sandbox | None = None) -> Callable
 async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: Any = asyncio.subprocess.DEVNULL,
                 stdout: Any = asyncio.subprocess.PIPE, stderr: Any = asyncio.subprocess.PIPE,
                 zygote: forking.Zygote | None = None, terminal: bool = False,
-                sandbox: sandboxing.Sandbox | None = None) -> Process:
+                sandbox: sandboxing.Sandbox | None = None, network: int = -1) -> Process:
     """Start ``argv`` in its own process group, dying with this process.
 
     Args:
@@ -86,6 +91,8 @@ async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: An
         terminal: ``stdin`` is a terminal's slave end, to become the child's controlling terminal: the child leads
             a session of its own (and so its own process group), as a shell on a terminal does.
         sandbox: the pod's sandbox, entered by the child before it runs ``argv``; none by default.
+        network: the network namespace the child joins (a pod's network, when networks are separate); -1 for the
+            emulator's own. A zygote serves only the network it was started in.
 
     Raises:
         OSError: the program cannot be started, or the sandbox cannot be entered (the child says why on its
@@ -96,7 +103,7 @@ async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: An
         parent = os.getpid()
 
         def on_terminal() -> None:
-            die_with(parent, sandbox)()
+            die_with(parent, sandbox, network)()
             terminals.take_controlling_terminal()
 
         try:
@@ -131,7 +138,7 @@ async def spawn(argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: An
     try:
         return await asyncio.create_subprocess_exec(
             *argv, env=dict(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-            process_group=0, preexec_fn=die_with(os.getpid(), sandbox),
+            process_group=0, preexec_fn=die_with(os.getpid(), sandbox, network),
         )
     except subprocess.SubprocessError as exc:  # only the sandbox raises in the child before exec
         raise sandboxing.SandboxUnavailable(0, f"cannot enter the pod's sandbox: {exc}") from exc

@@ -35,9 +35,12 @@ import json
 import logging
 import os
 import random
+import socket
 import ssl
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -101,6 +104,8 @@ class Webhooks:
 
     def __init__(self, store: Store):
         self.store = store
+        # How to make the socket for a webhook's address (aiohttp's ``socket_factory``); the default one when None.
+        self.socket_factory: Callable[[tuple[Any, ...]], socket.socket] | None = None
 
     async def mutate(self, attributes: Attributes) -> Obj:
         """Run the matching mutating webhooks in order; returns the object with their patches applied.
@@ -222,7 +227,8 @@ class Webhooks:
                 address, target_port = self._resolve(service)
                 target = URL.build(scheme="https", host=address, port=target_port, path=path, query=query)
                 headers["Host"] = f"{server_name}:{port}"
-            async with asyncio.timeout(timeout), aiohttp.ClientSession() as session, session.post(
+            connector = aiohttp.TCPConnector(socket_factory=self.socket_factory) if self.socket_factory else None
+            async with asyncio.timeout(timeout), aiohttp.ClientSession(connector=connector) as session, session.post(
                     target, data=json.dumps(review, separators=(",", ":")), headers=headers, ssl=context,
                     server_hostname=server_name) as reply:
                 body = await reply.read()
