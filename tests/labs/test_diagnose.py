@@ -3,8 +3,9 @@ healthy mesh, where it must find no fault.
 
 The evidence below is what :func:`labkit.diagnosing.gather` found on Lab 6's embedded clusters (cluster1 calling
 from ``sample/deploy/sleep``; helloworld v1 in cluster1, v2 and httpbin in cluster2), addresses and pod names as
-recorded. The missing-network-label case has the shape the same mistake gives once networks are separate (the
-sidecar lists cluster2's pod IP instead of its gateway, and the call times out connecting to it).
+recorded. The missing-network-label case has the shape the same mistake gives on separate networks (the sidecar
+lists cluster2's pod IP instead of its gateway; curl says ``… reset reason: connection timeout`` and the access log
+``503 URX,UF`` with ``connection_timeout``, as tests/mesh/test_multicluster.py records it).
 """
 
 from __future__ import annotations
