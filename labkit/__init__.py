@@ -1,7 +1,8 @@
 """labkit: multi-cluster Istio labs on real or embedded clusters.
 
 The public surface is small: this facade (``Lab``, whose ``lab["cluster1"]`` is a cluster handle; ``up``,
-``down``, ``status`` for the embedded clusters), :mod:`labkit.errors`, :mod:`labkit.labs` (one module per lab),
+``down``, ``status`` for the embedded clusters; ``diagnose``, the expert's checklist for a failing call),
+:mod:`labkit.errors`, :mod:`labkit.labs` (one module per lab),
 :mod:`labkit.testing` (what tests share), and each subpackage's ``__all__``.
 """
 
@@ -10,10 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from labkit.diagnosing import diagnose
     from labkit.emulator.launching import down, status, up
     from labkit.lab import Lab
 
-__all__ = ["Lab", "__version__", "down", "status", "up"]
+__all__ = ["Lab", "__version__", "diagnose", "down", "status", "up"]
 
 
 def __getattr__(name: str) -> Any:
@@ -27,6 +29,10 @@ def __getattr__(name: str) -> Any:
         from labkit.lab import Lab  # noqa: PLC0415
 
         return Lab
+    if name == "diagnose":
+        from labkit.diagnosing import diagnose  # noqa: PLC0415
+
+        return diagnose
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 

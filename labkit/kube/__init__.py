@@ -27,7 +27,7 @@ from labkit.kube.contexts import (
     list_contexts,
     resolve,
 )
-from labkit.kube.events import Event, events_for, warnings_about
+from labkit.kube.events import Event, events_for, recent_warnings, warnings_about
 from labkit.kube.execing import ExecResult, Pod, exec_, logs, parse_target, pods, resolve_pod
 from labkit.kube.polling import poll
 from labkit.kube.reading import delete_object, get_object, list_objects, scale
@@ -71,6 +71,7 @@ __all__ = [
     "parse_target",
     "pods",
     "poll",
+    "recent_warnings",
     "resolve",
     "resolve_pod",
     "scale",

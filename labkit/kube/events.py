@@ -9,6 +9,7 @@ it owns by name, so a timeout message can quote them instead of only counting re
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,23 @@ def warnings_about(context: ContextRef, namespace: str, names: Iterable[str], *,
     found = [event for event in _list(context, namespace, "type=Warning", kubeconfig)
              if any(event.name == name or event.name.startswith(f"{name}-") for name in wanted)]
     return found[-limit:]
+
+
+def recent_warnings(context: ContextRef, namespace: str, *, within: float = 60.0, limit: int = 5,
+                    kubeconfig: Path | str | None = None) -> list[Event]:
+    """The Warning Events of a namespace that happened within the last ``within`` seconds, oldest first: what is
+    going wrong *now* (an Event outlives its cause by an hour, and a fixed problem should not be quoted).
+
+    Args:
+        context: the kubeconfig context.
+        namespace: the namespace.
+        within: seconds back from now.
+        limit: at most this many, the most recent.
+        kubeconfig: the kubeconfig file; by default ``KUBECONFIG`` or ``~/.kube/config``.
+    """
+    since = time.time() - within
+    found = _list(context, namespace, "type=Warning", kubeconfig)
+    return [event for event in found if event.last_seen >= since][-limit:]
 
 
 def warning_lines(context: ContextRef, namespace: str, targets: Iterable[str], selector: str | None = None,

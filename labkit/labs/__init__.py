@@ -12,4 +12,6 @@ adds a module instead of methods on ``Lab``.
 - :mod:`labkit.labs.nlb_headless`: Lab 3, the two captures at the load balancer, side by side.
 - :mod:`labkit.labs.replicated_control_planes`: Lab 4, the hand-made CA, what a federated call answered and the
   path it took.
+- :mod:`labkit.labs.troubleshooting`: Lab 6, Lab 1's mesh on two clusters, and each exercise's mistake made
+  (``break_…``) and put right (``fix_…``) the way a user does it, with the readings its checkpoints use.
 """

@@ -12,6 +12,10 @@ charts set) or the annotation ``labkit.io/load-balancer-ip``. A request for an a
 Service holds is refused at admission with a 422 naming the holder; should two requests still race,
 the loser keeps an empty ingress and gets a Warning Event ``SyncLoadBalancerFailed`` that
 ``kubectl describe svc`` shows, as with a cloud provider.
+
+A Service naming a ``spec.loadBalancerClass`` asks for another load-balancer controller (the AWS Load Balancer
+Controller's ``service.k8s.aws/nlb``, MetalLB …): the default cloud controller leaves it alone, as Kubernetes'
+does, and with no such controller here its ``EXTERNAL-IP`` stays ``<pending>`` — istio.md's failure 5.
 """
 
 from __future__ import annotations
@@ -91,6 +95,10 @@ class ServiceController(Controller):
         ref = ServiceRef(self.cluster, namespace, name)
         self._blocked.discard(key)
         service = self.store.find("", "services", name, namespace)
+        if service is not None and (service.get("spec") or {}).get("loadBalancerClass"):
+            # Another controller's Service: no address from this pool, and its status is not ours to write.
+            self.load_balancers.release(ref)
+            return
         if service is None or is_deleting(service) or (service.get("spec") or {}).get("type") != "LoadBalancer":
             self.load_balancers.release(ref)
             if service is not None and not is_deleting(service):

@@ -9,6 +9,7 @@ import pytest
 from labkit.core.contract import LOAD_BALANCER_IP_ANNOTATION
 from labkit.emulator.api.admission import default_object
 from labkit.emulator.apimachinery.status import StatusError
+from labkit.emulator.network.addresses import ServiceRef
 
 
 def svc(name: str, **spec) -> dict:
@@ -32,6 +33,22 @@ def test_load_balancer_gets_an_address_from_the_shared_pool(two_clusters) -> Non
         clusterip = cluster1.get("", "services", "eastwest", "default")
         assert clusterip["spec"]["clusterIP"] == gw1["spec"]["clusterIP"]
         assert cluster2.get("", "services", "eastwest", "default")["spec"]["clusterIP"] == gw2["spec"]["clusterIP"]
+
+    cluster1.run(scenario, cluster2)
+
+
+def test_a_service_of_another_load_balancer_class_stays_pending(two_clusters) -> None:
+    cluster1, cluster2 = two_clusters
+
+    async def scenario() -> None:
+        cluster1.create(cluster1.service("nlb", None, type="LoadBalancer", loadBalancerClass="service.k8s.aws/nlb"))
+        cluster1.create(cluster1.service("plain", None, type="LoadBalancer"))
+        await cluster1.settle()
+        assert cluster1.get("", "services", "plain", "default")["status"]["loadBalancer"]["ingress"]
+        # No controller of that class runs here: EXTERNAL-IP <pending>, and no address taken from the pool.
+        nlb = cluster1.get("", "services", "nlb", "default")
+        assert not ((nlb.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+        assert cluster1.load_balancers.held_by(ServiceRef("cluster1", "default", "nlb")) is None
 
     cluster1.run(scenario, cluster2)
 

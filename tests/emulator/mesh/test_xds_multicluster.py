@@ -259,6 +259,18 @@ def test_plaintext_remote_endpoints_are_dropped() -> None:
     assert "envoy.transport_socket_match" not in local["metadata"]["filter_metadata"]
 
 
+def test_a_plaintext_destination_rule_drops_the_other_networks() -> None:
+    # Istio's mtlsChecker: a caller whose DestinationRule disables TLS would reach a gateway in plaintext, which it
+    # cannot route on SNI; istiod leaves the other networks out instead (only local answers).
+    plaintext = ConfigObject("DestinationRule", "sample", "sample-plaintext", {
+        "host": "*.sample.svc.cluster.local", "trafficPolicy": {"tls": {"mode": "DISABLE"}}})
+    cla = assignment(sleep_proxy(), world(configs=(CROSS_NETWORK_GATEWAY, plaintext)))
+    assert addresses(cla) == {"127.1.0.10:5000": 1}
+    mutual = dataclasses.replace(plaintext, spec={**plaintext.spec, "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}})
+    cla = assignment(sleep_proxy(), world(configs=(CROSS_NETWORK_GATEWAY, mutual)))
+    assert addresses(cla) == {"127.1.0.10:5000": 1, "127.2.255.1:15443": 1, "127.3.255.1:15443": 1}
+
+
 def test_unhealthy_endpoints_are_marked_and_not_counted_behind_gateways() -> None:
     hello = [hello_endpoint("cluster1", "v1", healthy=False), hello_endpoint("cluster2", "v1"),
              hello_endpoint("cluster2", "v1", 12, healthy=False)]

@@ -11,6 +11,9 @@ One function decides what a proxy may dial for a service (Istio's ``EndpointsByN
 - such gateway endpoints are marked ``tlsMode: istio``: the client must originate mTLS with the
   ``outbound_.…`` SNI or the gateway cannot route;
 - plaintext endpoints (``tls_mode: disabled``) of another network are dropped: the gateway only forwards mTLS;
+  so are *all* of another network's endpoints when the caller's DestinationRule sets ``tls.mode: DISABLE`` for
+  the port (Istio's ``mtlsChecker``): the caller would send plaintext, which the gateway cannot route — the
+  classic "only local answers" or ``no healthy upstream`` of a plaintext DestinationRule across networks;
 - a network with no gateway keeps the raw pod IPs, so the lab's failure (timeouts to unreachable IPs) shows;
 - a gateway with ``ISTIO_META_REQUESTED_NETWORK_VIEW`` sees only endpoints of those networks.
 
@@ -70,8 +73,9 @@ def build_load_assignment(proxy: Proxy, snapshot: MeshSnapshot, name: str) -> di
     selected = [ep for ep in service.endpoints if policies.serves(service, port, ep.service_port)
                 and common.labels_match(labels, ep.labels)]
     policy = policies.traffic_policy(rule, key.port, key.subset)
-    # An AUTO_PASSTHROUGH gateway forwards to pods of its own network only; it never hops to another gateway.
-    local_only = sni_dnat
+    # An AUTO_PASSTHROUGH gateway forwards to pods of its own network only; it never hops to another gateway. A
+    # caller told to speak plaintext (DISABLE) cannot cross a gateway either.
+    local_only = sni_dnat or (policy.get("tls") or {}).get("mode") == "DISABLE"
     groups = network_endpoints(proxy, snapshot, service, selected, local_only=local_only)
     failover = _locality_failover(policy)
     localities: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)

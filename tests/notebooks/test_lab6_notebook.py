@@ -1,0 +1,89 @@
+"""Lab 6 run as a trainer rehearses it (the plain run is nbval's, on notebooks/ itself): every exercise breaks and
+fixes the mesh, so the cells run twice in a row in one kernel must pass every checkpoint twice, and ``labkit run``
+writes the notebook's charts.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+from notebook_kit import LabNotebook
+
+NOTEBOOK = "06-troubleshooting.ipynb"
+LAB = "troubleshooting"
+LABKIT = str(Path(sys.executable).with_name("labkit"))
+LESSONS = (
+    "healthy: cluster1's calls reach v1 and v2, httpbin answers, and diagnose finds no fault",
+    "the canary with typos is refused at apply time, naming both fields, and nothing of it is applied",
+    "the corrected canary applies and both versions answer; diagnose found no fault in the calls",
+    "with hosts that cover nothing, the gateway refuses the SNI (NR filter_chain_not_found): httpbin 503, "
+    "helloworld only v1",
+    "with expose-services covering *.local, both answer again; diagnose named the gateway",
+    "with two roots, httpbin fails 503 with CERTIFICATE_VERIFY_FAILED and helloworld answers only v1",
+    "with one root again, both answer; diagnose named the two roots",
+    "with an unreachable server in the remote secret, remote-clusters says timeout and only v1 answers",
+    "with a reachable server, cluster2 is synced and v2 answers again; diagnose named the remote secret",
+    "without httpbin's Service in cluster1, curl cannot resolve httpbin.sample",
+    "with the Service back, httpbin resolves and answers; diagnose named the name resolution",
+    "with a plaintext DestinationRule, the other network's endpoints are dropped: only v1 answers, httpbin has no "
+    "healthy upstream",
+    "with mTLS back, both answer again; diagnose named the plaintext DestinationRule",
+    "without istiod, calls still work but the new pod is refused (FailedCreate … failed calling webhook)",
+    "with istiod back, the second pod is created and ready; diagnose named the webhook",
+    "locality load balancing without outlierDetection is ignored: cluster1's calls still reach both regions",
+    "with outlierDetection, calls stay local and fail over when v1 is gone; diagnose named it",
+)
+
+# Kernel start-up and the Kubernetes client inside the kernel warn in ways unrelated to the lab.
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+
+
+def _copy(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The same cell once more, under an id of its own (nbformat refuses duplicate ids)."""
+    again = copy.deepcopy(cell)
+    again["id"] = uuid.uuid4().hex[:8]
+    return again
+
+
+def test_every_exercise_breaks_and_heals_twice_and_labkit_run_writes_the_charts(lab_notebook: LabNotebook,
+                                                                                tmp_path: Path) -> None:
+    notebook = lab_notebook.read()
+    cleanup = [i for i, c in enumerate(notebook.cells) if "lab.cleanup()" in c.source]
+    assert cleanup == [len(notebook.cells) - 1], "the lab must end with its cleanup cell"
+    steps = notebook.cells[:-1]
+    notebook.cells = [*steps, *(_copy(c) for c in steps), notebook.cells[-1]]
+    twice = tmp_path / "run" / NOTEBOOK
+    twice.parent.mkdir()
+    nbformat.write(notebook, twice)
+    out = tmp_path / "run" / "out"
+    done = subprocess.run([LABKIT, "run", str(twice), "--out", str(out)], capture_output=True, text=True,
+                          timeout=1200, cwd=lab_notebook.path.parent, env=dict(os.environ, MPLBACKEND="Agg"),
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    executed = nbformat.read(out / NOTEBOOK, as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    for lesson in LESSONS:
+        assert printed.count(f"✅ {lesson}") == 2, lesson
+    charts = sorted(out.glob("06-troubleshooting-cell*.png"))
+    assert len(charts) == 4  # the healthy mesh's and the unreachable remote secret's, once per pass
+    assert all(chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for chart in charts)
+    assert lab_notebook.stopped  # the cleanup cell stopped the lab
+
+
+def test_every_answer_and_fix_is_hidden_until_revealed(lab_notebook: LabNotebook) -> None:
+    notebook = lab_notebook.read()
+    answers = [c for c in notebook.cells if c.cell_type == "markdown" and "<b>Answer</b>" in c.source]
+    fixes = [c for c in notebook.cells if c.cell_type == "code" and "troubleshooting.fix_" in c.source]
+    assert len(answers) == len(fixes) == 8
+    for cell in answers + fixes:
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, cell.source[:60]
+    assert all(c.source.startswith("<details>") for c in answers)
