@@ -158,6 +158,40 @@ def gateway_refusals(lab: Lab, host: str = "httpbin.sample.svc.cluster.local") -
     return [line for line in text.splitlines() if f"_.{host}" in line]
 
 
+# --- a missing network label ----------------------------------------------------------------------------------
+
+def break_network_label(lab: Lab) -> None:
+    """cluster2 set up from a single-network example: its ``istio-system`` without the
+    ``topology.istio.io/network`` label (the CA plugged in again with no network), its istiod installed without
+    ``values.global.network``, and its workloads restarted, so their new pods say no network either. cluster1's
+    istiod then takes them for pods of its own network."""
+    cluster2 = lab["cluster2"]
+    cluster2.plug_in_ca(lab.dir / "certs" / "cluster2")
+    cluster2.install("cluster2-no-network.yaml", quiet=True)
+    for app in ("helloworld", "httpbin"):
+        restart(cluster2, "sample", f"app={app}")
+    print("cluster2: istio-system unlabelled, istiod without global.network; helloworld and httpbin restarted")
+
+
+def fix_network_label(lab: Lab) -> None:
+    """Name cluster2's network again, on its ``istio-system`` and in istiod's values, and restart its workloads."""
+    cluster2 = lab["cluster2"]
+    cluster2.plug_in_ca(lab.dir / "certs" / "cluster2", network="network2")
+    cluster2.install(MULTI_PRIMARY / "cluster2.yaml", quiet=True)
+    for app in ("helloworld", "httpbin"):
+        restart(cluster2, "sample", f"app={app}")
+    print("cluster2: istio-system labelled network2, istiod with global.network; helloworld and httpbin restarted")
+
+
+def dialled_pod_ips(lab: Lab, service: str = "httpbin", port: int = 8000) -> list[str]:
+    """The endpoints cluster1's sleep sidecar holds for ``service`` that are cluster2's pod IPs (none when the
+    networks are named: cluster2's pods are behind its east-west gateway)."""
+    ips = {pod.ip for pod in lab["cluster2"].pods("sample")}
+    table = lab["cluster1"].endpoints("deploy/sleep.sample",
+                                      envoy_cluster=f"outbound|{port}||{service}.sample.svc.cluster.local")
+    return [row.endpoint for row in table.rows if row.endpoint.rpartition(":")[0] in ips]
+
+
 # --- a remote secret whose server cannot be reached ---------------------------------------------------
 
 def break_remote_secret(lab: Lab) -> None:

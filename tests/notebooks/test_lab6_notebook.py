@@ -28,6 +28,8 @@ LESSONS = (
     "with expose-services covering *.local, both answer again; diagnose named the gateway",
     "with two roots, httpbin fails 503 with CERTIFICATE_VERIFY_FAILED and helloworld answers only v1",
     "with one root again, both answer; diagnose named the two roots",
+    "without a network label, cluster1's sidecar dials cluster2's pod IP and the call times out",
+    "with the network named again, httpbin answers through the gateway; diagnose named the label",
     "with an unreachable server in the remote secret, remote-clusters says timeout and only v1 answers",
     "with a reachable server, cluster2 is synced and v2 answers again; diagnose named the remote secret",
     "without httpbin's Service in cluster1, curl cannot resolve httpbin.sample",
