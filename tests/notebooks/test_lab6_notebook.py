@@ -85,7 +85,7 @@ def test_every_answer_and_fix_is_hidden_until_revealed(lab_notebook: LabNotebook
     notebook = lab_notebook.read()
     answers = [c for c in notebook.cells if c.cell_type == "markdown" and "<b>Answer</b>" in c.source]
     fixes = [c for c in notebook.cells if c.cell_type == "code" and "troubleshooting.fix_" in c.source]
-    assert len(answers) == len(fixes) == 8
+    assert len(answers) == len(fixes) == 9
     for cell in answers + fixes:
         assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, cell.source[:60]
     assert all(c.source.startswith("<details>") for c in answers)
