@@ -39,7 +39,7 @@ INGRESS_PORTS = (
 ANY = "any"
 _K8S_GATEWAY = {
     "env": ANY,
-    "service": {"type": True, "ports": ANY, "loadBalancerIP": True, "externalIPs": ANY,
+    "service": {"type": True, "ports": ANY, "loadBalancerIP": True, "loadBalancerClass": True, "externalIPs": ANY,
                 "externalTrafficPolicy": True},
     "serviceAnnotations": ANY,
     "podAnnotations": ANY,
@@ -91,6 +91,8 @@ class GatewaySpec:
         service_type: ``LoadBalancer`` unless overridden.
         load_balancer_ip: the requested static address, if any.
         external_ips: ``spec.externalIPs`` of the Service.
+        load_balancer_class: ``spec.loadBalancerClass``: which load-balancer controller must serve it (none: the
+            cluster's default one).
         annotations: Service annotations.
         pod_annotations: pod template annotations.
         replicas: replica count.
@@ -104,6 +106,7 @@ class GatewaySpec:
     service_type: str = "LoadBalancer"
     load_balancer_ip: str = ""
     external_ips: tuple[str, ...] = ()
+    load_balancer_class: str = ""
     annotations: Mapping[str, str] = field(default_factory=dict)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     replicas: int = 1
@@ -311,6 +314,7 @@ def _gateways(components: Obj, profile: str, namespace: str, network: str) -> tu
             env=tuple(k8s.get("env") or ()), ports=ports, service_type=service.get("type") or "LoadBalancer",
             load_balancer_ip=str(service.get("loadBalancerIP") or ""),
             external_ips=tuple(service.get("externalIPs") or ()),
+            load_balancer_class=str(service.get("loadBalancerClass") or ""),
             annotations=dict(k8s.get("serviceAnnotations") or {}),
             pod_annotations=dict(k8s.get("podAnnotations") or {}), replicas=int(k8s.get("replicaCount") or 1)))
     return tuple(gateways)

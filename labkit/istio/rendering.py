@@ -593,6 +593,8 @@ def _gateway(settings: InstallSettings, gateway: GatewaySpec) -> list[Obj]:
         service_spec["loadBalancerIP"] = gateway.load_balancer_ip
     if gateway.external_ips:
         service_spec["externalIPs"] = list(gateway.external_ips)
+    if gateway.load_balancer_class:
+        service_spec["loadBalancerClass"] = gateway.load_balancer_class
     service_metadata: Obj = {"name": name, "namespace": ns, "labels": object_labels}
     if gateway.annotations:
         service_metadata["annotations"] = dict(gateway.annotations)

@@ -192,6 +192,40 @@ def dialled_pod_ips(lab: Lab, service: str = "httpbin", port: int = 8000) -> lis
     return [row.endpoint for row in table.rows if row.endpoint.rpartition(":")[0] in ips]
 
 
+# --- an east-west gateway with no external address ---------------------------------------------------------------
+
+EASTWEST = "istio-eastwestgateway"
+
+
+def break_gateway_address(lab: Lab) -> None:
+    """cluster2's east-west gateway reinstalled from an EKS guide: its Service asks for the AWS Load Balancer
+    Controller (``loadBalancerClass: service.k8s.aws/nlb``), which this cluster does not run, so its
+    ``EXTERNAL-IP`` stays ``<pending>``. (A Service's class cannot change in place: the old one is deleted first.)"""
+    cluster2 = lab["cluster2"]
+    kube.delete_object(cluster2.context, "v1", "Service", EASTWEST, "istio-system")
+    cluster2.install("eastwest-gateway-cluster2-nlb.yaml", quiet=True)
+    print(f"cluster2: {EASTWEST} reinstalled with loadBalancerClass service.k8s.aws/nlb")
+    # Connections cluster1's sidecar already has through the old address carry on until istiod's push replaces the
+    # gateway: wait for that, as a user would notice the symptom only once it has happened.
+    kube.poll(lambda: dialled_pod_ips(lab), timeout=30, what="cluster1's sidecar to lose cluster2's gateway")
+
+
+def fix_gateway_address(lab: Lab) -> None:
+    """Reinstall cluster2's east-west gateway for the load balancer the cluster has, and wait for its address."""
+    cluster2 = lab["cluster2"]
+    kube.delete_object(cluster2.context, "v1", "Service", EASTWEST, "istio-system")
+    cluster2.install(MULTI_PRIMARY / "eastwest-gateway-cluster2.yaml", quiet=True)
+    kube.poll(lambda: gateway_address(lab), timeout=30, what=f"an external address for cluster2's {EASTWEST}")
+    print(f"cluster2: {EASTWEST} at {gateway_address(lab)}")
+
+
+def gateway_address(lab: Lab) -> str:
+    """cluster2's east-west gateway's external address, or ``""`` while it is ``<pending>``."""
+    service = kube.get_object(lab["cluster2"].context, "v1", "Service", EASTWEST, "istio-system") or {}
+    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [{}]
+    return str(ingress[0].get("ip") or ingress[0].get("hostname") or "")
+
+
 # --- a remote secret whose server cannot be reached ---------------------------------------------------
 
 def break_remote_secret(lab: Lab) -> None:

@@ -175,6 +175,14 @@ def test_east_west_gateway_file() -> None:
         ("tls-webhook", 15017, 15017)]
 
 
+def test_a_gateway_service_keeps_its_load_balancer_class() -> None:
+    operator = {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
+                "spec": {"components": {"ingressGateways": [{"name": "istio-eastwestgateway", "enabled": True, "k8s": {
+                    "service": {"loadBalancerClass": "service.k8s.aws/nlb"}}}]}}}
+    service = _find(render_operator(operator).gateways, "Service", "istio-eastwestgateway")
+    assert service["spec"]["loadBalancerClass"] == "service.k8s.aws/nlb"
+
+
 def test_default_profile_brings_the_ingress_gateway() -> None:
     operator = {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
                 "spec": {"values": {"global": {"network": "network1"}},

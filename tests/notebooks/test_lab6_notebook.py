@@ -41,6 +41,8 @@ LESSONS = (
     "with istiod back, the second pod is created and ready; diagnose named the webhook",
     "locality load balancing without outlierDetection is ignored: cluster1's calls still reach both regions",
     "with outlierDetection, calls stay local and fail over when v1 is gone; diagnose named it",
+    "with its EXTERNAL-IP <pending>, cluster2's gateway leaves cluster1 dialling pod IPs: the call times out",
+    "with an address again, httpbin answers through the gateway; diagnose named the pending gateway",
 )
 
 # Kernel start-up and the Kubernetes client inside the kernel warn in ways unrelated to the lab.
@@ -85,7 +87,7 @@ def test_every_answer_and_fix_is_hidden_until_revealed(lab_notebook: LabNotebook
     notebook = lab_notebook.read()
     answers = [c for c in notebook.cells if c.cell_type == "markdown" and "<b>Answer</b>" in c.source]
     fixes = [c for c in notebook.cells if c.cell_type == "code" and "troubleshooting.fix_" in c.source]
-    assert len(answers) == len(fixes) == 9
+    assert len(answers) == len(fixes) == 10
     for cell in answers + fixes:
         assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, cell.source[:60]
     assert all(c.source.startswith("<details>") for c in answers)
