@@ -6,6 +6,11 @@ Test modules import this by name (the folder's conftest puts it on ``sys.path``)
 
 from __future__ import annotations
 
+import copy
+import os
+import subprocess
+import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +20,7 @@ from nbclient import NotebookClient
 from labkit.emulator import launching
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+LABKIT = str(Path(sys.executable).with_name("labkit"))
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,36 @@ class LabNotebook:
             client.execute_cell(notebook.cells[-1], len(notebook.cells) - 1)
         return "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
 
+    def labkit_run_twice(self, folder: Path) -> tuple[str, Path]:
+        """Run, with the trainer's ``labkit run``, a copy whose cells but the cleanup come twice in a row (one
+        kernel) before the cleanup cell; what the cells printed, and the folder the charts were written to.
+
+        Args:
+            folder: an empty folder for the copy and its output.
+        """
+        notebook = self.read()
+        cleanup = [i for i, c in enumerate(notebook.cells) if "lab.cleanup()" in c.source]
+        assert cleanup == [len(notebook.cells) - 1], "the lab must end with its cleanup cell"
+        steps = notebook.cells[:-1]
+        notebook.cells = [*steps, *(_copy(c) for c in steps), notebook.cells[-1]]
+        twice = folder / self.path.name
+        nbformat.write(notebook, twice)
+        out = folder / "out"
+        done = subprocess.run([LABKIT, "run", str(twice), "--out", str(out)], capture_output=True, text=True,
+                              timeout=1200, cwd=self.path.parent, env=dict(os.environ, MPLBACKEND="Agg"),
+                              check=False)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        executed = nbformat.read(out / self.path.name, as_version=4)
+        return "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", [])), out
+
     @property
     def stopped(self) -> bool:
         """Whether the lab's embedded clusters are down."""
         return launching.status(self.home / "labs" / self.lab) is None
+
+
+def _copy(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The same cell once more, under an id of its own (nbformat refuses duplicate ids)."""
+    again = copy.deepcopy(cell)
+    again["id"] = uuid.uuid4().hex[:8]
+    return again

@@ -5,20 +5,13 @@ writes the notebook's charts.
 
 from __future__ import annotations
 
-import copy
-import os
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
-import nbformat
 import pytest
 from notebook_kit import LabNotebook
 
 NOTEBOOK = "06-troubleshooting.ipynb"
 LAB = "troubleshooting"
-LABKIT = str(Path(sys.executable).with_name("labkit"))
 LESSONS = (
     "healthy: cluster1's calls reach v1 and v2, httpbin answers, and diagnose finds no fault",
     "the canary with typos is refused at apply time, naming both fields, and nothing of it is applied",
@@ -51,30 +44,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 
-def _copy(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The same cell once more, under an id of its own (nbformat refuses duplicate ids)."""
-    again = copy.deepcopy(cell)
-    again["id"] = uuid.uuid4().hex[:8]
-    return again
-
-
 def test_every_exercise_breaks_and_heals_twice_and_labkit_run_writes_the_charts(lab_notebook: LabNotebook,
                                                                                 tmp_path: Path) -> None:
-    notebook = lab_notebook.read()
-    cleanup = [i for i, c in enumerate(notebook.cells) if "lab.cleanup()" in c.source]
-    assert cleanup == [len(notebook.cells) - 1], "the lab must end with its cleanup cell"
-    steps = notebook.cells[:-1]
-    notebook.cells = [*steps, *(_copy(c) for c in steps), notebook.cells[-1]]
-    twice = tmp_path / "run" / NOTEBOOK
-    twice.parent.mkdir()
-    nbformat.write(notebook, twice)
-    out = tmp_path / "run" / "out"
-    done = subprocess.run([LABKIT, "run", str(twice), "--out", str(out)], capture_output=True, text=True,
-                          timeout=1200, cwd=lab_notebook.path.parent, env=dict(os.environ, MPLBACKEND="Agg"),
-                          check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    executed = nbformat.read(out / NOTEBOOK, as_version=4)
-    printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    printed, out = lab_notebook.labkit_run_twice(tmp_path)
     for lesson in LESSONS:
         assert printed.count(f"✅ {lesson}") == 2, lesson
     charts = sorted(out.glob("06-troubleshooting-cell*.png"))

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from dnslib import AAAA, CNAME, PTR, QTYPE, RCODE, RR, SOA, SRV, A, DNSError, DNSHeader, DNSRecord
 
+from labkit.emulator.network import separation
 from labkit.emulator.network.names import Answer, ClusterNames
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class ClusterDns:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._address: BoundAddress | None = None
         self.host_listener = host_listener
-        self._lookup, self._reverse_lookup = host_lookup or (_addresses, _reverse_address)
+        self._lookup, self._reverse_lookup = host_lookup or (separation.resolve, separation.resolve_address)
         self._twins: list[asyncio.BaseTransport | asyncio.Server] = []
 
     @property
@@ -334,23 +335,12 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         log.debug("DNS UDP error: %s", exc)
 
 
-def _addresses(name: str, family: int) -> list[str]:
-    infos = socket.getaddrinfo(name.rstrip("."), None, family, socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
 def _reverse(qname: str, lookup: Callable[[str], str | None]) -> str | None:
     labels = qname.rstrip(".").lower().split(".")
     if labels[-2:] != ["in-addr", "arpa"] or len(labels) != 6:
         return None
     return lookup(".".join(reversed(labels[:4])))
 
-
-def _reverse_address(address: str) -> str | None:
-    try:
-        return socket.gethostbyaddr(address)[0]
-    except OSError:
-        return None
 
 
 def _absolute(name: str) -> str:

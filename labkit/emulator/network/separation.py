@@ -45,7 +45,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -482,7 +482,26 @@ def _host_main() -> None:  # pragma: no cover - runs in the host process
     _serve_host(socket.socket(fileno=channel))
 
 
-def _serve_lookups(channel: socket.socket) -> None:  # pragma: no cover - runs in the host process
+def resolve(name: str, family: int) -> list[str]:
+    """The addresses of ``name`` as this process's resolver gives them (``getaddrinfo``, ``/etc/hosts``).
+
+    Raises:
+        socket.gaierror: the name has none of ``family``, or the resolver failed.
+    """
+    infos = socket.getaddrinfo(name.rstrip("."), None, family, socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def resolve_address(address: str) -> str | None:
+    """The name of ``address`` as this process's resolver gives it, or ``None``."""
+    try:
+        return socket.gethostbyaddr(address)[0]
+    except OSError:
+        return None
+
+
+def _requests(channel: socket.socket) -> Iterator[dict[str, Any]]:  # pragma: no cover - runs in the host process
+    """The requests arriving on ``channel``, until the emulator closes it."""
     while True:
         try:
             data = channel.recv(MAX_MESSAGE)
@@ -490,17 +509,17 @@ def _serve_lookups(channel: socket.socket) -> None:  # pragma: no cover - runs i
             continue
         if not data:
             return
-        request = json.loads(data)
+        yield json.loads(data)
+
+
+def _serve_lookups(channel: socket.socket) -> None:  # pragma: no cover - runs in the host process
+    for request in _requests(channel):
         reply: dict[str, Any]
         if "address" in request:
-            try:
-                reply = {"name": socket.gethostbyaddr(request["address"])[0]}
-            except OSError:
-                reply = {"name": None}
+            reply = {"name": resolve_address(request["address"])}
         else:
             try:
-                infos = socket.getaddrinfo(request["name"].rstrip("."), None, request["family"], socket.SOCK_STREAM)
-                reply = {"addresses": list(dict.fromkeys(str(info[4][0]) for info in infos))}
+                reply = {"addresses": resolve(request["name"], request["family"])}
             except socket.gaierror as exc:
                 reply = {"gaierror": exc.errno, "error": exc.strerror or str(exc)}
             except (OSError, UnicodeError) as exc:
@@ -509,14 +528,7 @@ def _serve_lookups(channel: socket.socket) -> None:  # pragma: no cover - runs i
 
 
 def _serve_host(channel: socket.socket) -> None:  # pragma: no cover - runs in the host process
-    while True:
-        try:
-            data = channel.recv(MAX_MESSAGE)
-        except InterruptedError:
-            continue
-        if not data:
-            return
-        request = json.loads(data)
+    for request in _requests(channel):
         sock = None
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if request["udp"] else socket.SOCK_STREAM)
