@@ -44,7 +44,7 @@ _FRAME = re.compile(r"\n?<<<labkit (\d+) (\d{3}) ([0-9.]+) (\d+) ?([^\n]*?)>>>\n
 _HELLO = re.compile(r"Hello version: ([^,\s]+), instance: (\S+)")
 _CURL_ERROR = re.compile(r"^curl: \((\d+)\) (.*)$", re.MULTILINE)
 # A body short enough to be a reason (Envoy's 503 texts are one line); longer ones are pages, named by status.
-_REASON_MAX = 300
+_REASON_MAX = 1000
 # Keeps the exec's URL (the argv travels in its query string) far below API servers' 1 MiB request line.
 _MAX_ARGV_CHARS = 256 * 1024
 
