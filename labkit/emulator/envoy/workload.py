@@ -18,7 +18,7 @@ import contextlib
 import datetime as dt
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,21 +248,30 @@ class AdsProxy(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         async with istiod.channel() as channel:
             upstream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
                 metadata=self.credentials.metadata())
+            # Envoy's requests and the agent's NDS ACKs share the upstream stream, and gRPC takes one message at a
+            # time: a second write while one is in flight ends the call (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS), after
+            # which Envoy's ACKs and new subscriptions would never reach istiod (a cluster warming for ever).
+            writing = asyncio.Lock()
+
+            async def send(request: Any) -> None:
+                async with writing:
+                    await upstream.write(request)
 
             async def forward() -> None:
                 first = True
                 async for request in request_iterator:
-                    await upstream.write(request)
+                    await send(request)
                     if first and self.on_names is not None:
-                        await upstream.write(discovery_pb2.DiscoveryRequest(type_url=protocol.NAME_TABLE))
+                        await send(discovery_pb2.DiscoveryRequest(type_url=protocol.NAME_TABLE))
                     first = False
-                await upstream.done_writing()
+                async with writing:
+                    await upstream.done_writing()
 
             forwarding = asyncio.create_task(forward())
             try:
                 async for response in upstream:
                     if response.type_url == protocol.NAME_TABLE and self.on_names is not None:
-                        await self._take_names(response, upstream)
+                        await self._take_names(response, send)
                         continue
                     yield response
             except grpc.aio.AioRpcError as exc:
@@ -273,16 +282,15 @@ class AdsProxy(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await forwarding
 
-    async def _take_names(self, response: Any, upstream: Any) -> None:
+    async def _take_names(self, response: Any, send: Callable[[Any], Awaitable[None]]) -> None:
         assert self.on_names is not None
         table = protocol.NameTable()
         for resource in response.resources:
             table = protocol.NameTable.FromString(resource.value)
         self.on_names(from_wire(protocol.to_dict(table)))
         self.tables += 1
-        await upstream.write(discovery_pb2.DiscoveryRequest(type_url=protocol.NAME_TABLE,
-                                                            version_info=response.version_info,
-                                                            response_nonce=response.nonce))
+        await send(discovery_pb2.DiscoveryRequest(type_url=protocol.NAME_TABLE, version_info=response.version_info,
+                                                  response_nonce=response.nonce))
 
 
 def socket_served(path: Path) -> bool:

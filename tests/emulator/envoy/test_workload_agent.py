@@ -15,15 +15,19 @@ import ssl
 import subprocess
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from labkit.emulator.envoy import protocol
 from labkit.emulator.envoy.binary import find_envoy
 from labkit.emulator.envoy.bootstrap import SDS_SOCKET, TOKEN_PATH, XDS_SOCKET, bootstrap
 from labkit.emulator.envoy.workload import (
+    AdsProxy,
     Credentials,
     Istiod,
     WorkloadAgent,
@@ -196,3 +200,78 @@ def _call(context: ssl.SSLContext, ip: str) -> bool:
 
 async def _noop(*_: Any) -> None:
     return None
+
+
+class _Upstream(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    """An istiod that pushes name tables as fast as it can while it reads what comes up the stream."""
+
+    def __init__(self, tables: int):
+        self.tables = tables
+        self.received: list[Any] = []
+
+    async def StreamAggregatedResources(self, requests: Any, context: Any) -> Any:  # gRPC's name
+        async def read() -> None:
+            async for request in requests:
+                self.received.append(request)
+
+        reader = asyncio.create_task(read())
+        for version in range(self.tables):
+            yield discovery_pb2.DiscoveryResponse(type_url=protocol.NAME_TABLE, version_info=str(version),
+                                                  nonce=f"nds-{version}")
+        await reader
+
+
+@dataclass(frozen=True)
+class _PlainIstiod:
+    address: str
+
+    def channel(self) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(self.address)
+
+
+def test_envoys_requests_and_the_agents_name_table_acks_share_the_upstream_stream_without_loss(
+        tmp_path: Path) -> None:
+    # Envoy's ACKs and the agent's NDS ACKs are written to one gRPC call from two tasks; gRPC ends a call that
+    # is handed a second message before the first is sent, and then Envoy's ACKs and new subscriptions never
+    # reach istiod again: a cluster added later stays warming for ever, and its calls fail with 503.
+    asyncio.run(_sharing(tmp_path, count=400))
+
+
+async def _sharing(folder: Path, *, count: int) -> None:
+    upstream = _Upstream(tables=count)
+    server = grpc.aio.server()
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(upstream, server)
+    address = _ips(1)[0]
+    port = server.add_insecure_port(f"{address}:0")
+    await server.start()
+    tables: list[Any] = []
+    proxy = AdsProxy(lambda: _PlainIstiod(f"{address}:{port}"), Credentials(folder / "token", "cluster1"),
+                     on_names=tables.append)
+    (folder / "token").write_text(TOKEN)
+    await proxy.start(folder / XDS_SOCKET)
+
+    async def envoy() -> Any:
+        for index in range(count):
+            yield discovery_pb2.DiscoveryRequest(type_url=protocol.ENDPOINT, response_nonce=str(index),
+                                                 resource_names=[f"outbound|8000||svc-{index}.bar.global"])
+            await asyncio.sleep(0)
+        while len(upstream.received) < 2 * count + 1:
+            await asyncio.sleep(0.05)
+
+    try:
+        async with grpc.aio.insecure_channel(f"unix:{folder / XDS_SOCKET}") as channel:
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(envoy())
+            await asyncio.wait_for(_drain(call), 30)
+    finally:
+        await proxy.stop()
+        await server.stop(0)
+    from_envoy = [r.response_nonce for r in upstream.received if r.type_url == protocol.ENDPOINT]
+    acks = [r.response_nonce for r in upstream.received if r.type_url == protocol.NAME_TABLE and r.response_nonce]
+    assert from_envoy == [str(index) for index in range(count)]  # every request, in Envoy's order
+    assert acks == [f"nds-{version}" for version in range(count)]  # every table ACKed
+    assert len(tables) == count
+
+
+async def _drain(call: Any) -> None:
+    async for _ in call:  # the agent keeps name tables to itself: Envoy hears nothing on this stream
+        pytest.fail("a name table reached Envoy")
