@@ -7,7 +7,8 @@ trust. What a learner must see is small, and this module reads it from what the 
   control planes would split the mesh): :func:`make_root`, :func:`make_intermediate`, :func:`summary`;
 - the answers of Lab 4's ``labkit/whoami`` services (``svc-2 in cluster2 (pod …), called by spiffe://…``):
   :func:`answers` reads them from a calls table, :func:`outcome` says in one line per distinct answer or error
-  what the caller got, :func:`unresolvable` whether every call ended in curl's ``Could not resolve host``;
+  what the caller got, :func:`unresolvable` whether every call ended in curl's ``Could not resolve host``,
+  :func:`reset_by_gateway` whether a gateway reset every one;
 - the credentials the clusters hold for each other: :func:`remote_secrets` (none, in this lab);
 - the path of the federated call, as a topology: the caller, cluster2's east-west gateway on ``:15443``, the pod
   that answered (:func:`topology`).
@@ -89,6 +90,15 @@ def unresolvable(calls: pd.DataFrame, host: str) -> bool:
     """Whether every call ended before a connection, in curl's ``Could not resolve host: <host>``."""
     errors = calls["error"].fillna("")
     return not calls.empty and bool(errors.str.contains(f"Could not resolve host: {host}", regex=False).all())
+
+
+def reset_by_gateway(calls: pd.DataFrame) -> bool:
+    """Whether every call got a 503 whose reason is Envoy's ``upstream connect error``: the caller's sidecar reached
+    a gateway that reset the connection (no filter chain for the SNI). A 503 without that reason is something else,
+    a cluster still waiting for its endpoints for one."""
+    errors = calls["error"].fillna("")
+    return not calls.empty and bool((calls["status"] == 503).all()
+                                    and errors.str.contains("upstream connect error", regex=False).all())
 
 
 def remote_secrets(lab: Lab) -> dict[str, list[str]]:

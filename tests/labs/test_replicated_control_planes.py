@@ -51,6 +51,15 @@ def test_unresolvable_reads_curls_own_error() -> None:
     assert not lab4.unresolvable(calls((200, "", ANSWER)), "svc-2.bar.global")
 
 
+def test_reset_by_gateway_needs_envoys_reset_reason_on_every_call() -> None:
+    reset = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+    assert lab4.reset_by_gateway(calls((503, reset, reset), (503, reset, reset)))
+    # A 503 with no reason is a sidecar whose cluster is still waiting for endpoints: nothing reached the gateway.
+    assert not lab4.reset_by_gateway(calls((503, "HTTP 503", ""), (503, reset, reset)))
+    assert not lab4.reset_by_gateway(calls((200, "", ANSWER)))
+    assert not lab4.reset_by_gateway(calls())
+
+
 def test_the_hand_made_ca_is_kept_on_re_runs(tmp_path: Path) -> None:
     root = lab4.make_root(tmp_path, key="ec-p256")
     ca = lab4.make_intermediate(tmp_path, root, "cluster1", key="ec-p256")
