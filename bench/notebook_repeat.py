@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,6 +100,7 @@ def main() -> None:
             passed += 1
             for state in (home / "labs").glob("*"):
                 launching.down(state)
+            shutil.rmtree(home, ignore_errors=True)
     finally:
         if load is not None:
             load.stop()
