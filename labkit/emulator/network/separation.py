@@ -64,9 +64,9 @@ NETWORK_RULE_PRIORITY = 50  # before the local table, which moves to LOCAL_RULE_
 LOCAL_RULE_PRIORITY = 100
 SCOPE_LINK = 253
 SCOPE_HOST = 254
-INSIDE = "eth0"
+INSIDE = "eth0"  # the network's end of its veth pair, as a pod's interface is named
 GATEWAY = "169.254.0.1"  # the node's end of every network's veth pair
-RTNH_F_ONLINK = 4  # the network's end of its veth pair, as a pod's interface is named
+RTNH_F_ONLINK = 4  # linux/rtnetlink.h: the next hop is on the link, though no route of the link covers it
 MAX_MESSAGE = 4096
 
 _libc: Any = None
