@@ -189,6 +189,27 @@ class Cluster:
         kube.scale(self.context, where.namespace, where.target, replicas)
         print(f"{self.name}: {where.target.replace('deploy/', 'deployment.apps/')} scaled")
 
+    def restart(self, namespace: str, selector: str, *, timeout: float = 120.0) -> list[str]:
+        """Replace a workload's pods (``kubectl delete pod -l …``; its controller makes new ones) and wait until
+        the new ones are ready: they start from what the mesh holds now (certificates, trust, network), which
+        running pods keep for their existing connections. The new pods' names.
+
+        Args:
+            namespace: their namespace.
+            selector: their labels (``app=sleep``).
+            timeout: seconds to wait for the new pods.
+        """
+        old = {pod.name for pod in self.pods(namespace, selector)}
+        for name in old:
+            kube.delete_object(self.context, "v1", "Pod", name, namespace)
+
+        def replaced() -> list[str] | None:
+            pods = self.pods(namespace, selector)
+            fresh = [p.name for p in pods if p.name not in old and p.ready]
+            return fresh if fresh and len(pods) == len(fresh) else None
+
+        return kube.poll(replaced, timeout=timeout, what=f"new pods {selector} in {self.name}/{namespace}")
+
     def namespace(self, name: str, *, labels: Mapping[str, str] | None = None) -> None:
         """Create (or update) a namespace with labels, e.g. ``istio-injection=enabled``."""
         marked = {**(labels or {}), **({LAB_LABEL: self.lab} if self.lab else {})}

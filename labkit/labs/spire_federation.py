@@ -183,29 +183,6 @@ def deploy_apps(lab: Lab, versions: Mapping[str, str]) -> None:
         cluster.wait("sleep", ["deploy/sleep"])
 
 
-def restart(cluster: Cluster, namespace: str, selector: str, *, timeout: float = 120.0) -> list[str]:
-    """Replace a workload's pods (``kubectl delete pod -l …``; the Deployment makes new ones) and wait until new
-    ones are ready: what a sidecar verified its existing connections with stays with those connections, a new pod
-    starts from what its SPIRE agent serves now. The new pods' names.
-
-    Args:
-        cluster: where the pods run.
-        namespace: their namespace.
-        selector: their labels (``app=sleep``).
-        timeout: seconds to wait for the new pods.
-    """
-    old = {pod.name for pod in cluster.pods(namespace, selector)}
-    for name in old:
-        kube.delete_object(cluster.context, "v1", "Pod", name, namespace)
-
-    def replaced() -> list[str] | None:
-        pods = cluster.pods(namespace, selector)
-        fresh = [p.name for p in pods if p.name not in old and p.ready]
-        return fresh if fresh and len(pods) == len(fresh) else None
-
-    return kube.poll(replaced, timeout=timeout, what=f"new pods {selector} in {cluster.name}/{namespace}")
-
-
 def wait_trusted(cluster: Cluster, workload: str, domains: list[str], *, timeout: float = 30.0) -> list[str]:
     """Wait until a proxy verifies peers against exactly ``domains`` (SPIRE's agent passes a bundle change on at
     its next sync); returns them.

@@ -22,7 +22,6 @@ import pandas as pd
 
 from labkit import istio, kube
 from labkit.errors import ManifestError, WaitTimeoutError
-from labkit.labs.spire_federation import restart
 from labkit.pki import make_mesh
 
 if TYPE_CHECKING:
@@ -143,7 +142,7 @@ def break_expose_services(lab: Lab) -> None:
     the failure at once.
     """
     lab["cluster2"].apply("expose-services-global.yaml")
-    restart(lab["cluster1"], "sample", "app=sleep")
+    lab["cluster1"].restart("sample", "app=sleep")
     print("cluster1: sleep restarted")
 
 
@@ -169,7 +168,7 @@ def break_network_label(lab: Lab) -> None:
     cluster2.plug_in_ca(lab.dir / "certs" / "cluster2")
     cluster2.install("cluster2-no-network.yaml", quiet=True)
     for app in ("helloworld", "httpbin"):
-        restart(cluster2, "sample", f"app={app}")
+        cluster2.restart("sample", f"app={app}")
     print("cluster2: istio-system unlabelled, istiod without global.network; helloworld and httpbin restarted")
 
 
@@ -179,7 +178,7 @@ def fix_network_label(lab: Lab) -> None:
     cluster2.plug_in_ca(lab.dir / "certs" / "cluster2", network="network2")
     cluster2.install(MULTI_PRIMARY / "cluster2.yaml", quiet=True)
     for app in ("helloworld", "httpbin"):
-        restart(cluster2, "sample", f"app={app}")
+        cluster2.restart("sample", f"app={app}")
     print("cluster2: istio-system labelled network2, istiod with global.network; helloworld and httpbin restarted")
 
 
@@ -360,7 +359,7 @@ def fix_two_roots(lab: Lab) -> None:
 def _plug_and_restart(cluster: Cluster, folder: Path) -> None:
     cluster.plug_in_ca(folder, network=cluster.network)
     for app in ("helloworld", "httpbin"):
-        restart(cluster, "sample", f"app={app}")
+        cluster.restart("sample", f"app={app}")
     print(f"{cluster.name}: cacerts from {folder.parent.name}/{folder.name}; helloworld and httpbin restarted")
 
 
