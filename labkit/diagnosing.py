@@ -392,7 +392,7 @@ def gather(lab: Lab, source: str, url: str, *, n: int = 10) -> Evidence:
     fqdn = f"{service}.{namespace}.svc.cluster.local"
 
     lookup = cluster.exec(workload, ["nslookup", host])
-    resolved = "can't find" not in lookup and "NXDOMAIN" not in lookup and "Address" in lookup.split("Name:")[-1]
+    resolved = bool(traffic.nslookup_addresses(lookup))
 
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
     calls = cluster.call(workload, url, n=n)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import yaml
 
-from labkit import istio, kube, pki
+from labkit import istio, kube, pki, traffic
 from labkit.errors import LabkitError
 from labkit.istio.proxy_config import parse_proxy
 
@@ -44,7 +44,6 @@ SPIRE_CLUSTERS = {"cluster1": "cluster-1", "cluster2": "cluster-2"}
 SPIRE_SERVER = "spire/spire-server-0"
 BUNDLE_ENDPOINT = "spire-server-bundle-endpoint"
 BUNDLE_PORT = 8443
-_ADDRESS = re.compile(r"^Address:\s*(\S+)$")
 
 
 def trust_domain(cluster: Cluster | str) -> str:
@@ -223,8 +222,7 @@ def outcome(calls: pd.DataFrame) -> str:
 
 def resolved(nslookup: str) -> list[str]:
     """The addresses an ``nslookup`` answer gives for the name (not the DNS server's own address)."""
-    answer = nslookup.split("Name:", 1)[1] if "Name:" in nslookup else ""
-    return [m.group(1) for line in answer.splitlines() if (m := _ADDRESS.match(line.strip()))]
+    return traffic.nslookup_addresses(nslookup)
 
 
 def cluster_ip(cluster: Cluster, service: str, namespace: str) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from labkit import istio, kube
+from labkit import istio, kube, traffic
 from labkit.errors import ManifestError, WaitTimeoutError
 from labkit.pki import make_mesh
 
@@ -260,8 +260,7 @@ def fix_remote_only(lab: Lab) -> None:
 
 def resolves(lab: Lab, host: str = "httpbin.sample") -> bool:
     """Whether ``host`` resolves in cluster1's sleep pod (``nslookup``)."""
-    lookup = lab["cluster1"].exec(SOURCE, ["nslookup", host])
-    return "can't find" not in lookup and "Address" in lookup.split("Name:")[-1]
+    return bool(traffic.nslookup_addresses(lab["cluster1"].exec(SOURCE, ["nslookup", host])))
 
 
 # --- plaintext across networks -----------------------------------------------------------------------------------

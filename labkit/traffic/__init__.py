@@ -7,6 +7,7 @@ Sits above ``labkit.istio`` (it may read its endpoint tables) and reaches cluste
 
 from labkit.traffic.calling import COLUMNS, Source, call, curl_argv, parse_curl_output
 from labkit.traffic.captures import Capture, Stream, byte_kinds, capture, tls_records
+from labkit.traffic.lookups import nslookup_addresses
 from labkit.traffic.shares import ERROR_KEY, OTHER_KEY, expected_shares, shares_of, summarize
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "capture",
     "curl_argv",
     "expected_shares",
+    "nslookup_addresses",
     "parse_curl_output",
     "shares_of",
     "summarize",
