@@ -214,15 +214,9 @@ def fix_gateway_address(lab: Lab) -> None:
     cluster2 = lab["cluster2"]
     kube.delete_object(cluster2.context, "v1", "Service", EASTWEST, "istio-system")
     cluster2.install(MULTI_PRIMARY / "eastwest-gateway-cluster2.yaml", quiet=True)
-    kube.poll(lambda: gateway_address(lab), timeout=30, what=f"an external address for cluster2's {EASTWEST}")
-    print(f"cluster2: {EASTWEST} at {gateway_address(lab)}")
-
-
-def gateway_address(lab: Lab) -> str:
-    """cluster2's east-west gateway's external address, or ``""`` while it is ``<pending>``."""
-    service = kube.get_object(lab["cluster2"].context, "v1", "Service", EASTWEST, "istio-system") or {}
-    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [{}]
-    return str(ingress[0].get("ip") or ingress[0].get("hostname") or "")
+    address = kube.poll(lambda: cluster2.gateway_address(EASTWEST), timeout=30,
+                        what=f"an external address for cluster2's {EASTWEST}")
+    print(f"cluster2: {EASTWEST} at {address}")
 
 
 # --- a remote secret whose server cannot be reached ---------------------------------------------------
