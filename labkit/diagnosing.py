@@ -412,11 +412,9 @@ def gather(lab: Lab, source: str, url: str, *, n: int = 10) -> Evidence:
         running = True
     except LabkitError:
         remotes, statuses_of, running = (), {}, False
-    pod = next((p.name for p in cluster.pods(where.namespace) if f"{p.name}.{where.namespace}" in statuses_of
-                and p.name.startswith(where.target.rpartition("/")[2] + "-")), None)
-    synced = statuses_of[f"{pod}.{where.namespace}"].synced if pod else None
-    pending = tuple(c.name for c in lab if c.object("v1", "Service", "istio-eastwestgateway", "istio-system")
-                    and not c.gateway_address())
+    status = statuses_of.get(f"{kube.resolve_pod(cluster.context, where.namespace, where.target)}.{where.namespace}")
+    synced = status.synced if status else None
+    pending = tuple(dict.fromkeys(gateway.cluster for gateway in mesh.pending))
 
     log = _logged(cluster, proxy, host, since) if (not resolved or any(s != 200 for s in statuses)) else ()
     dialled = {entry.upstream_host for entry in log}

@@ -20,6 +20,7 @@ otherwise). Nothing here assumes Lab 1's shape (three clusters, one network and 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -57,14 +58,16 @@ class Instance:
 
 @dataclass(frozen=True)
 class Gateway:
-    """A network's gateway: a Service labelled with the network and holding an external address.
+    """A network's gateway: a Service labelled with the network, holding an external address (or, in
+    :attr:`Mesh.pending`, still waiting for one).
 
     Args:
         cluster: the lab cluster whose Service it is.
         network: the network it leads into.
         name: the Service's name.
         namespace: the Service's namespace.
-        address: its external address and mTLS port, as sidecars list it (``127.0.200.3:15443``).
+        address: its external address and mTLS port, as sidecars list it (``127.0.200.3:15443``); empty while
+            ``<pending>``.
     """
 
     cluster: str
@@ -81,11 +84,13 @@ class Gateway:
 
 @dataclass(frozen=True)
 class Mesh:
-    """What the analysis knows of a lab's mesh: networks, the service's pods, the gateways that exist."""
+    """What the analysis knows of a lab's mesh: networks, the service's pods, the gateways that exist, and the
+    network gateways still waiting for an external address (``EXTERNAL-IP <pending>``; address empty)."""
 
     networks: dict[str, str]
     instances: tuple[Instance, ...]
     gateways: tuple[Gateway, ...]
+    pending: tuple[Gateway, ...] = ()
 
     def instance(self, name: str) -> Instance | None:
         """The pod of that name (names are unique across a lab's clusters: they carry random suffixes)."""
@@ -131,18 +136,21 @@ def survey(lab: Lab, *, service: str = "helloworld", namespace: str = "sample") 
     networks = {cluster.name: cluster.network for cluster in lab}
     instances = tuple(Instance(cluster.name, networks[cluster.name], pod.name, pod.ip, pod.labels.get("version", ""))
                       for cluster in lab for pod in cluster.pods(namespace, f"app={service}"))
-    gateways = []
+    gateways, pending = [], []
     for cluster in lab:
         for service_object in cluster.list("v1", "Service", selector=NETWORK_LABEL):
             metadata = service_object.get("metadata") or {}
             labels = metadata.get("labels") or {}
             ingress = ((service_object.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
             address = (ingress[0].get("ip") or ingress[0].get("hostname") or "") if ingress else ""
+            gateway = Gateway(cluster.name, labels[NETWORK_LABEL], metadata.get("name", ""),
+                              metadata.get("namespace", ""), "")
             if address:
                 port = labels.get(GATEWAY_PORT_LABEL) or GATEWAY_PORT
-                gateways.append(Gateway(cluster.name, labels[NETWORK_LABEL], metadata.get("name", ""),
-                                        metadata.get("namespace", ""), f"{address}:{port}"))
-    return Mesh(networks, instances, tuple(gateways))
+                gateways.append(dataclasses.replace(gateway, address=f"{address}:{port}"))
+            elif (service_object.get("spec") or {}).get("type") == "LoadBalancer":
+                pending.append(gateway)
+    return Mesh(networks, instances, tuple(gateways), tuple(pending))
 
 
 def routes(lab: Lab, cluster: str, *, workload: str = "deploy/sleep.sample", service: str = "helloworld",
