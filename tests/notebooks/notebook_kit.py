@@ -51,9 +51,7 @@ class LabNotebook:
 
     def run_twice(self) -> str:
         """Run every cell but the last (the cleanup), twice in one kernel, then the cleanup; what the cells printed."""
-        notebook = self.read()
-        cleanup = [i for i, c in enumerate(notebook.cells) if "lab.cleanup()" in c.source]
-        assert cleanup == [len(notebook.cells) - 1], "the lab must end with its cleanup cell"
+        notebook = self._ending_in_cleanup()
         client = self.client(notebook)
         with client.setup_kernel():
             for _ in range(2):
@@ -70,9 +68,7 @@ class LabNotebook:
         Args:
             folder: an empty folder for the copy and its output.
         """
-        notebook = self.read()
-        cleanup = [i for i, c in enumerate(notebook.cells) if "lab.cleanup()" in c.source]
-        assert cleanup == [len(notebook.cells) - 1], "the lab must end with its cleanup cell"
+        notebook = self._ending_in_cleanup()
         steps = notebook.cells[:-1]
         notebook.cells = [*steps, *(_copy(c) for c in steps), notebook.cells[-1]]
         twice = folder / self.path.name
@@ -84,6 +80,12 @@ class LabNotebook:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         executed = nbformat.read(out / self.path.name, as_version=4)
         return "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", [])), out
+
+    def _ending_in_cleanup(self) -> nbformat.NotebookNode:
+        notebook = self.read()
+        cleanup = [i for i, c in enumerate(notebook.cells) if "lab.cleanup()" in c.source]
+        assert cleanup == [len(notebook.cells) - 1], "the lab must end with its cleanup cell"
+        return notebook
 
     @property
     def stopped(self) -> bool:
