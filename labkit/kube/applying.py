@@ -17,11 +17,16 @@ on real and embedded clusters. Namespaces and CRDs go first, so a batch may defi
 documents need.
 
 Whether an object was ``created``, ``configured`` or ``unchanged`` is read off its resourceVersion
-before and after: a server does not bump it for a no-op apply.
+before and after: a server does not bump it for a no-op apply. A Secret's ``stringData`` is sent as
+``data`` (base64, winning over the same key, as the server would merge it): ``stringData`` is
+write-only, so applying it again always differs from the stored object, and a real server then writes
+a new resourceVersion whenever the second has turned (kubernetes/kubernetes#118519): re-running a
+cell would say ``configured`` for nothing.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 from collections.abc import Iterable, Mapping
@@ -518,6 +523,11 @@ def _body(item: _Planned) -> Obj:
     for field in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation", "selfLink"):
         metadata.pop(field, None)
     body.pop("status", None)
+    if item.kind == "Secret" and item.group == "" and body.get("stringData"):
+        data = body.get("data") or {}
+        for key, value in body.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        body["data"] = data
     return body
 
 

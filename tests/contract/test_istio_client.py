@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +123,22 @@ def test_exec_feeds_stdin_and_closes_it(kc: Path, namespace: str) -> None:
     """``kubectl exec -i … < file``: the command reads its input to the end (SPIRE's ``bundle set`` does)."""
     result = kube.exec_("cluster1", namespace, "deploy/sleep", ["cat"], stdin='{"keys": []}\n', kubeconfig=kc)
     assert (result.exit_code, result.stdout) == (0, '{"keys": []}\n')
+
+
+def test_a_secrets_string_data_applied_again_a_second_later_is_unchanged(kc: Path, namespace: str) -> None:
+    # stringData is write-only: sent as is, every apply after the clock's second turns would write a
+    # new version (as on a real server) and re-running a cell would say "configured" for nothing.
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "greeting"},
+              "data": {"kept": base64.b64encode(b"old").decode(), "both": base64.b64encode(b"data").decode()},
+              "stringData": {"hello": "w\u00f6rld", "both": "stringData"}}
+    assert _lines(kube.apply("cluster1", [secret], namespace=namespace, kubeconfig=kc)) == ["secret/greeting created"]
+    time.sleep(1.1)
+    assert _lines(kube.apply("cluster1", [secret], namespace=namespace, kubeconfig=kc)) == [
+        "secret/greeting unchanged"]
+    stored = kube.get_object("cluster1", "v1", "Secret", "greeting", namespace, kubeconfig=kc)
+    assert {k: base64.b64decode(v).decode() for k, v in stored["data"].items()} == {
+        "kept": "old", "both": "stringData", "hello": "w\u00f6rld"}
+    assert "stringData" not in stored
 
 
 def test_scale_sets_replicas_and_a_later_apply_takes_them_back(kc: Path, namespace: str) -> None:
