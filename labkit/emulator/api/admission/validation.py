@@ -45,9 +45,12 @@ def validate(group: str, kind: str, obj: Obj) -> None:
     spec = obj.get("spec") or {}
     if (group, kind) == ("", "Pod"):
         causes += _pod_spec(spec, "spec")
-    elif (group, kind) in (("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
-                           ("apps", "DaemonSet")):
+    elif (group, kind) in (("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "DaemonSet")):
         causes += _workload(spec)
+    elif (group, kind) == ("apps", "StatefulSet"):
+        # Its containers mount its volumeClaimTemplates too, which its pods get: a real server leaves the
+        # template's mounts to the pods' own validation.
+        causes += _workload(spec, mounts=False)
     elif (group, kind) == ("batch", "Job"):
         causes += _job(spec)
     elif (group, kind) == ("batch", "CronJob"):
@@ -58,7 +61,7 @@ def validate(group: str, kind: str, obj: Obj) -> None:
         raise status.invalid(kind, (obj.get("metadata") or {}).get("name", ""), causes, group)
 
 
-def _pod_spec(spec: Obj, path: str) -> list[tuple[str, str]]:
+def _pod_spec(spec: Obj, path: str, *, mounts: bool = True) -> list[tuple[str, str]]:
     causes = []
     containers = spec.get("containers") or []
     if not containers:
@@ -79,10 +82,52 @@ def _pod_spec(spec: Obj, path: str) -> list[tuple[str, str]]:
             if not isinstance(number, int) or not 1 <= number <= 65535:
                 causes.append((f"{where}.ports[{j}].containerPort",
                                f"Invalid value: {number!r}: must be between 1 and 65535, inclusive"))
+    volumes = {volume.get("name") for volume in spec.get("volumes") or []}
+    for field in ("initContainers", "containers") if mounts else ():
+        for i, container in enumerate(spec.get(field) or []):
+            causes += _volume_mounts(container.get("volumeMounts") or [], volumes,
+                                     f"{path}.{field}[{i}].volumeMounts")
     return causes
 
 
-def _workload(spec: Obj) -> list[tuple[str, str]]:
+def _volume_mounts(mounts: list[Obj], volumes: set[str | None], path: str) -> list[tuple[str, str]]:
+    """A container's ``volumeMounts``: each names a volume of the pod, at a path of its own, and a ``subPath``
+    stays inside its volume. (A real server names the ``subPath`` field without the mount's index.)"""
+    causes = []
+    seen: set[str] = set()
+    for i, mount in enumerate(mounts):
+        where = f"{path}[{i}]"
+        name, mount_path = mount.get("name") or "", mount.get("mountPath") or ""
+        if not name:
+            causes.append((f"{where}.name", "Required value"))
+        if name not in volumes:
+            causes.append((f"{where}.name", f'Not found: "{name}"'))
+        if not mount_path:
+            causes.append((f"{where}.mountPath", "Required value"))
+        elif mount_path in seen:
+            causes.append((f"{where}.mountPath", f'Invalid value: "{mount_path}": must be unique'))
+        seen.add(mount_path)
+        sub_path, expression = mount.get("subPath") or "", mount.get("subPathExpr") or ""
+        if sub_path:
+            causes += _descending(sub_path, f"{path}.subPath")
+        if expression:
+            if sub_path:
+                causes.append((f"{where}.subPathExpr",
+                               f'Invalid value: "{expression}": subPathExpr and subPath are mutually exclusive'))
+            causes += _descending(expression, f"{path}.subPathExpr")
+    return causes
+
+
+def _descending(value: str, path: str) -> list[tuple[str, str]]:
+    causes = []
+    if value.startswith("/"):
+        causes.append((path, f'Invalid value: "{value}": must be a relative path'))
+    if ".." in value.split("/"):
+        causes.append((path, f"Invalid value: \"{value}\": must not contain '..'"))
+    return causes
+
+
+def _workload(spec: Obj, *, mounts: bool = True) -> list[tuple[str, str]]:
     causes = []
     selector = spec.get("selector")
     template = spec.get("template") or {}
@@ -96,7 +141,7 @@ def _workload(spec: Obj) -> list[tuple[str, str]]:
     replicas = spec.get("replicas")
     if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
         causes.append(("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0"))
-    causes += _pod_spec(template.get("spec") or {}, "spec.template.spec")
+    causes += _pod_spec(template.get("spec") or {}, "spec.template.spec", mounts=mounts)
     return causes
 
 
