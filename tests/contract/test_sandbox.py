@@ -184,3 +184,70 @@ def test_a_missing_env_from_source_holds_the_container_until_it_exists(kubectl: 
     kubectl(*CTX, "wait", "--for=condition=Ready", "pod/needs-config", "--timeout=30s")
     assert kubectl(*CTX, "exec", "needs-config", "--", "sh", "-c", "echo $ARRIVED").stdout == "yes\n"
     kubectl(*CTX, "delete", "pod", "needs-config", "--grace-period=0", "--force")
+
+
+FILES = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-config, namespace: sandbox}
+data: {app.conf: "listen 8080\\n", motd: welcome}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: files, namespace: sandbox}
+spec:
+  containers:
+  - name: writer
+    image: busybox:1.36
+    command: [sh, -c, "echo hi > /data/note && mkdir -p /data/logs && echo line > /data/logs/app.log && sleep infinity"]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    volumeMounts:
+    - {name: shared, mountPath: /data}
+    - {name: shared, mountPath: /mine, subPathExpr: "by-pod/$(POD_NAME)"}
+  - name: reader
+    image: busybox:1.36
+    command: [sleep, infinity]
+    volumeMounts:
+    - {name: shared, mountPath: /srv/shared}
+    - {name: shared, mountPath: /var/log/app, subPath: logs}
+    - {name: config, mountPath: /etc/app.conf, subPath: app.conf}
+    - {name: config, mountPath: /etc/web-config}
+  volumes:
+  - {name: shared, emptyDir: {}}
+  - {name: config, configMap: {name: web-config}}
+"""
+
+
+def test_an_empty_dir_is_one_folder_for_every_container_and_sub_path_mounts_a_part_of_it(
+        kubectl: Any, box: str) -> None:
+    kubectl("--context", "cluster1", "apply", "-f", "-", input=FILES)
+    kubectl(*CTX, "wait", "--for=condition=Ready", "pod/files", "--timeout=60s")
+    reader = (*CTX, "exec", "files", "-c", "reader", "--")
+    # The writer's /data is the reader's /srv/shared: one emptyDir, mounted at different paths.
+    assert kubectl(*reader, "cat", "/srv/shared/note").stdout == "hi\n"
+    # subPath mounts one folder of the volume ...
+    assert kubectl(*reader, "cat", "/var/log/app/app.log").stdout == "line\n"
+    # ... and subPathExpr one named from the container's environment, made when missing.
+    kubectl(*CTX, "exec", "files", "-c", "writer", "--", "sh", "-c", "echo mine > /mine/f")
+    assert kubectl(*reader, "cat", "/srv/shared/by-pod/files/f").stdout == "mine\n"
+    kubectl(*CTX, "delete", "pod", "files", "--grace-period=0", "--force")
+
+
+def test_a_config_map_key_by_sub_path_is_one_read_only_file_that_keeps_its_content(
+        kubectl: Any, api: client.ApiClient, box: str) -> None:
+    kubectl("--context", "cluster1", "apply", "-f", "-", input=FILES)
+    kubectl(*CTX, "wait", "--for=condition=Ready", "pod/files", "--timeout=60s")
+    reader = (*CTX, "exec", "files", "-c", "reader", "--")
+    assert kubectl(*reader, "cat", "/etc/app.conf").stdout == "listen 8080\n"
+    # One file, not a folder over /etc: the image's own files stay beside it.
+    assert "root:" in kubectl(*reader, "cat", "/etc/passwd").stdout
+    out = kubectl(*reader, "sh", "-c", "echo x > /etc/app.conf", check=False)
+    assert out.returncode != 0 and "Read-only file system" in out.stderr
+    # The whole volume follows the ConfigMap; a file mounted by subPath does not, as on a kubelet.
+    client.CoreV1Api(api).patch_namespaced_config_map("web-config", "sandbox", {"data": {"app.conf": "listen 9090\n"}})
+    eventually(lambda: kubectl(*reader, "cat", "/etc/web-config/app.conf").stdout == "listen 9090\n", timeout=20,
+               what="the ConfigMap's change in the whole volume")
+    assert kubectl(*reader, "cat", "/etc/app.conf").stdout == "listen 8080\n"
+    kubectl(*CTX, "delete", "pod", "files", "--grace-period=0", "--force")
+    kubectl(*CTX, "delete", "configmap", "web-config")

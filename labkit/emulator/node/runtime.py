@@ -11,7 +11,7 @@ What a pod becomes here (this module keeps the pods; the parts of a pod's life a
 * a directory ``<state_dir>/pods/<ns>_<name>_<uid>/`` holding its logs (``logs/<container>/<n>.log``,
   one file per restart, as the kubelet keeps them), ``bin/`` (shims first on the pod's ``PATH``,
   :mod:`.environment`), ``serviceaccount/`` (the projected token the kubelet would mount), ``tmp/`` and each
-  volume at ``<mountPath>`` inside it;
+  volume at ``<mountPath>`` inside it (at ``.volumes/<name>/`` when a container mounts part of it by ``subPath``);
 * on Linux, a sandbox (:mod:`.sandboxing`) that every container process and exec enters: the pod's name as
   hostname, and a filesystem view where ``/tmp``, the service-account path and each volume's ``mountPath`` are
   those folders of the pod's directory;
@@ -57,6 +57,7 @@ from labkit.emulator.node.environment import (
     ContainerConfigError,
     NodeEnvironment,
     RefResolver,
+    expand,
     listen_port,
 )
 from labkit.emulator.node.images import SOURCE_ROOT
@@ -72,6 +73,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PROGRAMS_DIR", "ExecNotFoundError", "NodeRuntime"]
 
 SERVICEACCOUNT_DIR = "serviceaccount"
+VOLUMES_DIR = ".volumes"  # a volume some container mounts by subPath lives in <pod folder>/.volumes/<name>/
 MOUNT_RETRY = 0.5
 MAX_MOUNT_RETRY = 5.0
 GRACE_CAP = 2.0
@@ -499,12 +501,17 @@ class NodeRuntime:
         return (self._app_addresses.get(pod.uid) or pod.annotations.get(APP_ADDRESS_ANNOTATION) or pod.app_address
                 or pod.ip)
 
-    def _sandbox(self, pod: PodRecord, container: ContainerRecord) -> sandboxing.Sandbox | None:
+    def _sandbox(self, pod: PodRecord, container: ContainerRecord, *,
+                 starting: bool = False) -> sandboxing.Sandbox | None:
         """What ``container``'s processes (and its execs) see, or ``None`` where pods run unsandboxed.
 
+        ``starting``: for the container's start, which takes a new snapshot of the files it mounts by ``subPath``
+        (its execs see the same ones).
+
         The pod's folder holds every path: its ``tmp/`` is ``/tmp``, ``serviceaccount/`` the standard
-        service-account path, and each of the container's volume mounts ``<folder>/<mountPath>`` (where the node
-        writes ConfigMaps, Secrets and tokens, and where emptyDirs start empty), so the node's updates show at once.
+        service-account path, and each of the container's volume mounts a folder in it (where the node writes
+        ConfigMaps, Secrets and tokens, and where emptyDirs start empty; :meth:`_mount_source` says which), so the
+        node's updates show at once.
         """
         if not self.sandboxed:
             return None
@@ -517,15 +524,18 @@ class NodeRuntime:
         if pod.account_dir is not None and _inside(pod.dir, pod.account_dir):
             binds.append(sandboxing.Bind(str(pod.account_dir), sandboxing.SERVICEACCOUNT_PATH, read_only=True))
         kinds = {v.get("name"): v for v in pod.spec.get("volumes") or []}
-        for mount in container.spec.get("volumeMounts") or []:
+        homes = _volume_homes(pod)
+        for index, mount in enumerate(container.spec.get("volumeMounts") or []):
             path = os.path.normpath(mount.get("mountPath") or "/")
-            if path == "/" or not path.startswith("/") or mount.get("subPath") or mount.get("subPathExpr"):
-                continue  # a file mounted by subPath is not written by the node: the machine's file stays
-            source = _folder_in(pod.dir, path)
+            if path == "/" or not path.startswith("/"):
+                continue
+            name = mount.get("name", "")
+            volume = kinds.get(name) or {}
+            written = any(k in volume for k in ("configMap", "secret", "projected", "downwardAPI"))
+            source = self._mount_source(pod, container, index, homes.get(name, path),
+                                        own_folder=written or "csi" in volume, starting=starting)
             if source is None:
                 continue
-            volume = kinds.get(mount.get("name")) or {}
-            written = any(k in volume for k in ("configMap", "secret", "projected", "downwardAPI"))
             binds.append(sandboxing.Bind(str(source), path, read_only=bool(mount.get("readOnly")) or written))
         workdir = os.path.normpath(container.spec.get("workingDir") or "/")
         source = _folder_in(pod.dir, workdir) if workdir != "/" else None
@@ -542,6 +552,45 @@ class NodeRuntime:
         hostname = self.node_name if pod.spec.get("hostNetwork") else pod.name
         return sandboxing.Sandbox(hostname, tuple(binds), tuple(keep), workdir=workdir if source else str(pod.dir),
                                   scratch=str(scratch or ""))
+
+    @staticmethod
+    def _mount_source(pod: PodRecord, container: ContainerRecord, index: int, home: str, *, own_folder: bool,
+                      starting: bool) -> Path | None:
+        """The folder (or file) in the pod's folder that ``mount`` shows, or ``None`` when it would lead outside.
+
+        A ``subPath`` (or ``subPathExpr``, expanded with the container's environment) is taken inside the volume's
+        home, made a folder when missing as the kubelet does; a file is bound through a hard link made when the
+        container starts, so it keeps the content it had then when the node replaces the volume's file (the kubelet
+        does not update subPath mounts either) and shows it again on a restart. Other mounts of a volume the
+        node writes (and of a CSI driver's, which writes at each ``mountPath``) show their own copy; every other
+        mount of a volume — an emptyDir mounted at different paths by two containers — shows the volume's home,
+        so the containers share it.
+        """
+        mount = (container.spec.get("volumeMounts") or [])[index]
+        sub = mount.get("subPath") or expand(mount.get("subPathExpr") or "", container.env)
+        if not sub:
+            return _folder_in(pod.dir, os.path.normpath(mount["mountPath"] if own_folder else home))
+        folder = _folder_in(pod.dir, home)
+        if folder is None:
+            return None
+        source = folder / sub
+        if not _inside(folder, source):
+            return None
+        if not source.exists():
+            source.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            return source
+        snapshot = _folder_in(pod.dir, f"/{VOLUMES_DIR}/.subpaths/{container.name}")
+        if snapshot is None:
+            return None
+        snapshot /= str(index)
+        if starting or not snapshot.is_file():
+            snapshot.unlink(missing_ok=True)
+            try:
+                os.link(source, snapshot)
+            except OSError:  # a file the pod made and the kernel will not link: shown live instead
+                return source
+        return snapshot
 
     def _mount_volumes(self, pod: PodRecord) -> bool:
         """Write the pod's volumes as the kubelet would; ``False`` when one cannot be had yet (retried).
@@ -600,6 +649,8 @@ class NodeRuntime:
                 # socket there). The kubelet starts no container before the driver has mounted it, so a program
                 # that looks for the socket once, at start (Istio's agent), finds it.
                 for mount_path in mounts.get(volume.get("name")) or []:
+                    if mount_path.startswith(f"/{VOLUMES_DIR}/"):
+                        continue  # the driver fills where it is mounted whole
                     folder = pod.dir / mount_path.lstrip("/")
                     if not folder.is_dir() or not any(folder.iterdir()):
                         raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume.get("name")}" : '
@@ -830,7 +881,7 @@ class NodeRuntime:
         """
         assert container.log_path is not None
         container.stdin, container.terminal, container.stdin_claimed = None, None, False
-        container.sandbox = self._sandbox(pod, container)  # its exec probes and hooks run in it too
+        container.sandbox = self._sandbox(pod, container, starting=True)  # its exec probes and hooks run in it too
         loop = asyncio.get_running_loop()
         if container.spec.get("tty"):
             master, slave = terminals.open_pty()
@@ -838,7 +889,7 @@ class NodeRuntime:
                 log_writer = await logfiles.read_into(os.dup(master), container.log_path)
                 process = await spawning.spawn(argv, env=dict(container.env, TERM="xterm"), cwd=pod.dir, stdin=slave,
                                                stdout=slave, stderr=slave, terminal=True,
-                                               sandbox=self._sandbox(pod, container), network=pod.network)
+                                               sandbox=container.sandbox, network=pod.network)
             except BaseException:
                 os.close(master)
                 raise
@@ -857,7 +908,7 @@ class NodeRuntime:
                                                stdout=log, stderr=asyncio.subprocess.STDOUT,
                                                # the zygote lives on this node's pod network
                                                zygote=self.zygote if pod.network == self.network else None,
-                                               sandbox=self._sandbox(pod, container), network=pod.network)
+                                               sandbox=container.sandbox, network=pod.network)
         except BaseException:
             if write_end is not None:
                 os.close(write_end)
@@ -903,15 +954,35 @@ class _MountFailed(Exception):
     """A volume cannot be set up yet; the message is the kubelet's ``FailedMount`` wording."""
 
 
+def _all_mounts(pod: PodRecord) -> list[Obj]:
+    return [mount for container in [*(pod.spec.get("initContainers") or []), *(pod.spec.get("containers") or [])]
+            for mount in container.get("volumeMounts") or [] if mount.get("mountPath")]
+
+
 def _mount_paths(pod: PodRecord) -> dict[str, list[str]]:
-    """Volume name → where the pod's containers mount it (all containers share the pod's folder)."""
+    """Volume name → where the node writes it: each ``mountPath`` the pod's containers mount it at whole (all
+    containers share the pod's folder), and its home under ``.volumes/`` when a container mounts part of it by
+    ``subPath``."""
     mounts: dict[str, list[str]] = {}
-    for container in [*(pod.spec.get("initContainers") or []), *(pod.spec.get("containers") or [])]:
-        for mount in container.get("volumeMounts") or []:
-            paths = mounts.setdefault(mount.get("name", ""), [])
-            if mount.get("mountPath") and mount["mountPath"] not in paths:
-                paths.append(mount["mountPath"])
+    for mount in _all_mounts(pod):
+        paths = mounts.setdefault(mount.get("name", ""), [])
+        sub = mount.get("subPath") or mount.get("subPathExpr")
+        path = f"/{VOLUMES_DIR}/{mount.get('name', '')}" if sub else mount["mountPath"]
+        if path not in paths:
+            paths.append(path)
     return mounts
+
+
+def _volume_homes(pod: PodRecord) -> dict[str, str]:
+    """Volume name → its one folder in the pod's folder: under ``.volumes/`` when any container mounts it by
+    ``subPath``, else where it is first mounted."""
+    homes: dict[str, str] = {}
+    for mount in _all_mounts(pod):
+        if mount.get("subPath") or mount.get("subPathExpr"):
+            homes[mount.get("name", "")] = f"/{VOLUMES_DIR}/{mount.get('name', '')}"
+        else:
+            homes.setdefault(mount.get("name", ""), mount["mountPath"])
+    return homes
 
 
 def _inside(folder: Path, path: Path) -> bool:
