@@ -133,7 +133,7 @@ class Evidence:
         endpoints: the caller's sidecar endpoints for the service.
         remote_clusters: cluster name → sync status, as the caller's istiod reports them.
         proxy_synced: whether ``proxy-status`` shows the caller's proxy SYNCED (None: not listed).
-        pending_gateways: clusters whose east-west gateway has no external address.
+        pending_gateways: ``cluster namespace/name`` of each network gateway Service with no external address.
         clusters: every cluster of the lab (to tell which are missing from the answers).
         log: the access log's last entries for the host, oldest first.
         gateway_log: the ``NR`` lines of the east-west gateways the failed calls went to.
@@ -244,9 +244,10 @@ def decide(evidence: Evidence) -> Diagnosis:
     strays = [endpoint for endpoint in e.endpoints if endpoint.kind == "remote-pod"]
     # istiod sends another network's pod IPs for two reasons: the network is not labelled (it looks like the
     # caller's own), or it is labelled but its gateway has no address, so there is nothing to replace them with.
-    unreachable = [endpoint for endpoint in strays if endpoint.where.split(" ")[0] in e.pending_gateways]
+    pending_in = {gateway.split(" ")[0] for gateway in e.pending_gateways}
+    unreachable = [endpoint for endpoint in strays if endpoint.where.split(" ")[0] in pending_in]
     if unreachable:
-        lines = [*(f"{cluster}: istio-eastwestgateway EXTERNAL-IP <pending>" for cluster in e.pending_gateways),
+        lines = [*(_pending_line(gateway) for gateway in e.pending_gateways),
                  *(f"endpoint {endpoint.line()}" for endpoint in unreachable), calls, answered]
         return Diagnosis(GATEWAY_PENDING, tuple(lines),
                          "give the gateway's Service a load balancer (MetalLB, a cloud LB, a loadBalancerClass whose "
@@ -315,8 +316,7 @@ def decide(evidence: Evidence) -> Diagnosis:
 
     if e.pending_gateways:
         return Diagnosis(GATEWAY_PENDING,
-                         (*(f"{cluster}: istio-eastwestgateway EXTERNAL-IP <pending>" for cluster in
-                            e.pending_gateways), calls, answered),
+                         (*(_pending_line(gateway) for gateway in e.pending_gateways), calls, answered),
                          "give the gateway's Service a load balancer (MetalLB, a cloud LB) or an address", e)
 
     if not e.endpoints and e.failed:
@@ -414,7 +414,7 @@ def gather(lab: Lab, source: str, url: str, *, n: int = 10) -> Evidence:
         remotes, statuses_of, running = (), {}, False
     status = statuses_of.get(f"{kube.resolve_pod(cluster.context, where.namespace, where.target)}.{where.namespace}")
     synced = status.synced if status else None
-    pending = tuple(dict.fromkeys(gateway.cluster for gateway in mesh.pending))
+    pending = tuple(dict.fromkeys(f"{gateway.cluster} {gateway.namespace}/{gateway.name}" for gateway in mesh.pending))
 
     log = _logged(cluster, proxy, host, since) if (not resolved or any(s != 200 for s in statuses)) else ()
     dialled = {entry.upstream_host for entry in log}
@@ -432,6 +432,12 @@ def gather(lab: Lab, source: str, url: str, *, n: int = 10) -> Evidence:
     return Evidence(name, workload, url, resolved, lookup, statuses, errors, answered, endpoints, remotes, synced,
                     pending, tuple(lab.clusters), log, gateway_log, running, warnings, plaintext, elsewhere,
                     locality)
+
+
+def _pending_line(gateway: str) -> str:
+    """``cluster2: service istio-system/istio-eastwestgateway EXTERNAL-IP <pending>`` for ``cluster namespace/name``."""
+    cluster, _, service = gateway.partition(" ")
+    return f"{cluster}: service {service or '?'} EXTERNAL-IP <pending>"
 
 
 def _classify(row: istio.EndpointRow, cluster: str, mesh: multi_primary.Mesh, port: int) -> Endpoint:

@@ -212,19 +212,23 @@ def test_locality_rules_need_a_locality_setting_and_no_outlier_detection() -> No
     assert found == ("DestinationRule sample/bare: localityLbSetting without outlierDetection",)
 
 
+PENDING = "cluster2 istio-system/cross-network-gateway"
+
+
 def test_a_gateway_without_an_address() -> None:
-    diagnosis = decide(evidence(HELLO, pending_gateways=("cluster2",), answered_by=(V1,), endpoints=(LOCAL,)))
+    # Named by its Service, whatever it is called: this one is not "istio-eastwestgateway".
+    diagnosis = decide(evidence(HELLO, pending_gateways=(PENDING,), answered_by=(V1,), endpoints=(LOCAL,)))
     assert diagnosis.cause == diagnosing.GATEWAY_PENDING
-    assert "cluster2: istio-eastwestgateway EXTERNAL-IP <pending>" in diagnosis.evidence
+    assert "cluster2: service istio-system/cross-network-gateway EXTERNAL-IP <pending>" in diagnosis.evidence
 
 
 def test_another_networks_pod_ips_behind_a_pending_gateway_blame_the_gateway_not_the_label() -> None:
     # Recorded with cluster2's east-west gateway Service of a loadBalancerClass no controller serves: istiod has no
     # address for network2's gateway and sends its pod IPs instead (as Istio does for a network without gateways).
     stray = Endpoint("127.219.2.5:5000", "HEALTHY", "remote-pod", "cluster2 network2")
-    diagnosis = decide(evidence(HELLO, endpoints=(LOCAL, stray), pending_gateways=("cluster2",)))
+    diagnosis = decide(evidence(HELLO, endpoints=(LOCAL, stray), pending_gateways=(PENDING,)))
     assert diagnosis.cause == diagnosing.GATEWAY_PENDING
-    assert "cluster2: istio-eastwestgateway EXTERNAL-IP <pending>" in diagnosis.evidence
+    assert "cluster2: service istio-system/cross-network-gateway EXTERNAL-IP <pending>" in diagnosis.evidence
     assert f"endpoint {stray.line()}" in diagnosis.evidence
 
 
