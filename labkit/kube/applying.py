@@ -523,12 +523,18 @@ def _body(item: _Planned) -> Obj:
     for field in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation", "selfLink"):
         metadata.pop(field, None)
     body.pop("status", None)
-    if item.kind == "Secret" and item.group == "" and body.get("stringData"):
-        data = body.get("data") or {}
+    if item.kind == "Secret" and item.group == "" and _plain_strings(body.get("stringData")) \
+            and isinstance(body.get("data") or {}, dict):
+        data = dict(body.get("data") or {})
         for key, value in body.pop("stringData").items():
-            data[key] = base64.b64encode(str(value).encode()).decode()
+            data[key] = base64.b64encode(value.encode()).decode()
         body["data"] = data
     return body
+
+
+def _plain_strings(value: Any) -> bool:
+    """A non-empty map of strings: anything else in ``stringData`` is left for the server's dry run to refuse."""
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, str) for v in value.values())
 
 
 def _live_version(dyn: DynamicClient, resource: Resource, name: str, namespace: str | None) -> str | None:
