@@ -82,11 +82,12 @@ def _pod_spec(spec: Obj, path: str, *, mounts: bool = True) -> list[tuple[str, s
             if not isinstance(number, int) or not 1 <= number <= 65535:
                 causes.append((f"{where}.ports[{j}].containerPort",
                                f"Invalid value: {number!r}: must be between 1 and 65535, inclusive"))
-    volumes = {volume.get("name") for volume in spec.get("volumes") or []}
+    volumes = {volume.get("name") for volume in spec.get("volumes") or [] if isinstance(volume, dict)}
     for field in ("initContainers", "containers") if mounts else ():
         for i, container in enumerate(spec.get(field) or []):
-            causes += _volume_mounts(container.get("volumeMounts") or [], volumes,
-                                     f"{path}.{field}[{i}].volumeMounts")
+            if isinstance(container, dict) and isinstance(container.get("volumeMounts") or [], list):
+                causes += _volume_mounts(container.get("volumeMounts") or [], volumes,
+                                         f"{path}.{field}[{i}].volumeMounts")
     return causes
 
 
@@ -96,18 +97,20 @@ def _volume_mounts(mounts: list[Obj], volumes: set[str | None], path: str) -> li
     causes = []
     seen: set[str] = set()
     for i, mount in enumerate(mounts):
+        if not isinstance(mount, dict):
+            continue  # the field types are checked when the body is decoded
         where = f"{path}[{i}]"
-        name, mount_path = mount.get("name") or "", mount.get("mountPath") or ""
+        name, mount_path = str(mount.get("name") or ""), str(mount.get("mountPath") or "")
         if not name:
             causes.append((f"{where}.name", "Required value"))
         if name not in volumes:
             causes.append((f"{where}.name", f'Not found: "{name}"'))
         if not mount_path:
             causes.append((f"{where}.mountPath", "Required value"))
-        elif mount_path in seen:
+        if mount_path in seen:
             causes.append((f"{where}.mountPath", f'Invalid value: "{mount_path}": must be unique'))
         seen.add(mount_path)
-        sub_path, expression = mount.get("subPath") or "", mount.get("subPathExpr") or ""
+        sub_path, expression = str(mount.get("subPath") or ""), str(mount.get("subPathExpr") or "")
         if sub_path:
             causes += _descending(sub_path, f"{path}.subPath")
         if expression:
