@@ -219,26 +219,34 @@ spec:
 """
 
 
-def test_an_empty_dir_is_one_folder_for_every_container_and_sub_path_mounts_a_part_of_it(
-        kubectl: Any, box: str) -> None:
+@pytest.fixture
+def files(kubectl: Any, box: str) -> Iterator[str]:
     kubectl("--context", "cluster1", "apply", "-f", "-", input=FILES)
-    kubectl(*CTX, "wait", "--for=condition=Ready", "pod/files", "--timeout=60s")
-    reader = (*CTX, "exec", "files", "-c", "reader", "--")
+    try:
+        kubectl(*CTX, "wait", "--for=condition=Ready", "pod/files", "--timeout=60s")
+        yield "files"
+    finally:
+        kubectl(*CTX, "delete", "pod", "files", "--grace-period=0", "--force", "--ignore-not-found")
+        kubectl(*CTX, "delete", "configmap", "web-config", "--ignore-not-found")
+
+
+def test_an_empty_dir_is_one_folder_for_every_container_and_sub_path_mounts_a_part_of_it(
+        kubectl: Any, files: str) -> None:
+    def read(path: str) -> str:
+        return kubectl(*CTX, "exec", files, "-c", "reader", "--", "cat", path, check=False).stdout
+
     # The writer's /data is the reader's /srv/shared: one emptyDir, mounted at different paths.
-    assert kubectl(*reader, "cat", "/srv/shared/note").stdout == "hi\n"
+    eventually(lambda: read("/srv/shared/note") == "hi\n", timeout=20, what="the writer's note in the reader's mount")
     # subPath mounts one folder of the volume ...
-    assert kubectl(*reader, "cat", "/var/log/app/app.log").stdout == "line\n"
+    eventually(lambda: read("/var/log/app/app.log") == "line\n", timeout=20, what="the log folder by subPath")
     # ... and subPathExpr one named from the container's environment, made when missing.
-    kubectl(*CTX, "exec", "files", "-c", "writer", "--", "sh", "-c", "echo mine > /mine/f")
-    assert kubectl(*reader, "cat", "/srv/shared/by-pod/files/f").stdout == "mine\n"
-    kubectl(*CTX, "delete", "pod", "files", "--grace-period=0", "--force")
+    kubectl(*CTX, "exec", files, "-c", "writer", "--", "sh", "-c", "echo mine > /mine/f")
+    assert read("/srv/shared/by-pod/files/f") == "mine\n"
 
 
 def test_a_config_map_key_by_sub_path_is_one_read_only_file_that_keeps_its_content(
-        kubectl: Any, api: client.ApiClient, box: str) -> None:
-    kubectl("--context", "cluster1", "apply", "-f", "-", input=FILES)
-    kubectl(*CTX, "wait", "--for=condition=Ready", "pod/files", "--timeout=60s")
-    reader = (*CTX, "exec", "files", "-c", "reader", "--")
+        kubectl: Any, api: client.ApiClient, files: str) -> None:
+    reader = (*CTX, "exec", files, "-c", "reader", "--")
     assert kubectl(*reader, "cat", "/etc/app.conf").stdout == "listen 8080\n"
     # One file, not a folder over /etc: the image's own files stay beside it.
     assert "root:" in kubectl(*reader, "cat", "/etc/passwd").stdout
@@ -249,5 +257,3 @@ def test_a_config_map_key_by_sub_path_is_one_read_only_file_that_keeps_its_conte
     eventually(lambda: kubectl(*reader, "cat", "/etc/web-config/app.conf").stdout == "listen 9090\n", timeout=20,
                what="the ConfigMap's change in the whole volume")
     assert kubectl(*reader, "cat", "/etc/app.conf").stdout == "listen 8080\n"
-    kubectl(*CTX, "delete", "pod", "files", "--grace-period=0", "--force")
-    kubectl(*CTX, "delete", "configmap", "web-config")
