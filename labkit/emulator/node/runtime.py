@@ -37,11 +37,13 @@ import copy
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -524,22 +526,19 @@ class NodeRuntime:
         if pod.account_dir is not None and _inside(pod.dir, pod.account_dir):
             binds.append(sandboxing.Bind(str(pod.account_dir), sandboxing.SERVICEACCOUNT_PATH, read_only=True))
         kinds = {v.get("name"): v for v in pod.spec.get("volumes") or []}
-        homes = _volume_homes(pod)
+        layout = _VolumeLayout.of(pod)
         for index, mount in enumerate(container.spec.get("volumeMounts") or []):
             path = os.path.normpath(mount.get("mountPath") or "/")
             if path == "/" or not path.startswith("/"):
                 continue
-            name = mount.get("name", "")
-            volume = kinds.get(name) or {}
+            volume = kinds.get(mount.get("name")) or {}
             written = any(k in volume for k in ("configMap", "secret", "projected", "downwardAPI"))
-            source = self._mount_source(pod, container, index, homes.get(name, path),
-                                        own_folder=written or "csi" in volume, starting=starting)
-            if source is None:
-                continue
+            source = self._mount_source(pod, container, index, layout, csi="csi" in volume, written=written,
+                                        starting=starting)
             binds.append(sandboxing.Bind(str(source), path, read_only=bool(mount.get("readOnly")) or written))
         workdir = os.path.normpath(container.spec.get("workingDir") or "/")
-        source = _folder_in(pod.dir, workdir) if workdir != "/" else None
-        if source is not None:
+        source = self._workdir_source(pod, workdir, binds) if workdir != "/" else None
+        if source is not None and not any(bind.target == workdir for bind in binds):
             binds.append(sandboxing.Bind(str(source), workdir))
         binds.sort(key=lambda bind: bind.target.count("/"))  # parents first: a child mount is not hidden
         scratch = _folder_in(pod.dir, ".sandbox")
@@ -551,38 +550,56 @@ class NodeRuntime:
         # A host-network pod shares the node's hostname, as it shares the node's network.
         hostname = self.node_name if pod.spec.get("hostNetwork") else pod.name
         return sandboxing.Sandbox(hostname, tuple(binds), tuple(keep), workdir=workdir if source else str(pod.dir),
-                                  scratch=str(scratch or ""))
+                                  scratch=str(scratch or ""), root=str(pod.dir.resolve()))
 
     @staticmethod
-    def _mount_source(pod: PodRecord, container: ContainerRecord, index: int, home: str, *, own_folder: bool,
-                      starting: bool) -> Path | None:
-        """The folder (or file) in the pod's folder that ``mount`` shows, or ``None`` when it would lead outside.
+    def _workdir_source(pod: PodRecord, workdir: str, binds: list[sandboxing.Bind]) -> Path | None:
+        """The folder the working directory is: inside the deepest mount that holds it (an emptyDir's folder may lie
+        elsewhere in the pod's folder), else the pod's ``<workingDir>`` folder."""
+        holders = [b for b in binds if workdir == b.target or workdir.startswith(b.target.rstrip("/") + "/")]
+        if not holders:
+            return _folder_in(pod.dir, workdir)
+        holder = max(holders, key=lambda bind: bind.target.count("/"))
+        source = Path(holder.source) / os.path.relpath(workdir, holder.target)
+        if not source.is_dir() and _inside(pod.dir, source) and not holder.read_only:
+            source.mkdir(parents=True, exist_ok=True)
+        return source if source.is_dir() and _inside(pod.dir, source) else None
+
+    @staticmethod
+    def _mount_source(pod: PodRecord, container: ContainerRecord, index: int, layout: _VolumeLayout, *, csi: bool,
+                      written: bool, starting: bool) -> Path:
+        """The folder (or file) in the pod's folder that a mount of the container shows (:class:`_VolumeLayout`).
 
         A ``subPath`` (or ``subPathExpr``, expanded with the container's environment) is taken inside the volume's
         home, made a folder when missing as the kubelet does; a file is bound through a hard link made when the
         container starts, so it keeps the content it had then when the node replaces the volume's file (the kubelet
-        does not update subPath mounts either) and shows it again on a restart. Other mounts of a volume the
-        node writes (and of a CSI driver's, which writes at each ``mountPath``) show their own copy; every other
-        mount of a volume — an emptyDir mounted at different paths by two containers — shows the volume's home,
-        so the containers share it.
+        does not update subPath mounts either) and shows it again on a restart. A whole mount of a volume the node
+        writes shows its own copy, a CSI driver's its ``mountPath`` (where the driver writes); every other whole
+        mount shows the volume's home, so two containers mounting one emptyDir at different paths share it.
+
+        Raises:
+            SubPathError: the path leads out of the pod's folder (a link the pod made), as runc refuses it.
         """
         mount = (container.spec.get("volumeMounts") or [])[index]
+        name, path = mount.get("name", ""), os.path.normpath(mount["mountPath"])
         sub = mount.get("subPath") or expand(mount.get("subPathExpr") or "", container.env)
         if not sub:
-            return _folder_in(pod.dir, os.path.normpath(mount["mountPath"] if own_folder else home))
-        folder = _folder_in(pod.dir, home)
-        if folder is None:
-            return None
+            place = path if csi else layout.whole(name, path) if written else layout.homes.get(name, path)
+            folder = _folder_in(pod.dir, place)
+            if folder is None:
+                raise SubPathError(name, container.name)
+            return folder
+        folder = _folder_in(pod.dir, layout.homes.get(name, f"/{VOLUMES_DIR}/{name}"))
+        if folder is None or not _inside(folder, folder / sub):
+            raise SubPathError(name, container.name)
         source = folder / sub
-        if not _inside(folder, source):
-            return None
         if not source.exists():
             source.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             return source
         snapshot = _folder_in(pod.dir, f"/{VOLUMES_DIR}/.subpaths/{container.name}")
         if snapshot is None:
-            return None
+            raise SubPathError(name, container.name)
         snapshot /= str(index)
         if starting or not snapshot.is_file():
             snapshot.unlink(missing_ok=True)
@@ -642,15 +659,16 @@ class NodeRuntime:
         """
         files: list[tuple[Path, str]] = []
         mounts = _mount_paths(pod)
+        csi_paths: dict[str, list[str]] = {}
+        for mount in _all_mounts(pod):
+            csi_paths.setdefault(mount.get("name", ""), []).append(os.path.normpath(mount["mountPath"]))
         for volume in pod.spec.get("volumes") or []:
             csi = volume.get("csi")
             if csi is not None:
                 # A CSI volume is the driver's to fill (the SPIFFE CSI driver: SPIRE's agent puts the Workload API
                 # socket there). The kubelet starts no container before the driver has mounted it, so a program
                 # that looks for the socket once, at start (Istio's agent), finds it.
-                for mount_path in mounts.get(volume.get("name")) or []:
-                    if mount_path.startswith(f"/{VOLUMES_DIR}/"):
-                        continue  # the driver fills where it is mounted whole
+                for mount_path in csi_paths.get(volume.get("name")) or []:
                     folder = pod.dir / mount_path.lstrip("/")
                     if not folder.is_dir() or not any(folder.iterdir()):
                         raise _MountFailed(f'MountVolume.SetUp failed for volume "{volume.get("name")}" : '
@@ -798,7 +816,11 @@ class NodeRuntime:
         delay = MOUNT_RETRY
         while True:
             try:
-                return self.environment.container_env(pod, container, app_address, await self._dns_address())
+                env = self.environment.container_env(pod, container, app_address, await self._dns_address())
+                problem = sub_path_problem(container.spec, env)
+                if problem:
+                    raise ContainerConfigError(problem)
+                return env
             except ContainerConfigError as exc:
                 message = str(exc)
                 if container.state.get("waiting", {}).get("message") != message:
@@ -950,6 +972,14 @@ def _tail(data: bytes, lines: int | None) -> bytes:
     return b"".join(kept)
 
 
+class SubPathError(OSError):
+    """A mount's folder leads out of the pod's folder (a link the pod's programs made): the container does not start
+    (an exec is refused) rather than see the machine's path."""
+
+    def __init__(self, volume: str, container: str):
+        super().__init__(f'failed to prepare subPath for volumeMount "{volume}" of container "{container}"')
+
+
 class _MountFailed(Exception):
     """A volume cannot be set up yet; the message is the kubelet's ``FailedMount`` wording."""
 
@@ -959,30 +989,78 @@ def _all_mounts(pod: PodRecord) -> list[Obj]:
             for mount in container.get("volumeMounts") or [] if mount.get("mountPath")]
 
 
+# The pod's folder is the node's too: a volume mounted at one of these paths lives under .volumes/ instead.
+_NODE_FOLDERS = frozenset({"bin", "logs", "tmp", SERVICEACCOUNT_DIR, ".sandbox", VOLUMES_DIR})
+
+
+@dataclass(frozen=True)
+class _VolumeLayout:
+    """Where a pod's volumes live in its folder.
+
+    A volume's *home* is its one folder: where it is first mounted whole, or ``.volumes/<name>/`` when a container
+    mounts part of it by ``subPath``, when that path is one of the node's own folders (``/bin``, ``/logs``, ``/tmp``
+    …), or when another volume is mounted at the same path by another container. A volume the node writes
+    (ConfigMap, Secret, projected, Downward API) is also written at each path it is mounted at whole.
+    """
+
+    homes: dict[str, str]
+    shared_paths: frozenset[str]
+
+    @classmethod
+    def of(cls, pod: PodRecord) -> _VolumeLayout:
+        mounts = _all_mounts(pod)
+        users: dict[str, set[str]] = {}
+        for mount in mounts:
+            if not (mount.get("subPath") or mount.get("subPathExpr")):
+                users.setdefault(os.path.normpath(mount["mountPath"]), set()).add(mount.get("name", ""))
+        layout = cls({}, frozenset(path for path, names in users.items() if len(names) > 1))
+        for mount in mounts:
+            name = mount.get("name", "")
+            if mount.get("subPath") or mount.get("subPathExpr"):
+                layout.homes[name] = f"/{VOLUMES_DIR}/{name}"
+            else:
+                layout.homes.setdefault(name, layout.whole(name, mount["mountPath"]))
+        return layout
+
+    def whole(self, name: str, mount_path: str) -> str:
+        """Where the node puts volume ``name`` mounted whole at ``mount_path``."""
+        path = os.path.normpath(mount_path)
+        if path in self.shared_paths or path.lstrip("/").split("/")[0] in _NODE_FOLDERS:
+            return f"/{VOLUMES_DIR}/{name}"
+        return path
+
+
 def _mount_paths(pod: PodRecord) -> dict[str, list[str]]:
-    """Volume name → where the node writes it: each ``mountPath`` the pod's containers mount it at whole (all
-    containers share the pod's folder), and its home under ``.volumes/`` when a container mounts part of it by
-    ``subPath``."""
-    mounts: dict[str, list[str]] = {}
+    """Volume name → where the node writes it: each place it is mounted whole, and its home (:class:`_VolumeLayout`)."""
+    layout = _VolumeLayout.of(pod)
+    places: dict[str, list[str]] = {}
     for mount in _all_mounts(pod):
-        paths = mounts.setdefault(mount.get("name", ""), [])
+        name = mount.get("name", "")
+        paths = places.setdefault(name, [])
         sub = mount.get("subPath") or mount.get("subPathExpr")
-        path = f"/{VOLUMES_DIR}/{mount.get('name', '')}" if sub else mount["mountPath"]
-        if path not in paths:
-            paths.append(path)
-    return mounts
+        for path in (layout.homes[name],) if sub else (layout.whole(name, mount["mountPath"]), layout.homes[name]):
+            if path not in paths:
+                paths.append(path)
+    return places
 
 
-def _volume_homes(pod: PodRecord) -> dict[str, str]:
-    """Volume name → its one folder in the pod's folder: under ``.volumes/`` when any container mounts it by
-    ``subPath``, else where it is first mounted."""
-    homes: dict[str, str] = {}
-    for mount in _all_mounts(pod):
-        if mount.get("subPath") or mount.get("subPathExpr"):
-            homes[mount.get("name", "")] = f"/{VOLUMES_DIR}/{mount.get('name', '')}"
-        else:
-            homes.setdefault(mount.get("name", ""), mount["mountPath"])
-    return homes
+def sub_path_problem(container: Obj, env: dict[str, str]) -> str:
+    """Why the kubelet would not start ``container`` for its ``subPathExpr`` mounts, or ``""``: a variable it names
+    has no value in the container's environment, or the expanded path is absolute or climbs out of the volume."""
+    for mount in container.get("volumeMounts") or []:
+        expression = mount.get("subPathExpr") or ""
+        if not expression:
+            continue
+        missing = sorted({name for name in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", expression)
+                          if not env.get(name)})
+        if missing:
+            return f"missing value for {', '.join(missing)}"
+        path = expand(expression, env)
+        if path.startswith("/"):
+            return f"error SubPath `{path}` must not be an absolute path"
+        if ".." in path.split("/"):
+            return f"unable to provision SubPath `{path}`: must not contain '..'"
+    return ""
 
 
 def _inside(folder: Path, path: Path) -> bool:

@@ -112,6 +112,8 @@ class Sandbox:
         workdir: the working directory to enter once the view is made (empty: stay where the fork left it).
         scratch: a folder in the pod's folder where a new root can be assembled when a mount point needs a
             top-level folder the machine lacks.
+        root: the pod's folder (resolved): every bind's source must be inside it when it is mounted, whatever the
+            pod's programs did to its folders since the node chose it (empty: not checked).
     """
 
     hostname: str
@@ -119,17 +121,19 @@ class Sandbox:
     keep: tuple[str, ...] = ()
     workdir: str = ""
     scratch: str = ""
+    root: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """A plain form, for the zygote's requests."""
         return {"hostname": self.hostname, "binds": [[b.source, b.target, b.read_only] for b in self.binds],
-                "keep": list(self.keep), "workdir": self.workdir, "scratch": self.scratch}
+                "keep": list(self.keep), "workdir": self.workdir, "scratch": self.scratch, "root": self.root}
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> Sandbox:
         """The sandbox :meth:`to_json` described."""
         return cls(value["hostname"], tuple(Bind(s, t, bool(r)) for s, t, r in value.get("binds") or ()),
-                   tuple(value.get("keep") or ()), value.get("workdir", ""), value.get("scratch", ""))
+                   tuple(value.get("keep") or ()), value.get("workdir", ""), value.get("scratch", ""),
+                   value.get("root", ""))
 
 
 def switched_on(environ: Mapping[str, str] | None = None) -> bool:
@@ -308,6 +312,15 @@ def enter(sandbox: Sandbox) -> None:
             view.shadow("/")
         kept = [(path, view.pin(path), os.stat(path)) for path in sandbox.keep if os.path.exists(path)]
         sources = [(bind, view.pin(bind.source)) for bind in sandbox.binds]
+        if sandbox.root:
+            # What is mounted is what was opened: a link the pod's programs put in place of a folder after the node
+            # chose it must not bring the machine's path into the pod.
+            inside = sandbox.root.rstrip("/") + "/"
+            for bind, source in sources:
+                real = os.readlink(source)
+                if real != sandbox.root and not real.startswith(inside):
+                    raise SandboxUnavailable(0, f"sandbox: {bind.target}: its folder leads out of the pod's folder "
+                                                f"(to {real})")
         for bind, source in sources:
             directory = stat.S_ISDIR(os.stat(source).st_mode)
             target = view.make_point(bind.target, directory)

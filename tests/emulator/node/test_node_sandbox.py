@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -211,3 +212,90 @@ def test_projected_and_downward_api_volumes_are_written_at_their_mount_paths(tmp
             0, "ca.crt\nnamespace\nuser\nthe rootadminsample\napp=\"x\"info-132", "")
 
     _run(tmp_path, body, objects)
+
+
+def test_two_containers_share_an_empty_dir_at_different_paths_and_work_inside_it(tmp_path: Path) -> None:
+    async def body(runtime: NodeRuntime, statuses: dict[str, dict[str, Any]]) -> None:
+        pod = _pod("pair-1", volumes=[{"name": "code", "emptyDir": {}}, {"name": "notes", "emptyDir": {}}])
+        pod["spec"]["containers"] = [
+            {"name": "fetch", "image": "busybox",
+             "command": ["sh", "-c", "mkdir -p /labkit-git/src && echo cloned > /labkit-git/src/main.c; sleep 60"],
+             "volumeMounts": [{"name": "code", "mountPath": "/labkit-git"}]},
+            # /logs is a folder of the node's in the pod's folder (the containers' logs): the volume is not it.
+            {"name": "build", "image": "busybox", "command": ["sleep", "infinity"], "workingDir": "/labkit-work/src",
+             "volumeMounts": [{"name": "code", "mountPath": "/labkit-work"}, {"name": "notes", "mountPath": "/logs"}]}]
+        await runtime.sync_pod(pod)
+        await _running(statuses, "pair-1")
+        build = ["sh", "-c", "pwd; cat main.c; ls -A /logs"]
+        end = time.monotonic() + DEADLINE
+        while (result := await _exec_in(runtime, "pair-1", "build", build))[1] != "/labkit-work/src\ncloned\n":
+            assert time.monotonic() < end, result
+            await asyncio.sleep(0.05)
+        assert result == (0, "/labkit-work/src\ncloned\n", "")
+
+    _run(tmp_path, body)
+
+
+def test_a_sub_path_expr_naming_a_missing_variable_holds_the_container_as_a_kubelet_does(tmp_path: Path) -> None:
+    async def body(runtime: NodeRuntime, statuses: dict[str, dict[str, Any]]) -> None:
+        mounts = [{"name": "scratch", "mountPath": "/labkit-logs", "subPathExpr": "$(POD_NAME)/$(NOPE)"}]
+        env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+        await runtime.sync_pod(_pod("expr-1", volumes=[{"name": "scratch", "emptyDir": {}}], volumeMounts=mounts,
+                                    env=env))
+        end = time.monotonic() + DEADLINE
+        while not (waiting := _waiting(statuses, "expr-1")):
+            assert time.monotonic() < end, statuses.get("expr-1")
+            await asyncio.sleep(0.01)
+        assert waiting == {"reason": "CreateContainerConfigError", "message": "missing value for NOPE"}
+
+    _run(tmp_path, body)
+
+
+def test_a_link_the_pod_puts_where_a_sub_path_goes_refuses_the_exec_rather_than_show_the_machine(
+        tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    async def body(runtime: NodeRuntime, statuses: dict[str, dict[str, Any]]) -> None:
+        mounts = [{"name": "scratch", "mountPath": "/labkit-all"},
+                  {"name": "scratch", "mountPath": "/labkit-part", "subPath": "part"}]
+        await runtime.sync_pod(_pod("link-1", volumes=[{"name": "scratch", "emptyDir": {}}], volumeMounts=mounts))
+        await _running(statuses, "link-1")
+        code, _, err = await _exec(runtime, "link-1", ["sh", "-c", f"rmdir /labkit-all/part && "
+                                                                   f"ln -s {elsewhere} /labkit-all/part"])
+        assert (code, err) == (0, "")
+        with pytest.raises(OSError, match='failed to prepare subPath for volumeMount "scratch" of container "main"'):
+            await _exec(runtime, "link-1", ["ls", "/labkit-part"])
+
+    _run(tmp_path, body)
+
+
+def test_entering_refuses_a_folder_that_became_a_link_out_of_the_pods_folder(tmp_path: Path) -> None:
+    pod, elsewhere = tmp_path / "pod", tmp_path / "elsewhere"
+    (pod / "data").mkdir(parents=True)
+    (pod / ".sandbox").mkdir()
+    elsewhere.mkdir()
+    sandbox = sandboxing.Sandbox("race-1", (sandboxing.Bind(str(pod / "data"), "/labkit-data"),),
+                                 scratch=str(pod / ".sandbox"), root=str(pod.resolve()))
+    argv = sandboxing.entering_argv(sandbox, ["/bin/sh", "-c", "exit 0"])
+    assert subprocess.run(argv, capture_output=True, check=False).returncode == 0
+    # Swapped after the node chose the folder: what would be mounted is what the link leads to.
+    (pod / "data").rmdir()
+    (pod / "data").symlink_to(elsewhere)
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert result.returncode == 126
+    assert "/labkit-data: its folder leads out of the pod's folder" in result.stderr
+
+
+def _waiting(statuses: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    states = [c["state"] for c in (statuses.get(name) or {}).get("containerStatuses") or []]
+    return states[0].get("waiting", {}) if states and states[0].get("waiting", {}).get("message") else {}
+
+
+async def _exec_in(runtime: NodeRuntime, name: str, container: str, argv: list[str]) -> tuple[int, str, str]:
+    process = await runtime.exec("sample", name, container, argv)
+    assert process.stdout is not None and process.stderr is not None
+    stdout, stderr = await asyncio.gather(process.stdout.read(), process.stderr.read())
+    await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
