@@ -26,7 +26,6 @@ cell would say ``configured`` for nothing.
 
 from __future__ import annotations
 
-import base64
 import copy
 import re
 from collections.abc import Iterable, Mapping
@@ -40,6 +39,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 from kubernetes.dynamic.resource import Resource
 
+from labkit.core.secret_data import fold_string_data
 from labkit.core.selectors import parse_label_selector
 from labkit.core.wire import Obj
 from labkit.errors import InvalidSelectorError, ManifestError
@@ -525,10 +525,7 @@ def _body(item: _Planned) -> Obj:
     body.pop("status", None)
     if item.kind == "Secret" and item.group == "" and _plain_strings(body.get("stringData")) \
             and isinstance(body.get("data") or {}, dict):
-        data = dict(body.get("data") or {})
-        for key, value in body.pop("stringData").items():
-            data[key] = base64.b64encode(value.encode()).decode()
-        body["data"] = data
+        fold_string_data(body)
     return body
 
 

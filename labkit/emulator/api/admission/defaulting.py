@@ -13,10 +13,10 @@ ServiceAccount admission plugin's token volume, and ``status`` fields (written t
 
 from __future__ import annotations
 
-import base64
 import copy
 from collections.abc import Callable
 
+from labkit.core.secret_data import fold_string_data
 from labkit.core.wire import Obj
 
 DEFAULT_SCHEDULER = "default-scheduler"
@@ -251,12 +251,7 @@ def default_secret(obj: Obj) -> Obj:
     key there) and never stored.
     """
     obj.setdefault("type", "Opaque")
-    string_data = obj.pop("stringData", None) or {}
-    if string_data:
-        data = obj.setdefault("data", {})
-        for key, value in string_data.items():
-            data[key] = base64.b64encode(str(value).encode()).decode()
-    return obj
+    return fold_string_data(obj)
 
 
 def default_namespace(obj: Obj) -> Obj:
