@@ -51,6 +51,9 @@ class ContainerConfigError(Exception):
     """What a container's environment names is missing: the kubelet holds it in ``CreateContainerConfigError``."""
 
 
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")  # an escaped $, or a $(VAR)
+
+
 def expand(value: str, env: dict[str, str]) -> str:
     """Kubernetes' ``$(VAR)`` expansion: known variables are replaced, ``$$`` escapes, the rest stays.
 
@@ -63,7 +66,12 @@ def expand(value: str, env: dict[str, str]) -> str:
             return "$"
         name = match.group(1)
         return env.get(name, match.group(0))
-    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", replace, value)
+    return _REFERENCE.sub(replace, value)
+
+
+def unset_references(value: str, env: dict[str, str]) -> list[str]:
+    """The variables ``value`` refers to (``$(VAR)``, not ``$$(VAR)``) that have no value in ``env``, sorted."""
+    return sorted({m.group(1) for m in _REFERENCE.finditer(value) if m.group(1) and not env.get(m.group(1))})
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ import copy
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import sys
@@ -61,6 +60,7 @@ from labkit.emulator.node.environment import (
     RefResolver,
     expand,
     listen_port,
+    unset_references,
 )
 from labkit.emulator.node.images import SOURCE_ROOT
 from labkit.emulator.node.pods import ContainerRecord, PodRecord
@@ -989,6 +989,11 @@ def _all_mounts(pod: PodRecord) -> list[Obj]:
             for mount in container.get("volumeMounts") or [] if mount.get("mountPath")]
 
 
+def _by_sub_path(mount: Obj) -> bool:
+    """Whether a volume mount shows a part of its volume (``subPath`` or ``subPathExpr``)."""
+    return bool(mount.get("subPath") or mount.get("subPathExpr"))
+
+
 # The pod's folder is the node's too: a volume mounted at one of these paths lives under .volumes/ instead.
 _NODE_FOLDERS = frozenset({"bin", "logs", "tmp", SERVICEACCOUNT_DIR, ".sandbox", VOLUMES_DIR})
 
@@ -1011,12 +1016,12 @@ class _VolumeLayout:
         mounts = _all_mounts(pod)
         users: dict[str, set[str]] = {}
         for mount in mounts:
-            if not (mount.get("subPath") or mount.get("subPathExpr")):
+            if not _by_sub_path(mount):
                 users.setdefault(os.path.normpath(mount["mountPath"]), set()).add(mount.get("name", ""))
         layout = cls({}, frozenset(path for path, names in users.items() if len(names) > 1))
         for mount in mounts:
             name = mount.get("name", "")
-            if mount.get("subPath") or mount.get("subPathExpr"):
+            if _by_sub_path(mount):
                 layout.homes[name] = f"/{VOLUMES_DIR}/{name}"
             else:
                 layout.homes.setdefault(name, layout.whole(name, mount["mountPath"]))
@@ -1037,8 +1042,8 @@ def _mount_paths(pod: PodRecord) -> dict[str, list[str]]:
     for mount in _all_mounts(pod):
         name = mount.get("name", "")
         paths = places.setdefault(name, [])
-        sub = mount.get("subPath") or mount.get("subPathExpr")
-        for path in (layout.homes[name],) if sub else (layout.whole(name, mount["mountPath"]), layout.homes[name]):
+        whole = () if _by_sub_path(mount) else (layout.whole(name, mount["mountPath"]),)
+        for path in (*whole, layout.homes[name]):
             if path not in paths:
                 paths.append(path)
     return places
@@ -1051,8 +1056,7 @@ def sub_path_problem(container: Obj, env: dict[str, str]) -> str:
         expression = mount.get("subPathExpr") or ""
         if not expression:
             continue
-        missing = sorted({name for name in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", expression)
-                          if not env.get(name)})
+        missing = unset_references(expression, env)
         if missing:
             return f"missing value for {', '.join(missing)}"
         path = expand(expression, env)

@@ -42,8 +42,8 @@ class _Objects:
         return self.data.get((kind, name))
 
 
-async def _exec(runtime: NodeRuntime, name: str, argv: list[str]) -> tuple[int, str, str]:
-    process = await runtime.exec("sample", name, None, argv)
+async def _exec(runtime: NodeRuntime, name: str, argv: list[str], container: str | None = None) -> tuple[int, str, str]:
+    process = await runtime.exec("sample", name, container, argv)
     assert process.stdout is not None and process.stderr is not None
     stdout, stderr = await asyncio.gather(process.stdout.read(), process.stderr.read())
     await process.wait()
@@ -228,7 +228,7 @@ def test_two_containers_share_an_empty_dir_at_different_paths_and_work_inside_it
         await _running(statuses, "pair-1")
         build = ["sh", "-c", "pwd; cat main.c; ls -A /logs"]
         end = time.monotonic() + DEADLINE
-        while (result := await _exec_in(runtime, "pair-1", "build", build))[1] != "/labkit-work/src\ncloned\n":
+        while (result := await _exec(runtime, "pair-1", build, "build"))[1] != "/labkit-work/src\ncloned\n":
             assert time.monotonic() < end, result
             await asyncio.sleep(0.05)
         assert result == (0, "/labkit-work/src\ncloned\n", "")
@@ -290,12 +290,3 @@ def test_entering_refuses_a_folder_that_became_a_link_out_of_the_pods_folder(tmp
 def _waiting(statuses: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
     states = [c["state"] for c in (statuses.get(name) or {}).get("containerStatuses") or []]
     return states[0].get("waiting", {}) if states and states[0].get("waiting", {}).get("message") else {}
-
-
-async def _exec_in(runtime: NodeRuntime, name: str, container: str, argv: list[str]) -> tuple[int, str, str]:
-    process = await runtime.exec("sample", name, container, argv)
-    assert process.stdout is not None and process.stderr is not None
-    stdout, stderr = await asyncio.gather(process.stdout.read(), process.stderr.read())
-    await process.wait()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
